@@ -1,0 +1,23 @@
+"""Measure a compressed model: accuracy, latency, memory, on the serving plan it would use.
+
+``accuracy`` runs in the trial's process (it may overlap other trials); latency and
+memory run in an isolated ``serving_probe`` process that holds a per-host timing lock
+(``isolation``) so concurrent trials never time at the same moment, and that really
+executes the parallel strategy (``single`` or ``data_parallel`` over gloo).
+"""
+
+from slimsearch.evaluators.accuracy import evaluate_accuracy, predict
+from slimsearch.evaluators.isolation import hardware_identity
+from slimsearch.evaluators.latency import LatencyStats
+from slimsearch.evaluators.serving import MeasurementError, ServingMeasurement, measure_serving, save_artifact
+
+__all__ = [
+    "LatencyStats",
+    "MeasurementError",
+    "ServingMeasurement",
+    "evaluate_accuracy",
+    "hardware_identity",
+    "measure_serving",
+    "predict",
+    "save_artifact",
+]

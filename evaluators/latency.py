@@ -1,0 +1,59 @@
+"""Latency statistics from repeated timed calls.
+
+Each call is timed on its own (``perf_counter_ns``) after a warm-up, so the report has
+percentiles and a coefficient of variation, not just a mean that hides outliers.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    p50_ms: float
+    p95_ms: float
+    mean_ms: float
+    cv: float
+    """Coefficient of variation (std / mean) of the timed calls."""
+    repeats: int
+
+    @classmethod
+    def from_samples(cls, samples_ms: list[float]) -> LatencyStats:
+        if len(samples_ms) < 2:
+            raise ValueError("need at least two timed calls for latency statistics")
+        ordered = sorted(samples_ms)
+        mean = statistics.fmean(ordered)
+        return cls(
+            p50_ms=statistics.median(ordered),
+            p95_ms=_percentile(ordered, 0.95),
+            mean_ms=mean,
+            cv=statistics.stdev(ordered) / mean if mean > 0 else 0.0,
+            repeats=len(ordered),
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Linear-interpolated percentile of an already sorted list."""
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def time_calls(call: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of each of ``repeats`` calls, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        call()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        call()
+        samples.append((time.perf_counter_ns() - start) / 1e6)
+    return samples

@@ -1,0 +1,34 @@
+"""Resident-memory high-water mark of this process, resettable.
+
+``ru_maxrss`` cannot be reset and tracemalloc does not see tensor storage, so the peak
+is read from ``VmHWM`` in ``/proc/self/status`` after resetting it by writing ``5`` to
+``/proc/self/clear_refs`` (Linux). This must run in a fresh process per measurement so
+the baseline is the bare runtime, not an earlier trial's leftovers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _status_kib(field: str) -> int:
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in {_STATUS}; resident-memory measurement needs Linux /proc")
+
+
+def current_rss_bytes() -> int:
+    return _status_kib("VmRSS") * 1024
+
+
+def peak_rss_bytes() -> int:
+    return _status_kib("VmHWM") * 1024
+
+
+def reset_peak_rss() -> None:
+    """Make the high-water mark equal to the current RSS."""
+    _CLEAR_REFS.write_text("5")

@@ -1,0 +1,109 @@
+"""Latency and memory of serving a model, measured in an isolated probe process.
+
+The model is traced to TorchScript (the serving artifact: it loads without project
+code, also for quantized FX graphs whose pickles do not reload) and handed to a fresh
+``serving_probe`` process, so memory is measured against a clean baseline and the timed
+window holds the host lock. Memory is the peak RSS of all serving processes minus the
+baseline of one idle torch process: the extra ranks of a data-parallel plan count in
+full, because deploying them costs that much.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from slimsearch.evaluators.latency import LatencyStats
+from slimsearch.evaluators.serving_probe import ServingJob, job_dict
+
+MB = 1024 * 1024
+
+
+class MeasurementError(RuntimeError):
+    """The probe failed or timed out; the message is recorded as the trial's failure reason."""
+
+
+@dataclass(frozen=True)
+class ServingMeasurement:
+    latency: LatencyStats
+    memory_bytes: int
+    per_rank_peak_bytes: list[int]
+    baseline_bytes: int
+    windows_ns: list[tuple[int, int]]
+    lock_wait_s: float
+    hardware: dict[str, str]
+
+    @property
+    def memory_mb(self) -> float:
+        return self.memory_bytes / MB
+
+
+def save_artifact(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    """Trace ``model`` on ``example`` and save it as TorchScript at ``path``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit deprecation + tracer warnings on quantized graphs
+        with torch.inference_mode(False), torch.no_grad():
+            traced = torch.jit.trace(model.eval(), example, check_trace=False)
+        torch.jit.save(traced, str(path))
+    return path
+
+
+def measure_serving(
+    artifact: Path,
+    input_shape: tuple[int, ...],
+    *,
+    batch_size: int,
+    strategy: str,
+    degree: int,
+    threads: int,
+    warmup: int,
+    repeats: int,
+    timeout_s: float,
+) -> ServingMeasurement:
+    """Run the probe on ``artifact`` and return its measurement, or raise MeasurementError."""
+    job = ServingJob(str(artifact), list(input_shape), batch_size, strategy, degree, threads, warmup, repeats)
+    job_path = artifact.with_suffix(".job.json")
+    result_path = artifact.with_suffix(".result.json")
+    job_path.write_text(json.dumps(job_dict(job)))
+    result_path.unlink(missing_ok=True)
+    _run_probe(job_path, result_path, timeout_s)
+    return _parse(json.loads(result_path.read_text()))
+
+
+def _run_probe(job_path: Path, result_path: Path, timeout_s: float) -> None:
+    command = [sys.executable, "-m", "slimsearch.evaluators.serving_probe", str(job_path), str(result_path)]
+    # A new session makes the probe and its rank processes one group we can kill together.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise MeasurementError(f"serving probe timed out after {timeout_s:.0f}s (evaluation.timeout_s)") from None
+    if process.returncode != 0 or not result_path.exists():
+        last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
+        raise MeasurementError(f"serving probe failed (exit {process.returncode}): {last[0][:300]}")
+
+
+def _parse(result: dict) -> ServingMeasurement:
+    ranks = sorted(result["ranks"], key=lambda r: r["rank"])
+    peaks = [int(r["peak_bytes"]) for r in ranks]
+    baseline = int(ranks[0]["baseline_bytes"])
+    return ServingMeasurement(
+        latency=LatencyStats.from_samples(ranks[0]["samples_ms"]),
+        memory_bytes=max(0, sum(peaks) - baseline),
+        per_rank_peak_bytes=peaks,
+        baseline_bytes=baseline,
+        windows_ns=[tuple(r["window_ns"]) for r in ranks],
+        lock_wait_s=float(result["lock_wait_s"]),
+        hardware=result["hardware"],
+    )

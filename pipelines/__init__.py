@@ -1,0 +1,22 @@
+"""Tasks and compression stages: from a Candidate to a compressed model ready to serve.
+
+``task`` defines the public Task API (teacher + data + metric) and loads built-in or
+user tasks; ``digits`` is the built-in offline task; ``training`` is the one training
+loop (supervised, distillation, fine-tuning); ``stages`` are the cached slow stages;
+``quantize`` is the bit-width stage; ``build`` chains them per candidate.
+"""
+
+from slimsearch.pipelines.build import BuiltModel, CompressionPipeline
+from slimsearch.pipelines.stages import TrainingRecipe
+from slimsearch.pipelines.task import BUILTIN_TASKS, Task, TaskLoadError, load_task, top1_accuracy
+
+__all__ = [
+    "BUILTIN_TASKS",
+    "BuiltModel",
+    "CompressionPipeline",
+    "Task",
+    "TaskLoadError",
+    "TrainingRecipe",
+    "load_task",
+    "top1_accuracy",
+]

@@ -1,0 +1,105 @@
+"""Candidate -> compressed, ready-to-serve model: distil -> prune -> fine-tune -> quantize.
+
+:class:`CompressionPipeline` is created once per study process (it holds the task, the
+teacher and its cached logits) and builds one :class:`BuiltModel` per candidate, with
+per-stage wall times and cache hits recorded for the trial.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from slimsearch.pipelines import stages
+from slimsearch.pipelines.cache import StageCache
+from slimsearch.pipelines.quantize import quantize
+from slimsearch.pipelines.stages import StageResult, TrainingRecipe
+from slimsearch.pipelines.task import Task
+from slimsearch.pipelines.training import Distillation
+from slimsearch.spaces import Candidate
+
+
+@dataclass
+class BuiltModel:
+    """A compressed model plus the facts about how it was built."""
+
+    serving: nn.Module
+    quant_path: str
+    simulated: bool
+    model_bytes: int
+    params: int
+    macs: int
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    cache_hits: dict[str, bool] = field(default_factory=dict)
+
+
+class CompressionPipeline:
+    """Builds candidates for one task; the teacher is trained (or loaded) on construction."""
+
+    def __init__(self, task: Task, cache_dir: str | Path, recipe: TrainingRecipe, seed: int, calibration_size: int = 256):
+        self.task = task
+        self.cache = StageCache(cache_dir)
+        self.recipe = recipe
+        self.seed = seed
+        self.calibration = task.train[0][:calibration_size]
+        self.teacher = stages.teacher(task, self.cache, recipe, seed)
+        self._soft_targets: torch.Tensor | None = None
+
+    @property
+    def soft_targets(self) -> torch.Tensor:
+        if self._soft_targets is None:
+            self._soft_targets = stages.teacher_logits(self.task, self.cache, self.teacher)
+        return self._soft_targets
+
+    def build(self, candidate: Candidate) -> BuiltModel:
+        timings: dict[str, float] = {}
+        hits: dict[str, bool] = {}
+        base, distillation = self._architecture(candidate, timings, hits)
+        if candidate.prune_ratio > 0:
+            with _timed(timings, "prune_finetune"):
+                base = stages.pruned_and_finetuned(
+                    self.task, self.cache, self.recipe, self.seed, base, candidate.prune_ratio, distillation
+                )
+            hits["prune_finetune"] = base.cache_hit
+        macs, params = stages.count_macs_and_params(base.model, self.task.train[0][:1])
+        with _timed(timings, "quantize"):
+            quantized = quantize(base.model, candidate.bits, candidate.float_dtype, self.calibration)
+        return BuiltModel(
+            serving=quantized.serving,
+            quant_path=quantized.path,
+            simulated=quantized.simulated,
+            model_bytes=quantized.model_bytes,
+            params=params,
+            macs=macs,
+            stage_seconds=timings,
+            cache_hits=hits,
+        )
+
+    def _architecture(
+        self, candidate: Candidate, timings: dict[str, float], hits: dict[str, bool]
+    ) -> tuple[StageResult, Distillation | None]:
+        """The teacher, or the distilled student, plus the distillation used to fine-tune it."""
+        choice = candidate.student
+        if choice is None:
+            return self.teacher, None
+        with _timed(timings, "distill"):
+            student = stages.distilled_student(
+                self.task, self.cache, self.recipe, self.seed, choice, self.teacher, self.soft_targets
+            )
+        hits["distill"] = student.cache_hit
+        return student, Distillation(self.soft_targets, choice.temperature, choice.alpha)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = time.perf_counter() - start

@@ -1,0 +1,108 @@
+"""Bit-width stage: real fp16/bf16 dtypes, real int8 kernels, and simulated sub-8-bit.
+
+* 32 bits: the float model unchanged.
+* 16 bits: weights and activations in float16/bfloat16 (a real dtype; on AVX2 CPUs
+  convolutions in these dtypes are much slower, which the search must measure).
+* 8 bits: FX graph-mode static post-training quantization with the ``x86`` qconfig
+  mapping (per-channel weights, calibrated activations), executed by fbgemm/onednn int8
+  kernels. ``torch.ao.quantization`` warns that it is deprecated in torch 2.13, but it
+  is the path that really runs int8 convolutions fast on this CPU (torchao's PT2E path
+  needs static shapes under torch.compile; uncompiled it was slower than fp32).
+* below 8 bits: per-channel symmetric fake-quant of Conv/Linear weights. Accuracy is
+  real; speed is fp32 speed and size is computed from packed bits, so every number is
+  labelled ``simulated``.
+
+Every serving module takes float32 input and returns float32 logits, as a deployed
+model would, so accuracy and latency are measured on the same interface.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from slimsearch.spaces import InvalidCandidate
+
+
+@dataclass
+class QuantizedModel:
+    serving: nn.Module
+    path: str
+    """Which quantization implementation ran (recorded as a trial tag)."""
+    model_bytes: int
+    """Serialized weight bytes (computed from packed bits when simulated)."""
+    simulated: bool
+
+
+class CastingWrapper(nn.Module):
+    """Runs ``inner`` in ``dtype`` behind a float32 interface."""
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.inner = inner.to(dtype)
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.to(self.dtype)).float()
+
+
+def quantize(model: nn.Module, bits: int, float_dtype: str | None, calibration: torch.Tensor) -> QuantizedModel:
+    """Return a serving module for ``model`` at ``bits`` (the input model is not modified)."""
+    model = copy.deepcopy(model).eval()
+    if bits == 32:
+        return QuantizedModel(model, "fp32", state_dict_bytes(model), simulated=False)
+    if bits == 16:
+        dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[float_dtype or "float16"]
+        wrapped = CastingWrapper(model, dtype).eval()
+        return QuantizedModel(wrapped, str(float_dtype or "float16"), state_dict_bytes(wrapped), simulated=False)
+    if bits == 8:
+        serving = _static_int8(model, calibration)
+        return QuantizedModel(serving, "fx-static-int8-x86", state_dict_bytes(serving), simulated=False)
+    return _fake_quant_weights(model, bits)
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``: what shipping the weights costs."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
+def _static_int8(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # see module docstring
+        try:
+            prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), (calibration[:1],))
+        except Exception as exc:  # not FX-traceable: a property of the model, not a crash
+            raise InvalidCandidate(f"int8 static quantization cannot trace this model: {exc}") from exc
+        with torch.inference_mode():
+            for start in range(0, len(calibration), 64):
+                prepared(calibration[start : start + 64])
+        return convert_fx(prepared).eval()
+
+
+def _fake_quant_weights(model: nn.Module, bits: int) -> QuantizedModel:
+    qmax = 2 ** (bits - 1) - 1
+    packed_bytes = 0
+    quantized_names: set[str] = set()
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if not isinstance(module, (nn.Conv2d, nn.Linear)):
+                continue
+            weight = module.weight
+            per_channel_max = weight.detach().abs().flatten(1).amax(dim=1).clamp(min=1e-8)
+            scale = (per_channel_max / qmax).float()
+            zero_point = torch.zeros(len(scale), dtype=torch.int32)
+            weight.copy_(torch.fake_quantize_per_channel_affine(weight, scale, zero_point, 0, -qmax - 1, qmax))
+            packed_bytes += (weight.numel() * bits + 7) // 8 + 4 * len(scale)  # packed ints + fp32 scales
+            quantized_names.add(f"{name}.weight" if name else "weight")
+    other_bytes = sum(t.numel() * t.element_size() for k, t in model.state_dict().items() if k not in quantized_names)
+    return QuantizedModel(model, f"fake-quant-w{bits}", packed_bytes + other_bytes, simulated=True)

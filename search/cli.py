@@ -1,0 +1,152 @@
+"""``slimsearch`` command line: run, front, validate, space.
+
+Known problems (bad config, task that fails to import, study mismatch) print one line
+``error: ...`` naming the problem and the fix, and exit 2; Ctrl-C exits 130 after the
+front is written, with the command to resume.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from slimsearch.pipelines import TaskLoadError
+from slimsearch.search.config import ConfigError, SlimsearchConfig, load_config
+from slimsearch.search.pareto import FrontRow, front_rows
+from slimsearch.search.study import StudyMismatch, load_existing_study
+from slimsearch.spaces import describe_space, rejection_reason, sample_candidates
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Overnight multi-objective model-compression search.")
+# Logs of overnight runs are files, not terminals: give them room for the front table.
+console = Console(width=None if sys.stdout.isatty() else 160)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+F = TypeVar("F", bound=Callable[..., object])
+
+ConfigArg = typer.Argument(None, help="YAML config; omitted = the embedded digits default", show_default=False)
+
+
+def _clean_errors(command: F) -> F:
+    """Turn the errors users can fix into one line and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        from slimsearch.search.driver import SearchError, SearchInterrupted
+
+        try:
+            return command(*args, **kwargs)
+        except (ConfigError, TaskLoadError, StudyMismatch, SearchError) as exc:
+            errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(2) from None
+        except SearchInterrupted as exc:
+            errors.print(f"[yellow]stopped:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@_clean_errors
+def run(
+    config: Optional[Path] = ConfigArg,
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="evaluated trials to add (default: search.n_trials)"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="stop asking for new trials after SECONDS"),
+) -> None:
+    """Run (or resume) the search: every trial goes to the Optuna study and to MLflow."""
+    from slimsearch.search.driver import SearchDriver
+
+    cfg = load_config(config)
+    summary = SearchDriver(cfg, console).run(n_trials, timeout)
+    study = load_existing_study(cfg.storage_url, cfg.search.study_name)
+    console.print(_front_table(front_rows(study, list(cfg.objectives)), list(cfg.objectives), study.user_attrs.get("baseline")))
+    reasons = ", ".join(f"{k} x{v}" for k, v in summary.failure_reasons.items()) or "none"
+    console.print(
+        f"trials {summary.first_trial}..{summary.last_trial}: {summary.completed} complete, {summary.failed} failed "
+        f"({reasons}), {summary.rejected} rejected in {summary.seconds / 60:.1f} min "
+        f"({summary.trials_per_minute:.2f} trials/min); hypervolume {summary.hypervolume:.4g}"
+    )
+    console.print(
+        "Review in MLflow: [bold]mlflow ui --backend-store-uri "
+        f"{cfg.tracking_uri} --host 127.0.0.1 --port 5000[/]  then open experiment "
+        f"'{cfg.tracking.experiment}', parent run '{cfg.search.study_name}' (id {summary.parent_run_id}); "
+        "filter child runs with tags.pareto = 'true'.",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+@_clean_errors
+def front(
+    config: Optional[Path] = ConfigArg,
+    study_name: Optional[str] = typer.Option(None, "--study", help="study name (default: from the config)"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: from the config)"),
+) -> None:
+    """Print the Pareto front of a study from its storage."""
+    cfg = load_config(config)
+    study = load_existing_study(storage or cfg.storage_url, study_name or cfg.search.study_name)
+    objectives = list(study.user_attrs.get("objectives") or cfg.objectives)
+    console.print(_front_table(front_rows(study, objectives), objectives, study.user_attrs.get("baseline")))
+
+
+@app.command()
+@_clean_errors
+def validate(config: Path = typer.Argument(..., help="YAML config to check")) -> None:
+    """Check a config file; exit 2 with a one-line message naming the bad field."""
+    cfg = load_config(config)
+    console.print(f"{config}: ok (task {cfg.task}, {len(cfg.objectives)} objectives, study {cfg.search.study_name})")
+
+
+@app.command()
+@_clean_errors
+def space(
+    config: Optional[Path] = ConfigArg,
+    samples: int = typer.Option(5, "--samples", min=0, help="how many random candidates to show"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Print the combined search space and a few sampled candidates."""
+    cfg = load_config(config)
+    table = Table(title="search space")
+    for column in ("parameter", "values", "present when"):
+        table.add_column(column)
+    for row in describe_space(cfg.space):
+        table.add_row(*row)
+    console.print(table)
+    for candidate in sample_candidates(cfg.space, samples, seed):
+        reason = rejection_reason(candidate, cfg.evaluation.batch_size)
+        console.print(f"  {candidate.summary():<60} " + (f"[yellow]rejected: {reason}[/]" if reason else "[green]ok[/]"))
+
+
+def _front_table(rows: list[FrontRow], objectives: list[str], baseline: Optional[dict]) -> Table:
+    table = Table(title=f"Pareto front ({len(rows)} feasible non-dominated trials)")
+    for column in ("trial", "configuration", *objectives, "acc drop", "test acc", "model MB", "vs teacher"):
+        table.add_column(column, justify="left" if column == "configuration" else "right")
+    teacher = (baseline or {}).get("metrics", {})
+    for row in rows:
+        table.add_row(
+            str(row.number),
+            row.summary + (" [magenta](simulated)[/]" if row.simulated else ""),
+            *(f"{row.values[o]:.4g}" for o in objectives),
+            f"{row.accuracy_drop:+.4f}",
+            f"{row.test_accuracy:.4f}",
+            f"{row.model_mb:.3f}",
+            _versus_teacher(row, teacher),
+        )
+    return table
+
+
+def _versus_teacher(row: FrontRow, teacher: dict) -> str:
+    """Measured ratios against the teacher's baseline, e.g. ``3.6x smaller 5.1x faster``."""
+    parts = []
+    if teacher.get("model_mb") and row.model_mb > 0:
+        parts.append(f"{teacher['model_mb'] / row.model_mb:.1f}x smaller")
+    latency = row.values.get("latency_p50_ms")
+    if teacher.get("latency_p50_ms") and latency:
+        parts.append(f"{teacher['latency_p50_ms'] / latency:.1f}x faster")
+    return " ".join(parts)
+
+

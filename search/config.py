@@ -1,0 +1,146 @@
+"""The one YAML config file, validated by pydantic.
+
+Every field has a default that runs the built-in digits demo, so ``SlimsearchConfig()``
+is the embedded default and ``configs/digits.yaml`` spells the same values out. Unknown
+keys are errors, and :func:`load_config` turns any problem into one line that names the
+file and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from slimsearch.pipelines import TrainingRecipe
+from slimsearch.search.objectives import METRICS, Constraint, Direction
+from slimsearch.spaces import SpaceSpec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SearchSettings(_Strict):
+    backend: Literal["optuna"] = "optuna"
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    n_trials: int = Field(24, ge=1, description="trials to run in this invocation (a re-run adds more)")
+    timeout_s: float | None = Field(None, gt=0, description="stop asking for new trials after this many seconds")
+    seed: int = 0
+    study_name: str = Field("digits-demo", min_length=1)
+    storage: str | None = Field(None, description="Optuna storage URL; default: SQLite file in output_dir")
+    front_every: int = Field(5, ge=1, description="log the Pareto front artifacts every N trials")
+
+
+class TrackingSettings(_Strict):
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: SQLite file in output_dir")
+    experiment: str = "slimsearch"
+
+
+class TrainingSettings(_Strict):
+    teacher_epochs: int = Field(15, ge=0)
+    distill_epochs: int = Field(10, ge=0)
+    finetune_epochs: int = Field(3, ge=0)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+
+    def recipe(self) -> TrainingRecipe:
+        return TrainingRecipe(**self.model_dump())
+
+
+class EvaluationSettings(_Strict):
+    batch_size: int = Field(64, ge=1, description="serving batch size for latency and memory")
+    warmup: int = Field(20, ge=0)
+    repeats: int = Field(50, ge=2)
+    timeout_s: float = Field(300, gt=0, description="kill a serving measurement after this long")
+    calibration_size: int = Field(256, ge=1, description="training rows used to calibrate int8")
+
+
+class SlimsearchConfig(_Strict):
+    task: str = Field("digits", description="built-in task name or 'module:callable' returning a Task")
+    output_dir: str = "slimsearch-out"
+    space: SpaceSpec = Field(default_factory=SpaceSpec)
+    objectives: dict[str, Direction] = Field(
+        default_factory=lambda: {"accuracy": "maximize", "latency_p50_ms": "minimize", "memory_mb": "minimize"}
+    )
+    constraints: list[str] = Field(default_factory=lambda: ["accuracy_drop <= 0.01"])
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+
+    @field_validator("objectives")
+    @classmethod
+    def _known_objectives(cls, objectives: dict[str, Direction]) -> dict[str, Direction]:
+        unknown = sorted(set(objectives) - set(METRICS))
+        if unknown:
+            raise ValueError(f"unknown objective(s) {unknown}; choose from {sorted(METRICS)}")
+        if len(objectives) < 2:
+            raise ValueError("a multi-objective search needs at least two objectives")
+        return objectives
+
+    @field_validator("constraints")
+    @classmethod
+    def _parseable_constraints(cls, constraints: list[str]) -> list[str]:
+        for text in constraints:
+            Constraint.parse(text)
+        return constraints
+
+    @property
+    def parsed_constraints(self) -> list[Constraint]:
+        return [Constraint.parse(text) for text in self.constraints]
+
+    @property
+    def storage_url(self) -> str:
+        return self.search.storage or f"sqlite:///{Path(self.output_dir) / 'optuna.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracking.tracking_uri or f"sqlite:///{Path(self.output_dir) / 'mlflow.db'}"
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.output_dir) / "cache"
+
+    @property
+    def artifact_root(self) -> Path:
+        return Path(self.output_dir) / "mlartifacts"
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased as one line naming the file and the field."""
+
+
+def load_config(path: str | Path | None) -> SlimsearchConfig:
+    """Load and validate ``path``; ``None`` gives the embedded digits default."""
+    if path is None:
+        return SlimsearchConfig()
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (task:, space:, search:, ...)")
+    try:
+        return SlimsearchConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {format_validation_error(exc)}") from exc
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """First error as ``field.path: message`` (+ how many more), on one line."""
+    errors = exc.errors()
+    first = errors[0]
+    location = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown field (check the spelling; see configs/digits.yaml for all fields)"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{location}: {message}{more}"

@@ -1,0 +1,294 @@
+"""The search loop: ask Optuna for a candidate, build and measure it, record it everywhere.
+
+Uses Optuna's ask/tell interface so the driver decides the order of records: the
+trial's outcome is told to Optuna first, then the MLflow child run is completed with the
+same values. A candidate that cannot exist here is recorded as a FAIL with
+``failure_kind=rejected`` and does not use up the trial budget; any other exception is a
+FAIL with ``failure_kind=error`` and the study continues. Ctrl-C marks the running trial,
+writes the front and ends the parent run as KILLED.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from slimsearch.dashboards import PlotPoint, pareto_figure
+from slimsearch.evaluators import hardware_identity
+from slimsearch.pipelines import CompressionPipeline, load_task
+from slimsearch.search.config import SlimsearchConfig
+from slimsearch.search.pareto import front_rows, front_trials, hypervolume, is_feasible, reference_point
+from slimsearch.search.study import open_study, stored_baseline
+from slimsearch.search.tracking import MlflowTracker
+from slimsearch.search.trial import measure_candidate
+from slimsearch.spaces import Candidate, InvalidCandidate, rejection_reason, suggest_candidate, teacher_params
+
+MAX_CONSECUTIVE_REJECTIONS = 50
+
+
+class SearchError(RuntimeError):
+    """The search cannot go on; the message says why and what to change."""
+
+
+class SearchInterrupted(RuntimeError):
+    """Ctrl-C: the running trial was marked and the front written; re-run to resume."""
+
+
+@dataclass
+class RunSummary:
+    study_name: str
+    evaluated: int = 0
+    completed: int = 0
+    failed: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    first_trial: int | None = None
+    last_trial: int | None = None
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+    hypervolume: float = 0.0
+    parent_run_id: str = ""
+
+    @property
+    def trials_per_minute(self) -> float:
+        return 60.0 * self.evaluated / self.seconds if self.seconds > 0 else 0.0
+
+
+class SearchDriver:
+    def __init__(self, config: SlimsearchConfig, console: Console | None = None):
+        self.config = config
+        self.console = console or Console()
+        self.objectives = list(config.objectives)
+        self.directions = list(config.objectives.values())
+        self.constraints = config.parsed_constraints
+        self.workdir = Path(config.output_dir) / "artifacts-tmp"
+
+    def run(self, n_trials: int | None = None, timeout_s: float | None = None) -> RunSummary:
+        cfg = self.config
+        n_trials = n_trials or cfg.search.n_trials
+        timeout_s = timeout_s if timeout_s is not None else cfg.search.timeout_s
+        torch.set_num_threads(max(1, len(_cores())))
+        self.study = open_study(cfg)
+        self.console.print(f"[bold]study[/] {cfg.search.study_name} ({len(self.study.trials)} trials so far) "
+                           f"in {cfg.storage_url}")
+        task = load_task(cfg.task, cfg.search.seed)
+        with self.console.status("preparing the teacher (trained once, then cached)"):
+            self.pipeline = CompressionPipeline(
+                task, cfg.cache_dir, cfg.training.recipe(), cfg.search.seed, cfg.evaluation.calibration_size
+            )
+            self.baseline = self._baseline()
+        self.reference = self.study.user_attrs["reference_point"]
+        self.tracker = MlflowTracker(cfg.tracking_uri, cfg.tracking.experiment, cfg.artifact_root, cfg.search.study_name,
+                                     self._parent_tags())
+        self.tracker.log_parent_params({f"baseline.{k}": round(v, 6) for k, v in self.baseline["metrics"].items()})
+        if not self.study.trials and (params := teacher_params(cfg.space)):
+            self.study.enqueue_trial(params)
+        summary = RunSummary(cfg.search.study_name, parent_run_id=self.tracker.parent_run_id)
+        try:
+            self._loop(summary, n_trials, timeout_s)
+        except KeyboardInterrupt:
+            self._publish_front(summary)
+            self.tracker.end("KILLED")
+            raise SearchInterrupted(
+                f"interrupted after {summary.evaluated} trials; run the same command again to resume "
+                f"study '{cfg.search.study_name}'"
+            ) from None
+        self._publish_front(summary)
+        self.tracker.end("FINISHED")
+        return summary
+
+    def _loop(self, summary: RunSummary, n_trials: int, timeout_s: float | None) -> None:
+        started = time.monotonic()
+        rejected_in_a_row = 0
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
+        with Progress(*columns, console=self.console) as progress:
+            bar = progress.add_task("trials", total=n_trials, status="")
+            while summary.evaluated < n_trials:
+                if timeout_s is not None and time.monotonic() - started > timeout_s:
+                    self.console.print(f"timeout of {timeout_s:.0f}s reached; stopping")
+                    break
+                outcome = self._one_trial(summary)
+                summary.seconds = time.monotonic() - started
+                if outcome == "rejected":
+                    rejected_in_a_row += 1
+                    if rejected_in_a_row >= MAX_CONSECUTIVE_REJECTIONS:
+                        raise SearchError(
+                            f"{rejected_in_a_row} candidates in a row were rejected "
+                            f"(e.g. {self._last_reason}); narrow the space section of the config"
+                        )
+                    continue
+                rejected_in_a_row = 0
+                summary.evaluated += 1
+                front_size = self._update_front(summary)
+                progress.update(bar, advance=1, status=f"front {front_size} · hv {summary.hypervolume:.4g}")
+                if summary.evaluated % self.config.search.front_every == 0:
+                    self._publish_front(summary)
+
+    def _one_trial(self, summary: RunSummary) -> str:
+        trial = self.study.ask()
+        run_id = self.tracker.start_trial(trial.number)
+        trial.set_user_attr("mlflow_run_id", run_id)
+        summary.first_trial = trial.number if summary.first_trial is None else summary.first_trial
+        summary.last_trial = trial.number
+        candidate: Candidate | None = None
+        try:
+            candidate = suggest_candidate(trial, self.config.space)
+            trial.set_user_attr("candidate", candidate.to_dict())
+            trial.set_user_attr("summary", candidate.summary())
+            trial.set_user_attr("simulated", candidate.simulated)
+            reason = rejection_reason(candidate, self.config.evaluation.batch_size)
+            if reason:
+                raise InvalidCandidate(reason)
+            result = measure_candidate(candidate, self.pipeline, self.config.evaluation, self.workdir,
+                                       self.baseline["metrics"]["accuracy"])
+        except KeyboardInterrupt:
+            self._record_failure(trial, run_id, candidate, "interrupted", "interrupted by the user", "KILLED")
+            raise
+        except InvalidCandidate as exc:
+            self._last_reason = str(exc)
+            self._record_failure(trial, run_id, candidate, "rejected", str(exc), "FAILED")
+            summary.rejected += 1
+            self._print_trial(trial.number, candidate, f"[yellow]rejected[/]: {exc}")
+            return "rejected"
+        except Exception as exc:  # fail-soft: one bad candidate never aborts the study
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            self._record_failure(trial, run_id, candidate, "error", reason, "FAILED", traceback.format_exc())
+            summary.failed += 1
+            summary.failure_reasons[type(exc).__name__] = summary.failure_reasons.get(type(exc).__name__, 0) + 1
+            self._print_trial(trial.number, candidate, f"[red]failed[/]: {reason}")
+            return "failed"
+        self._record_success(trial, run_id, candidate, result)
+        summary.completed += 1
+        return "complete"
+
+    def _record_success(self, trial: optuna.Trial, run_id: str, candidate: Candidate, result: Any) -> None:
+        metrics = result.metrics
+        feasible = True
+        for constraint in self.constraints:
+            violation = constraint.violation(metrics)
+            trial.set_constraint(constraint.name, violation)
+            feasible &= violation <= 0
+        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr("tags", result.tags)
+        self.study.tell(trial, [metrics[name] for name in self.objectives])
+        self.tracker.finish_trial(
+            run_id,
+            candidate.flat(),
+            metrics,
+            {**result.tags, "state": "COMPLETE", "feasible": str(feasible).lower(), "pareto": "false",
+             "summary": candidate.summary()},
+            "FINISHED",
+        )
+        shown = " ".join(f"{n}={metrics[n]:.4g}" for n in self.objectives)
+        flag = "" if feasible else " [yellow](infeasible)[/]"
+        sim = " [magenta]simulated[/]" if candidate.simulated else ""
+        self._print_trial(trial.number, candidate, f"{shown}{flag}{sim}")
+
+    def _record_failure(
+        self, trial: optuna.Trial, run_id: str, candidate: Candidate | None, kind: str, reason: str, status: str,
+        trace: str | None = None,
+    ) -> None:
+        trial.set_user_attr("failure_kind", kind)
+        trial.set_user_attr("failure_reason", reason)
+        self.study.tell(trial, state=TrialState.FAIL)
+        tags = {"state": "FAIL", "failure_kind": kind, "failure_reason": reason, "feasible": "false", "pareto": "false"}
+        self.tracker.finish_trial(run_id, candidate.flat() if candidate else {}, {}, tags, status)
+        if trace:
+            self.tracker.client.log_text(run_id, trace, "failure/traceback.txt")
+
+    def _print_trial(self, number: int, candidate: Candidate | None, text: str) -> None:
+        what = candidate.summary() if candidate else "?"
+        self.console.print(f"trial {number:>4}  {what:<58} {text}")
+
+    def _baseline(self) -> dict[str, Any]:
+        """The teacher's measurement, taken once per study and reused on resume."""
+        stored = stored_baseline(self.study)
+        hardware = hardware_identity()
+        if stored is not None:
+            if stored["hardware"].get("cpu") != hardware["cpu"]:
+                raise SearchError(
+                    f"study '{self.study.study_name}' was measured on '{stored['hardware'].get('cpu')}', "
+                    f"this host is '{hardware['cpu']}'; use a new search.study_name for this hardware"
+                )
+            return stored
+        cfg = self.config
+        teacher = Candidate(None, 0.0, 32, None, "single", 1, max(cfg.space.parallel.threads))
+        result = measure_candidate(teacher, self.pipeline, cfg.evaluation, self.workdir, None)
+        baseline = {"metrics": result.metrics, "hardware": result.hardware, "candidate": teacher.to_dict()}
+        self.study.set_user_attr("baseline", baseline)
+        self.study.set_user_attr("reference_point", reference_point(cfg.objectives, result.metrics))
+        return baseline
+
+    def _parent_tags(self) -> dict[str, str]:
+        cfg = self.config
+        return {
+            "backend": cfg.search.backend,
+            "sampler": cfg.search.sampler,
+            "seed": str(cfg.search.seed),
+            "task": cfg.task,
+            "objectives": ",".join(f"{k}:{v}" for k, v in cfg.objectives.items()),
+            "constraints": "; ".join(cfg.constraints),
+            "reference_point": ",".join(f"{v:.6g}" for v in self.reference),
+            "optuna_storage": cfg.storage_url,
+            "hardware": self.baseline["hardware"]["cpu"],
+        }
+
+    def _update_front(self, summary: RunSummary) -> int:
+        front = front_trials(self.study)
+        summary.hypervolume = hypervolume(front, self.directions, self.reference)
+        last = summary.last_trial or 0
+        self.tracker.log_parent_metric("hypervolume", summary.hypervolume, step=last)
+        self.tracker.log_parent_metric("pareto_size", len(front), step=last)
+        on_front = {t.number for t in front}
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        self.tracker.retag_pareto({t.user_attrs["mlflow_run_id"]: t.number in on_front
+                                   for t in complete if "mlflow_run_id" in t.user_attrs})
+        return len(front)
+
+    def _publish_front(self, summary: RunSummary) -> None:
+        """Front table (CSV + JSON) and the interactive plot on the parent run."""
+        rows = [asdict(r) for r in front_rows(self.study, self.objectives)]
+        self.tracker.log_front(front_csv(rows, self.objectives), rows, self._figure())
+
+    def _figure(self) -> Any:
+        on_front = {t.number for t in front_trials(self.study)}
+        points = [
+            PlotPoint(
+                number=t.number,
+                values=dict(zip(self.objectives, t.values)),
+                status="front" if t.number in on_front else ("dominated" if is_feasible(t) else "infeasible"),
+                simulated=bool(t.user_attrs.get("simulated")),
+                label=t.user_attrs.get("summary", ""),
+            )
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if all(math.isfinite(v) for v in t.values)
+        ]
+        return pareto_figure(points, self.config.objectives, f"Pareto front of {self.config.search.study_name}") if points else None
+
+
+def front_csv(rows: list[dict[str, Any]], objectives: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["trial", "configuration", *objectives, "accuracy_drop", "test_accuracy", "model_mb", "simulated"])
+    for row in rows:
+        writer.writerow([row["number"], row["summary"], *(row["values"][o] for o in objectives),
+                         row["accuracy_drop"], row["test_accuracy"], row["model_mb"], row["simulated"]])
+    return buffer.getvalue()
+
+
+def _cores() -> set[int]:
+    import os
+
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))

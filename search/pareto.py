@@ -1,0 +1,87 @@
+"""The current Pareto front and its hypervolume, from Optuna's own utilities.
+
+The front is ``study.best_trials`` (Optuna excludes infeasible trials when constraints
+are set). Hypervolume uses ``optuna._hypervolume.compute_hypervolume`` — private in
+Optuna 5 but the library's own implementation (the major version is pinned and a test
+cross-checks it). Objectives are turned into minimisation (maximised ones negated) and
+measured against a reference point fixed once per study, so values are comparable over
+the whole run and across resumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from optuna._hypervolume import compute_hypervolume
+from optuna.trial import FrozenTrial, TrialState
+
+# Reference point = this multiple of the teacher's value for minimised objectives; 0 for
+# maximised ones (accuracy). Points outside the box add nothing.
+REFERENCE_MULTIPLE = 2.0
+
+
+@dataclass(frozen=True)
+class FrontRow:
+    number: int
+    summary: str
+    values: dict[str, float]
+    accuracy_drop: float
+    test_accuracy: float
+    model_mb: float
+    simulated: bool
+
+
+def reference_point(objectives: dict[str, str], baseline: dict[str, float]) -> list[float]:
+    """Reference point in minimisation space, derived from the teacher's measurement."""
+    point = []
+    for name, direction in objectives.items():
+        if direction == "maximize":
+            point.append(-0.0)
+        else:
+            point.append(REFERENCE_MULTIPLE * max(baseline[name], 1e-9))
+    return point
+
+
+def hypervolume(trials: list[FrozenTrial], directions: list[str], reference: list[float]) -> float:
+    """Hypervolume of ``trials``' values (already feasible) w.r.t. ``reference``."""
+    if not trials:
+        return 0.0
+    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    points = np.array([t.values for t in trials], dtype=float) * signs
+    ref = np.array(reference, dtype=float)
+    inside = points[(points < ref).all(axis=1)]
+    if len(inside) == 0:
+        return 0.0
+    return float(compute_hypervolume(inside, ref))
+
+
+def front_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return sorted(study.best_trials, key=lambda t: t.number)
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.COMPLETE and all(v <= 0 for v in _constraint_values(trial))
+
+
+def _constraint_values(trial: FrozenTrial) -> list[float]:
+    return [v for k, v in trial.system_attrs.items() if k.startswith("constraints:")]
+
+
+def front_rows(study: optuna.Study, objectives: list[str]) -> list[FrontRow]:
+    rows = []
+    for trial in front_trials(study):
+        metrics = trial.user_attrs.get("metrics", {})
+        rows.append(
+            FrontRow(
+                number=trial.number,
+                summary=trial.user_attrs.get("summary", ""),
+                values=dict(zip(objectives, trial.values)),
+                accuracy_drop=metrics.get("accuracy_drop", float("nan")),
+                test_accuracy=metrics.get("test_accuracy", float("nan")),
+                model_mb=metrics.get("model_mb", float("nan")),
+                simulated=bool(trial.user_attrs.get("simulated", False)),
+            )
+        )
+    return rows

@@ -1,0 +1,69 @@
+"""Opening the Optuna study: storage, sampler, and the facts fixed once per study.
+
+A study remembers its objectives, its reference point and the teacher's measured
+baseline (with the hardware it was measured on) in its user attributes, so a resumed
+run keeps judging candidates against the same numbers and refuses to mix hardware.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from slimsearch.search.config import SlimsearchConfig
+
+SAMPLERS = {
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+
+
+class StudyMismatch(RuntimeError):
+    """An existing study cannot be resumed with this config."""
+
+
+def open_study(config: SlimsearchConfig) -> optuna.Study:
+    """Create the study, or load it if it exists (resume); check objectives did not change."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = config.storage_url
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(url)
+    name = config.search.study_name
+    existing = {s.study_name: s for s in optuna.study.get_all_study_summaries(storage)}
+    # A resumed study gets a different sampler seed, so it does not replay the first run's draws.
+    seed = config.search.seed + (existing[name].n_trials if name in existing else 0)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        directions=list(config.objectives.values()),
+        sampler=SAMPLERS[config.search.sampler](seed),
+        load_if_exists=True,
+    )
+    stored = study.user_attrs.get("objectives")
+    if stored is None:
+        study.set_user_attr("objectives", config.objectives)
+    elif stored != config.objectives:
+        raise StudyMismatch(
+            f"study '{name}' was created with objectives {stored}, the config asks for {config.objectives}; "
+            "use a new search.study_name"
+        )
+    return study
+
+
+def load_existing_study(storage_url: str, study_name: str) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage_url)
+    except KeyError:
+        names = optuna.study.get_all_study_names(storage_url)
+        raise StudyMismatch(
+            f"no study named '{study_name}' in {storage_url}; existing: {', '.join(names) or 'none'}"
+        ) from None
+
+
+def stored_baseline(study: optuna.Study) -> dict[str, Any] | None:
+    return study.user_attrs.get("baseline")

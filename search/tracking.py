@@ -1,0 +1,107 @@
+"""MLflow layout: one parent run per study, one nested child run per trial.
+
+Uses ``MlflowClient`` (no global active-run state) so the driver controls exactly when
+runs start and end. The parent run is found again by its study tag, so a resumed study
+keeps logging into the same parent. Child runs carry the trial's params, metrics and
+tags (``trial_number``, ``state``, ``feasible``, ``pareto``, ``simulated``); ``pareto``
+is re-tagged whenever the front changes so that filtering ``tags.pareto = 'true'`` in
+the UI shows exactly the current front.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+STUDY_TAG = "slimsearch.study"
+ROLE_TAG = "slimsearch.role"
+
+
+class MlflowTracker:
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path, study_name: str, tags: dict[str, str]):
+        _ensure_sqlite_dir(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.tracking_uri = tracking_uri
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            artifact_root.mkdir(parents=True, exist_ok=True)
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root.resolve().as_uri())
+        else:
+            self.experiment_id = found.experiment_id
+        self.parent_run_id = self._parent_run(study_name, tags)
+        self._pareto_tags: dict[str, str] = {}
+
+    def _parent_run(self, study_name: str, tags: dict[str, str]) -> str:
+        existing = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'study'",
+            max_results=1,
+        )
+        if existing:
+            run_id = existing[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            run_id = self.client.create_run(
+                self.experiment_id, run_name=study_name, tags={STUDY_TAG: study_name, ROLE_TAG: "study"}
+            ).info.run_id
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        return run_id
+
+    def start_trial(self, number: int) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{number:04d}",
+            tags={"mlflow.parentRunId": self.parent_run_id, ROLE_TAG: "trial", "trial_number": str(number),
+                  "state": "RUNNING"},
+        )
+        return run.info.run_id
+
+    def finish_trial(
+        self,
+        run_id: str,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        status: str,
+    ) -> None:
+        """Log everything about a trial in one batch, then end its run with ``status``."""
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)) for k, v in params.items() if v is not None],
+            tags=[RunTag(k, str(v)) for k, v in tags.items()],
+        )
+        self.client.set_terminated(run_id, status=status)
+
+    def log_parent_metric(self, key: str, value: float, step: int) -> None:
+        self.client.log_metric(self.parent_run_id, key, value, step=step)
+
+    def log_parent_params(self, params: dict[str, Any]) -> None:
+        self.client.log_batch(self.parent_run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def retag_pareto(self, pareto_by_run: dict[str, bool]) -> None:
+        """Write ``pareto`` on the runs whose membership changed since the last call."""
+        for run_id, on_front in pareto_by_run.items():
+            value = str(on_front).lower()
+            if self._pareto_tags.get(run_id) != value:
+                self.client.set_tag(run_id, "pareto", value)
+                self._pareto_tags[run_id] = value
+
+    def log_front(self, csv_text: str, rows: list[dict[str, Any]], figure: Any) -> None:
+        self.client.log_text(self.parent_run_id, csv_text, "pareto/front.csv")
+        self.client.log_dict(self.parent_run_id, {"front": rows}, "pareto/front.json")
+        if figure is not None:
+            self.client.log_figure(self.parent_run_id, figure, "pareto/front.html")
+
+    def end(self, status: str) -> None:
+        self.client.set_terminated(self.parent_run_id, status=status)
+
+
+def _ensure_sqlite_dir(uri: str) -> None:
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

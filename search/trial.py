@@ -1,0 +1,83 @@
+"""One trial's work: build the candidate's model and measure it (no storage side effects).
+
+Returns every metric and tag the study driver records; raising is the failure path
+(``InvalidCandidate`` for candidates that cannot exist, anything else for crashes).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from slimsearch.evaluators import evaluate_accuracy, measure_serving, save_artifact
+from slimsearch.evaluators.serving import MB
+from slimsearch.pipelines import CompressionPipeline
+from slimsearch.search.config import EvaluationSettings
+from slimsearch.spaces import Candidate
+
+
+@dataclass
+class TrialResult:
+    metrics: dict[str, float]
+    tags: dict[str, str] = field(default_factory=dict)
+    hardware: dict[str, str] = field(default_factory=dict)
+
+
+class NonFiniteAccuracy(RuntimeError):
+    """The compressed model produced NaN/inf logits (e.g. a dtype overflow)."""
+
+
+def measure_candidate(
+    candidate: Candidate,
+    pipeline: CompressionPipeline,
+    evaluation: EvaluationSettings,
+    workdir: Path,
+    teacher_accuracy: float | None,
+) -> TrialResult:
+    """Build ``candidate`` with ``pipeline`` and measure accuracy, latency and memory."""
+    started = time.perf_counter()
+    task = pipeline.task
+    built = pipeline.build(candidate)
+    accuracy = evaluate_accuracy(built.serving, task.val, task.metric)
+    if math.isnan(accuracy):
+        raise NonFiniteAccuracy(f"{candidate.summary()} produced non-finite outputs")
+    test_accuracy = evaluate_accuracy(built.serving, task.test, task.metric)
+    workdir.mkdir(parents=True, exist_ok=True)
+    artifact = save_artifact(built.serving, task.train[0][: evaluation.batch_size], workdir / f"{candidate.fingerprint()}.pt")
+    serving = measure_serving(
+        artifact,
+        task.input_shape,
+        batch_size=evaluation.batch_size,
+        strategy=candidate.strategy,
+        degree=candidate.degree,
+        threads=candidate.threads,
+        warmup=evaluation.warmup,
+        repeats=evaluation.repeats,
+        timeout_s=evaluation.timeout_s,
+    )
+    artifact.unlink(missing_ok=True)
+    latency = serving.latency
+    metrics = {
+        "accuracy": accuracy,
+        "test_accuracy": test_accuracy,
+        "accuracy_drop": (teacher_accuracy - accuracy) if teacher_accuracy is not None else 0.0,
+        "latency_p50_ms": latency.p50_ms,
+        "latency_p95_ms": latency.p95_ms,
+        "latency_mean_ms": latency.mean_ms,
+        "latency_cv": latency.cv,
+        "memory_mb": serving.memory_mb,
+        "model_mb": built.model_bytes / MB,
+        "params": float(built.params),
+        "macs": float(built.macs),
+        "lock_wait_s": serving.lock_wait_s,
+        **{f"seconds_{stage}": seconds for stage, seconds in built.stage_seconds.items()},
+        "seconds_trial": time.perf_counter() - started,
+    }
+    tags = {
+        "quant_path": built.quant_path,
+        "simulated": str(built.simulated).lower(),
+        **{f"cache_hit.{stage}": str(hit).lower() for stage, hit in built.cache_hits.items()},
+    }
+    return TrialResult(metrics=metrics, tags=tags, hardware=serving.hardware)

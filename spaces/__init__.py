@@ -1,0 +1,45 @@
+"""The combined search space: pruning x bit width x student x parallel strategy.
+
+``SpaceSpec`` is the declarative, validated part of the config; ``suggest_candidate``
+turns one Optuna trial into one resolved, hashable ``Candidate`` (conditional
+parameters are only asked for when they matter); ``rejection_reason`` says why a
+resolved candidate cannot run here, so it is rejected with a reason rather than run
+silently wrong.
+"""
+
+from slimsearch.spaces.candidate import Candidate, StudentChoice
+from slimsearch.spaces.spec import (
+    FLOAT16_DTYPES,
+    STRATEGIES,
+    ParallelSpec,
+    PruneSpec,
+    QuantizeSpec,
+    SpaceSpec,
+    StudentSpec,
+)
+from slimsearch.spaces.sampling import (
+    InvalidCandidate,
+    describe_space,
+    rejection_reason,
+    sample_candidates,
+    suggest_candidate,
+    teacher_params,
+)
+
+__all__ = [
+    "Candidate",
+    "StudentChoice",
+    "FLOAT16_DTYPES",
+    "STRATEGIES",
+    "ParallelSpec",
+    "PruneSpec",
+    "QuantizeSpec",
+    "SpaceSpec",
+    "StudentSpec",
+    "InvalidCandidate",
+    "describe_space",
+    "rejection_reason",
+    "sample_candidates",
+    "suggest_candidate",
+    "teacher_params",
+]

@@ -1,0 +1,89 @@
+"""One resolved point of the combined space: everything needed to build and serve a model.
+
+A ``Candidate`` is frozen (hashable, usable as a cache key) and round-trips through
+JSON, so it can be stored in Optuna user attributes, MLflow params and deployment specs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StudentChoice:
+    """A distilled student: a member of the task's student family plus KD settings."""
+
+    width: float
+    depth: int
+    temperature: float
+    alpha: float
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A fully resolved compression + deployment configuration.
+
+    ``student`` is ``None`` when the teacher architecture itself is kept.
+    ``float_dtype`` is only set for 16-bit candidates; ``degree`` is 1 for ``single``.
+    """
+
+    student: StudentChoice | None
+    prune_ratio: float
+    bits: int
+    float_dtype: str | None
+    strategy: str
+    degree: int
+    threads: int
+
+    @property
+    def simulated(self) -> bool:
+        """Bit widths below 8 run as fake-quant: their speed and size are not real kernels."""
+        return self.bits < 8
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        student = data.get("student")
+        fields = {**data, "student": StudentChoice(**student) if student else None}
+        return cls(**fields)
+
+    def fingerprint(self) -> str:
+        """Stable short hash of the candidate, for file names and de-duplication."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def flat(self) -> dict[str, Any]:
+        """Flat ``dimension.param`` view, the names used in Optuna and MLflow."""
+        s = self.student
+        return {
+            "student": "distilled" if s else "teacher",
+            "student.width": s.width if s else None,
+            "student.depth": s.depth if s else None,
+            "student.temperature": s.temperature if s else None,
+            "student.alpha": s.alpha if s else None,
+            "prune.ratio": self.prune_ratio,
+            "quantize.bits": self.bits,
+            "quantize.float_dtype": self.float_dtype,
+            "parallel.strategy": self.strategy,
+            "parallel.degree": self.degree,
+            "parallel.threads": self.threads,
+        }
+
+    def summary(self) -> str:
+        """One short human line, e.g. ``student w0.5 d2 | prune 0.3 | int8 | single x1 t2``."""
+        arch = f"student w{self.student.width:g} d{self.student.depth}" if self.student else "teacher"
+        if self.bits == 16:
+            precision = self.float_dtype or "fp16"
+        elif self.bits == 32:
+            precision = "fp32"
+        else:
+            precision = f"int{self.bits}" + (" (simulated)" if self.simulated else "")
+        return (
+            f"{arch} | prune {self.prune_ratio:g} | {precision} | "
+            f"{self.strategy} x{self.degree} t{self.threads}"
+        )

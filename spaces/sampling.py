@@ -1,0 +1,151 @@
+"""From a ``SpaceSpec`` and an Optuna trial to one resolved ``Candidate``.
+
+Parameters are conditional: ``student.*`` only exists for distilled students,
+``quantize.float_dtype`` only for 16 bits and ``parallel.degree`` only when the strategy
+is not ``single``. That keeps the sampler's model of the space honest (no parameters
+that do nothing); MLflow gets the candidate's resolved view (``Candidate.flat``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import optuna
+
+from slimsearch.spaces.candidate import Candidate, StudentChoice
+from slimsearch.spaces.spec import SpaceSpec
+
+# Strategies whose evaluators do not exist yet; the space may name them, but a candidate
+# using them is rejected with this reason instead of being measured as something else.
+_NOT_YET_EXECUTABLE = {
+    "tensor_parallel": "tensor_parallel serving is not implemented yet",
+    "pipeline_parallel": "pipeline_parallel serving is not implemented yet",
+}
+
+
+class InvalidCandidate(ValueError):
+    """A candidate that cannot be built or served here; the message is the recorded reason."""
+
+
+def suggest_candidate(trial: optuna.trial.BaseTrial, spec: SpaceSpec, cpu_count: int | None = None) -> Candidate:
+    """Ask the trial for every parameter that matters for this candidate, and nothing else.
+
+    Multi-rank plans draw threads per rank only from the choices that fit this host's
+    cores at the largest degree, under their own name (``parallel.rank_threads``: Optuna
+    needs one fixed choice list per name), so the sampler does not waste trials on plans
+    the host cannot run.
+    """
+    student = _suggest_student(trial, spec)
+    prune = spec.prune
+    prune_ratio = (
+        trial.suggest_float("prune.ratio", prune.low, prune.high, step=prune.step)
+        if prune.high > prune.low
+        else prune.low
+    )
+    bits = int(trial.suggest_categorical("quantize.bits", spec.quantize.bits))
+    float_dtype = (
+        str(trial.suggest_categorical("quantize.float_dtype", spec.quantize.float16_dtypes))
+        if bits == 16
+        else None
+    )
+    strategy = str(trial.suggest_categorical("parallel.strategy", spec.parallel.strategies))
+    degree = 1 if strategy == "single" else int(trial.suggest_categorical("parallel.degree", spec.parallel.degree))
+    threads_name = "parallel.threads" if strategy == "single" else "parallel.rank_threads"
+    threads = int(trial.suggest_categorical(threads_name, _thread_choices(spec, strategy, cpu_count)))
+    return Candidate(
+        student=student,
+        prune_ratio=round(float(prune_ratio), 6),
+        bits=bits,
+        float_dtype=float_dtype,
+        strategy=strategy,
+        degree=degree,
+        threads=threads,
+    )
+
+
+def _thread_choices(spec: SpaceSpec, strategy: str, cpu_count: int | None) -> list[int]:
+    if strategy == "single":
+        return spec.parallel.threads
+    cores = cpu_count or os.cpu_count() or 1
+    fitting = [t for t in spec.parallel.threads if t * max(spec.parallel.degree) <= cores]
+    return fitting or spec.parallel.threads  # nothing fits: rejection_reason will say so
+
+
+def _suggest_student(trial: optuna.trial.BaseTrial, spec: SpaceSpec) -> StudentChoice | None:
+    s = spec.student
+    kinds = [k for k, allowed in (("teacher", s.keep_teacher), ("distilled", s.distill)) if allowed]
+    if trial.suggest_categorical("student", kinds) == "teacher":
+        return None
+    return StudentChoice(
+        width=float(trial.suggest_categorical("student.width", s.width)),
+        depth=int(trial.suggest_categorical("student.depth", s.depth)),
+        temperature=float(trial.suggest_categorical("student.temperature", s.temperature)),
+        alpha=float(trial.suggest_categorical("student.alpha", s.alpha)),
+    )
+
+
+def rejection_reason(candidate: Candidate, batch_size: int, cpu_count: int | None = None) -> str | None:
+    """Why this candidate cannot be served on this host, or ``None`` if it can."""
+    cores = cpu_count or os.cpu_count() or 1
+    if candidate.strategy in _NOT_YET_EXECUTABLE:
+        return f"{_NOT_YET_EXECUTABLE[candidate.strategy]}; remove it from space.parallel.strategies"
+    if candidate.degree * candidate.threads > cores:
+        return (
+            f"{candidate.strategy} needs degree x threads = {candidate.degree * candidate.threads} cores "
+            f"but this host has {cores}; lower space.parallel.degree or threads"
+        )
+    if batch_size % candidate.degree:
+        return f"batch size {batch_size} does not split evenly over {candidate.degree} ranks"
+    return None
+
+
+def teacher_params(spec: SpaceSpec) -> dict[str, Any] | None:
+    """Optuna params of the uncompressed teacher served single-process, if the space contains it.
+
+    Enqueued as the first trial so the teacher is always on the chart the front is judged against.
+    """
+    if not (spec.student.keep_teacher and 32 in spec.quantize.bits and "single" in spec.parallel.strategies):
+        return None
+    if spec.prune.low > 0:
+        return None
+    params: dict[str, Any] = {
+        "student": "teacher",
+        "quantize.bits": 32,
+        "parallel.strategy": "single",
+        "parallel.threads": max(spec.parallel.threads),
+    }
+    if spec.prune.high > spec.prune.low:
+        params["prune.ratio"] = 0.0
+    return params
+
+
+def sample_candidates(spec: SpaceSpec, n: int, seed: int = 0) -> list[Candidate]:
+    """``n`` random candidates drawn exactly as the search would draw them (in-memory study)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    return [suggest_candidate(study.ask(), spec) for _ in range(n)]
+
+
+def describe_space(spec: SpaceSpec) -> list[tuple[str, str, str]]:
+    """Rows of (parameter, values, condition) for printing the space."""
+    s, q, p, pr = spec.student, spec.quantize, spec.parallel, spec.prune
+    kinds = [k for k, allowed in (("teacher", s.keep_teacher), ("distilled", s.distill)) if allowed]
+    return [
+        ("student", ", ".join(kinds), "always"),
+        ("student.width", _join(s.width), "student = distilled"),
+        ("student.depth", _join(s.depth), "student = distilled"),
+        ("student.temperature", _join(s.temperature), "student = distilled"),
+        ("student.alpha", _join(s.alpha), "student = distilled"),
+        ("prune.ratio", f"{pr.low:g} .. {pr.high:g} step {pr.step:g}", "always"),
+        ("quantize.bits", _join(q.bits) + "  (<8 = simulated fake-quant)", "always"),
+        ("quantize.float_dtype", _join(q.float16_dtypes), "quantize.bits = 16"),
+        ("parallel.strategy", _join(p.strategies), "always"),
+        ("parallel.degree", _join(p.degree), "parallel.strategy != single"),
+        ("parallel.threads", _join(p.threads), "parallel.strategy = single"),
+        ("parallel.rank_threads", _join(p.threads) + "  (those that fit the host's cores)", "parallel.strategy != single"),
+    ]
+
+
+def _join(values: list[Any]) -> str:
+    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)

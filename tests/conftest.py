@@ -1,0 +1,54 @@
+"""Shared fixtures: the README's own task example as a tiny, fast task, and config helpers."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+torch.set_num_threads(2)
+
+
+def readme_task_source() -> str:
+    """The ``# my_task.py`` code block of the README, verbatim."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    return next(b for b in blocks if b.startswith("# my_task.py"))
+
+
+@pytest.fixture()
+def user_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Writes the README example as ``my_task.py`` on sys.path; returns the task spec."""
+    (tmp_path / "my_task.py").write_text(readme_task_source())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("my_task", None)
+    return "my_task:make_task"
+
+
+def write_config(path: Path, **sections: object) -> Path:
+    path.write_text(yaml.safe_dump(sections, sort_keys=False))
+    return path
+
+
+@pytest.fixture()
+def fast_config(tmp_path: Path, user_task: str) -> dict:
+    """A config small enough for an end-to-end search in seconds (README task, short budgets)."""
+    return {
+        "task": user_task,
+        "output_dir": str(tmp_path / "out"),
+        "space": {
+            "prune": {"low": 0.0, "high": 0.5, "step": 0.25},
+            "quantize": {"bits": [32, 8, 4]},
+            "student": {"width": [0.5, 1.0], "depth": [1, 2], "temperature": [2.0], "alpha": [0.5]},
+            "parallel": {"strategies": ["single", "data_parallel"], "degree": [2], "threads": [1]},
+        },
+        "constraints": ["accuracy_drop <= 0.2"],
+        "search": {"n_trials": 4, "study_name": "e2e", "front_every": 2, "seed": 1},
+        "training": {"teacher_epochs": 3, "distill_epochs": 2, "finetune_epochs": 1},
+        "evaluation": {"batch_size": 32, "warmup": 2, "repeats": 5, "timeout_s": 120},
+    }

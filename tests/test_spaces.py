@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from pydantic import ValidationError
+
+from slimsearch.spaces import (
+    Candidate,
+    SpaceSpec,
+    StudentChoice,
+    rejection_reason,
+    sample_candidates,
+    suggest_candidate,
+    teacher_params,
+)
+
+
+def _trial_with(params: dict) -> optuna.trial.FixedTrial:
+    return optuna.trial.FixedTrial(params)
+
+
+def test_teacher_candidate_asks_no_student_parameters() -> None:
+    spec = SpaceSpec()
+    trial = _trial_with({"student": "teacher", "prune.ratio": 0.0, "quantize.bits": 32,
+                         "parallel.strategy": "single", "parallel.threads": 2})
+    candidate = suggest_candidate(trial, spec)
+    assert candidate.student is None
+    assert set(trial.params) == {"student", "prune.ratio", "quantize.bits", "parallel.strategy", "parallel.threads"}
+
+
+def test_conditional_parameters_appear_only_when_they_matter() -> None:
+    spec = SpaceSpec()
+    trial = _trial_with({"student": "distilled", "student.width": 0.5, "student.depth": 2,
+                         "student.temperature": 4.0, "student.alpha": 0.5, "prune.ratio": 0.3,
+                         "quantize.bits": 16, "quantize.float_dtype": "bfloat16",
+                         "parallel.strategy": "data_parallel", "parallel.degree": 2, "parallel.rank_threads": 1})
+    candidate = suggest_candidate(trial, spec, cpu_count=2)
+    assert candidate.student == StudentChoice(0.5, 2, 4.0, 0.5)
+    assert candidate.float_dtype == "bfloat16" and candidate.degree == 2 and candidate.threads == 1
+    assert "parallel.threads" not in trial.params
+
+
+def test_multi_rank_threads_only_offer_choices_that_fit_the_host() -> None:
+    spec = SpaceSpec()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(60):
+        candidate = suggest_candidate(study.ask(), spec, cpu_count=2)
+        if candidate.strategy == "data_parallel":
+            assert candidate.degree * candidate.threads <= 2
+
+
+def test_random_samples_cover_the_dimensions_and_are_valid_candidates() -> None:
+    candidates = sample_candidates(SpaceSpec(), 80, seed=3)
+    assert {c.bits for c in candidates} == {32, 16, 8, 4}
+    assert {c.strategy for c in candidates} == {"single", "data_parallel"}
+    assert any(c.student is None for c in candidates) and any(c.student for c in candidates)
+    assert all((c.float_dtype is not None) == (c.bits == 16) for c in candidates)
+    assert all((c.degree > 1) == (c.strategy != "single") for c in candidates)
+
+
+def test_candidate_is_hashable_and_round_trips_through_json() -> None:
+    candidate = Candidate(StudentChoice(0.25, 3, 2.0, 0.0), 0.4, 4, None, "single", 1, 2)
+    again = Candidate.from_dict(json.loads(json.dumps(candidate.to_dict())))
+    assert again == candidate and hash(again) == hash(candidate)
+    assert again.fingerprint() == candidate.fingerprint()
+    assert candidate.simulated and "simulated" in candidate.summary()
+
+
+@pytest.mark.parametrize(
+    ("candidate", "fragment"),
+    [
+        (Candidate(None, 0.0, 32, None, "tensor_parallel", 2, 1), "not implemented"),
+        (Candidate(None, 0.0, 32, None, "data_parallel", 2, 2), "needs degree x threads = 4 cores"),
+        (Candidate(None, 0.0, 32, None, "data_parallel", 2, 1), None),
+    ],
+)
+def test_rejection_reasons(candidate: Candidate, fragment: str | None) -> None:
+    reason = rejection_reason(candidate, batch_size=64, cpu_count=2)
+    assert (reason is None) if fragment is None else (fragment in reason)
+
+
+def test_batch_that_does_not_split_over_ranks_is_rejected() -> None:
+    reason = rejection_reason(Candidate(None, 0.0, 32, None, "data_parallel", 2, 1), batch_size=33, cpu_count=4)
+    assert reason and "does not split evenly" in reason
+
+
+def test_teacher_params_are_enqueueable_only_if_the_space_contains_the_teacher() -> None:
+    assert teacher_params(SpaceSpec())["student"] == "teacher"
+    assert teacher_params(SpaceSpec.model_validate({"quantize": {"bits": [8]}})) is None
+    assert teacher_params(SpaceSpec.model_validate({"student": {"keep_teacher": False}})) is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"prune": {"low": 0.5, "high": 0.2}},
+        {"prune": {"high": 0.95}},
+        {"quantize": {"bits": [5]}},
+        {"student": {"alpha": [1.5]}},
+        {"student": {"keep_teacher": False, "distill": False}},
+        {"parallel": {"strategies": ["model_parallel"]}},
+        {"parallel": {"degree": [0]}},
+        {"prune": {"ratio": 0.3}},
+    ],
+)
+def test_invalid_space_declarations_are_refused(bad: dict) -> None:
+    with pytest.raises(ValidationError):
+        SpaceSpec.model_validate(bad)
