@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch_pruning as tp
@@ -47,7 +48,7 @@ def teacher(task: Task, cache: StageCache, recipe: TrainingRecipe, seed: int) ->
     if task.pretrained_teacher is not None:
         return StageResult(task.pretrained_teacher().eval(), f"pretrained-{task.cache_identity}", True)
     key = cache.key("teacher", task=task.cache_identity, seed=seed, epochs=recipe.teacher_epochs, lr=recipe.lr)
-    model = task.teacher_architecture()
+    model = _seeded(task.teacher_architecture, seed)
     state, hit = cache.get_or_build(
         key,
         lambda: train_model(
@@ -87,7 +88,7 @@ def distilled_student(
         lr=recipe.lr,
         seed=seed,
     )
-    model = task.student_architecture(choice.width, choice.depth)
+    model = _seeded(lambda: task.student_architecture(choice.width, choice.depth), seed)
     distillation = Distillation(soft_targets, choice.temperature, choice.alpha)
     state, hit = cache.get_or_build(
         key,
@@ -139,6 +140,12 @@ def pruned_and_finetuned(
     )
     model.load_state_dict(state)
     return StageResult(model.eval(), key, hit)
+
+
+def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """Construct a model with a seeded initialisation, so a cache key fully determines it."""
+    torch.manual_seed(seed)
+    return build()
 
 
 def prune_channels(model: nn.Module, ratio: float, task: Task) -> nn.Module:

@@ -79,10 +79,10 @@ class SearchDriver:
         n_trials = n_trials or cfg.search.n_trials
         timeout_s = timeout_s if timeout_s is not None else cfg.search.timeout_s
         torch.set_num_threads(max(1, len(_cores())))
+        task = load_task(cfg.task, cfg.search.seed)  # before touching storage: a bad task records nothing
         self.study = open_study(cfg)
         self.console.print(f"[bold]study[/] {cfg.search.study_name} ({len(self.study.trials)} trials so far) "
                            f"in {cfg.storage_url}")
-        task = load_task(cfg.task, cfg.search.seed)
         with self.console.status("preparing the teacher (trained once, then cached)"):
             self.pipeline = CompressionPipeline(
                 task, cfg.cache_dir, cfg.training.recipe(), cfg.search.seed, cfg.evaluation.calibration_size

@@ -62,11 +62,7 @@ def front_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def is_feasible(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.COMPLETE and all(v <= 0 for v in _constraint_values(trial))
-
-
-def _constraint_values(trial: FrozenTrial) -> list[float]:
-    return [v for k, v in trial.system_attrs.items() if k.startswith("constraints:")]
+    return trial.state == TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values())
 
 
 def front_rows(study: optuna.Study, objectives: list[str]) -> list[FrontRow]:

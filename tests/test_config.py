@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from slimsearch.search.cli import app
+from slimsearch.search.config import ConfigError, SlimsearchConfig, load_config
+from slimsearch.search.objectives import Constraint
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def test_shipped_example_equals_the_embedded_default() -> None:
+    assert load_config(ROOT / "configs" / "digits.yaml") == SlimsearchConfig() == load_config(None)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("search:\n  n_trails: 5\n", "search.n_trails"),
+        ("space:\n  quantize:\n    bits: [32, 5]\n", "space.quantize.bits"),
+        ("constraints: ['latency <= 2']\n", "constraints"),
+        ("objectives: {accuracy: maximize, speed: minimize}\n", "objectives"),
+        ("search:\n  sampler: cmaes\n", "search.sampler"),
+        ("evaluation:\n  repeats: 1\n", "evaluation.repeats"),
+    ],
+)
+def test_validate_names_the_bad_field_on_one_line_and_exits_2(tmp_path: Path, text: str, field: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    message = result.output.strip()
+    assert message.startswith("error:") and len(message.splitlines()) == 1
+    assert f"{path}: {field}" in message
+
+
+def test_broken_yaml_reports_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("search:\n  n_trials: [1\n")
+    with pytest.raises(ConfigError, match="invalid YAML at line"):
+        load_config(path)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_validate_accepts_the_example() -> None:
+    result = runner.invoke(app, ["validate", str(ROOT / "configs" / "digits.yaml")])
+    assert result.exit_code == 0 and "ok" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "metrics", "violation"),
+    [
+        ("accuracy_drop <= 0.01", {"accuracy_drop": 0.03}, 0.02),
+        ("accuracy >= 0.9", {"accuracy": 0.95}, -0.05),
+        ("latency_p95_ms <= 2", {"latency_p95_ms": 1.5}, -0.5),
+    ],
+)
+def test_constraint_violation_follows_optunas_sign(text: str, metrics: dict, violation: float) -> None:
+    assert Constraint.parse(text).violation(metrics) == pytest.approx(violation)
+
+
+@pytest.mark.parametrize("text", ["accuracy >= 1.5", "memory_mb <= -1", "accuracy_drop < 0.1", "speed <= 3"])
+def test_impossible_or_malformed_constraints_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        Constraint.parse(text)
+
+
+def test_space_command_prints_parameters_and_candidates() -> None:
+    result = runner.invoke(app, ["space", "--samples", "3"])
+    assert result.exit_code == 0
+    assert "parallel.degree" in result.output and result.output.count("|") >= 9

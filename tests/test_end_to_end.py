@@ -1,0 +1,145 @@
+"""End-to-end searches with real Optuna (SQLite) and real MLflow (SQLite), no mocks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from slimsearch.search.cli import app
+from tests.conftest import readme_task_source, write_config
+
+runner = CliRunner()
+
+
+def _run(config: Path, *extra: str) -> str:
+    result = runner.invoke(app, ["run", str(config), *extra])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _stores(out: Path, study_name: str) -> tuple[optuna.Study, MlflowClient, list, object]:
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{out / 'optuna.db'}")
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("slimsearch")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("slimsearch.role") == "study"]
+    assert len(parents) == 1, "one parent run per study, also after a resume"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    return study, client, children, parents[0]
+
+
+def test_search_records_agree_and_resume_continues_numbering(tmp_path: Path, fast_config: dict) -> None:
+    config = write_config(tmp_path / "search.yaml", **fast_config)
+    out = Path(fast_config["output_dir"])
+    output = _run(config)
+    assert "Pareto front" in output and "mlflow ui --backend-store-uri" in output
+
+    study, client, children, parent = _stores(out, "e2e")
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len([t for t in finished if t.user_attrs.get("failure_kind") != "rejected"]) == 4
+    by_number = {int(r.data.tags["trial_number"]): r for r in children}
+    assert sorted(by_number) == [t.number for t in finished], "exactly one child run per finished trial"
+    objectives = list(study.user_attrs["objectives"])
+    for trial in finished:
+        run = by_number[trial.number]
+        assert run.info.status == ("FINISHED" if trial.state == TrialState.COMPLETE else "FAILED")
+        if trial.state == TrialState.COMPLETE:
+            assert [run.data.metrics[name] for name in objectives] == pytest.approx(trial.values, rel=1e-12)
+            assert run.data.params["quantize.bits"] == str(trial.user_attrs["candidate"]["bits"])
+            assert run.data.tags["simulated"] == str(trial.user_attrs["simulated"]).lower()
+    assert study.trials[0].user_attrs["summary"].startswith("teacher | prune 0 | fp32 | single"), "teacher enqueued"
+
+    front_numbers = {t.number for t in study.best_trials}
+    tagged = {n for n, r in by_number.items() if r.data.tags.get("pareto") == "true"}
+    assert tagged == front_numbers and front_numbers
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")}
+    assert {"pareto/front.csv", "pareto/front.json", "pareto/front.html"} <= artifacts
+    front_json = json.loads(Path(client.download_artifacts(parent.info.run_id, "pareto/front.json", str(tmp_path))).read_text())
+    assert {row["number"] for row in front_json["front"]} == front_numbers
+    history = client.get_metric_history(parent.info.run_id, "hypervolume")
+    assert len(history) == 4 and history[-1].value > 0
+    assert [h.step for h in history] == sorted({h.step for h in history})
+    assert parent.info.status == "FINISHED"
+
+    last = max(t.number for t in study.trials)
+    _run(config, "--n-trials", "2")
+    study, _, children, parent = _stores(out, "e2e")
+    new_numbers = sorted(t.number for t in study.trials if t.number > last)
+    assert new_numbers and new_numbers[0] == last + 1
+    assert len([t for t in study.trials if t.user_attrs.get("failure_kind") != "rejected"]) == 6
+    assert not [r for r in children if r.info.status == "RUNNING"]
+
+    front = runner.invoke(app, ["front", str(config)])
+    assert front.exit_code == 0 and "Pareto front" in front.output
+
+
+CRASHY_TASK = readme_task_source() + '''
+
+def make_crashy_task(seed: int) -> Task:
+    base = make_task(seed)
+
+    def student(width: float, depth: int) -> nn.Module:
+        if depth == 2:
+            raise RuntimeError("depth-2 students are broken on purpose")
+        return MLP(width, depth)
+
+    return Task(name="crashy", train=base.train, val=base.val, test=base.test,
+                teacher_architecture=MLP, student_architecture=student, fingerprint="crashy")
+'''
+
+
+def test_crashing_and_rejected_trials_are_recorded_and_the_study_continues(
+    tmp_path: Path, fast_config: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "crashy_task.py").write_text(CRASHY_TASK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fast_config.update(task="crashy_task:make_crashy_task")
+    fast_config["space"]["student"].update(keep_teacher=False, depth=[1, 2])
+    fast_config["space"]["parallel"] = {"strategies": ["single", "tensor_parallel"], "degree": [2], "threads": [1]}
+    fast_config["search"].update(n_trials=6, study_name="crashy", sampler="random")
+    config = write_config(tmp_path / "crashy.yaml", **fast_config)
+    output = _run(config)
+    assert "failed" in output
+
+    study, client, children, _ = _stores(Path(fast_config["output_dir"]), "crashy")
+    kinds = {t.number: t.user_attrs.get("failure_kind") for t in study.trials}
+    assert "error" in kinds.values() and "rejected" in kinds.values() and None in kinds.values()
+    assert len([k for k in kinds.values() if k != "rejected"]) == 6, "rejections do not use up the budget"
+    by_number = {int(r.data.tags["trial_number"]): r for r in children}
+    for trial in study.trials:
+        run = by_number[trial.number]
+        if trial.state == TrialState.FAIL:
+            assert run.info.status == "FAILED"
+            assert run.data.tags["failure_reason"] == trial.user_attrs["failure_reason"]
+        if trial.user_attrs.get("failure_kind") == "error":
+            assert "depth-2 students are broken on purpose" in trial.user_attrs["failure_reason"]
+            assert client.list_artifacts(run.info.run_id, "failure")
+        if trial.user_attrs.get("failure_kind") == "rejected":
+            assert "tensor_parallel" in trial.user_attrs["failure_reason"]
+
+
+def test_a_task_that_fails_to_import_exits_2_with_one_line(tmp_path: Path, fast_config: dict) -> None:
+    fast_config.update(task="no_such_module_here:make_task")
+    config = write_config(tmp_path / "bad.yaml", **fast_config)
+    result = runner.invoke(app, ["run", str(config)])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error: task 'no_such_module_here:make_task'")
+    assert len(result.output.strip().splitlines()) == 1
+    assert not Path(fast_config["output_dir"]).exists(), "nothing is recorded for a task that cannot load"
+
+
+def test_resuming_with_other_objectives_is_refused(tmp_path: Path, fast_config: dict) -> None:
+    fast_config["search"]["n_trials"] = 1
+    config = write_config(tmp_path / "a.yaml", **fast_config)
+    _run(config)
+    fast_config["objectives"] = {"accuracy": "maximize", "model_mb": "minimize"}
+    changed = write_config(tmp_path / "b.yaml", **fast_config)
+    result = runner.invoke(app, ["run", str(changed)])
+    assert result.exit_code == 2 and "use a new search.study_name" in result.output

@@ -1,0 +1,115 @@
+"""Evaluators on tiny models, with the real isolated probe process."""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from torch import nn
+
+from slimsearch.evaluators import LatencyStats, MeasurementError, evaluate_accuracy, measure_serving, save_artifact
+from slimsearch.evaluators.latency import time_calls
+from slimsearch.evaluators.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
+
+SHAPE = (1, 8, 8)
+
+
+def _tiny_artifact(path: Path, width: int = 8) -> Path:
+    model = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(width * 64, 10)).eval()
+    return save_artifact(model, torch.randn(4, *SHAPE), path)
+
+
+def _measure(artifact: Path, **overrides) -> object:
+    settings = dict(batch_size=8, strategy="single", degree=1, threads=1, warmup=3, repeats=10, timeout_s=120)
+    settings.update(overrides)
+    return measure_serving(artifact, SHAPE, **settings)
+
+
+def test_latency_statistics_from_known_samples() -> None:
+    stats = LatencyStats.from_samples([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert stats.p50_ms == 3.0
+    assert stats.p95_ms == pytest.approx(4.0 + 0.8 * 96.0)
+    assert stats.mean_ms == pytest.approx(22.0)
+    assert stats.cv > 1.0 and stats.repeats == 5
+    with pytest.raises(ValueError):
+        LatencyStats.from_samples([1.0])
+
+
+def test_time_calls_times_each_call_after_warmup() -> None:
+    calls = []
+    samples = time_calls(lambda: calls.append(1), warmup=3, repeats=7)
+    assert len(calls) == 10 and len(samples) == 7 and all(s >= 0 for s in samples)
+
+
+def test_peak_rss_can_be_reset_and_sees_tensor_memory() -> None:
+    reset_peak_rss()
+    before = peak_rss_bytes()
+    block = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, touched
+    assert peak_rss_bytes() - before >= 48 * 1024 * 1024
+    del block
+    reset_peak_rss()
+    assert peak_rss_bytes() <= current_rss_bytes() + 8 * 1024 * 1024
+
+
+def test_accuracy_is_nan_for_non_finite_outputs() -> None:
+    class Broken(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full((len(x), 3), float("nan"))
+
+    split = (torch.randn(10, 4), torch.zeros(10, dtype=torch.long))
+    assert math.isnan(evaluate_accuracy(Broken(), split, lambda logits, labels: 1.0))
+
+
+def test_single_process_serving_is_measured_in_a_probe(tmp_path: Path) -> None:
+    result = _measure(_tiny_artifact(tmp_path / "m.pt"))
+    assert result.latency.p50_ms > 0 and result.latency.repeats == 10
+    assert result.memory_bytes > 0 and len(result.per_rank_peak_bytes) == 1
+    assert result.baseline_bytes > 50 * 1024 * 1024, "baseline is a whole torch process"
+    assert result.hardware["cpu"] and result.hardware["ranks"] == "1"
+
+
+def test_data_parallel_really_runs_two_ranks_and_counts_their_memory(tmp_path: Path) -> None:
+    artifact = _tiny_artifact(tmp_path / "m.pt")
+    single = _measure(artifact)
+    parallel = _measure(artifact, strategy="data_parallel", degree=2)
+    assert len(parallel.per_rank_peak_bytes) == 2 and len(parallel.windows_ns) == 2
+    assert parallel.hardware["ranks"] == "2"
+    assert parallel.memory_bytes > single.memory_bytes + 50 * 1024 * 1024, "the second rank is a whole process"
+
+
+def test_concurrent_measurements_never_overlap_their_timed_windows(tmp_path: Path) -> None:
+    artifacts = [_tiny_artifact(tmp_path / f"m{i}.pt") for i in range(2)]
+    results: list = [None, None]
+
+    def worker(i: int) -> None:
+        results[i] = _measure(artifacts[i], repeats=40)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (a_start, a_end), (b_start, b_end) = results[0].windows_ns[0], results[1].windows_ns[0]
+    assert a_end <= b_start or b_end <= a_start
+
+
+def test_a_broken_artifact_is_a_measurement_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(MeasurementError, match="serving probe failed"):
+        _measure(bad)
+
+
+def test_a_probe_that_runs_too_long_is_killed_without_leftovers(tmp_path: Path) -> None:
+    artifact = _tiny_artifact(tmp_path / "m.pt", width=64)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(MeasurementError, match="timed out"):
+        _measure(artifact, batch_size=256, repeats=100000, timeout_s=3)
+    leftovers = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    assert not leftovers
+    orphans = [p for p in psutil.process_iter(["cmdline"]) if str(artifact) in " ".join(p.info["cmdline"] or [])]
+    assert not orphans

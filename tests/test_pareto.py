@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import optuna
+import pytest
+
+from slimsearch.search.pareto import front_trials, hypervolume, reference_point
+
+
+def _direct_hypervolume(points: np.ndarray, ref: np.ndarray) -> float:
+    """Inclusion-exclusion over boxes: exact, exponential, fine for a handful of points."""
+    total = 0.0
+    for k in range(1, len(points) + 1):
+        for subset in itertools.combinations(points, k):
+            corner = np.max(subset, axis=0)
+            total += (-1) ** (k + 1) * np.prod(np.clip(ref - corner, 0, None))
+    return float(total)
+
+
+def _study_with(values: list[list[float]], directions: list[str]) -> optuna.Study:
+    study = optuna.create_study(directions=directions)
+    for v in values:
+        study.add_trial(optuna.trial.create_trial(values=v, params={}, distributions={}))
+    return study
+
+
+def test_hypervolume_matches_a_direct_computation_with_a_maximised_objective() -> None:
+    directions = ["maximize", "minimize", "minimize"]
+    values = [[0.99, 5.0, 30.0], [0.97, 2.0, 20.0], [0.90, 1.0, 25.0], [0.95, 3.0, 10.0]]
+    study = _study_with(values, directions)
+    ref = [0.0, 10.0, 40.0]
+    expected = _direct_hypervolume(np.array(values) * np.array([-1, 1, 1]), np.array(ref))
+    assert hypervolume(front_trials(study), directions, ref) == pytest.approx(expected, rel=1e-9)
+
+
+def test_points_outside_the_reference_box_add_nothing() -> None:
+    directions = ["maximize", "minimize"]
+    study = _study_with([[0.9, 1.0], [0.95, 50.0]], directions)
+    assert hypervolume(front_trials(study), directions, [0.0, 10.0]) == pytest.approx(0.9 * 9.0)
+
+
+def test_reference_point_is_derived_from_the_teacher() -> None:
+    objectives = {"accuracy": "maximize", "latency_p50_ms": "minimize", "memory_mb": "minimize"}
+    assert reference_point(objectives, {"accuracy": 0.99, "latency_p50_ms": 4.0, "memory_mb": 30.0}) == [0.0, 8.0, 60.0]
+
+
+def test_infeasible_trials_are_not_on_the_front() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for values, violation in (([0.99, 1.0], 0.5), ([0.9, 2.0], -1.0)):
+        study.add_trial(optuna.trial.create_trial(
+            values=values, params={}, distributions={}, system_attrs={"constraints": [violation]}))
+    assert [t.values for t in front_trials(study)] == [[0.9, 2.0]]

@@ -1,0 +1,152 @@
+"""Each stage on a tiny model, with assertions that fail if the stage silently does nothing."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from slimsearch.evaluators import evaluate_accuracy
+from slimsearch.pipelines import CompressionPipeline, TaskLoadError, TrainingRecipe, load_task
+from slimsearch.pipelines.cache import StageCache
+from slimsearch.pipelines.digits import DigitsCNN, load_splits
+from slimsearch.pipelines.quantize import quantize, state_dict_bytes
+from slimsearch.pipelines.stages import count_macs_and_params, prune_channels
+from slimsearch.pipelines.training import Distillation, train_model
+from slimsearch.spaces import Candidate, StudentChoice
+
+
+@pytest.fixture(scope="module")
+def digits_task():
+    return load_task("digits", 0)
+
+
+@pytest.fixture(scope="module")
+def small_cnn(digits_task) -> nn.Module:
+    """A quickly trained narrow digits CNN, so quantization error is judged on a real model."""
+    return train_model(DigitsCNN(width=0.5, depth=3), digits_task.train, 4, seed=0)
+
+
+def test_digits_split_is_fixed_by_seed_and_disjoint() -> None:
+    (xtr, ytr), (xva, yva), (xte, yte) = load_splits(0)
+    assert (len(ytr), len(yva), len(yte)) == (1078, 359, 360)
+    assert xtr.shape[1:] == (1, 16, 16)
+    again = load_splits(0)
+    assert torch.equal(again[2][0], xte)
+    assert not torch.equal(load_splits(1)[2][0], xte)
+
+
+def test_digits_teacher_reaches_98_percent_and_is_cached(tmp_path: Path, digits_task) -> None:
+    pipeline = CompressionPipeline(digits_task, tmp_path, TrainingRecipe(), seed=0)
+    assert not pipeline.teacher.cache_hit
+    accuracy = evaluate_accuracy(pipeline.teacher.model, digits_task.test, digits_task.metric)
+    assert accuracy >= 0.98
+    again = CompressionPipeline(digits_task, tmp_path, TrainingRecipe(), seed=0)
+    assert again.teacher.cache_hit
+    assert evaluate_accuracy(again.teacher.model, digits_task.test, digits_task.metric) == accuracy
+
+
+def test_pruning_physically_removes_channels(digits_task, small_cnn) -> None:
+    example = digits_task.train[0][:1]
+    macs_before, params_before = count_macs_and_params(small_cnn, example)
+    pruned = prune_channels(copy.deepcopy(small_cnn), 0.5, digits_task)
+    macs_after, params_after = count_macs_and_params(pruned, example)
+    assert params_after < 0.5 * params_before and macs_after < 0.5 * macs_before
+    convs = [m for m in pruned.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[0].out_channels < 16
+    assert pruned.head.out_features == 10
+    assert pruned(example).shape == (1, 10)
+
+
+def test_int8_runs_quantized_kernels_and_is_smaller(digits_task, small_cnn) -> None:
+    result = quantize(small_cnn, 8, None, digits_task.train[0][:128])
+    module_types = {type(m).__module__ for m in result.serving.modules()}
+    assert any("quantized" in t for t in module_types)
+    assert not any(isinstance(m, nn.Conv2d) and m.weight.dtype == torch.float32 for m in result.serving.modules()
+                   if type(m) is nn.Conv2d)
+    assert result.model_bytes < state_dict_bytes(small_cnn) / 2.5
+    assert not result.simulated and result.path == "fx-static-int8-x86"
+    fp32 = evaluate_accuracy(small_cnn, digits_task.val, digits_task.metric)
+    int8 = evaluate_accuracy(result.serving, digits_task.val, digits_task.metric)
+    assert int8 >= fp32 - 0.03
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_is_a_real_dtype_behind_a_float32_interface(digits_task, small_cnn, dtype: str) -> None:
+    result = quantize(small_cnn, 16, dtype, digits_task.train[0][:8])
+    assert {p.dtype for p in result.serving.parameters()} == {getattr(torch, dtype)}
+    assert result.serving(digits_task.val[0][:4]).dtype == torch.float32
+    assert result.model_bytes < state_dict_bytes(small_cnn) * 0.6
+
+
+def test_sub_8_bit_is_simulated_with_few_weight_levels(digits_task, small_cnn) -> None:
+    result = quantize(small_cnn, 4, None, digits_task.train[0][:8])
+    assert result.simulated and result.path == "fake-quant-w4"
+    conv = next(m for m in result.serving.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1)
+    assert all(len(torch.unique(channel)) <= 16 for channel in conv.weight)
+    assert result.model_bytes < state_dict_bytes(small_cnn) / 4
+    original = next(m for m in small_cnn.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1)
+    assert len(torch.unique(original.weight[0])) > 16, "quantize must not modify its input model"
+
+
+def _seeded_cnn() -> DigitsCNN:
+    torch.manual_seed(0)
+    return DigitsCNN(0.25, 2)
+
+
+def test_distillation_term_changes_training(digits_task) -> None:
+    soft = torch.randn(len(digits_task.train[1]), 10) * 5
+    plain = train_model(_seeded_cnn(), digits_task.train, 1, seed=0)
+    distilled = train_model(_seeded_cnn(), digits_task.train, 1, seed=0,
+                            distillation=Distillation(soft, temperature=2.0, alpha=0.9))
+    no_kd = train_model(_seeded_cnn(), digits_task.train, 1, seed=0,
+                        distillation=Distillation(soft, temperature=2.0, alpha=0.0))
+    assert torch.equal(plain.head.weight, no_kd.head.weight)
+    assert not torch.equal(plain.head.weight, distilled.head.weight)
+
+
+def test_stage_cache_builds_once_and_loads_weights_only(tmp_path: Path) -> None:
+    cache = StageCache(tmp_path)
+    calls = []
+    key = cache.key("unit", a=1)
+    first, hit1 = cache.get_or_build(key, lambda: calls.append(1) or {"w": torch.ones(3)})
+    second, hit2 = cache.get_or_build(key, lambda: calls.append(1) or {"w": torch.zeros(3)})
+    assert (hit1, hit2) == (False, True) and len(calls) == 1
+    assert torch.equal(second["w"], torch.ones(3))
+    assert cache.key("unit", a=2) != key
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_repeated_student_comes_from_cache(tmp_path: Path, user_task: str) -> None:
+    task = load_task(user_task, 0)
+    pipeline = CompressionPipeline(task, tmp_path, TrainingRecipe(teacher_epochs=2, distill_epochs=2), seed=0)
+    candidate = Candidate(StudentChoice(0.5, 1, 2.0, 0.5), 0.25, 8, None, "single", 1, 1)
+    first = pipeline.build(candidate)
+    second = pipeline.build(candidate)
+    assert first.cache_hits == {"distill": False, "prune_finetune": False}
+    assert second.cache_hits == {"distill": True, "prune_finetune": True}
+    x = task.val[0][:16]
+    assert torch.allclose(first.serving(x), second.serving(x))
+    assert first.params == second.params and first.params < sum(p.numel() for p in pipeline.teacher.model.parameters())
+
+
+def test_readme_task_example_loads(user_task: str) -> None:
+    task = load_task(user_task, 3)
+    assert task.num_classes == 3 and task.input_shape == (20,)
+
+
+def test_task_loading_errors_are_one_line_and_actionable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "broken_task.py").write_text("import not_a_module_anywhere\n")
+    (tmp_path / "wrong_task.py").write_text("def make_task(seed):\n    return 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(TaskLoadError, match="importing module 'broken_task' failed.*PYTHONPATH"):
+        load_task("broken_task:make_task", 0)
+    with pytest.raises(TaskLoadError, match="returned int"):
+        load_task("wrong_task:make_task", 0)
+    with pytest.raises(TaskLoadError, match="has no callable 'nope'"):
+        load_task("wrong_task:nope", 0)
+    with pytest.raises(TaskLoadError, match="neither a built-in"):
+        load_task("cifar", 0)
