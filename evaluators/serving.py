@@ -86,12 +86,22 @@ def _run_probe(job_path: Path, result_path: Path, timeout_s: float) -> None:
     try:
         _, stderr = process.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
+        _kill_group(process)
         raise MeasurementError(f"serving probe timed out after {timeout_s:.0f}s (evaluation.timeout_s)") from None
+    except BaseException:  # Ctrl-C reaches only us (the probe has its own session): take it down too
+        _kill_group(process)
+        raise
     if process.returncode != 0 or not result_path.exists():
         last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
         raise MeasurementError(f"serving probe failed (exit {process.returncode}): {last[0][:300]}")
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.communicate()
 
 
 def _parse(result: dict) -> ServingMeasurement:

@@ -46,6 +46,9 @@ def _clean_errors(command: F) -> F:
         except SearchInterrupted as exc:
             errors.print(f"[yellow]stopped:[/] {exc}", soft_wrap=True)
             raise typer.Exit(130) from None
+        except KeyboardInterrupt:
+            errors.print("[yellow]stopped:[/] interrupted before the first trial; run the same command again")
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -150,3 +153,5 @@ def _versus_teacher(row: FrontRow, teacher: dict) -> str:
     return " ".join(parts)
 
 
+if __name__ == "__main__":  # `python -m slimsearch.search.cli`, same as the console script
+    app()

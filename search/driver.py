@@ -131,8 +131,7 @@ class SearchDriver:
                     continue
                 rejected_in_a_row = 0
                 summary.evaluated += 1
-                front_size = self._update_front(summary)
-                progress.update(bar, advance=1, status=f"front {front_size} · hv {summary.hypervolume:.4g}")
+                progress.update(bar, advance=1, status=self._update_front(summary))
                 if summary.evaluated % self.config.search.front_every == 0:
                     self._publish_front(summary)
 
@@ -245,7 +244,8 @@ class SearchDriver:
             "hardware": self.baseline["hardware"]["cpu"],
         }
 
-    def _update_front(self, summary: RunSummary) -> int:
+    def _update_front(self, summary: RunSummary) -> str:
+        """Refresh hypervolume, front-size metrics and ``pareto`` tags; return a progress line."""
         front = front_trials(self.study)
         summary.hypervolume = hypervolume(front, self.directions, self.reference)
         last = summary.last_trial or 0
@@ -255,7 +255,11 @@ class SearchDriver:
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         self.tracker.retag_pareto({t.user_attrs["mlflow_run_id"]: t.number in on_front
                                    for t in complete if "mlflow_run_id" in t.user_attrs})
-        return len(front)
+        best = " ".join(
+            f"{name} {(max if direction == 'maximize' else min)(t.values[i] for t in front):.4g}"
+            for i, (name, direction) in enumerate(self.config.objectives.items())
+        ) if front else "no feasible trial yet"
+        return f"front {len(front)} · hv {summary.hypervolume:.4g} · best {best}"
 
     def _publish_front(self, summary: RunSummary) -> None:
         """Front table (CSV + JSON) and the interactive plot on the parent run."""

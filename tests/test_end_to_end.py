@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -143,3 +148,44 @@ def test_resuming_with_other_objectives_is_refused(tmp_path: Path, fast_config: 
     changed = write_config(tmp_path / "b.yaml", **fast_config)
     result = runner.invoke(app, ["run", str(changed)])
     assert result.exit_code == 2 and "use a new search.study_name" in result.output
+
+
+def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path: Path, fast_config: dict) -> None:
+    fast_config["search"].update(n_trials=50, study_name="interrupted")
+    fast_config["evaluation"]["repeats"] = 200
+    config = write_config(tmp_path / "sigint.yaml", **fast_config)
+    out = Path(fast_config["output_dir"])
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}  # where the user_task fixture wrote my_task.py
+    process = subprocess.Popen([sys.executable, "-m", "slimsearch.search.cli", "run", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _finished_trials(out, "interrupted") < 2:
+        time.sleep(0.5)
+    time.sleep(1.0)  # land inside a later trial
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "run the same command again to resume" in output
+
+    study, client, children, parent = _stores(out, "interrupted")
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert not [r for r in children if r.info.status == "RUNNING"]
+    assert parent.info.status == "KILLED"
+    assert {"pareto/front.csv", "pareto/front.html"} <= {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")}
+    last = max(t.number for t in study.trials)
+
+    fast_config["search"]["n_trials"] = 1
+    _run(write_config(tmp_path / "resume.yaml", **fast_config))
+    study, _, _, parent = _stores(out, "interrupted")
+    assert min(t.number for t in study.trials if t.number > last) == last + 1
+    assert parent.info.status == "FINISHED"
+
+
+def _finished_trials(out: Path, study_name: str) -> int:
+    if not (out / "optuna.db").exists():
+        return 0
+    try:
+        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{out / 'optuna.db'}")
+    except KeyError:
+        return 0
+    return len([t for t in study.trials if t.state.is_finished()])
