@@ -1,10 +1,12 @@
-"""Views of a study for the morning review: interactive Pareto plots (plotly).
+"""Views of a study for the morning review: interactive Pareto plots and an HTML report.
 
-``pareto_plot`` draws the front against dominated and infeasible trials, marking
-simulated (fake-quant) points distinctly; the study driver logs it to the MLflow parent
-run as ``pareto/front.html``.
+``pareto_plot`` draws every objective pair with the front, dominated and infeasible
+trials, simulated points and constraint bounds told apart; ``report`` wraps it with a
+sortable front table and the knee point into one self-contained (offline) HTML page.
+These modules take plain data; ``slimsearch.search`` decides what goes in.
 """
 
 from slimsearch.dashboards.pareto_plot import PlotPoint, pareto_figure
+from slimsearch.dashboards.report import ReportRow, report_html
 
-__all__ = ["PlotPoint", "pareto_figure"]
+__all__ = ["PlotPoint", "ReportRow", "pareto_figure", "report_html"]

@@ -45,6 +45,6 @@ def hardware_identity() -> dict[str, str]:
         "cpu": cpu_model(),
         "cores": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "platform": platform.platform(terse=True),
     }

@@ -11,6 +11,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class LatencyStats:
@@ -20,6 +22,9 @@ class LatencyStats:
     cv: float
     """Coefficient of variation (std / mean) of the timed calls."""
     repeats: int
+    p50_ci_low_ms: float
+    """95 % bootstrap confidence interval of the median (percentile method)."""
+    p50_ci_high_ms: float
 
     @classmethod
     def from_samples(cls, samples_ms: list[float]) -> LatencyStats:
@@ -27,16 +32,25 @@ class LatencyStats:
             raise ValueError("need at least two timed calls for latency statistics")
         ordered = sorted(samples_ms)
         mean = statistics.fmean(ordered)
+        low, high = _median_ci(ordered)
         return cls(
             p50_ms=statistics.median(ordered),
             p95_ms=_percentile(ordered, 0.95),
             mean_ms=mean,
             cv=statistics.stdev(ordered) / mean if mean > 0 else 0.0,
             repeats=len(ordered),
+            p50_ci_low_ms=low,
+            p50_ci_high_ms=high,
         )
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+def _median_ci(samples: list[float], resamples: int = 1000) -> tuple[float, float]:
+    rng = np.random.default_rng(0)  # fixed: the same samples always give the same interval
+    medians = np.median(rng.choice(np.asarray(samples), size=(resamples, len(samples)), replace=True), axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
 
 
 def _percentile(ordered: list[float], q: float) -> float:

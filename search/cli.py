@@ -10,24 +10,30 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from slimsearch.pipelines import TaskLoadError
+from slimsearch.pipelines.export import ExportError
 from slimsearch.search.config import ConfigError, SlimsearchConfig, load_config
 from slimsearch.search.pareto import FrontRow, front_rows
 from slimsearch.search.study import StudyMismatch, load_existing_study
 from slimsearch.spaces import describe_space, rejection_reason, sample_candidates
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Overnight multi-objective model-compression search.")
+if TYPE_CHECKING:  # imported lazily at run time so `slimsearch --help` stays fast
+    from slimsearch.search.review import StudyReview
+    from slimsearch.search.selection import Selection
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Overnight multi-objective model-compression search.")
 # Logs of overnight runs are files, not terminals: give them room for the front table.
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., object])
 
+DEFAULT_STORAGE = SlimsearchConfig().storage_url
 ConfigArg = typer.Argument(None, help="YAML config; omitted = the embedded digits default", show_default=False)
 
 
@@ -40,7 +46,7 @@ def _clean_errors(command: F) -> F:
 
         try:
             return command(*args, **kwargs)
-        except (ConfigError, TaskLoadError, StudyMismatch, SearchError) as exc:
+        except (ConfigError, TaskLoadError, StudyMismatch, SearchError, ExportError) as exc:
             errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(2) from None
         except SearchInterrupted as exc:
@@ -94,6 +100,109 @@ def front(
     study = load_existing_study(storage or cfg.storage_url, study_name or cfg.search.study_name)
     objectives = list(study.user_attrs.get("objectives") or cfg.objectives)
     console.print(_front_table(front_rows(study, objectives), objectives, study.user_attrs.get("baseline")))
+
+
+@app.command()
+@_clean_errors
+def report(
+    study_name: str = typer.Argument(..., metavar="STUDY", help="study name"),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="Optuna storage URL"),
+    output: Path = typer.Option(None, "--output", "-o", help="HTML file (default: <output_dir>/report-STUDY.html)"),
+) -> None:
+    """Write one self-contained HTML report: Pareto plots, sortable front table, knee point."""
+    from slimsearch.search.review import StudyReview
+
+    review = StudyReview(load_existing_study(storage, study_name))
+    target = output or Path(review.config.get("output_dir", ".")) / f"report-{study_name}.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(review.html())
+    knee = f"; knee: trial {review.knee.number} ({review.knee.user_attrs.get('summary', '')})" if review.knee else ""
+    console.print(f"wrote {target} ({len(review.front)} front trials{knee})")
+
+
+@app.command()
+@_clean_errors
+def select(
+    study_name: str = typer.Argument(..., metavar="STUDY", help="study name"),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="Optuna storage URL"),
+    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="limit on p95 latency of one batch"),
+    max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="limit on serving memory (MiB)"),
+    max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="limit on teacher minus candidate accuracy"),
+    prefer: str = typer.Option("knee", "--prefer", help="latency | memory | accuracy | knee"),
+    formats: list[str] = typer.Option(["torchscript"], "--format", help="torchscript | torch_export | onnx (repeatable)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="directory (default: <output_dir>/deploy-STUDY)"),
+    model_name: Optional[str] = typer.Option(None, "--model-name", help="registered model name (default: slimsearch-STUDY)"),
+    alias: str = typer.Option("champion", "--alias", help="alias set on the new model version"),
+    register: bool = typer.Option(True, "--register/--no-register", help="register an MLflow model version"),
+    allow_simulated: bool = typer.Option(False, "--allow-simulated", help="also consider fake-quant (simulated) bit widths"),
+) -> None:
+    """Choose a deployment under limits, re-measure it, export it and register it in MLflow."""
+    from slimsearch.search.deployment import SelectionRefused, build_deployment
+    from slimsearch.search.registry import register_model
+    from slimsearch.search.review import StudyReview
+    from slimsearch.search.selection import PREFERENCES, Limits
+    from slimsearch.search.selection import select as choose
+
+    if prefer not in PREFERENCES:
+        raise ConfigError(f"--prefer must be one of {', '.join(PREFERENCES)}, got '{prefer}'")
+    review = StudyReview(load_existing_study(storage, study_name))
+    limits = Limits(max_latency_ms, max_memory_mb, max_accuracy_drop)
+    selection = choose(review, limits, prefer, allow_simulated)
+    if selection.chosen is None:
+        closest = "; ".join(
+            f"trial {t.number} ({t.user_attrs.get('summary', '')}): {', '.join(selection.excluded[t.number])}"
+            for t in selection.closest
+        )
+        raise ConfigError(f"no completed trial satisfies these limits; closest: {closest or 'none (no completed trials)'}")
+    console.print(_selection_table(selection, review))
+    chosen = selection.chosen
+    console.print(f"chosen: trial {chosen.number} ({chosen.user_attrs['summary']}), preference {prefer}; "
+                  "rebuilding and re-measuring in isolation...")
+    directory = output or Path(review.config.get("output_dir", ".")) / f"deploy-{study_name}"
+    if register and "torchscript" not in formats:
+        formats = [*formats, "torchscript"]  # the registered pyfunc serves the TorchScript export
+    try:
+        deployment = build_deployment(review, chosen, limits, formats, directory)
+    except SelectionRefused as exc:
+        errors.print(f"[red]refused:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(3) from None
+    m = deployment.remeasured.metrics
+    console.print(f"re-measured: accuracy {m['accuracy']:.4f} (drop {m['accuracy_drop']:+.4f}), latency p50 "
+                  f"{m['latency_p50_ms']:.3f} ms [95% CI {m['latency_p50_ci_low_ms']:.3f}-{m['latency_p50_ci_high_ms']:.3f}], "
+                  f"p95 {m['latency_p95_ms']:.3f} ms, memory {m['memory_mb']:.1f} MiB, model {m['model_mb']:.3f} MiB")
+    for fmt, path in deployment.files.items():
+        console.print(f"exported {fmt}: {path} (outputs verified against the compressed model)")
+    console.print(f"deployment spec: {deployment.spec_path}")
+    if register:
+        study_config = SlimsearchConfig.model_validate(review.config)
+        registration = register_model(
+            study_config.tracking_uri,
+            study_config.tracking.experiment,
+            study_name,
+            chosen.number,
+            model_name or f"slimsearch-{study_name}",
+            alias,
+            deployment.files["torchscript"],
+            [deployment.spec_path, *deployment.files.values()],
+            deployment.spec["serving"]["input_shape"],
+            {k: f"{m[k]:.6g}" for k in ("accuracy", "latency_p50_ms", "latency_p95_ms", "memory_mb", "model_mb")},
+        )
+        console.print(f"registered: models:/{registration.model_name}@{registration.alias} "
+                      f"(version {registration.version}, run {registration.run_id})")
+
+
+def _selection_table(selection: Selection, review: StudyReview) -> Table:
+    table = Table(title=f"{len(selection.eligible)} eligible, {len(selection.excluded)} excluded")
+    for column in ("trial", "configuration", "accuracy", "p95 ms", "memory MB", "status"):
+        table.add_column(column, justify="left" if column in ("configuration", "status") else "right")
+    for trial in review.complete:
+        metrics = trial.user_attrs["metrics"]
+        status = ("[green]chosen[/]" if trial is selection.chosen else
+                  "eligible" if trial.number not in selection.excluded else
+                  "[dim]" + "; ".join(selection.excluded[trial.number]) + "[/]")
+        table.add_row(str(trial.number), trial.user_attrs.get("summary", ""), f"{metrics['accuracy']:.4f}",
+                      f"{metrics['latency_p95_ms']:.3f}", f"{metrics['memory_mb']:.1f}", status)
+    return table
 
 
 @app.command()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -25,11 +24,11 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from slimsearch.dashboards import PlotPoint, pareto_figure
 from slimsearch.evaluators import hardware_identity
 from slimsearch.pipelines import CompressionPipeline, load_task
 from slimsearch.search.config import SlimsearchConfig
-from slimsearch.search.pareto import front_rows, front_trials, hypervolume, is_feasible, reference_point
+from slimsearch.search.pareto import front_rows, front_trials, hypervolume, reference_point
+from slimsearch.search.review import StudyReview
 from slimsearch.search.study import open_study, stored_baseline
 from slimsearch.search.tracking import MlflowTracker
 from slimsearch.search.trial import measure_candidate
@@ -262,24 +261,9 @@ class SearchDriver:
         return f"front {len(front)} · hv {summary.hypervolume:.4g} · best {best}"
 
     def _publish_front(self, summary: RunSummary) -> None:
-        """Front table (CSV + JSON) and the interactive plot on the parent run."""
+        """Front table (CSV + JSON) and the self-contained HTML report on the parent run."""
         rows = [asdict(r) for r in front_rows(self.study, self.objectives)]
-        self.tracker.log_front(front_csv(rows, self.objectives), rows, self._figure())
-
-    def _figure(self) -> Any:
-        on_front = {t.number for t in front_trials(self.study)}
-        points = [
-            PlotPoint(
-                number=t.number,
-                values=dict(zip(self.objectives, t.values)),
-                status="front" if t.number in on_front else ("dominated" if is_feasible(t) else "infeasible"),
-                simulated=bool(t.user_attrs.get("simulated")),
-                label=t.user_attrs.get("summary", ""),
-            )
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if all(math.isfinite(v) for v in t.values)
-        ]
-        return pareto_figure(points, self.config.objectives, f"Pareto front of {self.config.search.study_name}") if points else None
+        self.tracker.log_front(front_csv(rows, self.objectives), rows, StudyReview(self.study).html())
 
 
 def front_csv(rows: list[dict[str, Any]], objectives: list[str]) -> str:

@@ -43,15 +43,28 @@ def open_study(config: SlimsearchConfig) -> optuna.Study:
         sampler=SAMPLERS[config.search.sampler](seed),
         load_if_exists=True,
     )
-    stored = study.user_attrs.get("objectives")
-    if stored is None:
-        study.set_user_attr("objectives", config.objectives)
-    elif stored != config.objectives:
-        raise StudyMismatch(
-            f"study '{name}' was created with objectives {stored}, the config asks for {config.objectives}; "
-            "use a new search.study_name"
-        )
+    _check_or_store(study, "objectives", config.objectives)
+    snapshot = config.model_dump(mode="json")
+    for section in MODEL_DEFINING_SECTIONS:
+        _check_or_store(study, f"config.{section}", snapshot[section])
+    study.set_user_attr("config", snapshot)  # the latest run's full config, for select/report
     return study
+
+
+# What determines the models a trial builds and how they are measured: changing any of these
+# mid-study would mix incomparable trials on one front.
+MODEL_DEFINING_SECTIONS = ("task", "training", "evaluation")
+
+
+def _check_or_store(study: optuna.Study, key: str, value: Any) -> None:
+    stored = study.user_attrs.get(key)
+    if stored is None:
+        study.set_user_attr(key, value)
+    elif stored != value:
+        raise StudyMismatch(
+            f"study '{study.study_name}' was created with {key} = {stored}, the config now says {value}; "
+            "use a new search.study_name (or restore the old setting)"
+        )
 
 
 def load_existing_study(storage_url: str, study_name: str) -> optuna.Study:

@@ -36,13 +36,8 @@ class MlflowTracker:
         self._pareto_tags: dict[str, str] = {}
 
     def _parent_run(self, study_name: str, tags: dict[str, str]) -> str:
-        existing = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'study'",
-            max_results=1,
-        )
-        if existing:
-            run_id = existing[0].info.run_id
+        run_id = find_parent_run(self.client, self.experiment_id, study_name)
+        if run_id:
             self.client.update_run(run_id, status="RUNNING")
         else:
             run_id = self.client.create_run(
@@ -92,14 +87,24 @@ class MlflowTracker:
                 self.client.set_tag(run_id, "pareto", value)
                 self._pareto_tags[run_id] = value
 
-    def log_front(self, csv_text: str, rows: list[dict[str, Any]], figure: Any) -> None:
+    def log_front(self, csv_text: str, rows: list[dict[str, Any]], report_html: str) -> None:
         self.client.log_text(self.parent_run_id, csv_text, "pareto/front.csv")
         self.client.log_dict(self.parent_run_id, {"front": rows}, "pareto/front.json")
-        if figure is not None:
-            self.client.log_figure(self.parent_run_id, figure, "pareto/front.html")
+        # Not log_figure: it links plotly.js from a CDN, which offline review machines cannot load.
+        self.client.log_text(self.parent_run_id, report_html, "pareto/front.html")
 
     def end(self, status: str) -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
+
+
+def find_parent_run(client: MlflowClient, experiment_id: str, study_name: str) -> str | None:
+    """The parent run of ``study_name`` in the experiment, if the study has logged one."""
+    existing = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'study'",
+        max_results=1,
+    )
+    return existing[0].info.run_id if existing else None
 
 
 def _ensure_sqlite_dir(uri: str) -> None:

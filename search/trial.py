@@ -13,7 +13,7 @@ from pathlib import Path
 
 from slimsearch.evaluators import evaluate_accuracy, measure_serving, save_artifact
 from slimsearch.evaluators.serving import MB
-from slimsearch.pipelines import CompressionPipeline
+from slimsearch.pipelines import BuiltModel, CompressionPipeline, Task
 from slimsearch.search.config import EvaluationSettings
 from slimsearch.spaces import Candidate
 
@@ -38,8 +38,21 @@ def measure_candidate(
 ) -> TrialResult:
     """Build ``candidate`` with ``pipeline`` and measure accuracy, latency and memory."""
     started = time.perf_counter()
-    task = pipeline.task
     built = pipeline.build(candidate)
+    result = measure_built(candidate, built, pipeline.task, evaluation, workdir, teacher_accuracy)
+    result.metrics["seconds_trial"] = time.perf_counter() - started
+    return result
+
+
+def measure_built(
+    candidate: Candidate,
+    built: BuiltModel,
+    task: Task,
+    evaluation: EvaluationSettings,
+    workdir: Path,
+    teacher_accuracy: float | None,
+) -> TrialResult:
+    """Measure an already built model: accuracy in-process, latency and memory in the probe."""
     accuracy = evaluate_accuracy(built.serving, task.val, task.metric)
     if math.isnan(accuracy):
         raise NonFiniteAccuracy(f"{candidate.summary()} produced non-finite outputs")
@@ -67,13 +80,14 @@ def measure_candidate(
         "latency_p95_ms": latency.p95_ms,
         "latency_mean_ms": latency.mean_ms,
         "latency_cv": latency.cv,
+        "latency_p50_ci_low_ms": latency.p50_ci_low_ms,
+        "latency_p50_ci_high_ms": latency.p50_ci_high_ms,
         "memory_mb": serving.memory_mb,
         "model_mb": built.model_bytes / MB,
         "params": float(built.params),
         "macs": float(built.macs),
         "lock_wait_s": serving.lock_wait_s,
         **{f"seconds_{stage}": seconds for stage, seconds in built.stage_seconds.items()},
-        "seconds_trial": time.perf_counter() - started,
     }
     tags = {
         "quant_path": built.quant_path,

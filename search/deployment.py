@@ -1,0 +1,120 @@
+"""Turning a selected trial into a deployable artifact plus ``deployment.yaml``.
+
+The candidate is rebuilt from the study's own config (stage cache hits make this cheap)
+and re-measured in the isolated probe: the deployment spec reports the *re-measured*
+numbers, and a re-measurement that breaks a limit refuses the deployment instead of
+shipping a model whose search-time figure was luck.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+from optuna.trial import FrozenTrial
+
+from slimsearch.evaluators import hardware_identity
+from slimsearch.pipelines import CompressionPipeline, load_task
+from slimsearch.pipelines.export import export_model
+from slimsearch.search.config import SlimsearchConfig
+from slimsearch.search.review import StudyReview
+from slimsearch.search.selection import Limits
+from slimsearch.search.trial import TrialResult, measure_built
+from slimsearch.spaces import Candidate
+
+
+class SelectionRefused(RuntimeError):
+    """The re-measured candidate breaks a limit; nothing was exported or registered."""
+
+
+@dataclass
+class Deployment:
+    directory: Path
+    files: dict[str, Path]
+    spec_path: Path
+    spec: dict[str, Any]
+    remeasured: TrialResult
+
+
+def build_deployment(
+    review: StudyReview, trial: FrozenTrial, limits: Limits, formats: list[str], directory: Path
+) -> Deployment:
+    """Rebuild, re-measure, check limits, export in ``formats`` and write the deployment spec."""
+    config = SlimsearchConfig.model_validate(review.config)
+    task = load_task(config.task, config.search.seed)
+    pipeline = CompressionPipeline(task, config.cache_dir, config.training.recipe(), config.search.seed,
+                                   config.evaluation.calibration_size)
+    candidate = Candidate.from_dict(trial.user_attrs["candidate"])
+    built = pipeline.build(candidate)
+    directory.mkdir(parents=True, exist_ok=True)
+    teacher_accuracy = review.baseline["metrics"].get("accuracy")
+    remeasured = measure_built(candidate, built, task, config.evaluation, directory / ".probe", teacher_accuracy)
+    broken = limits.violations(remeasured.metrics)
+    if broken:
+        searched = trial.user_attrs["metrics"]
+        raise SelectionRefused(
+            f"trial {trial.number} re-measured in isolation breaks {'; '.join(broken)} "
+            f"(the search measured latency_p95_ms {searched['latency_p95_ms']:.4g}, memory_mb {searched['memory_mb']:.4g}); "
+            "loosen the limit or choose with a margin"
+        )
+    example = task.val[0][: config.evaluation.batch_size]
+    files = {fmt: export_model(built.serving, example, fmt, directory / "model") for fmt in formats}
+    spec = _spec(review, trial, candidate, config, built.quant_path, remeasured, files, list(task.input_shape))
+    spec_path = directory / "deployment.yaml"
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return Deployment(directory, files, spec_path, spec, remeasured)
+
+
+def _spec(
+    review: StudyReview,
+    trial: FrozenTrial,
+    candidate: Candidate,
+    config: SlimsearchConfig,
+    quant_path: str,
+    remeasured: TrialResult,
+    files: dict[str, Path],
+    input_shape: list[int],
+) -> dict[str, Any]:
+    m = remeasured.metrics
+    return {
+        "study": review.study.study_name,
+        "trial": trial.number,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "task": config.task,
+        "configuration": candidate.summary(),
+        "compression": {**candidate.to_dict(), "quant_path": quant_path, "simulated": candidate.simulated},
+        "parallel_plan": {"strategy": candidate.strategy, "degree": candidate.degree, "threads_per_rank": candidate.threads},
+        "serving": {"batch_size": config.evaluation.batch_size, "input_shape": input_shape, "input_dtype": "float32"},
+        "measured": {
+            "source": "re-measured in an isolated probe process at selection time",
+            "accuracy_val": m["accuracy"],
+            "accuracy_test": m["test_accuracy"],
+            "accuracy_drop": m["accuracy_drop"],
+            "latency_ms": {"p50": m["latency_p50_ms"], "p95": m["latency_p95_ms"], "mean": m["latency_mean_ms"],
+                           "cv": m["latency_cv"], "p50_ci95": [m["latency_p50_ci_low_ms"], m["latency_p50_ci_high_ms"]]},
+            "memory_mb": m["memory_mb"],
+            "model_mb": m["model_mb"],
+            "params": int(m["params"]),
+            "macs": int(m["macs"]),
+        },
+        "search_measured": {k: trial.user_attrs["metrics"][k] for k in ("accuracy", "latency_p50_ms", "latency_p95_ms", "memory_mb")},
+        "hardware": {"measured_on": remeasured.hardware, "study_baseline_on": review.baseline.get("hardware", {}),
+                     "this_host": hardware_identity()},
+        "versions": _versions(),
+        "artifacts": {fmt: path.name for fmt, path in files.items()},
+    }
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("slimsearch", "torch", "torch-pruning", "optuna", "mlflow", "onnx", "onnxruntime"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

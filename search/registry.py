@@ -1,0 +1,81 @@
+"""Registering a chosen model in the MLflow Model Registry.
+
+The model is logged as an MLflow pyfunc that wraps the verified TorchScript export (the
+one format every candidate supports, int8 included), inside a ``deploy-trial-N`` run
+nested under the study's parent run, with the deployment spec beside it. The version gets
+an alias (``champion`` by default) and the measured objectives as tags, so
+``mlflow.pyfunc.load_model("models:/NAME@champion")`` serves it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.tracking import MlflowClient
+
+from slimsearch.search.tracking import ROLE_TAG, find_parent_run
+
+
+class TorchScriptClassifier(mlflow.pyfunc.PythonModel):
+    """pyfunc: float32 rows (flattened or shaped) -> logits, via the TorchScript artifact."""
+
+    def __init__(self, input_shape: list[int]):
+        self.input_shape = tuple(input_shape)
+
+    def load_context(self, context: Any) -> None:
+        self.model = torch.jit.load(context.artifacts["torchscript"]).eval()
+
+    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> np.ndarray:
+        batch = torch.as_tensor(np.asarray(model_input, dtype=np.float32)).reshape(-1, *self.input_shape)
+        with torch.inference_mode():
+            return self.model(batch).numpy()
+
+
+@dataclass(frozen=True)
+class Registration:
+    model_name: str
+    version: str
+    alias: str
+    run_id: str
+
+
+def register_model(
+    tracking_uri: str,
+    experiment: str,
+    study_name: str,
+    trial_number: int,
+    model_name: str,
+    alias: str,
+    torchscript: Path,
+    extra_files: list[Path],
+    input_shape: list[int],
+    version_tags: dict[str, str],
+) -> Registration:
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise RuntimeError(f"MLflow experiment '{experiment}' not found at {tracking_uri}; was the study run with this tracking URI?")
+    tags = {ROLE_TAG: "deployment", "trial_number": str(trial_number)}
+    if parent := find_parent_run(client, found.experiment_id, study_name):
+        tags["mlflow.parentRunId"] = parent
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(experiment_id=found.experiment_id, run_name=f"deploy-trial-{trial_number:04d}", tags=tags) as run:
+        for path in extra_files:
+            mlflow.log_artifact(str(path), artifact_path="deployment")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=TorchScriptClassifier(input_shape),
+            artifacts={"torchscript": str(torchscript)},
+            registered_model_name=model_name,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"],
+        )
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(model_name, alias, version)
+    for key, value in version_tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    return Registration(model_name, version, alias, run.info.run_id)

@@ -1,0 +1,106 @@
+"""A study as the morning review sees it: front, knee point, bounds, and the HTML report.
+
+Everything here reads the Optuna study alone (objectives, baseline and config are stored
+in its user attributes), so the report can be rebuilt from storage on any machine.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from slimsearch.dashboards import PlotPoint, ReportRow, pareto_figure, report_html
+from slimsearch.search.objectives import Constraint
+from slimsearch.search.pareto import front_trials, is_feasible
+
+
+def knee_trial(trials: list[FrozenTrial], directions: list[str]) -> FrozenTrial | None:
+    """The trial closest to the ideal point after min-max scaling each objective (best = 0)."""
+    if not trials:
+        return None
+    values = np.array([t.values for t in trials], dtype=float)
+    values[:, [i for i, d in enumerate(directions) if d == "maximize"]] *= -1
+    span = values.max(axis=0) - values.min(axis=0)
+    scaled = (values - values.min(axis=0)) / np.where(span > 0, span, 1.0)
+    return trials[int(np.argmin(np.linalg.norm(scaled, axis=1)))]
+
+
+def objective_bounds(constraints: list[Constraint], objectives: list[str], baseline: dict[str, float]) -> dict[str, float]:
+    """Constraint bounds expressed on objective axes (``accuracy_drop <= d`` -> accuracy >= teacher - d)."""
+    bounds = {}
+    for constraint in constraints:
+        if constraint.metric in objectives:
+            bounds[constraint.metric] = constraint.bound
+        elif constraint.metric == "accuracy_drop" and "accuracy" in objectives and "accuracy" in baseline:
+            bounds["accuracy"] = baseline["accuracy"] - constraint.bound
+    return bounds
+
+
+class StudyReview:
+    """Read-only view of one study for plots, tables and selection."""
+
+    def __init__(self, study: optuna.Study):
+        self.study = study
+        self.objectives: dict[str, str] = dict(study.user_attrs.get("objectives", {}))
+        self.baseline: dict[str, Any] = study.user_attrs.get("baseline") or {"metrics": {}, "hardware": {}}
+        self.config: dict[str, Any] = study.user_attrs.get("config", {})
+        self.complete = [
+            t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if all(math.isfinite(v) for v in t.values)
+        ]
+        self.front = front_trials(study)
+        self.knee = knee_trial(self.front, list(self.objectives.values()))
+
+    @property
+    def constraints(self) -> list[Constraint]:
+        return [Constraint.parse(text) for text in self.config.get("constraints", [])]
+
+    def plot_points(self) -> list[PlotPoint]:
+        on_front = {t.number for t in self.front}
+        return [
+            PlotPoint(
+                number=t.number,
+                values=dict(zip(self.objectives, t.values)),
+                status="front" if t.number in on_front else ("dominated" if is_feasible(t) else "infeasible"),
+                simulated=bool(t.user_attrs.get("simulated")),
+                label=t.user_attrs.get("summary", ""),
+                knee=self.knee is not None and t.number == self.knee.number,
+            )
+            for t in self.complete
+        ]
+
+    def report_rows(self) -> list[ReportRow]:
+        rows = []
+        for trial in self.front:
+            metrics = trial.user_attrs.get("metrics", {})
+            cells: dict[str, str | float] = {"trial": float(trial.number), "configuration": trial.user_attrs.get("summary", "")}
+            cells.update({name: float(value) for name, value in zip(self.objectives, trial.values)})
+            for extra in ("accuracy_drop", "test_accuracy", "latency_p95_ms", "model_mb", "params", "macs"):
+                if extra in metrics and extra not in cells:
+                    cells[extra] = float(metrics[extra])
+            cells["quant path"] = trial.user_attrs.get("tags", {}).get("quant_path", "")
+            rows.append(ReportRow(cells, knee=trial is self.knee, simulated=bool(trial.user_attrs.get("simulated"))))
+        return rows
+
+    def facts(self) -> list[str]:
+        hardware = self.baseline.get("hardware", {})
+        teacher = self.baseline.get("metrics", {})
+        shown = ", ".join(f"{k} {teacher[k]:.4g}" for k in (*self.objectives, "model_mb") if k in teacher)
+        return [
+            f"task {self.config.get('task', '?')} · {len(self.complete)} completed trials of {len(self.study.trials)} · "
+            f"front {len(self.front)}",
+            f"teacher baseline: {shown}",
+            f"constraints: {'; '.join(self.config.get('constraints', [])) or 'none'}",
+            f"hardware: {hardware.get('cpu', '?')} ({hardware.get('cores', '?')} cores), torch {hardware.get('torch', '?')}",
+        ]
+
+    def html(self) -> str:
+        points = self.plot_points()
+        bounds = objective_bounds(self.constraints, list(self.objectives), self.baseline.get("metrics", {}))
+        title = f"slimsearch study {self.study.study_name}"
+        figure = pareto_figure(points, self.objectives, "Pareto front (every objective pair)", bounds) if points else None
+        return report_html(title, self.facts(), figure, self.report_rows())

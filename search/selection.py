@@ -1,0 +1,79 @@
+"""Choosing what to deploy: limits, preference, and why each other candidate was not chosen.
+
+Limits are checked against the metrics recorded in the study; the latency limit applies
+to p95 (a deployment budget is about the tail, not the median). Simulated candidates
+(sub-8-bit fake-quant) are excluded unless asked for: their size is computed and their
+speed is not a real low-bit kernel, so deploying them would not deliver the numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from optuna.trial import FrozenTrial
+
+from slimsearch.search.review import StudyReview, knee_trial
+
+PREFERENCES = ("latency", "memory", "accuracy", "knee")
+_PREFERENCE_KEY = {"latency": ("latency_p95_ms", 1.0), "memory": ("memory_mb", 1.0), "accuracy": ("accuracy", -1.0)}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_latency_ms: float | None = None
+    max_memory_mb: float | None = None
+    max_accuracy_drop: float | None = None
+
+    def _pairs(self) -> list[tuple[str, str, float]]:
+        named = (("latency_p95_ms", "--max-latency-ms", self.max_latency_ms),
+                 ("memory_mb", "--max-memory-mb", self.max_memory_mb),
+                 ("accuracy_drop", "--max-accuracy-drop", self.max_accuracy_drop))
+        return [(metric, flag, bound) for metric, flag, bound in named if bound is not None]
+
+    def violations(self, metrics: dict[str, float]) -> list[str]:
+        """Human-readable reasons, e.g. ``latency_p95_ms 2.41 > 2 (--max-latency-ms)``."""
+        return [f"{metric} {metrics[metric]:.4g} > {bound:g} ({flag})"
+                for metric, flag, bound in self._pairs() if metrics[metric] > bound]
+
+    def excess(self, metrics: dict[str, float]) -> float:
+        """Total relative overshoot, to rank the closest candidates when none fits."""
+        return sum(max(0.0, metrics[m] - b) / max(abs(b), 1e-3) for m, _, b in self._pairs())
+
+
+@dataclass
+class Selection:
+    chosen: FrozenTrial | None
+    eligible: list[FrozenTrial]
+    excluded: dict[int, list[str]] = field(default_factory=dict)
+    """Trial number -> reasons it cannot be chosen."""
+    closest: list[FrozenTrial] = field(default_factory=list)
+
+
+def select(review: StudyReview, limits: Limits, prefer: str = "knee", allow_simulated: bool = False) -> Selection:
+    """The best eligible trial by ``prefer``, with every other trial's reasons for exclusion."""
+    if prefer not in PREFERENCES:
+        raise ValueError(f"unknown preference '{prefer}'; choose from {', '.join(PREFERENCES)}")
+    eligible, excluded = [], {}
+    for trial in review.complete:
+        metrics = trial.user_attrs.get("metrics", {})
+        reasons = limits.violations(metrics)
+        if trial.user_attrs.get("simulated") and not allow_simulated:
+            reasons.append("simulated bit width (fake-quant); pass --allow-simulated to consider it")
+        if reasons:
+            excluded[trial.number] = reasons
+        else:
+            eligible.append(trial)
+    if not eligible:
+        closest = sorted(review.complete, key=lambda t: limits.excess(t.user_attrs.get("metrics", {})))[:3]
+        return Selection(None, [], excluded, closest)
+    return Selection(_best(eligible, prefer, review), eligible, excluded)
+
+
+def _best(eligible: list[FrozenTrial], prefer: str, review: StudyReview) -> FrozenTrial:
+    if prefer == "knee":
+        knee = knee_trial(eligible, list(review.objectives.values()))
+        assert knee is not None
+        return knee
+    metric, sign = _PREFERENCE_KEY[prefer]
+    # Ties (same rounded metric) go to higher accuracy, then to the earlier trial.
+    return min(eligible, key=lambda t: (sign * t.user_attrs["metrics"][metric], -t.user_attrs["metrics"]["accuracy"], t.number))
