@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean
+.PHONY: setup browser demo test clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/slimsearch run configs/digits.yaml
 
-test: setup
+# Debian's chromium for the headless-browser test of the MLflow UI (needs root + apt; else the test is skipped).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium not installed: the browser test will be skipped"
+
+test: setup browser
 	$(VENV)/bin/python -m pytest -q tests
 
 clean:
-	rm -rf slimsearch-out .pytest_cache
+	rm -rf slimsearch-out .pytest_cache test-artifacts

@@ -47,9 +47,19 @@ class ReportRow:
     simulated: bool
 
 
-def report_html(title: str, facts: list[str], figure: go.Figure | None, rows: list[ReportRow]) -> str:
-    """The whole page; ``facts`` are short lines (task, hardware, baseline, constraints)."""
-    plot = figure.to_html(include_plotlyjs=True, full_html=False, div_id="pareto-plot") if figure else "<p>No completed trials yet.</p>"
+def report_html(
+    title: str, facts: list[str], pareto: go.Figure | None, rows: list[ReportRow], more: list[go.Figure] | None = None
+) -> str:
+    """The whole page; ``facts`` are short lines (task, hardware, baseline, constraints); ``more``
+    are further figures shown below the front table. plotly.js is embedded once."""
+    if pareto is None:
+        return _page(title, facts, "<p>No completed trials yet.</p>", rows, "")
+    plot = pareto.to_html(include_plotlyjs=True, full_html=False, div_id="pareto-plot")
+    extra = "".join(f.to_html(include_plotlyjs=False, full_html=False) for f in more or [])
+    return _page(title, facts, plot, rows, extra)
+
+
+def _page(title: str, facts: list[str], plot: str, rows: list[ReportRow], extra: str) -> str:
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{_STYLE}</head><body>"
         f"<h1>{html.escape(title)}</h1>"
@@ -60,6 +70,7 @@ def report_html(title: str, facts: list[str], figure: go.Figure | None, rows: li
         + "<p class='facts'>Click a column header to sort. The highlighted row is the knee point "
         "(closest to the ideal after scaling each objective to [0, 1]); <span class='sim'>simulated</span> rows "
         "are fake-quant bit widths whose size is computed and whose speed is not a real low-bit kernel.</p>"
+        + extra
         + _SORT_SCRIPT
         + "</body></html>"
     )

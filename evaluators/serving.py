@@ -75,8 +75,12 @@ def measure_serving(
     result_path = artifact.with_suffix(".result.json")
     job_path.write_text(json.dumps(job_dict(job)))
     result_path.unlink(missing_ok=True)
-    _run_probe(job_path, result_path, timeout_s)
-    return _parse(json.loads(result_path.read_text()))
+    try:
+        _run_probe(job_path, result_path, timeout_s)
+        return _parse(json.loads(result_path.read_text()))
+    finally:
+        job_path.unlink(missing_ok=True)
+        result_path.unlink(missing_ok=True)
 
 
 def _run_probe(job_path: Path, result_path: Path, timeout_s: float) -> None:

@@ -44,6 +44,7 @@ class ServingJob:
 
 def main(job_path: str, result_path: str) -> None:
     job = ServingJob(**json.loads(Path(job_path).read_text()))
+    host = hardware_identity()  # before ranks pin themselves, so "cores" is the host's
     lock = timing_lock()
     asked = time.time()
     with lock:
@@ -52,7 +53,8 @@ def main(job_path: str, result_path: str) -> None:
     result = {
         "ranks": ranks,
         "lock_wait_s": lock_wait_s,
-        "hardware": {**hardware_identity(), "threads_per_rank": str(job.threads), "ranks": str(job.degree)},
+        "hardware": {**host, "threads_per_rank": str(job.threads), "ranks": str(job.degree),
+                     "cores_used": str(job.threads * job.degree)},
     }
     Path(result_path).write_text(json.dumps(result))
 

@@ -7,10 +7,14 @@ front is written, with the command to resume.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +22,7 @@ from rich.table import Table
 
 from slimsearch.pipelines import TaskLoadError
 from slimsearch.pipelines.export import ExportError
+from slimsearch.search.driver import SearchError, SearchInterrupted
 from slimsearch.search.config import ConfigError, SlimsearchConfig, load_config
 from slimsearch.search.pareto import FrontRow, front_rows
 from slimsearch.search.study import StudyMismatch, load_existing_study
@@ -37,15 +42,37 @@ DEFAULT_STORAGE = SlimsearchConfig().storage_url
 ConfigArg = typer.Argument(None, help="YAML config; omitted = the embedded digits default", show_default=False)
 
 
+@contextlib.contextmanager
+def _graceful_stop(stop: threading.Event | None = None) -> Iterator[None]:
+    """SIGINT and SIGTERM stop the command, even where SIGINT was inherited as ignored
+    (background jobs, nohup): an overnight run must stop cleanly when a scheduler ends it.
+
+    With ``stop``, the first signal only sets it (the search finishes the running trial, so
+    nothing is left half-written) and the second raises KeyboardInterrupt; without, the first raises.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        if stop is None or stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        errors.print("[yellow]stopping after the running trial[/] (Ctrl-C again to abort it)")
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _clean_errors(command: F) -> F:
     """Turn the errors users can fix into one line and exit code 2."""
 
     @functools.wraps(command)
     def wrapper(*args: object, **kwargs: object) -> object:
-        from slimsearch.search.driver import SearchError, SearchInterrupted
-
         try:
-            return command(*args, **kwargs)
+            with _graceful_stop():
+                return command(*args, **kwargs)
         except (ConfigError, TaskLoadError, StudyMismatch, SearchError, ExportError) as exc:
             errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(2) from None
@@ -70,7 +97,9 @@ def run(
     from slimsearch.search.driver import SearchDriver
 
     cfg = load_config(config)
-    summary = SearchDriver(cfg, console).run(n_trials, timeout)
+    stop = threading.Event()
+    with _graceful_stop(stop):
+        summary = SearchDriver(cfg, console, stop).run(n_trials, timeout)
     study = load_existing_study(cfg.storage_url, cfg.search.study_name)
     console.print(_front_table(front_rows(study, list(cfg.objectives)), list(cfg.objectives), study.user_attrs.get("baseline")))
     reasons = ", ".join(f"{k} x{v}" for k, v in summary.failure_reasons.items()) or "none"
@@ -203,6 +232,40 @@ def _selection_table(selection: Selection, review: StudyReview) -> Table:
         table.add_row(str(trial.number), trial.user_attrs.get("summary", ""), f"{metrics['accuracy']:.4f}",
                       f"{metrics['latency_p95_ms']:.3f}", f"{metrics['memory_mb']:.1f}", status)
     return table
+
+
+@app.command()
+@_clean_errors
+def ui(
+    config: Optional[Path] = ConfigArg,
+    host: str = typer.Option("127.0.0.1", "--host", help="bind address (keep loopback unless you mean it)"),
+    port: int = typer.Option(5000, "--port"),
+    optuna_dashboard: bool = typer.Option(False, "--optuna-dashboard", help="also start optuna-dashboard on --optuna-port"),
+    optuna_port: int = typer.Option(8080, "--optuna-port"),
+) -> None:
+    """Start the MLflow UI on the study's tracking store (and optuna-dashboard); Ctrl-C stops them."""
+    from slimsearch.dashboards.launch import LaunchError, start_mlflow_ui, start_optuna_dashboard
+
+    cfg = load_config(config)
+    servers = []
+    try:
+        servers.append(start_mlflow_ui(cfg.tracking_uri, host, port))
+        if optuna_dashboard:
+            servers.append(start_optuna_dashboard(cfg.storage_url, host, optuna_port))
+        for server in servers:
+            console.print(f"{server.name}: [bold]{server.url}[/]")
+        console.print(f"experiment '{cfg.tracking.experiment}', parent run '{cfg.search.study_name}'; "
+                      "filter child runs with tags.pareto = 'true'. Ctrl-C to stop.")
+        while all(server.process.poll() is None for server in servers):
+            time.sleep(0.5)
+        raise LaunchError("a server stopped unexpectedly")
+    except LaunchError as exc:
+        raise SearchError(str(exc)) from None
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        for server in servers:
+            server.stop()
 
 
 @app.command()

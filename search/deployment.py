@@ -54,6 +54,8 @@ def build_deployment(
     directory.mkdir(parents=True, exist_ok=True)
     teacher_accuracy = review.baseline["metrics"].get("accuracy")
     remeasured = measure_built(candidate, built, task, config.evaluation, directory / ".probe", teacher_accuracy)
+    if remeasured.artifact:
+        remeasured.artifact.unlink()  # the verified exports below are what ships
     broken = limits.violations(remeasured.metrics)
     if broken:
         searched = trial.user_attrs["metrics"]

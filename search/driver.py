@@ -4,14 +4,17 @@ Uses Optuna's ask/tell interface so the driver decides the order of records: the
 trial's outcome is told to Optuna first, then the MLflow child run is completed with the
 same values. A candidate that cannot exist here is recorded as a FAIL with
 ``failure_kind=rejected`` and does not use up the trial budget; any other exception is a
-FAIL with ``failure_kind=error`` and the study continues. Ctrl-C marks the running trial,
-writes the front and ends the parent run as KILLED.
+FAIL with ``failure_kind=error`` and the study continues. A stop request (first Ctrl-C)
+ends the run after the running trial; an interrupt (second Ctrl-C) marks the running trial
+as failed (``interrupted``). Either way the front is written and the parent run ends KILLED.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -35,6 +38,7 @@ from slimsearch.search.trial import measure_candidate
 from slimsearch.spaces import Candidate, InvalidCandidate, rejection_reason, suggest_candidate, teacher_params
 
 MAX_CONSECUTIVE_REJECTIONS = 50
+MAX_LOGGED_MODEL_BYTES = 200 * 1024 * 1024  # front models larger than this stay out of the tracking store
 
 
 class SearchError(RuntimeError):
@@ -65,13 +69,17 @@ class RunSummary:
 
 
 class SearchDriver:
-    def __init__(self, config: SlimsearchConfig, console: Console | None = None):
+    def __init__(self, config: SlimsearchConfig, console: Console | None = None, stop: threading.Event | None = None):
         self.config = config
         self.console = console or Console()
+        # Set (e.g. by a first Ctrl-C) to stop after the running trial, at a point where nothing is half-written.
+        self.stop = stop or threading.Event()
         self.objectives = list(config.objectives)
         self.directions = list(config.objectives.values())
         self.constraints = config.parsed_constraints
         self.workdir = Path(config.output_dir) / "artifacts-tmp"
+        # Measured models of trials that may still be on the front, until logged or dominated.
+        self.staged_models = Path(config.output_dir) / "front-models" / config.search.study_name
 
     def run(self, n_trials: int | None = None, timeout_s: float | None = None) -> RunSummary:
         cfg = self.config
@@ -97,13 +105,14 @@ class SearchDriver:
         try:
             self._loop(summary, n_trials, timeout_s)
         except KeyboardInterrupt:
-            self._publish_front(summary)
+            self.stop.set()
+        self._publish_front(summary, final=True)
+        if self.stop.is_set():
             self.tracker.end("KILLED")
             raise SearchInterrupted(
                 f"interrupted after {summary.evaluated} trials; run the same command again to resume "
                 f"study '{cfg.search.study_name}'"
-            ) from None
-        self._publish_front(summary)
+            )
         self.tracker.end("FINISHED")
         return summary
 
@@ -114,7 +123,7 @@ class SearchDriver:
                    TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
         with Progress(*columns, console=self.console) as progress:
             bar = progress.add_task("trials", total=n_trials, status="")
-            while summary.evaluated < n_trials:
+            while summary.evaluated < n_trials and not self.stop.is_set():
                 if timeout_s is not None and time.monotonic() - started > timeout_s:
                     self.console.print(f"timeout of {timeout_s:.0f}s reached; stopping")
                     break
@@ -181,6 +190,9 @@ class SearchDriver:
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("tags", result.tags)
         self.study.tell(trial, [metrics[name] for name in self.objectives])
+        if result.artifact:
+            self.staged_models.mkdir(parents=True, exist_ok=True)
+            result.artifact.replace(self.staged_models / f"trial-{trial.number:04d}.ts.pt")
         self.tracker.finish_trial(
             run_id,
             candidate.flat(),
@@ -224,6 +236,8 @@ class SearchDriver:
         cfg = self.config
         teacher = Candidate(None, 0.0, 32, None, "single", 1, max(cfg.space.parallel.threads))
         result = measure_candidate(teacher, self.pipeline, cfg.evaluation, self.workdir, None)
+        if result.artifact:
+            result.artifact.unlink()
         baseline = {"metrics": result.metrics, "hardware": result.hardware, "candidate": teacher.to_dict()}
         self.study.set_user_attr("baseline", baseline)
         self.study.set_user_attr("reference_point", reference_point(cfg.objectives, result.metrics))
@@ -239,8 +253,9 @@ class SearchDriver:
             "objectives": ",".join(f"{k}:{v}" for k, v in cfg.objectives.items()),
             "constraints": "; ".join(cfg.constraints),
             "reference_point": ",".join(f"{v:.6g}" for v in self.reference),
+            "space_fingerprint": hashlib.sha256(cfg.space.model_dump_json().encode()).hexdigest()[:12],
             "optuna_storage": cfg.storage_url,
-            "hardware": self.baseline["hardware"]["cpu"],
+            **{f"hardware.{key}": value for key, value in self.baseline["hardware"].items()},
         }
 
     def _update_front(self, summary: RunSummary) -> str:
@@ -254,16 +269,32 @@ class SearchDriver:
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         self.tracker.retag_pareto({t.user_attrs["mlflow_run_id"]: t.number in on_front
                                    for t in complete if "mlflow_run_id" in t.user_attrs})
+        for staged in self.staged_models.glob("trial-*.ts.pt"):
+            if int(staged.name.removeprefix("trial-").split(".")[0]) not in on_front:
+                staged.unlink()  # dominated now, dominated forever: its model is not needed
         best = " ".join(
             f"{name} {(max if direction == 'maximize' else min)(t.values[i] for t in front):.4g}"
             for i, (name, direction) in enumerate(self.config.objectives.items())
         ) if front else "no feasible trial yet"
         return f"front {len(front)} · hv {summary.hypervolume:.4g} · best {best}"
 
-    def _publish_front(self, summary: RunSummary) -> None:
-        """Front table (CSV + JSON) and the self-contained HTML report on the parent run."""
+    def _publish_front(self, summary: RunSummary, final: bool = False) -> None:
+        """Front table (CSV + JSON) and the self-contained HTML report on the parent run; at the
+        end of the run (``final``) also the front members' models."""
         rows = [asdict(r) for r in front_rows(self.study, self.objectives)]
         self.tracker.log_front(front_csv(rows, self.objectives), rows, StudyReview(self.study).html())
+        if final:
+            self._log_front_models()
+
+    def _log_front_models(self) -> None:
+        """Attach each front member's measured TorchScript model to its child run (once, size-bounded)."""
+        for trial in front_trials(self.study):
+            staged = self.staged_models / f"trial-{trial.number:04d}.ts.pt"
+            run_id = trial.user_attrs.get("mlflow_run_id")
+            if not staged.exists() or not run_id or staged.stat().st_size > MAX_LOGGED_MODEL_BYTES:
+                continue
+            self.tracker.client.log_artifact(run_id, str(staged), "model")
+            staged.unlink()
 
 
 def front_csv(rows: list[dict[str, Any]], objectives: list[str]) -> str:

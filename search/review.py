@@ -13,9 +13,21 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from slimsearch.dashboards import PlotPoint, ReportRow, pareto_figure, report_html
+from optuna.importance import FanovaImportanceEvaluator
+
+from slimsearch.dashboards import (
+    PlotPoint,
+    ReportRow,
+    importance_figure,
+    objectives_3d,
+    parallel_coordinates,
+    pareto_figure,
+    report_html,
+)
 from slimsearch.search.objectives import Constraint
 from slimsearch.search.pareto import front_trials, is_feasible
+
+MIN_TRIALS_FOR_IMPORTANCE = 5
 
 
 def knee_trial(trials: list[FrozenTrial], directions: list[str]) -> FrozenTrial | None:
@@ -98,9 +110,45 @@ class StudyReview:
             f"hardware: {hardware.get('cpu', '?')} ({hardware.get('cores', '?')} cores), torch {hardware.get('torch', '?')}",
         ]
 
+    def parameter_rows(self) -> list[dict[str, float | str]]:
+        """Searched parameters (resolved, so conditional ones always have a value) + objectives."""
+        rows = []
+        for trial in self.complete:
+            candidate = trial.user_attrs.get("candidate")
+            if not candidate:
+                continue
+            student = candidate["student"]
+            row: dict[str, float | str] = {
+                "architecture": f"w{student['width']:g} d{student['depth']}" if student else "teacher",
+                "prune ratio": float(candidate["prune_ratio"]),
+                "bits": f"{candidate['bits']}" + (" (sim)" if candidate["bits"] < 8 else ""),
+                "serving": f"{candidate['strategy']} x{candidate['degree']}",
+                "threads": float(candidate["threads"]),
+            }
+            row.update({name: float(value) for name, value in zip(self.objectives, trial.values)})
+            rows.append(row)
+        return rows
+
+    def importances(self) -> dict[str, dict[str, float]]:
+        """Optuna's fANOVA importance per objective (seeded: unseeded runs disagreed with the data)."""
+        if len(self.complete) < MIN_TRIALS_FOR_IMPORTANCE:
+            return {}
+        return {
+            name: dict(optuna.importance.get_param_importances(
+                self.study, evaluator=FanovaImportanceEvaluator(seed=0), target=lambda t, i=i: t.values[i]))
+            for i, name in enumerate(self.objectives)
+        }
+
     def html(self) -> str:
         points = self.plot_points()
         bounds = objective_bounds(self.constraints, list(self.objectives), self.baseline.get("metrics", {}))
         title = f"slimsearch study {self.study.study_name}"
-        figure = pareto_figure(points, self.objectives, "Pareto front (every objective pair)", bounds) if points else None
-        return report_html(title, self.facts(), figure, self.report_rows())
+        pareto = pareto_figure(points, self.objectives, "Pareto front (every objective pair)", bounds) if points else None
+        more = []
+        if len(self.objectives) == 3 and points:
+            more.append(objectives_3d(points, self.objectives))
+        if rows := self.parameter_rows():
+            more.append(parallel_coordinates(rows, color_by=next(iter(self.objectives))))
+        if importances := self.importances():
+            more.append(importance_figure(importances, len(self.complete)))
+        return report_html(title, self.facts(), pareto, self.report_rows(), more)

@@ -53,18 +53,20 @@ def select(review: StudyReview, limits: Limits, prefer: str = "knee", allow_simu
     """The best eligible trial by ``prefer``, with every other trial's reasons for exclusion."""
     if prefer not in PREFERENCES:
         raise ValueError(f"unknown preference '{prefer}'; choose from {', '.join(PREFERENCES)}")
-    eligible, excluded = [], {}
+    eligible, excluded, considered = [], {}, []
     for trial in review.complete:
         metrics = trial.user_attrs.get("metrics", {})
         reasons = limits.violations(metrics)
         if trial.user_attrs.get("simulated") and not allow_simulated:
             reasons.append("simulated bit width (fake-quant); pass --allow-simulated to consider it")
+        else:
+            considered.append(trial)
         if reasons:
             excluded[trial.number] = reasons
         else:
             eligible.append(trial)
     if not eligible:
-        closest = sorted(review.complete, key=lambda t: limits.excess(t.user_attrs.get("metrics", {})))[:3]
+        closest = sorted(considered, key=lambda t: limits.excess(t.user_attrs.get("metrics", {})))[:3]
         return Selection(None, [], excluded, closest)
     return Selection(_best(eligible, prefer, review), eligible, excluded)
 

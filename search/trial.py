@@ -23,6 +23,8 @@ class TrialResult:
     metrics: dict[str, float]
     tags: dict[str, str] = field(default_factory=dict)
     hardware: dict[str, str] = field(default_factory=dict)
+    artifact: Path | None = None
+    """The measured TorchScript file; the caller keeps (front members) or deletes it."""
 
 
 class NonFiniteAccuracy(RuntimeError):
@@ -70,7 +72,6 @@ def measure_built(
         repeats=evaluation.repeats,
         timeout_s=evaluation.timeout_s,
     )
-    artifact.unlink(missing_ok=True)
     latency = serving.latency
     metrics = {
         "accuracy": accuracy,
@@ -94,4 +95,4 @@ def measure_built(
         "simulated": str(built.simulated).lower(),
         **{f"cache_hit.{stage}": str(hit).lower() for stage, hit in built.cache_hits.items()},
     }
-    return TrialResult(metrics=metrics, tags=tags, hardware=serving.hardware)
+    return TrialResult(metrics=metrics, tags=tags, hardware=serving.hardware, artifact=artifact)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import optuna
 import pytest
@@ -69,9 +70,15 @@ def test_search_records_agree_and_resume_continues_numbering(tmp_path: Path, fas
     front_json = json.loads(Path(client.download_artifacts(parent.info.run_id, "pareto/front.json", str(tmp_path))).read_text())
     assert {row["number"] for row in front_json["front"]} == front_numbers
     history = client.get_metric_history(parent.info.run_id, "hypervolume")
-    assert len(history) == 4 and history[-1].value > 0
+    assert len(history) == 4, "one hypervolume point per evaluated trial"
+    values = [h.value for h in history]
+    assert values == sorted(values), "hypervolume never decreases as trials are added"
     assert [h.step for h in history] == sorted({h.step for h in history})
     assert parent.info.status == "FINISHED"
+    assert parent.data.tags["sampler"] == "tpe" and parent.data.tags["hardware.cpu"]
+    assert len(parent.data.tags["space_fingerprint"]) == 12
+    with_models = {n for n, r in by_number.items() if client.list_artifacts(r.info.run_id, "model")}
+    assert with_models == front_numbers, "front members' models are logged, others are not"
 
     last = max(t.number for t in study.trials)
     _run(config, "--n-trials", "2")
@@ -159,16 +166,17 @@ def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path: Path, fast_config:
     process = subprocess.Popen([sys.executable, "-m", "slimsearch.search.cli", "run", str(config)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and _finished_trials(out, "interrupted") < 2:
+    while time.monotonic() < deadline and _count_trials(out, "interrupted", lambda t: t.state.is_finished()) < 2:
         time.sleep(0.5)
     time.sleep(1.0)  # land inside a later trial
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
-    assert "run the same command again to resume" in output
+    assert "stopping after the running trial" in output and "run the same command again to resume" in output
 
     study, client, children, parent = _stores(out, "interrupted")
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert not [t for t in study.trials if t.state == TrialState.FAIL], "a stop request lets the running trial finish"
     assert not [r for r in children if r.info.status == "RUNNING"]
     assert parent.info.status == "KILLED"
     assert {"pareto/front.csv", "pareto/front.html"} <= {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")}
@@ -181,11 +189,72 @@ def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path: Path, fast_config:
     assert parent.info.status == "FINISHED"
 
 
-def _finished_trials(out: Path, study_name: str) -> int:
+def _count_trials(out: Path, study_name: str, keep: Callable[[optuna.trial.FrozenTrial], bool]) -> int:
+    """Trials of a study that may not exist yet (polled while a search starts in another process)."""
     if not (out / "optuna.db").exists():
         return 0
     try:
         study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{out / 'optuna.db'}")
     except KeyError:
         return 0
-    return len([t for t in study.trials if t.state.is_finished()])
+    return len([t for t in study.trials if keep(t)])
+
+
+def test_select_exports_registers_and_refuses_impossible_limits(tmp_path: Path, fast_config: dict) -> None:
+    import mlflow
+    import numpy as np
+    import torch
+    import yaml
+
+    fast_config["search"].update(n_trials=3, study_name="pick")
+    _run(write_config(tmp_path / "pick.yaml", **fast_config))
+    out = Path(fast_config["output_dir"])
+    storage = f"sqlite:///{out / 'optuna.db'}"
+
+    impossible = runner.invoke(app, ["select", "pick", "--storage", storage, "--max-latency-ms", "0.00001"])
+    assert impossible.exit_code == 2
+    assert "no completed trial satisfies these limits; closest: trial" in impossible.output
+
+    deploy_dir = tmp_path / "deploy"
+    result = runner.invoke(app, ["select", "pick", "--storage", storage, "--max-accuracy-drop", "0.2",
+                                 "--prefer", "latency", "--output", str(deploy_dir), "--alias", "champion"])
+    assert result.exit_code == 0, result.output
+    assert "registered: models:/slimsearch-pick@champion (version 1" in result.output
+    spec = yaml.safe_load((deploy_dir / "deployment.yaml").read_text())
+    assert spec["measured"]["source"].startswith("re-measured")
+    assert spec["measured"]["accuracy_drop"] <= 0.2
+    assert spec["measured"]["latency_ms"]["p50_ci95"][0] <= spec["measured"]["latency_ms"]["p50"]
+    assert {"torch", "optuna", "mlflow"} <= set(spec["versions"]) and spec["hardware"]["measured_on"]["cpu"]
+
+    exported = torch.jit.load(str(deploy_dir / spec["artifacts"]["torchscript"]))
+    rows = torch.randn(7, 20)
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model("models:/slimsearch-pick@champion").predict(rows.numpy())
+    assert np.allclose(served, exported(rows).detach().numpy(), atol=1e-6)
+    version = MlflowClient().get_model_version_by_alias("slimsearch-pick", "champion")
+    assert float(version.tags["accuracy"]) == pytest.approx(spec["measured"]["accuracy_val"], rel=1e-5)
+
+
+def test_a_second_sigint_aborts_the_running_trial_and_marks_it(tmp_path: Path, fast_config: dict) -> None:
+    fast_config["search"].update(n_trials=50, study_name="aborted")
+    fast_config["evaluation"].update(repeats=100000, timeout_s=300)  # a trial that would run for minutes
+    config = write_config(tmp_path / "abort.yaml", **fast_config)
+    out = Path(fast_config["output_dir"])
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-m", "slimsearch.search.cli", "run", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not _count_trials(out, "aborted", lambda t: t.state == TrialState.RUNNING):
+        time.sleep(0.5)
+    time.sleep(2.0)
+    process.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    study, _, children, parent = _stores(out, "aborted")
+    states = {t.number: (t.state, t.user_attrs.get("failure_kind")) for t in study.trials}
+    assert (TrialState.FAIL, "interrupted") in states.values()
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert not [r for r in children if r.info.status == "RUNNING"] and parent.info.status == "KILLED"
+    assert "KILLED" in {r.info.status for r in children}

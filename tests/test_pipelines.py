@@ -13,6 +13,7 @@ from slimsearch.evaluators import evaluate_accuracy
 from slimsearch.pipelines import CompressionPipeline, TaskLoadError, TrainingRecipe, load_task
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.digits import DigitsCNN, load_splits
+from slimsearch.pipelines.export import ExportError, export_model
 from slimsearch.pipelines.quantize import quantize, state_dict_bytes
 from slimsearch.pipelines.stages import count_macs_and_params, prune_channels
 from slimsearch.pipelines.training import Distillation, train_model
@@ -150,3 +151,30 @@ def test_task_loading_errors_are_one_line_and_actionable(tmp_path: Path, monkeyp
         load_task("wrong_task:nope", 0)
     with pytest.raises(TaskLoadError, match="neither a built-in"):
         load_task("cifar", 0)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "torch_export", "onnx"])
+def test_float_exports_load_and_match_on_another_batch_size(tmp_path: Path, digits_task, small_cnn, fmt: str) -> None:
+    import numpy as np
+    import onnxruntime
+
+    path = export_model(small_cnn, digits_task.val[0][:8], fmt, tmp_path / "model")
+    batch = digits_task.val[0][8:40]
+    with torch.no_grad():
+        expected = small_cnn(batch)
+    if fmt == "torchscript":
+        actual = torch.jit.load(str(path))(batch)
+    elif fmt == "torch_export":
+        actual = torch.export.load(str(path)).module()(batch)
+    else:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        actual = torch.from_numpy(np.asarray(session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]))
+    assert torch.allclose(actual, expected, atol=1e-4)
+
+
+def test_int8_exports_to_torchscript_and_onnx_is_refused_with_a_reason(tmp_path: Path, digits_task, small_cnn) -> None:
+    int8 = quantize(small_cnn, 8, None, digits_task.train[0][:64]).serving
+    path = export_model(int8, digits_task.val[0][:8], "torchscript", tmp_path / "q")
+    assert torch.allclose(torch.jit.load(str(path))(digits_task.val[0][:8]), int8(digits_task.val[0][:8]), atol=1e-3)
+    with pytest.raises(ExportError, match="onnx export failed.*try --format torchscript"):
+        export_model(int8, digits_task.val[0][:8], "onnx", tmp_path / "q")

@@ -1,0 +1,69 @@
+"""The morning review as a person sees it: MLflow UI in headless Chromium (Debian's package).
+
+Set-up (`make test`) installs chromium; CI sets SLIMSEARCH_REQUIRE_BROWSER=1 so a missing
+browser fails the run instead of skipping this test. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from slimsearch.dashboards.launch import start_mlflow_ui
+from slimsearch.search.cli import app
+from tests.conftest import write_config
+
+CHROMIUM = shutil.which("chromium")
+REQUIRED = os.environ.get("SLIMSEARCH_REQUIRE_BROWSER") == "1"
+ARTIFACTS = Path(os.environ.get("SLIMSEARCH_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(not CHROMIUM and not REQUIRED, reason="Debian chromium is not installed (make test installs it)")
+def test_mlflow_ui_shows_the_study_and_its_pareto_report(tmp_path: Path, fast_config: dict) -> None:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM, "SLIMSEARCH_REQUIRE_BROWSER=1 but chromium is not on PATH"
+    fast_config["search"].update(n_trials=3, study_name="browser-check")
+    result = CliRunner().invoke(app, ["run", str(write_config(tmp_path / "b.yaml", **fast_config))])
+    assert result.exit_code == 0, result.output
+    out = Path(fast_config["output_dir"])
+    tracking_uri = f"sqlite:///{out / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = client.get_experiment_by_name("slimsearch").experiment_id
+    parent = client.search_runs([experiment_id], "tags.`slimsearch.role` = 'study'")[0].info.run_id
+    front_size = len(optuna.load_study(study_name="browser-check", storage=f"sqlite:///{out / 'optuna.db'}").best_trials)
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    server = start_mlflow_ui(tracking_uri, port=_free_port())
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.goto(f"{server.url}/#/experiments/{experiment_id}/runs")
+            page.get_by_role("link", name="browser-check", exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "mlflow-runs.png"))
+
+            page.goto(f"{server.url}/#/experiments/{experiment_id}/runs/{parent}/artifacts/pareto/front.html")
+            report = page.frame_locator("iframe.mlflow-html-iframe")
+            report.locator("#pareto-plot .main-svg").first.wait_for(timeout=60_000)
+            assert report.locator("#front-table tbody tr").count() == front_size > 0
+            page.screenshot(path=str(ARTIFACTS / "mlflow-pareto-report.png"))
+            browser.close()
+    finally:
+        server.stop()
+    assert (ARTIFACTS / "mlflow-pareto-report.png").stat().st_size > 10_000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
