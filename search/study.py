@@ -7,10 +7,12 @@ run keeps judging candidates against the same numbers and refuses to mix hardwar
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
+from filelock import FileLock
 
 from slimsearch.search.config import SlimsearchConfig
 
@@ -29,9 +31,8 @@ def open_study(config: SlimsearchConfig) -> optuna.Study:
     """Create the study, or load it if it exists (resume); check objectives did not change."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = config.storage_url
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(url)
+    with _creation_lock(url):
+        storage = optuna.storages.RDBStorage(url)
     name = config.search.study_name
     existing = {s.study_name: s for s in optuna.study.get_all_study_summaries(storage)}
     # A resumed study gets a different sampler seed, so it does not replay the first run's draws.
@@ -70,12 +71,27 @@ def _check_or_store(study: optuna.Study, key: str, value: Any) -> None:
 def load_existing_study(storage_url: str, study_name: str) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.load_study(study_name=study_name, storage=storage_url)
+        with _creation_lock(storage_url):
+            storage = optuna.storages.RDBStorage(storage_url)
+        return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         names = optuna.study.get_all_study_names(storage_url)
         raise StudyMismatch(
             f"no study named '{study_name}' in {storage_url}; existing: {', '.join(names) or 'none'}"
         ) from None
+
+
+@contextlib.contextmanager
+def _creation_lock(url: str) -> Iterator[None]:
+    """Two processes initialising a fresh SQLite database at once crash one of them
+    ("UNIQUE constraint failed: alembic_version"); slimsearch processes take turns."""
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        yield
 
 
 def stored_baseline(study: optuna.Study) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from slimsearch.search.cli import app
+from slimsearch.search.study import StudyMismatch, load_existing_study
 from tests.conftest import readme_task_source, write_config
 
 runner = CliRunner()
@@ -190,12 +191,11 @@ def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path: Path, fast_config:
 
 
 def _count_trials(out: Path, study_name: str, keep: Callable[[optuna.trial.FrozenTrial], bool]) -> int:
-    """Trials of a study that may not exist yet (polled while a search starts in another process)."""
-    if not (out / "optuna.db").exists():
-        return 0
+    """Trials of a study that may not exist yet (polled while a search starts in another process,
+    through the same locked storage access as slimsearch itself)."""
     try:
-        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{out / 'optuna.db'}")
-    except KeyError:
+        study = load_existing_study(f"sqlite:///{out / 'optuna.db'}", study_name)
+    except StudyMismatch:
         return 0
     return len([t for t in study.trials if keep(t)])
 
