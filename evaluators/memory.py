@@ -4,6 +4,11 @@
 is read from ``VmHWM`` in ``/proc/self/status`` after resetting it by writing ``5`` to
 ``/proc/self/clear_refs`` (Linux). This must run in a fresh process per measurement so
 the baseline is the bare runtime, not an earlier trial's leftovers.
+
+File-backed pages (shared-library code) are excluded from what a model is charged: they
+are shared between processes, and how many of them a fault maps depends on page-cache
+state — the same artifact read 16 MiB from one venv and 26.6 MiB from a freshly installed
+but identical one, all of the difference in ``RssFile``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ def _status_kib(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"{field} not found in {_STATUS}; resident-memory measurement needs Linux /proc")
+
+
+def file_rss_bytes() -> int:
+    """Resident file-backed pages (mapped libraries and files)."""
+    return _status_kib("RssFile") * 1024
 
 
 def current_rss_bytes() -> int:

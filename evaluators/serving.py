@@ -4,8 +4,9 @@ The model is traced to TorchScript (the serving artifact: it loads without proje
 code, also for quantized FX graphs whose pickles do not reload) and handed to a fresh
 ``serving_probe`` process, so memory is measured against a clean baseline and the timed
 window holds the host lock. Memory is the peak RSS of all serving processes minus the
-baseline of one idle torch process: the extra ranks of a data-parallel plan count in
-full, because deploying them costs that much.
+baseline of one idle torch process and minus the library pages faulted in while serving
+(shared code, see ``memory``): the extra ranks of a data-parallel plan count in full,
+because deploying them costs that much.
 """
 
 from __future__ import annotations
@@ -112,9 +113,11 @@ def _parse(result: dict) -> ServingMeasurement:
     ranks = sorted(result["ranks"], key=lambda r: r["rank"])
     peaks = [int(r["peak_bytes"]) for r in ranks]
     baseline = int(ranks[0]["baseline_bytes"])
+    # Library pages faulted in while serving are shared code, not the model's memory.
+    file_growth = sum(int(r["file_growth_bytes"]) for r in ranks)
     return ServingMeasurement(
         latency=LatencyStats.from_samples(ranks[0]["samples_ms"]),
-        memory_bytes=max(0, sum(peaks) - baseline),
+        memory_bytes=max(0, sum(peaks) - file_growth - baseline),
         per_rank_peak_bytes=peaks,
         baseline_bytes=baseline,
         windows_ns=[tuple(r["window_ns"]) for r in ranks],

@@ -27,7 +27,7 @@ import torch.multiprocessing as mp
 
 from slimsearch.evaluators.isolation import hardware_identity, timing_lock
 from slimsearch.evaluators.latency import time_calls
-from slimsearch.evaluators.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
+from slimsearch.evaluators.memory import current_rss_bytes, file_rss_bytes, peak_rss_bytes, reset_peak_rss
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
     _pin_cores(rank, job.threads)
     if port is not None:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=job.degree)
-    baseline = current_rss_bytes()
+    baseline, baseline_file = current_rss_bytes(), file_rss_bytes()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated but still loads fine
         model = torch.jit.load(job.artifact).eval()
@@ -91,11 +91,11 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
         start_ns = time.time_ns()
         samples = time_calls(step, 0, job.repeats)
         end_ns = time.time_ns()
-    peak = peak_rss_bytes()
+    peak, file_growth = peak_rss_bytes(), file_rss_bytes() - baseline_file
     if port is not None:
         dist.destroy_process_group()
-    return {"rank": rank, "baseline_bytes": baseline, "peak_bytes": peak, "samples_ms": samples,
-            "window_ns": [start_ns, end_ns]}
+    return {"rank": rank, "baseline_bytes": baseline, "peak_bytes": peak, "file_growth_bytes": file_growth,
+            "samples_ms": samples, "window_ns": [start_ns, end_ns]}
 
 
 def _step(model: torch.jit.ScriptModule, batch: torch.Tensor, rank: int, degree: int) -> Callable[[], Any]:

@@ -113,3 +113,10 @@ def test_a_probe_that_runs_too_long_is_killed_without_leftovers(tmp_path: Path) 
     assert not leftovers
     orphans = [p for p in psutil.process_iter(["cmdline"]) if str(artifact) in " ".join(p.info["cmdline"] or [])]
     assert not orphans
+
+
+def test_memory_excludes_library_pages_faulted_in_while_serving(tmp_path: Path) -> None:
+    """A bigger model must read as more memory, by about its weight bytes (the anonymous part)."""
+    small = _measure(_tiny_artifact(tmp_path / "small.pt", width=8))
+    big = _measure(_tiny_artifact(tmp_path / "big.pt", width=512))  # Linear(512*64 -> 10): ~1.3 MB of weights
+    assert big.memory_bytes - small.memory_bytes > 1.0 * 1024 * 1024
