@@ -9,12 +9,19 @@ executes the parallel strategy (``single`` or ``data_parallel`` over gloo).
 from slimsearch.evaluators.accuracy import evaluate_accuracy, predict
 from slimsearch.evaluators.isolation import hardware_identity
 from slimsearch.evaluators.latency import LatencyStats
-from slimsearch.evaluators.serving import MeasurementError, ServingMeasurement, measure_serving, save_artifact
+from slimsearch.evaluators.serving import (
+    MeasurementError,
+    ServingMeasurement,
+    TimingProtocol,
+    measure_serving,
+    save_artifact,
+)
 
 __all__ = [
     "LatencyStats",
     "MeasurementError",
     "ServingMeasurement",
+    "TimingProtocol",
     "evaluate_accuracy",
     "hardware_identity",
     "measure_serving",

@@ -18,6 +18,7 @@ import numpy as np
 class LatencyStats:
     p50_ms: float
     p95_ms: float
+    p99_ms: float
     mean_ms: float
     cv: float
     """Coefficient of variation (std / mean) of the timed calls."""
@@ -36,6 +37,7 @@ class LatencyStats:
         return cls(
             p50_ms=statistics.median(ordered),
             p95_ms=_percentile(ordered, 0.95),
+            p99_ms=_percentile(ordered, 0.99),
             mean_ms=mean,
             cv=statistics.stdev(ordered) / mean if mean > 0 else 0.0,
             repeats=len(ordered),

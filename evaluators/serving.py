@@ -34,8 +34,28 @@ class MeasurementError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class TimingProtocol:
+    """How latency is timed: warm-up calls, then rounds of ``repeats`` timed calls until
+    ``rounds`` undisturbed ones (outside load on the rank's cores <= ``max_outside_load``)
+    or ``max_rounds`` in all."""
+
+    warmup: int = 20
+    repeats: int = 30
+    rounds: int = 3
+    max_rounds: int = 6
+    max_outside_load: float = 0.2
+
+
+@dataclass(frozen=True)
 class ServingMeasurement:
     latency: LatencyStats
+    """From the undisturbed rounds of rank 0 (all rounds if none was undisturbed)."""
+    rounds_clean: int
+    rounds_total: int
+    outside_load_max: float
+    """Highest outside load among the rounds the statistics come from."""
+    noisy: bool
+    """Fewer undisturbed rounds than asked for: treat the latency with suspicion."""
     memory_bytes: int
     per_rank_peak_bytes: list[int]
     baseline_bytes: int
@@ -66,19 +86,19 @@ def measure_serving(
     strategy: str,
     degree: int,
     threads: int,
-    warmup: int,
-    repeats: int,
+    protocol: TimingProtocol,
     timeout_s: float,
 ) -> ServingMeasurement:
     """Run the probe on ``artifact`` and return its measurement, or raise MeasurementError."""
-    job = ServingJob(str(artifact), list(input_shape), batch_size, strategy, degree, threads, warmup, repeats)
+    job = ServingJob(str(artifact), list(input_shape), batch_size, strategy, degree, threads, protocol.warmup,
+                     protocol.repeats, protocol.rounds, protocol.max_rounds, protocol.max_outside_load)
     job_path = artifact.with_suffix(".job.json")
     result_path = artifact.with_suffix(".result.json")
     job_path.write_text(json.dumps(job_dict(job)))
     result_path.unlink(missing_ok=True)
     try:
         _run_probe(job_path, result_path, timeout_s)
-        return _parse(json.loads(result_path.read_text()))
+        return _parse(json.loads(result_path.read_text()), protocol)
     finally:
         job_path.unlink(missing_ok=True)
         result_path.unlink(missing_ok=True)
@@ -109,14 +129,21 @@ def _kill_group(process: subprocess.Popen) -> None:
     process.communicate()
 
 
-def _parse(result: dict) -> ServingMeasurement:
+def _parse(result: dict, protocol: TimingProtocol) -> ServingMeasurement:
     ranks = sorted(result["ranks"], key=lambda r: r["rank"])
+    rounds = ranks[0]["rounds"]
+    clean = [r for r in rounds if r["outside_load"] <= protocol.max_outside_load]
+    used = clean or rounds
     peaks = [int(r["peak_bytes"]) for r in ranks]
     baseline = int(ranks[0]["baseline_bytes"])
     # Library pages faulted in while serving are shared code, not the model's memory.
     file_growth = sum(int(r["file_growth_bytes"]) for r in ranks)
     return ServingMeasurement(
-        latency=LatencyStats.from_samples(ranks[0]["samples_ms"]),
+        latency=LatencyStats.from_samples([ms for r in used for ms in r["samples_ms"]]),
+        rounds_clean=len(clean),
+        rounds_total=len(rounds),
+        outside_load_max=max(r["outside_load"] for r in used),
+        noisy=len(clean) < protocol.rounds,
         memory_bytes=max(0, sum(peaks) - file_growth - baseline),
         per_rank_peak_bytes=peaks,
         baseline_bytes=baseline,

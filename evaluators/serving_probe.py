@@ -6,6 +6,8 @@ measurement holds the host timing lock. ``single`` serves in this process;
 ``data_parallel`` spawns ``degree`` gloo ranks on 127.0.0.1, rank 0 scatters the batch,
 every rank runs its shard and rank 0 gathers the outputs; that whole round trip is what
 is timed. Each rank is pinned to its own cores with ``threads`` intra-op threads.
+Timing runs in rounds; a round during which other work kept the rank's cores busy is
+discarded and another is timed (``cpu_load``), up to ``max_rounds``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from slimsearch.evaluators.cpu_load import outside_load, snapshot
 from slimsearch.evaluators.isolation import hardware_identity, timing_lock
 from slimsearch.evaluators.latency import time_calls
 from slimsearch.evaluators.memory import current_rss_bytes, file_rss_bytes, peak_rss_bytes, reset_peak_rss
@@ -40,6 +43,12 @@ class ServingJob:
     threads: int
     warmup: int
     repeats: int
+    """Timed calls per round."""
+    rounds: int
+    """Undisturbed rounds wanted."""
+    max_rounds: int
+    max_outside_load: float
+    """A round whose cores were busier than this with other work is disturbed."""
 
 
 def main(job_path: str, result_path: str) -> None:
@@ -76,7 +85,7 @@ def _rank_entry(rank: int, job: ServingJob, port: int, outdir: str) -> None:
 
 def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
     torch.set_num_threads(job.threads)
-    _pin_cores(rank, job.threads)
+    cores = _pin_cores(rank, job.threads)
     if port is not None:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=job.degree)
     baseline, baseline_file = current_rss_bytes(), file_rss_bytes()
@@ -89,13 +98,32 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
         time_calls(step, job.warmup, 0)
         reset_peak_rss()
         start_ns = time.time_ns()
-        samples = time_calls(step, 0, job.repeats)
+        rounds = _timed_rounds(step, job, cores, distributed=port is not None)
         end_ns = time.time_ns()
     peak, file_growth = peak_rss_bytes(), file_rss_bytes() - baseline_file
     if port is not None:
         dist.destroy_process_group()
     return {"rank": rank, "baseline_bytes": baseline, "peak_bytes": peak, "file_growth_bytes": file_growth,
-            "samples_ms": samples, "window_ns": [start_ns, end_ns]}
+            "rounds": rounds, "window_ns": [start_ns, end_ns]}
+
+
+def _timed_rounds(step: Callable[[], Any], job: ServingJob, cores: list[int], distributed: bool) -> list[dict[str, Any]]:
+    """Time rounds until ``job.rounds`` undisturbed ones or ``job.max_rounds`` in all.
+
+    Rank 0 decides whether another round is needed and broadcasts it, so every rank runs
+    the same number of collective steps.
+    """
+    rounds: list[dict[str, Any]] = []
+    while True:
+        before = snapshot(cores)
+        samples = time_calls(step, 0, job.repeats)
+        rounds.append({"samples_ms": samples, "outside_load": outside_load(before, snapshot(cores))})
+        clean = sum(r["outside_load"] <= job.max_outside_load for r in rounds)
+        more = torch.tensor([int(clean < job.rounds and len(rounds) < job.max_rounds)])
+        if distributed:
+            dist.broadcast(more, src=0)
+        if not more.item():
+            return rounds
 
 
 def _step(model: torch.jit.ScriptModule, batch: torch.Tensor, rank: int, degree: int) -> Callable[[], Any]:
@@ -113,12 +141,15 @@ def _step(model: torch.jit.ScriptModule, batch: torch.Tensor, rank: int, degree:
     return data_parallel_step
 
 
-def _pin_cores(rank: int, threads: int) -> None:
-    """Give rank ``rank`` its own ``threads`` cores so ranks do not contend for one core."""
+def _pin_cores(rank: int, threads: int) -> list[int]:
+    """Give rank ``rank`` its own ``threads`` cores so ranks do not contend for one core;
+    return the cores it runs on (watched for outside load)."""
     cores = sorted(os.sched_getaffinity(0))
     mine = cores[rank * threads : (rank + 1) * threads]
     if len(mine) == threads:
         os.sched_setaffinity(0, mine)
+        return mine
+    return cores
 
 
 def _free_port() -> int:

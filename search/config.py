@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from slimsearch.evaluators import TimingProtocol
 from slimsearch.pipelines import TrainingRecipe
 from slimsearch.search.objectives import METRICS, Constraint, Direction
 from slimsearch.spaces import SpaceSpec
@@ -53,9 +54,21 @@ class TrainingSettings(_Strict):
 class EvaluationSettings(_Strict):
     batch_size: int = Field(64, ge=1, description="serving batch size for latency and memory")
     warmup: int = Field(20, ge=0)
-    repeats: int = Field(50, ge=2)
+    repeats: int = Field(30, ge=2, description="timed calls per round")
+    rounds: int = Field(3, ge=1, description="undisturbed timing rounds wanted")
+    max_rounds: int = Field(6, ge=1, description="give up (and flag the trial noisy) after this many rounds")
+    max_outside_load: float = Field(0.2, ge=0, le=1, description="a round whose cores were busier with other work is redone")
     timeout_s: float = Field(300, gt=0, description="kill a serving measurement after this long")
     calibration_size: int = Field(256, ge=1, description="training rows used to calibrate int8")
+
+    @model_validator(mode="after")
+    def _rounds_fit(self) -> EvaluationSettings:
+        if self.max_rounds < self.rounds:
+            raise ValueError(f"max_rounds ({self.max_rounds}) must be >= rounds ({self.rounds})")
+        return self
+
+    def protocol(self) -> TimingProtocol:
+        return TimingProtocol(self.warmup, self.repeats, self.rounds, self.max_rounds, self.max_outside_load)
 
 
 class SlimsearchConfig(_Strict):

@@ -68,8 +68,7 @@ def measure_built(
         strategy=candidate.strategy,
         degree=candidate.degree,
         threads=candidate.threads,
-        warmup=evaluation.warmup,
-        repeats=evaluation.repeats,
+        protocol=evaluation.protocol(),
         timeout_s=evaluation.timeout_s,
     )
     latency = serving.latency
@@ -79,6 +78,7 @@ def measure_built(
         "accuracy_drop": (teacher_accuracy - accuracy) if teacher_accuracy is not None else 0.0,
         "latency_p50_ms": latency.p50_ms,
         "latency_p95_ms": latency.p95_ms,
+        "latency_p99_ms": latency.p99_ms,
         "latency_mean_ms": latency.mean_ms,
         "latency_cv": latency.cv,
         "latency_p50_ci_low_ms": latency.p50_ci_low_ms,
@@ -88,11 +88,15 @@ def measure_built(
         "params": float(built.params),
         "macs": float(built.macs),
         "lock_wait_s": serving.lock_wait_s,
+        "latency_rounds_clean": float(serving.rounds_clean),
+        "latency_rounds_total": float(serving.rounds_total),
+        "outside_load_max": serving.outside_load_max,
         **{f"seconds_{stage}": seconds for stage, seconds in built.stage_seconds.items()},
     }
     tags = {
         "quant_path": built.quant_path,
         "simulated": str(built.simulated).lower(),
+        "noisy": str(serving.noisy).lower(),
         **{f"cache_hit.{stage}": str(hit).lower() for stage, hit in built.cache_hits.items()},
     }
     return TrialResult(metrics=metrics, tags=tags, hardware=serving.hardware, artifact=artifact)

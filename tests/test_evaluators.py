@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -11,7 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-from slimsearch.evaluators import LatencyStats, MeasurementError, evaluate_accuracy, measure_serving, save_artifact
+from slimsearch.evaluators import (
+    LatencyStats,
+    MeasurementError,
+    TimingProtocol,
+    evaluate_accuracy,
+    measure_serving,
+    save_artifact,
+)
 from slimsearch.evaluators.latency import time_calls
 from slimsearch.evaluators.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 
@@ -23,8 +34,9 @@ def _tiny_artifact(path: Path, width: int = 8) -> Path:
     return save_artifact(model, torch.randn(4, *SHAPE), path)
 
 
-def _measure(artifact: Path, **overrides) -> object:
-    settings = dict(batch_size=8, strategy="single", degree=1, threads=1, warmup=3, repeats=10, timeout_s=120)
+def _measure(artifact: Path, repeats: int = 10, rounds: int = 1, **overrides) -> object:
+    settings = dict(batch_size=8, strategy="single", degree=1, threads=1, timeout_s=120,
+                    protocol=TimingProtocol(warmup=3, repeats=repeats, rounds=rounds, max_rounds=rounds + 2))
     settings.update(overrides)
     return measure_serving(artifact, SHAPE, **settings)
 
@@ -33,6 +45,7 @@ def test_latency_statistics_from_known_samples() -> None:
     stats = LatencyStats.from_samples([1.0, 2.0, 3.0, 4.0, 100.0])
     assert stats.p50_ms == 3.0
     assert stats.p95_ms == pytest.approx(4.0 + 0.8 * 96.0)
+    assert stats.p99_ms == pytest.approx(4.0 + 0.96 * 96.0)
     assert stats.mean_ms == pytest.approx(22.0)
     assert stats.cv > 1.0 and stats.repeats == 5
     with pytest.raises(ValueError):
@@ -120,3 +133,18 @@ def test_memory_excludes_library_pages_faulted_in_while_serving(tmp_path: Path) 
     small = _measure(_tiny_artifact(tmp_path / "small.pt", width=8))
     big = _measure(_tiny_artifact(tmp_path / "big.pt", width=512))  # Linear(512*64 -> 10): ~1.3 MB of weights
     assert big.memory_bytes - small.memory_bytes > 1.0 * 1024 * 1024
+
+
+def test_rounds_disturbed_by_a_neighbour_on_our_core_are_detected_and_flagged(tmp_path: Path) -> None:
+    artifact = _tiny_artifact(tmp_path / "m.pt", width=64)  # ~0.5 ms a call: rounds span ~20 clock ticks
+    core = sorted(os.sched_getaffinity(0))[0]  # rank 0 with one thread is pinned to the first core
+    neighbour = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, [{core}])\nwhile True: pass"])
+    try:
+        time.sleep(0.5)
+        result = _measure(artifact, batch_size=64, repeats=400, rounds=2)
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    assert result.rounds_total == 4, "disturbed rounds are redone up to max_rounds"
+    assert result.rounds_clean < 2 and result.noisy
+    assert result.outside_load_max > 0.3
