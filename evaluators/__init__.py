@@ -3,12 +3,15 @@
 ``accuracy`` runs in the trial's process (it may overlap other trials); latency and
 memory run in an isolated ``serving_probe`` process that holds a per-host timing lock
 (``isolation``) so concurrent trials never time at the same moment, and that really
-executes the parallel strategy (``single`` or ``data_parallel`` over gloo).
+executes the parallel strategy over gloo ranks: ``rank_plans`` prepares what each
+rank loads, ``parallel_steps`` is one served request per strategy, and the probe
+checks parallel outputs against the single-process model.
 """
 
 from slimsearch.evaluators.accuracy import evaluate_accuracy, predict
 from slimsearch.evaluators.isolation import hardware_identity
 from slimsearch.evaluators.latency import LatencyStats
+from slimsearch.evaluators.rank_plans import RankPlan, plan_ranks
 from slimsearch.evaluators.serving import (
     MeasurementError,
     ServingMeasurement,
@@ -20,11 +23,13 @@ from slimsearch.evaluators.serving import (
 __all__ = [
     "LatencyStats",
     "MeasurementError",
+    "RankPlan",
     "ServingMeasurement",
     "TimingProtocol",
     "evaluate_accuracy",
     "hardware_identity",
     "measure_serving",
+    "plan_ranks",
     "predict",
     "save_artifact",
 ]

@@ -9,11 +9,17 @@ File-backed pages (shared-library code) are excluded from what a model is charge
 are shared between processes, and how many of them a fault maps depends on page-cache
 state — the same artifact read 16 MiB from one venv and 26.6 MiB from a freshly installed
 but identical one, all of the difference in ``RssFile``.
+
+``state_dict_bytes`` is the other memory figure: the weights' serialized size.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+import torch
+from torch import nn
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -42,3 +48,10 @@ def peak_rss_bytes() -> int:
 def reset_peak_rss() -> None:
     """Make the high-water mark equal to the current RSS."""
     _CLEAR_REFS.write_text("5")
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``: what shipping the weights costs."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()

@@ -5,8 +5,9 @@ code, also for quantized FX graphs whose pickles do not reload) and handed to a 
 ``serving_probe`` process, so memory is measured against a clean baseline and the timed
 window holds the host lock. Memory is the peak RSS of all serving processes minus the
 baseline of one idle torch process and minus the library pages faulted in while serving
-(shared code, see ``memory``): the extra ranks of a data-parallel plan count in full,
-because deploying them costs that much.
+(shared code, see ``memory``): the extra ranks of a parallel plan count in full,
+because deploying them costs that much. What each rank loads is prepared by
+``rank_plans``; the plan's extra files are removed once measured.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from slimsearch.evaluators.latency import LatencyStats
+from slimsearch.evaluators.rank_plans import RankPlan
 from slimsearch.evaluators.serving_probe import ServingJob, job_dict
 
 MB = 1024 * 1024
@@ -58,6 +60,9 @@ class ServingMeasurement:
     """Fewer undisturbed rounds than asked for: treat the latency with suspicion."""
     memory_bytes: int
     per_rank_peak_bytes: list[int]
+    per_rank_weight_bytes: list[int]
+    output_error: float
+    """Largest difference from the single-process model, relative to its largest logit."""
     baseline_bytes: int
     windows_ns: list[tuple[int, int]]
     lock_wait_s: float
@@ -80,28 +85,35 @@ def save_artifact(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
 
 def measure_serving(
     artifact: Path,
+    plan: RankPlan,
     input_shape: tuple[int, ...],
     *,
     batch_size: int,
-    strategy: str,
-    degree: int,
     threads: int,
     protocol: TimingProtocol,
     timeout_s: float,
 ) -> ServingMeasurement:
-    """Run the probe on ``artifact`` and return its measurement, or raise MeasurementError."""
-    job = ServingJob(str(artifact), list(input_shape), batch_size, strategy, degree, threads, protocol.warmup,
-                     protocol.repeats, protocol.rounds, protocol.max_rounds, protocol.max_outside_load)
+    """Serve ``artifact`` as ``plan`` says in the probe and return the measurement, or
+    raise MeasurementError (probe crash, timeout, parallel outputs off the reference)."""
+    job = ServingJob(str(artifact), plan.rank_files, list(input_shape), batch_size, plan.strategy, plan.degree,
+                     threads, protocol.warmup, protocol.repeats, protocol.rounds, protocol.max_rounds,
+                     protocol.max_outside_load, plan.micro_batches, plan.boundaries)
     job_path = artifact.with_suffix(".job.json")
     result_path = artifact.with_suffix(".result.json")
     job_path.write_text(json.dumps(job_dict(job)))
     result_path.unlink(missing_ok=True)
     try:
         _run_probe(job_path, result_path, timeout_s)
-        return _parse(json.loads(result_path.read_text()), protocol)
+        measurement = _parse(json.loads(result_path.read_text()), protocol, plan)
     finally:
-        job_path.unlink(missing_ok=True)
-        result_path.unlink(missing_ok=True)
+        for path in (job_path, result_path, *{Path(f) for f in plan.rank_files} - {artifact}):
+            path.unlink(missing_ok=True)
+    if measurement.output_error > plan.tolerance:
+        raise MeasurementError(
+            f"{plan.strategy} x{plan.degree} outputs differ from the single-process model by "
+            f"{measurement.output_error:.2g} of the largest logit (tolerance {plan.tolerance:g})"
+        )
+    return measurement
 
 
 def _run_probe(job_path: Path, result_path: Path, timeout_s: float) -> None:
@@ -129,7 +141,7 @@ def _kill_group(process: subprocess.Popen) -> None:
     process.communicate()
 
 
-def _parse(result: dict, protocol: TimingProtocol) -> ServingMeasurement:
+def _parse(result: dict, protocol: TimingProtocol, plan: RankPlan) -> ServingMeasurement:
     ranks = sorted(result["ranks"], key=lambda r: r["rank"])
     rounds = ranks[0]["rounds"]
     clean = [r for r in rounds if r["outside_load"] <= protocol.max_outside_load]
@@ -146,6 +158,8 @@ def _parse(result: dict, protocol: TimingProtocol) -> ServingMeasurement:
         noisy=len(clean) < protocol.rounds,
         memory_bytes=max(0, sum(peaks) - file_growth - baseline),
         per_rank_peak_bytes=peaks,
+        per_rank_weight_bytes=plan.weight_bytes or [int(r["weight_bytes"]) for r in ranks],
+        output_error=(ranks[0]["output_error"] or {"relative": 0.0})["relative"],
         baseline_bytes=baseline,
         windows_ns=[tuple(r["window_ns"]) for r in ranks],
         lock_wait_s=float(result["lock_wait_s"]),

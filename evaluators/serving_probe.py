@@ -1,13 +1,13 @@
-"""Runs in a fresh process: load a TorchScript artifact, serve batches, time them, read peak RSS.
+"""Runs in a fresh process: load what each rank serves, serve batches, time them, read peak RSS.
 
 Started by :func:`slimsearch.evaluators.serving.measure_serving` as
 ``python -m slimsearch.evaluators.serving_probe JOB.json RESULT.json``. The whole
-measurement holds the host timing lock. ``single`` serves in this process;
-``data_parallel`` spawns ``degree`` gloo ranks on 127.0.0.1, rank 0 scatters the batch,
-every rank runs its shard and rank 0 gathers the outputs; that whole round trip is what
-is timed. Each rank is pinned to its own cores with ``threads`` intra-op threads.
-Timing runs in rounds; a round during which other work kept the rank's cores busy is
-discarded and another is timed (``cpu_load``), up to ``max_rounds``.
+measurement holds the host timing lock. ``single`` serves in this process; the parallel
+strategies spawn ``degree`` gloo ranks on 127.0.0.1 and time rank 0's round trip
+(``parallel_steps``). Each rank is pinned to its own cores with ``threads`` intra-op
+threads. Timing runs in rounds; a round during which other work kept the rank's cores
+busy is discarded and another is timed (``cpu_load``), up to ``max_rounds``. After the
+timed window, rank 0 compares the parallel output with the single-process artifact.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,11 +31,14 @@ from slimsearch.evaluators.cpu_load import outside_load, snapshot
 from slimsearch.evaluators.isolation import hardware_identity, timing_lock
 from slimsearch.evaluators.latency import time_calls
 from slimsearch.evaluators.memory import current_rss_bytes, file_rss_bytes, peak_rss_bytes, reset_peak_rss
+from slimsearch.evaluators.parallel_steps import load_rank_model, local_weight_bytes, make_step
 
 
 @dataclass(frozen=True)
 class ServingJob:
     artifact: str
+    """The single-process TorchScript model (the reference parallel outputs are checked against)."""
+    rank_files: list[str]
     input_shape: list[int]
     batch_size: int
     strategy: str
@@ -49,6 +52,8 @@ class ServingJob:
     max_rounds: int
     max_outside_load: float
     """A round whose cores were busier than this with other work is disturbed."""
+    micro_batches: int = 1
+    boundaries: list[tuple[list[int], str]] = field(default_factory=list)
 
 
 def main(job_path: str, result_path: str) -> None:
@@ -89,22 +94,33 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
     if port is not None:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=job.degree)
     baseline, baseline_file = current_rss_bytes(), file_rss_bytes()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated but still loads fine
-        model = torch.jit.load(job.artifact).eval()
+    model = load_rank_model(job, rank)
+    torch.manual_seed(0)  # the same request on every rank and in the reference check
     batch = torch.randn(job.batch_size, *job.input_shape)
-    step = _step(model, batch, rank, job.degree)
-    with torch.inference_mode():
+    step = make_step(job, model, batch, rank)
+    with torch.no_grad():
         time_calls(step, job.warmup, 0)
         reset_peak_rss()
         start_ns = time.time_ns()
         rounds = _timed_rounds(step, job, cores, distributed=port is not None)
         end_ns = time.time_ns()
-    peak, file_growth = peak_rss_bytes(), file_rss_bytes() - baseline_file
+        peak, file_growth = peak_rss_bytes(), file_rss_bytes() - baseline_file
+        output = step()
+        error = _error_against_reference(job, batch, output) if rank == 0 and job.degree > 1 else None
     if port is not None:
         dist.destroy_process_group()
     return {"rank": rank, "baseline_bytes": baseline, "peak_bytes": peak, "file_growth_bytes": file_growth,
-            "rounds": rounds, "window_ns": [start_ns, end_ns]}
+            "weight_bytes": local_weight_bytes(model) if job.strategy == "tensor_parallel" else None,
+            "rounds": rounds, "window_ns": [start_ns, end_ns], "output_error": error}
+
+
+def _error_against_reference(job: ServingJob, batch: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+    """Largest difference from the single-process artifact, absolute and relative to its largest logit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        reference = torch.jit.load(job.artifact).eval()(batch).float()
+    absolute = float((output.float() - reference).abs().max())
+    return {"absolute": absolute, "relative": absolute / max(float(reference.abs().max()), 1e-12)}
 
 
 def _timed_rounds(step: Callable[[], Any], job: ServingJob, cores: list[int], distributed: bool) -> list[dict[str, Any]]:
@@ -124,21 +140,6 @@ def _timed_rounds(step: Callable[[], Any], job: ServingJob, cores: list[int], di
             dist.broadcast(more, src=0)
         if not more.item():
             return rounds
-
-
-def _step(model: torch.jit.ScriptModule, batch: torch.Tensor, rank: int, degree: int) -> Callable[[], Any]:
-    if degree == 1:
-        return lambda: model(batch)
-    shard = torch.empty(batch.shape[0] // degree, *batch.shape[1:])
-
-    def data_parallel_step() -> Any:
-        dist.scatter(shard, list(batch.chunk(degree)) if rank == 0 else None, src=0)
-        out = model(shard)
-        gathered = [torch.empty_like(out) for _ in range(degree)] if rank == 0 else None
-        dist.gather(out, gathered, dst=0)
-        return torch.cat(gathered) if gathered else out
-
-    return data_parallel_step
 
 
 def _pin_cores(rank: int, threads: int) -> list[int]:

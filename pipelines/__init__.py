@@ -1,9 +1,10 @@
 """Tasks and compression stages: from a Candidate to a compressed model ready to serve.
 
 ``task`` defines the public Task API (teacher + data + metric) and loads built-in or
-user tasks; ``digits`` is the built-in offline task; ``training`` is the one training
-loop (supervised, distillation, fine-tuning); ``stages`` are the cached slow stages;
-``quantize`` is the bit-width stage; ``build`` chains them per candidate.
+user tasks; ``digits`` (a CNN) and ``digits_transformer`` (Linear-heavy) are the
+built-in offline tasks; ``training`` is the one training loop (supervised,
+distillation, fine-tuning); ``stages`` are the cached slow stages; ``quantize`` is the
+bit-width stage; ``build`` chains them per candidate.
 """
 
 from slimsearch.pipelines.build import BuiltModel, CompressionPipeline

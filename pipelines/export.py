@@ -49,7 +49,7 @@ def export_model(model: nn.Module, example: torch.Tensor, fmt: str, stem: Path) 
         first_line = _ANSI.sub("", str(exc)).strip().splitlines()[0][:200]
         raise ExportError(f"{fmt} export failed for this model ({type(exc).__name__}: {first_line}); "
                           "try --format torchscript") from exc
-    difference = float((actual.float() - expected.float()).abs().max())
+    difference = float((actual.detach().float() - expected.detach().float()).abs().max())
     if difference > ATOL:
         raise ExportError(f"{fmt} export differs from the compressed model by {difference:.2e} (> {ATOL:g})")
     return path

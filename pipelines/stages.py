@@ -9,6 +9,7 @@ deterministic and takes milliseconds) so the cache stores plain tensors only.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -151,27 +152,33 @@ def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
 def prune_channels(model: nn.Module, ratio: float, task: Task) -> nn.Module:
     """L1-magnitude structured pruning with torch-pruning's dependency graph.
 
-    The classifier head (and any module the task protects) keeps its outputs. A layer
-    that would lose all its channels makes the candidate invalid.
+    The classifier head, any module the task protects and any the model lists in an
+    ``unprunable`` attribute (names that depend on its depth, e.g. a Transformer's
+    residual-stream layers) keep their outputs. A layer that would lose all its channels
+    makes the candidate invalid.
     """
     model.eval()
     example = task.train[0][:1]
+    unprunable = set(task.protected_modules) | set(getattr(model, "unprunable", ()))
     protected = [
         module
         for name, module in model.named_modules()
-        if name in task.protected_modules
-        or (isinstance(module, nn.Linear) and module.out_features == task.num_classes)
+        if name in unprunable or (isinstance(module, nn.Linear) and module.out_features == task.num_classes)
     ]
-    pruner = tp.pruner.MetaPruner(
-        model,
-        example,
-        importance=tp.importance.MagnitudeImportance(p=1),
-        pruning_ratio=ratio,
-        ignored_layers=protected,
-    )
+    with warnings.catch_warnings():
+        # Free parameters (e.g. learned positions) are pruned along with their coupled
+        # layers, which is what we want; torch-pruning warns about each of them.
+        warnings.filterwarnings("ignore", message="Unwrapped parameters")
+        pruner = tp.pruner.MetaPruner(
+            model,
+            example,
+            importance=tp.importance.MagnitudeImportance(p=1),
+            pruning_ratio=ratio,
+            ignored_layers=protected,
+        )
     pruner.step()
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d) and module.out_channels < 1:
+        if min(getattr(module, "out_channels", 1), getattr(module, "out_features", 1)) < 1:
             raise InvalidCandidate(f"pruning ratio {ratio} leaves layer '{name}' with no channels")
     return model
 

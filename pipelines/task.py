@@ -2,9 +2,9 @@
 
 A task is a teacher + its data + an accuracy metric. Point the config's ``task:`` at a
 ``module:callable`` that returns a :class:`Task` (it is called with ``seed=``), or use a
-built-in name (``digits``). If ``pretrained_teacher`` is given it is used as is;
-otherwise slimsearch trains ``teacher_architecture()`` once with the config's training
-recipe and caches the weights.
+built-in name (``digits``, ``digits-transformer``). If ``pretrained_teacher`` is given
+it is used as is; otherwise slimsearch trains ``teacher_architecture()`` once with the
+config's training recipe and caches the weights.
 """
 
 from __future__ import annotations
@@ -60,7 +60,10 @@ class Task:
         return f"{self.name}:{self.fingerprint or 'v1'}"
 
 
-BUILTIN_TASKS = {"digits": "slimsearch.pipelines.digits:make_task"}
+BUILTIN_TASKS = {
+    "digits": "slimsearch.pipelines.digits:make_task",
+    "digits-transformer": "slimsearch.pipelines.digits_transformer:make_task",
+}
 
 
 class TaskLoadError(RuntimeError):

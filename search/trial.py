@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slimsearch.evaluators import evaluate_accuracy, measure_serving, save_artifact
+from slimsearch.evaluators import evaluate_accuracy, measure_serving, plan_ranks, save_artifact
 from slimsearch.evaluators.serving import MB
 from slimsearch.pipelines import BuiltModel, CompressionPipeline, Task
 from slimsearch.search.config import EvaluationSettings
-from slimsearch.spaces import Candidate
+from slimsearch.spaces import Candidate, InvalidCandidate
 
 
 @dataclass
@@ -60,13 +60,18 @@ def measure_built(
         raise NonFiniteAccuracy(f"{candidate.summary()} produced non-finite outputs")
     test_accuracy = evaluate_accuracy(built.serving, task.test, task.metric)
     workdir.mkdir(parents=True, exist_ok=True)
-    artifact = save_artifact(built.serving, task.train[0][: evaluation.batch_size], workdir / f"{candidate.fingerprint()}.pt")
+    example = task.train[0][: evaluation.batch_size]
+    artifact = save_artifact(built.serving, example, workdir / f"{candidate.fingerprint()}.pt")
+    try:
+        plan = plan_ranks(built.serving, example, candidate.strategy, candidate.degree, artifact)
+    except InvalidCandidate:
+        artifact.unlink()
+        raise
     serving = measure_serving(
         artifact,
+        plan,
         task.input_shape,
         batch_size=evaluation.batch_size,
-        strategy=candidate.strategy,
-        degree=candidate.degree,
         threads=candidate.threads,
         protocol=evaluation.protocol(),
         timeout_s=evaluation.timeout_s,
@@ -91,6 +96,9 @@ def measure_built(
         "latency_rounds_clean": float(serving.rounds_clean),
         "latency_rounds_total": float(serving.rounds_total),
         "outside_load_max": serving.outside_load_max,
+        "parallel_output_error": serving.output_error,
+        **{f"rank{r}_peak_mb": peak / MB for r, peak in enumerate(serving.per_rank_peak_bytes)},
+        **{f"rank{r}_weight_mb": weights / MB for r, weights in enumerate(serving.per_rank_weight_bytes)},
         **{f"seconds_{stage}": seconds for stage, seconds in built.stage_seconds.items()},
     }
     tags = {

@@ -16,14 +16,6 @@ import optuna
 from slimsearch.spaces.candidate import Candidate, StudentChoice
 from slimsearch.spaces.spec import SpaceSpec
 
-# Strategies whose evaluators do not exist yet; the space may name them, but a candidate
-# using them is rejected with this reason instead of being measured as something else.
-_NOT_YET_EXECUTABLE = {
-    "tensor_parallel": "tensor_parallel serving is not implemented yet",
-    "pipeline_parallel": "pipeline_parallel serving is not implemented yet",
-}
-
-
 class InvalidCandidate(ValueError):
     """A candidate that cannot be built or served here; the message is the recorded reason."""
 
@@ -88,8 +80,6 @@ def _suggest_student(trial: optuna.trial.BaseTrial, spec: SpaceSpec) -> StudentC
 def rejection_reason(candidate: Candidate, batch_size: int, cpu_count: int | None = None) -> str | None:
     """Why this candidate cannot be served on this host, or ``None`` if it can."""
     cores = cpu_count or os.cpu_count() or 1
-    if candidate.strategy in _NOT_YET_EXECUTABLE:
-        return f"{_NOT_YET_EXECUTABLE[candidate.strategy]}; remove it from space.parallel.strategies"
     if candidate.degree * candidate.threads > cores:
         return (
             f"{candidate.strategy} needs degree x threads = {candidate.degree * candidate.threads} cores "

@@ -18,6 +18,7 @@ from torch import nn
 from slimsearch.evaluators import (
     LatencyStats,
     MeasurementError,
+    RankPlan,
     TimingProtocol,
     evaluate_accuracy,
     measure_serving,
@@ -34,11 +35,13 @@ def _tiny_artifact(path: Path, width: int = 8) -> Path:
     return save_artifact(model, torch.randn(4, *SHAPE), path)
 
 
-def _measure(artifact: Path, repeats: int = 10, rounds: int = 1, **overrides) -> object:
-    settings = dict(batch_size=8, strategy="single", degree=1, threads=1, timeout_s=120,
+def _measure(artifact: Path, repeats: int = 10, rounds: int = 1, strategy: str = "single", degree: int = 1,
+             **overrides) -> object:
+    settings = dict(batch_size=8, threads=1, timeout_s=120,
                     protocol=TimingProtocol(warmup=3, repeats=repeats, rounds=rounds, max_rounds=rounds + 2))
     settings.update(overrides)
-    return measure_serving(artifact, SHAPE, **settings)
+    plan = RankPlan(strategy, degree, [str(artifact)] * degree, tolerance=1e-4, weight_bytes=[0] * degree)
+    return measure_serving(artifact, plan, SHAPE, **settings)
 
 
 def test_latency_statistics_from_known_samples() -> None:

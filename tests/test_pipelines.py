@@ -13,8 +13,9 @@ from slimsearch.evaluators import evaluate_accuracy
 from slimsearch.pipelines import CompressionPipeline, TaskLoadError, TrainingRecipe, load_task
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.digits import DigitsCNN, load_splits
+from slimsearch.evaluators.memory import state_dict_bytes
 from slimsearch.pipelines.export import ExportError, export_model
-from slimsearch.pipelines.quantize import quantize, state_dict_bytes
+from slimsearch.pipelines.quantize import quantize
 from slimsearch.pipelines.stages import count_macs_and_params, prune_channels
 from slimsearch.pipelines.training import Distillation, train_model
 from slimsearch.spaces import Candidate, StudentChoice
@@ -178,3 +179,23 @@ def test_int8_exports_to_torchscript_and_onnx_is_refused_with_a_reason(tmp_path:
     assert torch.allclose(torch.jit.load(str(path))(digits_task.val[0][:8]), int8(digits_task.val[0][:8]), atol=1e-3)
     with pytest.raises(ExportError, match="onnx export failed.*try --format torchscript"):
         export_model(int8, digits_task.val[0][:8], "onnx", tmp_path / "q")
+
+
+def test_digits_transformer_teacher_dynamic_int8_and_ffn_pruning(tmp_path: Path) -> None:
+    task = load_task("digits-transformer", 0)
+    teacher = CompressionPipeline(task, tmp_path, TrainingRecipe(), seed=0).teacher.model
+    accuracy = evaluate_accuracy(teacher, task.test, task.metric)
+    assert accuracy >= 0.95
+
+    int8 = quantize(teacher, 8, None, task.train[0][:64])
+    assert int8.path == "dynamic-int8" and not int8.simulated
+    assert state_dict_bytes(teacher) / int8.model_bytes >= 3.0
+    assert accuracy - evaluate_accuracy(int8.serving, task.test, task.metric) <= 0.01
+    assert not any(type(m) is nn.Linear for m in int8.serving.modules()), "every Linear runs int8"
+
+    example = task.train[0][:1]
+    pruned = prune_channels(copy.deepcopy(teacher), 0.5, task)
+    assert count_macs_and_params(pruned, example)[1] < 0.8 * count_macs_and_params(teacher, example)[1]
+    assert pruned.blocks[0].ffn.fc1.out_features == 128, "feed-forward hidden width halves"
+    assert pruned.blocks[0].attn.q.out_features == teacher.blocks[0].attn.q.out_features, "heads stay whole"
+    assert pruned(example).shape == (1, 10)

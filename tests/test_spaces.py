@@ -71,7 +71,8 @@ def test_candidate_is_hashable_and_round_trips_through_json() -> None:
 @pytest.mark.parametrize(
     ("candidate", "fragment"),
     [
-        (Candidate(None, 0.0, 32, None, "tensor_parallel", 2, 1), "not implemented"),
+        (Candidate(None, 0.0, 32, None, "tensor_parallel", 2, 2), "needs degree x threads = 4 cores"),
+        (Candidate(None, 0.0, 32, None, "pipeline_parallel", 2, 1), None),
         (Candidate(None, 0.0, 32, None, "data_parallel", 2, 2), "needs degree x threads = 4 cores"),
         (Candidate(None, 0.0, 32, None, "data_parallel", 2, 1), None),
     ],
