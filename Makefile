@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test clean
+.PHONY: setup browser demo test bench clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,11 @@ browser:
 
 test: setup browser
 	$(VENV)/bin/python -m pytest -q tests
+
+# Benchmarks print measured tables (with run date, commit, hardware); run on an idle machine.
+bench: setup
+	cd benchmarks && for script in latency_noise latency_integrity parallel_strategies; do \
+	  ../$(PY) $$script.py || exit 1; done
 
 clean:
 	rm -rf slimsearch-out .pytest_cache test-artifacts
