@@ -5,12 +5,14 @@ memory run in an isolated ``serving_probe`` process that holds a per-host timing
 (``isolation``) so concurrent trials never time at the same moment, and that really
 executes the parallel strategy over gloo ranks: ``rank_plans`` prepares what each
 rank loads, ``parallel_steps`` is one served request per strategy, and the probe
-checks parallel outputs against the single-process model.
+checks parallel outputs against the single-process model. ``placement`` decides where
+evaluators run: this host, or Ray nodes advertising a ``latency_bench`` resource.
 """
 
 from slimsearch.evaluators.accuracy import evaluate_accuracy, predict
 from slimsearch.evaluators.isolation import hardware_identity
 from slimsearch.evaluators.latency import LatencyStats
+from slimsearch.evaluators.placement import LocalPlacement, Placement, PlacementError, RayPlacement, ServingRequest
 from slimsearch.evaluators.rank_plans import RankPlan, plan_ranks
 from slimsearch.evaluators.serving import (
     MeasurementError,
@@ -22,9 +24,14 @@ from slimsearch.evaluators.serving import (
 
 __all__ = [
     "LatencyStats",
+    "LocalPlacement",
     "MeasurementError",
+    "Placement",
+    "PlacementError",
     "RankPlan",
+    "RayPlacement",
     "ServingMeasurement",
+    "ServingRequest",
     "TimingProtocol",
     "evaluate_accuracy",
     "hardware_identity",

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from slimsearch.evaluators import PlacementError
 from slimsearch.pipelines import TaskLoadError
 from slimsearch.pipelines.export import ExportError
 from slimsearch.search.driver import SearchError, SearchInterrupted
@@ -73,7 +74,7 @@ def _clean_errors(command: F) -> F:
         try:
             with _graceful_stop():
                 return command(*args, **kwargs)
-        except (ConfigError, TaskLoadError, StudyMismatch, SearchError, ExportError) as exc:
+        except (ConfigError, TaskLoadError, StudyMismatch, SearchError, ExportError, PlacementError) as exc:
             errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(2) from None
         except SearchInterrupted as exc:

@@ -60,6 +60,9 @@ class EvaluationSettings(_Strict):
     max_outside_load: float = Field(0.2, ge=0, le=1, description="a round whose cores were busier with other work is redone")
     timeout_s: float = Field(300, gt=0, description="kill a serving measurement after this long")
     calibration_size: int = Field(256, ge=1, description="training rows used to calibrate int8")
+    placement: Literal["local", "ray"] = Field("local", description="where evaluators run")
+    ray_address: str | None = Field(None, description="Ray cluster to join for placement: ray (None = local Ray)")
+    bench_resource: str = Field("latency_bench", description="Ray resource of the nodes that time models")
 
     @model_validator(mode="after")
     def _rounds_fit(self) -> EvaluationSettings:

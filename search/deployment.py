@@ -24,7 +24,7 @@ from slimsearch.pipelines.export import export_model
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.review import StudyReview
 from slimsearch.search.selection import Limits
-from slimsearch.search.trial import TrialResult, measure_built
+from slimsearch.search.trial import TrialResult, make_placement, measure_built
 from slimsearch.spaces import Candidate
 
 
@@ -53,7 +53,8 @@ def build_deployment(
     built = pipeline.build(candidate)
     directory.mkdir(parents=True, exist_ok=True)
     teacher_accuracy = review.baseline["metrics"].get("accuracy")
-    remeasured = measure_built(candidate, built, task, config.evaluation, directory / ".probe", teacher_accuracy)
+    remeasured = measure_built(candidate, built, task, config.evaluation, make_placement(config.evaluation),
+                               directory / ".probe", teacher_accuracy)
     if remeasured.artifact:
         remeasured.artifact.unlink()  # the verified exports below are what ships
     broken = limits.violations(remeasured.metrics)

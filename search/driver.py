@@ -34,7 +34,7 @@ from slimsearch.search.pareto import front_rows, front_trials, hypervolume, refe
 from slimsearch.search.review import StudyReview
 from slimsearch.search.study import open_study, stored_baseline
 from slimsearch.search.tracking import MlflowTracker
-from slimsearch.search.trial import measure_candidate
+from slimsearch.search.trial import make_placement, measure_candidate
 from slimsearch.spaces import Candidate, InvalidCandidate, rejection_reason, suggest_candidate, teacher_params
 
 MAX_CONSECUTIVE_REJECTIONS = 50
@@ -87,6 +87,7 @@ class SearchDriver:
         timeout_s = timeout_s if timeout_s is not None else cfg.search.timeout_s
         torch.set_num_threads(max(1, len(_cores())))
         task = load_task(cfg.task, cfg.search.seed)  # before touching storage: a bad task records nothing
+        self.placement = make_placement(cfg.evaluation)  # likewise an unreachable Ray cluster
         self.study = open_study(cfg)
         self.console.print(f"[bold]study[/] {cfg.search.study_name} ({len(self.study.trials)} trials so far) "
                            f"in {cfg.storage_url}")
@@ -158,7 +159,7 @@ class SearchDriver:
             reason = rejection_reason(candidate, self.config.evaluation.batch_size)
             if reason:
                 raise InvalidCandidate(reason)
-            result = measure_candidate(candidate, self.pipeline, self.config.evaluation, self.workdir,
+            result = measure_candidate(candidate, self.pipeline, self.config.evaluation, self.placement, self.workdir,
                                        self.baseline["metrics"]["accuracy"])
         except KeyboardInterrupt:
             self._record_failure(trial, run_id, candidate, "interrupted", "interrupted by the user", "KILLED")
@@ -235,7 +236,7 @@ class SearchDriver:
             return stored
         cfg = self.config
         teacher = Candidate(None, 0.0, 32, None, "single", 1, max(cfg.space.parallel.threads))
-        result = measure_candidate(teacher, self.pipeline, cfg.evaluation, self.workdir, None)
+        result = measure_candidate(teacher, self.pipeline, cfg.evaluation, self.placement, self.workdir, None)
         if result.artifact:
             result.artifact.unlink()
         baseline = {"metrics": result.metrics, "hardware": result.hardware, "candidate": teacher.to_dict()}

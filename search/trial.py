@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slimsearch.evaluators import evaluate_accuracy, measure_serving, plan_ranks, save_artifact
+from slimsearch.evaluators import LocalPlacement, Placement, RayPlacement, ServingRequest, plan_ranks, save_artifact
 from slimsearch.evaluators.serving import MB
 from slimsearch.pipelines import BuiltModel, CompressionPipeline, Task
 from slimsearch.search.config import EvaluationSettings
-from slimsearch.spaces import Candidate, InvalidCandidate
+from slimsearch.spaces import Candidate
 
 
 @dataclass
@@ -27,6 +27,13 @@ class TrialResult:
     """The measured TorchScript file; the caller keeps (front members) or deletes it."""
 
 
+def make_placement(evaluation: EvaluationSettings) -> Placement:
+    """Where this study's evaluators run (``evaluation.placement``); Ray connects here."""
+    if evaluation.placement == "ray":
+        return RayPlacement(evaluation.ray_address, evaluation.bench_resource)
+    return LocalPlacement()
+
+
 class NonFiniteAccuracy(RuntimeError):
     """The compressed model produced NaN/inf logits (e.g. a dtype overflow)."""
 
@@ -35,13 +42,14 @@ def measure_candidate(
     candidate: Candidate,
     pipeline: CompressionPipeline,
     evaluation: EvaluationSettings,
+    placement: Placement,
     workdir: Path,
     teacher_accuracy: float | None,
 ) -> TrialResult:
     """Build ``candidate`` with ``pipeline`` and measure accuracy, latency and memory."""
     started = time.perf_counter()
     built = pipeline.build(candidate)
-    result = measure_built(candidate, built, pipeline.task, evaluation, workdir, teacher_accuracy)
+    result = measure_built(candidate, built, pipeline.task, evaluation, placement, workdir, teacher_accuracy)
     result.metrics["seconds_trial"] = time.perf_counter() - started
     return result
 
@@ -51,31 +59,27 @@ def measure_built(
     built: BuiltModel,
     task: Task,
     evaluation: EvaluationSettings,
+    placement: Placement,
     workdir: Path,
     teacher_accuracy: float | None,
 ) -> TrialResult:
-    """Measure an already built model: accuracy in-process, latency and memory in the probe."""
-    accuracy = evaluate_accuracy(built.serving, task.val, task.metric)
-    if math.isnan(accuracy):
-        raise NonFiniteAccuracy(f"{candidate.summary()} produced non-finite outputs")
-    test_accuracy = evaluate_accuracy(built.serving, task.test, task.metric)
+    """Measure an already built model where ``placement`` runs evaluators: accuracy of the
+    serving artifact, then latency and memory in the isolated probe."""
     workdir.mkdir(parents=True, exist_ok=True)
     example = task.train[0][: evaluation.batch_size]
     artifact = save_artifact(built.serving, example, workdir / f"{candidate.fingerprint()}.pt")
     try:
+        accuracy = placement.accuracy(artifact, task.val, task.metric)
+        if math.isnan(accuracy):
+            raise NonFiniteAccuracy(f"{candidate.summary()} produced non-finite outputs")
+        test_accuracy = placement.accuracy(artifact, task.test, task.metric)
         plan = plan_ranks(built.serving, example, candidate.strategy, candidate.degree, artifact)
-    except InvalidCandidate:
-        artifact.unlink()
+        request = ServingRequest(task.input_shape, evaluation.batch_size, candidate.threads, evaluation.protocol(),
+                                 evaluation.timeout_s)
+        serving = placement.measure(artifact, plan, request)
+    except BaseException:  # nothing of a failed measurement is left behind
+        artifact.unlink(missing_ok=True)
         raise
-    serving = measure_serving(
-        artifact,
-        plan,
-        task.input_shape,
-        batch_size=evaluation.batch_size,
-        threads=candidate.threads,
-        protocol=evaluation.protocol(),
-        timeout_s=evaluation.timeout_s,
-    )
     latency = serving.latency
     metrics = {
         "accuracy": accuracy,
