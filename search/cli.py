@@ -8,16 +8,20 @@ front is written, with the command to resume.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
+import os
 import signal
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from optuna.trial import TrialState
 from rich.table import Table
 
 from slimsearch.evaluators import PlacementError
@@ -25,8 +29,8 @@ from slimsearch.pipelines import TaskLoadError
 from slimsearch.pipelines.export import ExportError
 from slimsearch.search.driver import SearchError, SearchInterrupted
 from slimsearch.search.config import ConfigError, SlimsearchConfig, load_config
-from slimsearch.search.pareto import FrontRow, front_rows
-from slimsearch.search.study import StudyMismatch, load_existing_study
+from slimsearch.search.pareto import FrontRow, front_rows, front_trials, hypervolume
+from slimsearch.search.study import StudyMismatch, evaluated_count, load_existing_study
 from slimsearch.spaces import describe_space, rejection_reason, sample_candidates
 
 if TYPE_CHECKING:  # imported lazily at run time so `slimsearch --help` stays fast
@@ -93,11 +97,14 @@ def run(
     config: Optional[Path] = ConfigArg,
     n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="evaluated trials to add (default: search.n_trials)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="stop asking for new trials after SECONDS"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="processes sharing the study (default: search.workers)"),
 ) -> None:
     """Run (or resume) the search: every trial goes to the Optuna study and to MLflow."""
     from slimsearch.search.driver import SearchDriver
 
     cfg = load_config(config)
+    if workers is not None:
+        cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"workers": workers})})
     stop = threading.Event()
     with _graceful_stop(stop):
         summary = SearchDriver(cfg, console, stop).run(n_trials, timeout)
@@ -116,6 +123,52 @@ def run(
         "filter child runs with tags.pareto = 'true'.",
         soft_wrap=True,
     )
+
+
+@app.command()
+@_clean_errors
+def worker(
+    config: Optional[Path] = ConfigArg,
+    index: Optional[int] = typer.Option(None, "--index", min=1, help="worker number (default: from the process id)"),
+) -> None:
+    """Join a running study (same config) from this or another host until its budget is used."""
+    from slimsearch.search.driver import SearchDriver
+
+    cfg = load_config(config)
+    stop = threading.Event()
+    with _graceful_stop(stop):
+        summary = SearchDriver(cfg, console, stop, worker=index or os.getpid()).run()
+    console.print(f"worker done: {summary.completed} complete, {summary.failed} failed, {summary.rejected} rejected")
+
+
+@app.command()
+@_clean_errors
+def status(
+    config: Optional[Path] = ConfigArg,
+    study_name: Optional[str] = typer.Option(None, "--study", help="study to show (default: search.study_name)"),
+) -> None:
+    """Where a study stands, read from its storage (also while a search runs elsewhere)."""
+    cfg = load_config(config)
+    study = load_existing_study(cfg.storage_url, study_name or cfg.search.study_name)
+    trials = study.get_trials(deepcopy=False)
+    outcomes = Counter(
+        t.state.name if t.state != TrialState.FAIL else f"FAIL ({t.user_attrs.get('failure_kind', 'stale')})"
+        for t in trials
+    )
+    start, target = study.user_attrs.get("budget", [0, 0])
+    front = front_trials(study)
+    directions = list(study.user_attrs["objectives"].values())
+    table = Table(title=f"study {study.study_name}", show_header=False)
+    table.add_row("budget", f"{evaluated_count(study) - start} of {target - start} evaluated in the latest run")
+    table.add_row("trials", ", ".join(f"{state} {n}" for state, n in sorted(outcomes.items())))
+    now = datetime.datetime.now()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        age = (now - t.datetime_start).total_seconds() if t.datetime_start else 0
+        table.add_row(f"running #{t.number}", f"worker {t.user_attrs.get('worker', '?')}, {age:.0f} s, "
+                      f"{t.user_attrs.get('summary', 'sampling')}")
+    table.add_row("front", f"{len(front)} trials, hypervolume "
+                  f"{hypervolume(front, directions, study.user_attrs['reference_point']):.4g}")
+    console.print(table)
 
 
 @app.command()

@@ -33,6 +33,8 @@ class SearchSettings(_Strict):
     study_name: str = Field("digits-demo", min_length=1)
     storage: str | None = Field(None, description="Optuna storage URL; default: SQLite file in output_dir")
     front_every: int = Field(5, ge=1, description="log the Pareto front artifacts every N trials")
+    workers: int = Field(1, ge=1, description="worker processes on this host sharing the study")
+    heartbeat_s: int = Field(10, ge=1, description="a trial silent for 3 heartbeats is failed and retried once")
 
 
 class TrackingSettings(_Strict):

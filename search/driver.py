@@ -7,23 +7,31 @@ same values. A candidate that cannot exist here is recorded as a FAIL with
 FAIL with ``failure_kind=error`` and the study continues. A stop request (first Ctrl-C)
 ends the run after the running trial; an interrupt (second Ctrl-C) marks the running trial
 as failed (``interrupted``). Either way the front is written and the parent run ends KILLED.
+
+Several workers (``search.workers`` processes on this host, or ``slimsearch worker`` on
+other hosts) share one study: the budget is counted in the study, each running trial
+records a heartbeat, and the trial of a worker that died is failed, its MLflow run ended
+KILLED, and its parameters re-run once (Optuna's ``RetryHeartbeatStaleTrialCallback``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 import torch
 from optuna.trial import TrialState
+from filelock import FileLock
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -32,9 +40,10 @@ from slimsearch.pipelines import CompressionPipeline, load_task
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.pareto import front_rows, front_trials, hypervolume, reference_point
 from slimsearch.search.review import StudyReview
-from slimsearch.search.study import open_study, stored_baseline
+from slimsearch.search.study import evaluated_count, open_study, running_count, stored_baseline
 from slimsearch.search.tracking import MlflowTracker
 from slimsearch.search.trial import make_placement, measure_candidate
+from slimsearch.search.workers import WorkerProcess, join_workers, signal_workers, spawn_workers
 from slimsearch.spaces import Candidate, InvalidCandidate, rejection_reason, suggest_candidate, teacher_params
 
 MAX_CONSECUTIVE_REJECTIONS = 50
@@ -69,8 +78,11 @@ class RunSummary:
 
 
 class SearchDriver:
-    def __init__(self, config: SlimsearchConfig, console: Console | None = None, stop: threading.Event | None = None):
+    def __init__(self, config: SlimsearchConfig, console: Console | None = None, stop: threading.Event | None = None,
+                 worker: int = 0):
         self.config = config
+        self.worker = worker
+        """0: the run that owns the study's budget, front artifacts and parent run; else a joining worker."""
         self.console = console or Console()
         # Set (e.g. by a first Ctrl-C) to stop after the running trial, at a point where nothing is half-written.
         self.stop = stop or threading.Event()
@@ -82,15 +94,16 @@ class SearchDriver:
         self.staged_models = Path(config.output_dir) / "front-models" / config.search.study_name
 
     def run(self, n_trials: int | None = None, timeout_s: float | None = None) -> RunSummary:
+        """Run (or, as a worker, join) the search until the study's budget is used up."""
         cfg = self.config
         n_trials = n_trials or cfg.search.n_trials
         timeout_s = timeout_s if timeout_s is not None else cfg.search.timeout_s
-        torch.set_num_threads(max(1, len(_cores())))
+        torch.set_num_threads(max(1, len(_cores()) // cfg.search.workers))
         task = load_task(cfg.task, cfg.search.seed)  # before touching storage: a bad task records nothing
         self.placement = make_placement(cfg.evaluation)  # likewise an unreachable Ray cluster
-        self.study = open_study(cfg)
+        self.study = open_study(cfg, self.worker)
         self.console.print(f"[bold]study[/] {cfg.search.study_name} ({len(self.study.trials)} trials so far) "
-                           f"in {cfg.storage_url}")
+                           f"in {cfg.storage_url}" + (f" as worker {self.worker}" if self.worker else ""))
         with self.console.status("preparing the teacher (trained once, then cached)"):
             self.pipeline = CompressionPipeline(
                 task, cfg.cache_dir, cfg.training.recipe(), cfg.search.seed, cfg.evaluation.calibration_size
@@ -99,36 +112,74 @@ class SearchDriver:
         self.reference = self.study.user_attrs["reference_point"]
         self.tracker = MlflowTracker(cfg.tracking_uri, cfg.tracking.experiment, cfg.artifact_root, cfg.search.study_name,
                                      self._parent_tags())
-        self.tracker.log_parent_params({f"baseline.{k}": round(v, 6) for k, v in self.baseline["metrics"].items()})
-        if not self.study.trials and (params := teacher_params(cfg.space)):
-            self.study.enqueue_trial(params)
+        workers: list[WorkerProcess] = []
+        if self.worker == 0:
+            self.tracker.log_parent_params({f"baseline.{k}": round(v, 6) for k, v in self.baseline["metrics"].items()})
+            if not self.study.trials and (params := teacher_params(cfg.space)):
+                self.study.enqueue_trial(params)
+            start = evaluated_count(self.study)
+            self.study.set_user_attr("budget", [start, start + n_trials])
+            workers = spawn_workers(cfg, cfg.search.workers - 1)
+        elif "budget" not in self.study.user_attrs:
+            raise SearchError(f"study '{cfg.search.study_name}' has no budget yet; start it with slimsearch run")
         summary = RunSummary(cfg.search.study_name, parent_run_id=self.tracker.parent_run_id)
         try:
-            self._loop(summary, n_trials, timeout_s)
+            self._loop(summary, *self.study.user_attrs["budget"], timeout_s, workers)
         except KeyboardInterrupt:
             self.stop.set()
-        self._publish_front(summary, final=True)
+            signal_workers(workers)  # the second signal: workers abort their trials too
+        problems = join_workers(workers)
+        for problem in problems:
+            self.console.print(f"[red]{problem}[/]")
+        if workers:
+            self._update_front(summary)  # the workers' last trials
+        if self.worker == 0:
+            self._publish_front(summary, final=True)
         if self.stop.is_set():
-            self.tracker.end("KILLED")
+            if self.worker == 0:
+                self.tracker.end("KILLED")
             raise SearchInterrupted(
                 f"interrupted after {summary.evaluated} trials; run the same command again to resume "
                 f"study '{cfg.search.study_name}'"
             )
-        self.tracker.end("FINISHED")
+        if self.worker == 0:
+            self.tracker.end("FINISHED")
         return summary
 
-    def _loop(self, summary: RunSummary, n_trials: int, timeout_s: float | None) -> None:
+    def _loop(self, summary: RunSummary, start: int, target: int, timeout_s: float | None,
+              workers: list[WorkerProcess]) -> None:
+        """Trials until the study holds ``target`` evaluated trials, counting every worker's.
+
+        Checking the count and asking for a trial happen under one lock, so workers never
+        overshoot the budget; a worker that finds the budget covered by running trials
+        waits for them (one may still be rejected, or belong to a dead worker).
+        """
         started = time.monotonic()
         rejected_in_a_row = 0
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
         with Progress(*columns, console=self.console) as progress:
-            bar = progress.add_task("trials", total=n_trials, status="")
-            while summary.evaluated < n_trials and not self.stop.is_set():
+            bar = progress.add_task("trials", total=target - start, status="")
+            while not self.stop.is_set():
                 if timeout_s is not None and time.monotonic() - started > timeout_s:
                     self.console.print(f"timeout of {timeout_s:.0f}s reached; stopping")
                     break
-                outcome = self._one_trial(summary)
+                lock = FileLock(str(Path(self.config.output_dir) / f".{self.config.search.study_name}.ask.lock"))
+                with lock, warnings.catch_warnings():
+                    # Heartbeats with ask/tell are supported by storage, but Optuna warns that
+                    # it expects optimize() and that stale-trial handling is experimental.
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    self._fail_stale_trials()
+                    done = evaluated_count(self.study)
+                    trial = self.study.ask() if done + running_count(self.study) < target else None
+                if trial is None:
+                    if done >= target:
+                        break
+                    time.sleep(self.config.search.heartbeat_s)
+                    continue
+                with _heartbeat(self.study, trial, self.config.search.heartbeat_s):
+                    outcome = self._one_trial(summary, trial)
                 summary.seconds = time.monotonic() - started
                 if outcome == "rejected":
                     rejected_in_a_row += 1
@@ -140,14 +191,33 @@ class SearchDriver:
                     continue
                 rejected_in_a_row = 0
                 summary.evaluated += 1
-                progress.update(bar, advance=1, status=self._update_front(summary))
-                if summary.evaluated % self.config.search.front_every == 0:
+                alive = 1 + sum(w.process.poll() is None for w in workers) if self.worker == 0 else None
+                status = self._update_front(summary) + (f" · workers {alive}" if alive else "")
+                progress.update(bar, completed=evaluated_count(self.study) - start, status=status)
+                if self.worker == 0 and summary.evaluated % self.config.search.front_every == 0:
                     self._publish_front(summary)
+        if self.stop.is_set():
+            signal_workers(workers)
 
-    def _one_trial(self, summary: RunSummary) -> str:
-        trial = self.study.ask()
+    def _fail_stale_trials(self) -> None:
+        """Fail the trials of workers that stopped sending heartbeats (Optuna re-enqueues
+        their parameters once) and end their MLflow runs as KILLED, never left RUNNING."""
+        failed_before = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        optuna.storages.fail_stale_trials(self.study)
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            run_id = trial.user_attrs.get("mlflow_run_id")
+            if trial.number in failed_before or not run_id:
+                continue
+            reason = "its worker stopped sending heartbeats (killed?); the parameters were re-enqueued"
+            tags = {"state": "FAIL", "failure_kind": "stale", "failure_reason": reason, "feasible": "false",
+                    "pareto": "false"}
+            self.tracker.finish_trial(run_id, {}, {}, tags, "KILLED")
+            self.console.print(f"trial {trial.number:>4}  [yellow]failed[/]: {reason}")
+
+    def _one_trial(self, summary: RunSummary, trial: optuna.Trial) -> str:
         run_id = self.tracker.start_trial(trial.number)
         trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr("worker", self.worker)
         summary.first_trial = trial.number if summary.first_trial is None else summary.first_trial
         summary.last_trial = trial.number
         candidate: Candidate | None = None
@@ -159,8 +229,8 @@ class SearchDriver:
             reason = rejection_reason(candidate, self.config.evaluation.batch_size)
             if reason:
                 raise InvalidCandidate(reason)
-            result = measure_candidate(candidate, self.pipeline, self.config.evaluation, self.placement, self.workdir,
-                                       self.baseline["metrics"]["accuracy"])
+            result = measure_candidate(candidate, self.pipeline, self.config.evaluation, self.placement,
+                                       self.workdir, self.baseline["metrics"]["accuracy"])
         except KeyboardInterrupt:
             self._record_failure(trial, run_id, candidate, "interrupted", "interrupted by the user", "KILLED")
             raise
@@ -227,6 +297,8 @@ class SearchDriver:
         """The teacher's measurement, taken once per study and reused on resume."""
         stored = stored_baseline(self.study)
         hardware = hardware_identity()
+        if stored is None and self.worker:
+            raise SearchError(f"study '{self.study.study_name}' has no baseline yet; start it with slimsearch run")
         if stored is not None:
             if stored["hardware"].get("cpu") != hardware["cpu"]:
                 raise SearchError(
@@ -306,6 +378,29 @@ def front_csv(rows: list[dict[str, Any]], objectives: list[str]) -> str:
         writer.writerow([row["number"], row["summary"], *(row["values"][o] for o in objectives),
                          row["accuracy_drop"], row["test_accuracy"], row["model_mb"], row["simulated"]])
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _heartbeat(study: optuna.Study, trial: optuna.Trial, interval_s: int) -> Iterator[None]:
+    """Record the trial's heartbeat while it runs: if this process dies, other workers (or
+    the next run) see the silence, fail the trial and re-run its parameters. Optuna's own
+    heartbeat thread only runs inside ``study.optimize``, not with ask/tell."""
+    storage = study._storage  # the RDBStorage open_study configured with the heartbeat
+    trial_id = trial._trial_id  # noqa: SLF001 - no public accessor; optimize() uses the same
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(interval_s):
+            storage.record_heartbeat(trial_id)
+
+    storage.record_heartbeat(trial_id)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _cores() -> set[int]:

@@ -8,11 +8,13 @@ run keeps judging candidates against the same numbers and refuses to mix hardwar
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 import optuna
 from filelock import FileLock
+from optuna.trial import TrialState
 
 from slimsearch.search.config import SlimsearchConfig
 
@@ -27,16 +29,14 @@ class StudyMismatch(RuntimeError):
     """An existing study cannot be resumed with this config."""
 
 
-def open_study(config: SlimsearchConfig) -> optuna.Study:
+def open_study(config: SlimsearchConfig, worker: int = 0) -> optuna.Study:
     """Create the study, or load it if it exists (resume); check objectives did not change."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = config.storage_url
-    with _creation_lock(url):
-        storage = optuna.storages.RDBStorage(url)
+    storage = _storage(config.storage_url, config.search.heartbeat_s)
     name = config.search.study_name
     existing = {s.study_name: s for s in optuna.study.get_all_study_summaries(storage)}
-    # A resumed study gets a different sampler seed, so it does not replay the first run's draws.
-    seed = config.search.seed + (existing[name].n_trials if name in existing else 0)
+    # A resumed study, and each worker, gets its own sampler seed, so none replays another's draws.
+    seed = config.search.seed + (existing[name].n_trials if name in existing else 0) + 7919 * worker
     study = optuna.create_study(
         study_name=name,
         storage=storage,
@@ -71,14 +71,27 @@ def _check_or_store(study: optuna.Study, key: str, value: Any) -> None:
 def load_existing_study(storage_url: str, study_name: str) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        with _creation_lock(storage_url):
-            storage = optuna.storages.RDBStorage(storage_url)
-        return optuna.load_study(study_name=study_name, storage=storage)
+        return optuna.load_study(study_name=study_name, storage=_storage(storage_url))
     except KeyError:
         names = optuna.study.get_all_study_names(storage_url)
         raise StudyMismatch(
             f"no study named '{study_name}' in {storage_url}; existing: {', '.join(names) or 'none'}"
         ) from None
+
+
+def _storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RDBStorage:
+    """RDB storage; with ``heartbeat_s``, trials record heartbeats, and a trial whose worker
+    died (silent for 3 heartbeats) is failed and re-enqueued once with the same parameters.
+    SQLite writers wait for each other instead of failing with "database is locked"."""
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    heartbeat = {} if heartbeat_s is None else {
+        "heartbeat_interval": heartbeat_s,
+        "grace_period": 3 * heartbeat_s,
+        "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+    }
+    with _creation_lock(url), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine, **heartbeat)
 
 
 @contextlib.contextmanager
@@ -96,3 +109,17 @@ def _creation_lock(url: str) -> Iterator[None]:
 
 def stored_baseline(study: optuna.Study) -> dict[str, Any] | None:
     return study.user_attrs.get("baseline")
+
+
+def evaluated_count(study: optuna.Study) -> int:
+    """Trials that used up budget: complete, or failed by an error of the candidate itself.
+
+    Rejected candidates, interrupted trials and trials of a dead worker (failed by the
+    heartbeat, then retried) do not count.
+    """
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+    return sum(t.state == TrialState.COMPLETE or t.user_attrs.get("failure_kind") == "error" for t in trials)
+
+
+def running_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))

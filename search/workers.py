@@ -1,0 +1,63 @@
+"""Local worker processes that share the study of a ``slimsearch run --workers N``.
+
+The run's own process creates the study, the MLflow parent run and the teacher baseline
+first (two processes creating a fresh SQLite database at once crash both Optuna and
+MLflow), then starts ``N - 1`` workers: ``python -m slimsearch.search.cli worker``
+processes in their own sessions, each logging to ``<output_dir>/logs``. A stop request
+is forwarded once as SIGTERM (finish the running trial); an abort is forwarded again.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from slimsearch.search.config import SlimsearchConfig
+
+
+@dataclass
+class WorkerProcess:
+    index: int
+    process: subprocess.Popen
+    log_path: Path
+    log: IO[str]
+
+
+def spawn_workers(config: SlimsearchConfig, count: int) -> list[WorkerProcess]:
+    """Start workers 1..count on this host, each reading a copy of ``config``."""
+    if count < 1:
+        return []
+    directory = Path(config.output_dir) / "logs"
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / f"{config.search.study_name}-worker-config.yaml"
+    config_path.write_text(config.model_dump_json(indent=1))  # JSON is YAML
+    workers = []
+    for index in range(1, count + 1):
+        log_path = directory / f"{config.search.study_name}-worker-{index}.log"
+        log = log_path.open("a")
+        command = [sys.executable, "-m", "slimsearch.search.cli", "worker", str(config_path), "--index", str(index)]
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        workers.append(WorkerProcess(index, process, log_path, log))
+    return workers
+
+
+def signal_workers(workers: list[WorkerProcess]) -> None:
+    """SIGTERM each live worker: the first makes it stop after its trial, a second aborts it."""
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGTERM)
+
+
+def join_workers(workers: list[WorkerProcess]) -> list[str]:
+    """Wait for every worker; one line per worker that did not end cleanly."""
+    problems = []
+    for worker in workers:
+        code = worker.process.wait()
+        worker.log.close()
+        if code not in (0, 130):
+            problems.append(f"worker {worker.index} exited with code {code}; see {worker.log_path}")
+    return problems

@@ -1,0 +1,73 @@
+"""Several workers on one study, and a worker killed mid-trial (real processes, real stores)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import write_config
+from slimsearch.search.cli import app
+from tests.test_end_to_end import _count_trials, _run, _stores, runner
+
+
+def _evaluated(study) -> list:
+    return [t for t in study.trials
+            if t.state == TrialState.COMPLETE or t.user_attrs.get("failure_kind") == "error"]
+
+
+def test_two_local_workers_share_the_budget_exactly(tmp_path: Path, fast_config: dict,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    fast_config["search"].update(n_trials=6, study_name="pair", heartbeat_s=2)
+    config = write_config(tmp_path / "pair.yaml", **fast_config)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # worker processes import my_task from there
+    output = _run(config, "--workers", "2")
+    study, client, children, parent = _stores(Path(fast_config["output_dir"]), "pair")
+    assert len(_evaluated(study)) == 6, output
+    assert {t.user_attrs["worker"] for t in _evaluated(study)} == {0, 1}, "both workers ran trials"
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert not [r for r in children if r.info.status == "RUNNING"]
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(children) == len(finished), "one child run per trial, whichever worker ran it"
+    assert parent.info.status == "FINISHED"
+    log = Path(fast_config["output_dir"]) / "logs" / "pair-worker-1.log"
+    assert "worker done" in log.read_text()
+    status = runner.invoke(app, ["status", str(config)])
+    assert status.exit_code == 0 and "6 of 6 evaluated" in status.output, status.output
+
+
+def test_a_killed_worker_s_trial_is_failed_closed_in_mlflow_and_re_run(tmp_path: Path, fast_config: dict) -> None:
+    fast_config["search"].update(n_trials=3, study_name="killed", heartbeat_s=1, sampler="random")
+    fast_config["evaluation"]["repeats"] = 300  # trials long enough to be killed inside
+    config = write_config(tmp_path / "killed.yaml", **fast_config)
+    out = Path(fast_config["output_dir"])
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-m", "slimsearch.search.cli", "run", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and _count_trials(out, "killed", lambda t: t.state == TrialState.RUNNING
+                                                        and "candidate" in t.user_attrs and t.number > 0) < 1:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # the worker and its probe: no chance to clean up
+    process.wait()
+    study, _, _, _ = _stores(out, "killed")
+    killed = next(t for t in study.trials if t.state == TrialState.RUNNING)
+    done_before = len(_evaluated(study))
+
+    fast_config["search"]["n_trials"] = 1
+    _run(write_config(tmp_path / "resume.yaml", **fast_config))
+    study, client, children, _ = _stores(out, "killed")
+    assert study.trials[killed.number].state == TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].params == killed.params, "the killed parameters ran again"
+    assert len(_evaluated(study)) == done_before + 1
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    runs = {int(r.data.tags["trial_number"]): r for r in children}
+    assert runs[killed.number].info.status == "KILLED" and runs[killed.number].data.tags["failure_kind"] == "stale"
+    assert not [r for r in children if r.info.status == "RUNNING"]
