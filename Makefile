@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test bench clean
+.PHONY: setup browser postgres demo test bench clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,13 @@ browser:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "chromium not installed: the browser test will be skipped"
 
-test: setup browser
+# Debian's PostgreSQL server binaries for the multi-host storage test (a throwaway server on loopback).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+	  || echo "postgresql not installed: the PostgreSQL storage test will be skipped"
+
+test: setup browser postgres
 	$(VENV)/bin/python -m pytest -q tests
 
 # Benchmarks print measured tables (with run date, commit, hardware); run on an idle machine.

@@ -49,6 +49,8 @@ def start_optuna_dashboard(storage_url: str, host: str = "127.0.0.1", port: int 
     if not os.path.exists(executable):
         raise LaunchError("optuna-dashboard is not installed; pip install optuna-dashboard")
     command = [executable, storage_url, "--host", host, "--port", str(port)]
+    if storage_url.startswith("journal:///"):  # slimsearch's URL for Optuna's journal file
+        command[1:2] = [storage_url.removeprefix("journal:///"), "--storage-class", "JournalFileStorage"]
     return _start("optuna-dashboard", command, dict(os.environ), host, port, timeout_s)
 
 

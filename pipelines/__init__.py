@@ -7,11 +7,12 @@ distillation, fine-tuning); ``stages`` are the cached slow stages; ``quantize`` 
 bit-width stage; ``build`` chains them per candidate.
 """
 
-from slimsearch.pipelines.build import BuiltModel, CompressionPipeline
+from slimsearch.pipelines.build import AccuracyMonitor, BuiltModel, CompressionPipeline
 from slimsearch.pipelines.stages import TrainingRecipe
 from slimsearch.pipelines.task import BUILTIN_TASKS, Task, TaskLoadError, load_task, top1_accuracy
 
 __all__ = [
+    "AccuracyMonitor",
     "BUILTIN_TASKS",
     "BuiltModel",
     "CompressionPipeline",

@@ -11,18 +11,23 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
+from slimsearch.evaluators.accuracy import evaluate_accuracy
 from slimsearch.pipelines import stages
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.quantize import quantize
 from slimsearch.pipelines.stages import StageResult, TrainingRecipe
 from slimsearch.pipelines.task import Task
-from slimsearch.pipelines.training import Distillation
+from slimsearch.pipelines.training import Distillation, EpochHook
 from slimsearch.spaces import Candidate
+
+AccuracyMonitor = Callable[[str, float], None]
+"""Receives ``(point, validation accuracy)`` while a candidate trains — points are named
+``"distill 3/10"``, ``"finetune 1/3"`` — and may raise to stop the build early."""
 
 
 @dataclass
@@ -57,16 +62,21 @@ class CompressionPipeline:
             self._soft_targets = stages.teacher_logits(self.task, self.cache, self.teacher)
         return self._soft_targets
 
-    def build(self, candidate: Candidate) -> BuiltModel:
+    def build(self, candidate: Candidate, monitor: AccuracyMonitor | None = None) -> BuiltModel:
+        """Build ``candidate``; with ``monitor``, report validation accuracy after every
+        training epoch (and once for a stage loaded from the cache)."""
         timings: dict[str, float] = {}
         hits: dict[str, bool] = {}
-        base, distillation = self._architecture(candidate, timings, hits)
+        base, distillation = self._architecture(candidate, timings, hits, monitor)
         if candidate.prune_ratio > 0:
+            hook = self._epoch_hook("finetune", monitor)
             with _timed(timings, "prune_finetune"):
                 base = stages.pruned_and_finetuned(
-                    self.task, self.cache, self.recipe, self.seed, base, candidate.prune_ratio, distillation
+                    self.task, self.cache, self.recipe, self.seed, base, candidate.prune_ratio, distillation, hook
                 )
             hits["prune_finetune"] = base.cache_hit
+            if base.cache_hit and hook:
+                hook(self.recipe.finetune_epochs, self.recipe.finetune_epochs, base.model)
         macs, params = stages.count_macs_and_params(base.model, self.task.train[0][:1])
         with _timed(timings, "quantize"):
             quantized = quantize(base.model, candidate.bits, candidate.float_dtype, self.calibration)
@@ -82,18 +92,30 @@ class CompressionPipeline:
         )
 
     def _architecture(
-        self, candidate: Candidate, timings: dict[str, float], hits: dict[str, bool]
+        self, candidate: Candidate, timings: dict[str, float], hits: dict[str, bool], monitor: AccuracyMonitor | None
     ) -> tuple[StageResult, Distillation | None]:
         """The teacher, or the distilled student, plus the distillation used to fine-tune it."""
         choice = candidate.student
         if choice is None:
             return self.teacher, None
+        hook = self._epoch_hook("distill", monitor)
         with _timed(timings, "distill"):
             student = stages.distilled_student(
-                self.task, self.cache, self.recipe, self.seed, choice, self.teacher, self.soft_targets
+                self.task, self.cache, self.recipe, self.seed, choice, self.teacher, self.soft_targets, hook
             )
         hits["distill"] = student.cache_hit
+        if student.cache_hit and hook:
+            hook(self.recipe.distill_epochs, self.recipe.distill_epochs, student.model)
         return student, Distillation(self.soft_targets, choice.temperature, choice.alpha)
+
+    def _epoch_hook(self, stage: str, monitor: AccuracyMonitor | None) -> EpochHook | None:
+        if monitor is None:
+            return None
+
+        def report(epoch: int, epochs: int, model: nn.Module) -> None:
+            monitor(f"{stage} {epoch}/{epochs}", evaluate_accuracy(model, self.task.val, self.task.metric))
+
+        return report
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from torch import nn
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.task import Task
 from slimsearch.evaluators.accuracy import predict
-from slimsearch.pipelines.training import Distillation, train_model
+from slimsearch.pipelines.training import Distillation, EpochHook, train_model
 from slimsearch.spaces import InvalidCandidate, StudentChoice
 
 
@@ -77,6 +77,7 @@ def distilled_student(
     choice: StudentChoice,
     teacher_stage: StageResult,
     soft_targets: torch.Tensor,
+    on_epoch: EpochHook | None = None,
 ) -> StageResult:
     key = cache.key(
         "student",
@@ -101,6 +102,7 @@ def distilled_student(
             lr=recipe.lr,
             batch_size=recipe.batch_size,
             distillation=distillation,
+            on_epoch=on_epoch,
         ).state_dict(),
     )
     model.load_state_dict(state)
@@ -115,6 +117,7 @@ def pruned_and_finetuned(
     base: StageResult,
     ratio: float,
     distillation: Distillation | None,
+    on_epoch: EpochHook | None = None,
 ) -> StageResult:
     """Structured channel pruning (channels physically removed) followed by a short fine-tune."""
     model = prune_channels(copy.deepcopy(base.model), ratio, task)
@@ -137,6 +140,7 @@ def pruned_and_finetuned(
             lr=recipe.lr / 3,
             batch_size=recipe.batch_size,
             distillation=distillation,
+            on_epoch=on_epoch,
         ).state_dict(),
     )
     model.load_state_dict(state)

@@ -9,12 +9,18 @@ so ``alpha = 0`` is plain supervised training with the same budget.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from slimsearch.pipelines.task import Split
+
+
+EpochHook = Callable[[int, int, nn.Module], None]
+"""Called after each epoch with ``(epoch, epochs, model)`` (model in eval mode); raising
+stops the training (early stopping of a hopeless trial)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ def train_model(
     lr: float = 3e-3,
     batch_size: int = 64,
     distillation: Distillation | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> nn.Module:
     """Train in place with AdamW + cosine schedule; deterministic for a given seed."""
     inputs, labels = data
@@ -46,7 +53,7 @@ def train_model(
     steps_per_epoch = (len(labels) + batch_size - 1) // batch_size
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
     model.train()
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         order = torch.randperm(len(labels), generator=generator)
         for start in range(0, len(labels), batch_size):
             batch = order[start : start + batch_size]
@@ -56,6 +63,9 @@ def train_model(
             loss.backward()
             optimizer.step()
             schedule.step()
+        if on_epoch is not None:
+            on_epoch(epoch, epochs, model.eval())
+            model.train()
     return model.eval()
 
 

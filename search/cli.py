@@ -111,9 +111,11 @@ def run(
     study = load_existing_study(cfg.storage_url, cfg.search.study_name)
     console.print(_front_table(front_rows(study, list(cfg.objectives)), list(cfg.objectives), study.user_attrs.get("baseline")))
     reasons = ", ".join(f"{k} x{v}" for k, v in summary.failure_reasons.items()) or "none"
+    rules = ", ".join(f"{k} x{v}" for k, v in summary.pruned_rules.items()) or "none"
     console.print(
         f"trials {summary.first_trial}..{summary.last_trial}: {summary.completed} complete, {summary.failed} failed "
-        f"({reasons}), {summary.rejected} rejected in {summary.seconds / 60:.1f} min "
+        f"({reasons}), {summary.pruned} stopped early ({rules}), {summary.rejected} rejected "
+        f"in {summary.seconds / 60:.1f} min "
         f"({summary.trials_per_minute:.2f} trials/min); hypervolume {summary.hypervolume:.4g}"
     )
     console.print(
@@ -138,7 +140,8 @@ def worker(
     stop = threading.Event()
     with _graceful_stop(stop):
         summary = SearchDriver(cfg, console, stop, worker=index or os.getpid()).run()
-    console.print(f"worker done: {summary.completed} complete, {summary.failed} failed, {summary.rejected} rejected")
+    console.print(f"worker done: {summary.completed} complete, {summary.failed} failed, {summary.pruned} stopped early, "
+                  f"{summary.rejected} rejected")
 
 
 @app.command()

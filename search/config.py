@@ -24,6 +24,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class EarlyStoppingSettings(_Strict):
+    enabled: bool = Field(True, description="stop trials that cannot meet the accuracy constraint or reach the front")
+    min_history: int = Field(5, ge=1, description="completed trials past the same epoch before any trial is stopped there")
+    slack: float = Field(0.005, ge=0, description="added to the largest accuracy gain seen after the same epoch")
+
+
+STORAGE_SCHEMES = ("sqlite:///", "postgresql", "mysql", "journal:///")
+
+
 class SearchSettings(_Strict):
     backend: Literal["optuna"] = "optuna"
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
@@ -31,10 +40,20 @@ class SearchSettings(_Strict):
     timeout_s: float | None = Field(None, gt=0, description="stop asking for new trials after this many seconds")
     seed: int = 0
     study_name: str = Field("digits-demo", min_length=1)
-    storage: str | None = Field(None, description="Optuna storage URL; default: SQLite file in output_dir")
+    storage: str | None = Field(
+        None, description="Optuna storage URL: sqlite:///FILE, postgresql://USER@HOST/DB (many hosts) or "
+        "journal:///FILE; default: SQLite file in output_dir")
     front_every: int = Field(5, ge=1, description="log the Pareto front artifacts every N trials")
     workers: int = Field(1, ge=1, description="worker processes on this host sharing the study")
     heartbeat_s: int = Field(10, ge=1, description="a trial silent for 3 heartbeats is failed and retried once")
+    early_stopping: EarlyStoppingSettings = Field(default_factory=EarlyStoppingSettings)
+
+    @field_validator("storage")
+    @classmethod
+    def _known_storage(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(STORAGE_SCHEMES):
+            raise ValueError(f"unsupported storage URL '{url}'; use one of {', '.join(STORAGE_SCHEMES)}...")
+        return url
 
 
 class TrackingSettings(_Strict):

@@ -22,7 +22,6 @@ import hashlib
 import io
 import threading
 import time
-import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,11 +37,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from slimsearch.evaluators import hardware_identity
 from slimsearch.pipelines import CompressionPipeline, load_task
 from slimsearch.search.config import SlimsearchConfig
+from slimsearch.search.early_stopping import EarlyStopping, TrialMonitor
 from slimsearch.search.pareto import front_rows, front_trials, hypervolume, reference_point
 from slimsearch.search.review import StudyReview
+from slimsearch.search.storage import fail_stale_trials, mark_trial_owner, records_heartbeats
 from slimsearch.search.study import evaluated_count, open_study, running_count, stored_baseline
 from slimsearch.search.tracking import MlflowTracker
-from slimsearch.search.trial import make_placement, measure_candidate
+from slimsearch.search.trial import TrialOutcome, make_placement, measure_candidate, run_candidate
 from slimsearch.search.workers import WorkerProcess, join_workers, signal_workers, spawn_workers
 from slimsearch.spaces import Candidate, InvalidCandidate, rejection_reason, suggest_candidate, teacher_params
 
@@ -64,11 +65,13 @@ class RunSummary:
     evaluated: int = 0
     completed: int = 0
     failed: int = 0
+    pruned: int = 0
     rejected: int = 0
     seconds: float = 0.0
     first_trial: int | None = None
     last_trial: int | None = None
     failure_reasons: dict[str, int] = field(default_factory=dict)
+    pruned_rules: dict[str, int] = field(default_factory=dict)
     hypervolume: float = 0.0
     parent_run_id: str = ""
 
@@ -110,6 +113,9 @@ class SearchDriver:
             )
             self.baseline = self._baseline()
         self.reference = self.study.user_attrs["reference_point"]
+        stopping = cfg.search.early_stopping
+        self.early_stopping = EarlyStopping(stopping, cfg.objectives, self.constraints,
+                                            self.baseline["metrics"]["accuracy"]) if stopping.enabled else None
         self.tracker = MlflowTracker(cfg.tracking_uri, cfg.tracking.experiment, cfg.artifact_root, cfg.search.study_name,
                                      self._parent_tags())
         workers: list[WorkerProcess] = []
@@ -192,7 +198,8 @@ class SearchDriver:
                 rejected_in_a_row = 0
                 summary.evaluated += 1
                 alive = 1 + sum(w.process.poll() is None for w in workers) if self.worker == 0 else None
-                status = self._update_front(summary) + (f" · workers {alive}" if alive else "")
+                status = (f"failed {summary.failed} · stopped early {summary.pruned} · " + self._update_front(summary)
+                          + (f" · workers {alive}" if alive else ""))
                 progress.update(bar, completed=evaluated_count(self.study) - start, status=status)
                 if self.worker == 0 and summary.evaluated % self.config.search.front_every == 0:
                     self._publish_front(summary)
@@ -203,21 +210,37 @@ class SearchDriver:
         """Fail the trials of workers that stopped sending heartbeats (Optuna re-enqueues
         their parameters once) and end their MLflow runs as KILLED, never left RUNNING."""
         failed_before = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-        optuna.storages.fail_stale_trials(self.study)
+        fail_stale_trials(self.study)
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
             run_id = trial.user_attrs.get("mlflow_run_id")
             if trial.number in failed_before or not run_id:
                 continue
-            reason = "its worker stopped sending heartbeats (killed?); the parameters were re-enqueued"
+            reason = "its worker died (no heartbeat / process gone); the parameters were re-enqueued"
             tags = {"state": "FAIL", "failure_kind": "stale", "failure_reason": reason, "feasible": "false",
                     "pareto": "false"}
             self.tracker.finish_trial(run_id, {}, {}, tags, "KILLED")
             self.console.print(f"trial {trial.number:>4}  [yellow]failed[/]: {reason}")
 
     def _one_trial(self, summary: RunSummary, trial: optuna.Trial) -> str:
+        started = self._start_trial(summary, trial)
+        if started is None:
+            return "rejected"
+        run_id, candidate = started
+        try:
+            outcome = run_candidate(candidate, self.pipeline, self.config.evaluation, self.placement, self.workdir,
+                                    self.baseline["metrics"]["accuracy"], self.monitor(candidate))
+        except KeyboardInterrupt:
+            self._record_failure(trial, run_id, candidate, "interrupted", "interrupted by the user", "KILLED")
+            raise
+        return self.record_outcome(summary, trial, run_id, candidate, outcome)
+
+    def _start_trial(self, summary: RunSummary, trial: optuna.Trial) -> tuple[str, Candidate] | None:
+        """Open the trial's MLflow run and resolve its candidate; a candidate that cannot
+        exist here is recorded as rejected (``None``), without using up budget."""
         run_id = self.tracker.start_trial(trial.number)
         trial.set_user_attr("mlflow_run_id", run_id)
         trial.set_user_attr("worker", self.worker)
+        mark_trial_owner(trial)
         summary.first_trial = trial.number if summary.first_trial is None else summary.first_trial
         summary.last_trial = trial.number
         candidate: Candidate | None = None
@@ -227,29 +250,42 @@ class SearchDriver:
             trial.set_user_attr("summary", candidate.summary())
             trial.set_user_attr("simulated", candidate.simulated)
             reason = rejection_reason(candidate, self.config.evaluation.batch_size)
-            if reason:
-                raise InvalidCandidate(reason)
-            result = measure_candidate(candidate, self.pipeline, self.config.evaluation, self.placement,
-                                       self.workdir, self.baseline["metrics"]["accuracy"])
-        except KeyboardInterrupt:
-            self._record_failure(trial, run_id, candidate, "interrupted", "interrupted by the user", "KILLED")
-            raise
         except InvalidCandidate as exc:
-            self._last_reason = str(exc)
-            self._record_failure(trial, run_id, candidate, "rejected", str(exc), "FAILED")
+            reason = str(exc)
+        if not reason:
+            return run_id, candidate
+        self.record_outcome(summary, trial, run_id, candidate, TrialOutcome("rejected", reason=reason))
+        return None
+
+    def monitor(self, candidate: Candidate) -> TrialMonitor | None:
+        """The early-stopping monitor for a trial of ``candidate`` (None when disabled)."""
+        return self.early_stopping.for_trial(self.study, candidate) if self.early_stopping else None
+
+    def record_outcome(self, summary: RunSummary, trial: optuna.Trial, run_id: str, candidate: Candidate | None,
+                       outcome: TrialOutcome) -> str:
+        """Tell Optuna, then complete the MLflow run with the same facts; returns the outcome kind."""
+        if outcome.kind == "rejected":
+            self._last_reason = outcome.reason
+            self._record_failure(trial, run_id, candidate, "rejected", outcome.reason, "FAILED")
             summary.rejected += 1
-            self._print_trial(trial.number, candidate, f"[yellow]rejected[/]: {exc}")
-            return "rejected"
-        except Exception as exc:  # fail-soft: one bad candidate never aborts the study
-            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            self._record_failure(trial, run_id, candidate, "error", reason, "FAILED", traceback.format_exc())
+            self._print_trial(trial.number, candidate, f"[yellow]rejected[/]: {outcome.reason}")
+        elif outcome.kind == "failed":
+            self._record_failure(trial, run_id, candidate, "error", outcome.reason, "FAILED", outcome.trace)
             summary.failed += 1
-            summary.failure_reasons[type(exc).__name__] = summary.failure_reasons.get(type(exc).__name__, 0) + 1
-            self._print_trial(trial.number, candidate, f"[red]failed[/]: {reason}")
-            return "failed"
-        self._record_success(trial, run_id, candidate, result)
-        summary.completed += 1
-        return "complete"
+            summary.failure_reasons[outcome.rule] = summary.failure_reasons.get(outcome.rule, 0) + 1
+            self._print_trial(trial.number, candidate, f"[red]failed[/]: {outcome.reason}")
+        elif outcome.kind == "pruned":
+            assert candidate is not None
+            self._record_pruned(trial, run_id, candidate, outcome)
+            summary.pruned += 1
+            summary.pruned_rules[outcome.rule] = summary.pruned_rules.get(outcome.rule, 0) + 1
+        else:
+            assert candidate is not None and outcome.result is not None
+            if outcome.curve:
+                trial.set_user_attr("accuracy_curve", outcome.curve)  # what later trials' stopping rules learn from
+            self._record_success(trial, run_id, candidate, outcome.result)
+            summary.completed += 1
+        return outcome.kind
 
     def _record_success(self, trial: optuna.Trial, run_id: str, candidate: Candidate, result: Any) -> None:
         metrics = result.metrics
@@ -276,6 +312,18 @@ class SearchDriver:
         flag = "" if feasible else " [yellow](infeasible)[/]"
         sim = " [magenta]simulated[/]" if candidate.simulated else ""
         self._print_trial(trial.number, candidate, f"{shown}{flag}{sim}")
+
+    def _record_pruned(self, trial: optuna.Trial, run_id: str, candidate: Candidate, stop: TrialOutcome) -> None:
+        """PRUNED in Optuna, FINISHED in MLflow with the rule, the point and the accuracy curve."""
+        trial.set_user_attr("accuracy_curve", stop.curve)
+        trial.set_user_attr("pruned_rule", stop.rule)
+        trial.set_user_attr("pruned_reason", stop.reason)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        tags = {"state": "PRUNED", "pruned_rule": stop.rule, "pruned_at": stop.point, "pruned_reason": stop.reason,
+                "feasible": "false", "pareto": "false", "summary": candidate.summary()}
+        metrics = {"accuracy_at_stop": stop.curve[stop.point]}
+        self.tracker.finish_trial(run_id, candidate.flat(), metrics, tags, "FINISHED")
+        self._print_trial(trial.number, candidate, f"[cyan]stopped early[/] ({stop.rule}): {stop.reason}")
 
     def _record_failure(
         self, trial: optuna.Trial, run_id: str, candidate: Candidate | None, kind: str, reason: str, status: str,
@@ -384,8 +432,12 @@ def front_csv(rows: list[dict[str, Any]], objectives: list[str]) -> str:
 def _heartbeat(study: optuna.Study, trial: optuna.Trial, interval_s: int) -> Iterator[None]:
     """Record the trial's heartbeat while it runs: if this process dies, other workers (or
     the next run) see the silence, fail the trial and re-run its parameters. Optuna's own
-    heartbeat thread only runs inside ``study.optimize``, not with ask/tell."""
-    storage = study._storage  # the RDBStorage open_study configured with the heartbeat
+    heartbeat thread only runs inside ``study.optimize``, not with ask/tell. Storages
+    without heartbeats (the journal file) rely on the trial's recorded process id instead."""
+    storage = study._storage  # noqa: SLF001 - the storage open_study configured
+    if not records_heartbeats(storage):
+        yield
+        return
     trial_id = trial._trial_id  # noqa: SLF001 - no public accessor; optimize() uses the same
     done = threading.Event()
 

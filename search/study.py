@@ -7,16 +7,13 @@ run keeps judging candidates against the same numbers and refuses to mix hardwar
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import optuna
-from filelock import FileLock
 from optuna.trial import TrialState
 
 from slimsearch.search.config import SlimsearchConfig
+from slimsearch.search.storage import open_storage
 
 SAMPLERS = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
@@ -32,7 +29,7 @@ class StudyMismatch(RuntimeError):
 def open_study(config: SlimsearchConfig, worker: int = 0) -> optuna.Study:
     """Create the study, or load it if it exists (resume); check objectives did not change."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _storage(config.storage_url, config.search.heartbeat_s)
+    storage = open_storage(config.storage_url, config.search.heartbeat_s)
     name = config.search.study_name
     existing = {s.study_name: s for s in optuna.study.get_all_study_summaries(storage)}
     # A resumed study, and each worker, gets its own sampler seed, so none replays another's draws.
@@ -71,40 +68,13 @@ def _check_or_store(study: optuna.Study, key: str, value: Any) -> None:
 def load_existing_study(storage_url: str, study_name: str) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.load_study(study_name=study_name, storage=_storage(storage_url))
+        storage = open_storage(storage_url)
+        return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        names = optuna.study.get_all_study_names(storage_url)
+        names = optuna.study.get_all_study_names(storage)
         raise StudyMismatch(
             f"no study named '{study_name}' in {storage_url}; existing: {', '.join(names) or 'none'}"
         ) from None
-
-
-def _storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RDBStorage:
-    """RDB storage; with ``heartbeat_s``, trials record heartbeats, and a trial whose worker
-    died (silent for 3 heartbeats) is failed and re-enqueued once with the same parameters.
-    SQLite writers wait for each other instead of failing with "database is locked"."""
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    heartbeat = {} if heartbeat_s is None else {
-        "heartbeat_interval": heartbeat_s,
-        "grace_period": 3 * heartbeat_s,
-        "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-    }
-    with _creation_lock(url), warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, **heartbeat)
-
-
-@contextlib.contextmanager
-def _creation_lock(url: str) -> Iterator[None]:
-    """Two processes initialising a fresh SQLite database at once crash one of them
-    ("UNIQUE constraint failed: alembic_version"); slimsearch processes take turns."""
-    if not url.startswith("sqlite:///"):
-        yield
-        return
-    path = Path(url.removeprefix("sqlite:///"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        yield
 
 
 def stored_baseline(study: optuna.Study) -> dict[str, Any] | None:
@@ -112,13 +82,14 @@ def stored_baseline(study: optuna.Study) -> dict[str, Any] | None:
 
 
 def evaluated_count(study: optuna.Study) -> int:
-    """Trials that used up budget: complete, or failed by an error of the candidate itself.
+    """Trials that used up budget: complete, stopped early, or failed by an error of the
+    candidate itself.
 
     Rejected candidates, interrupted trials and trials of a dead worker (failed by the
     heartbeat, then retried) do not count.
     """
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-    return sum(t.state == TrialState.COMPLETE or t.user_attrs.get("failure_kind") == "error" for t in trials)
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    return sum(t.state != TrialState.FAIL or t.user_attrs.get("failure_kind") == "error" for t in trials)
 
 
 def running_count(study: optuna.Study) -> int:

@@ -1,21 +1,25 @@
 """One trial's work: build the candidate's model and measure it (no storage side effects).
 
-Returns every metric and tag the study driver records; raising is the failure path
-(``InvalidCandidate`` for candidates that cannot exist, anything else for crashes).
+:func:`run_candidate` turns everything that can happen to a trial into a picklable
+:class:`TrialOutcome` (complete, stopped early, rejected, failed) that the study driver
+records, whether the trial ran in the driver's process or in a Ray Tune actor.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from slimsearch.evaluators import LocalPlacement, Placement, RayPlacement, ServingRequest, plan_ranks, save_artifact
 from slimsearch.evaluators.serving import MB
-from slimsearch.pipelines import BuiltModel, CompressionPipeline, Task
+from slimsearch.pipelines import AccuracyMonitor, BuiltModel, CompressionPipeline, Task
 from slimsearch.search.config import EvaluationSettings
-from slimsearch.spaces import Candidate
+from slimsearch.search.early_stopping import SERVING_POINT, TrialMonitor, TrialStopped
+from slimsearch.spaces import Candidate, InvalidCandidate
 
 
 @dataclass
@@ -25,6 +29,43 @@ class TrialResult:
     hardware: dict[str, str] = field(default_factory=dict)
     artifact: Path | None = None
     """The measured TorchScript file; the caller keeps (front members) or deletes it."""
+
+
+@dataclass
+class TrialOutcome:
+    kind: Literal["complete", "pruned", "rejected", "failed"]
+    result: TrialResult | None = None
+    curve: dict[str, float] = field(default_factory=dict)
+    """Validation accuracy reported while training (and at serving), for early stopping."""
+    reason: str = ""
+    rule: str = ""
+    """The early-stopping rule that fired (pruned) or the exception type (failed)."""
+    point: str = ""
+    trace: str = ""
+
+
+def run_candidate(
+    candidate: Candidate,
+    pipeline: CompressionPipeline,
+    evaluation: EvaluationSettings,
+    placement: Placement,
+    workdir: Path,
+    teacher_accuracy: float,
+    monitor: TrialMonitor | None,
+) -> TrialOutcome:
+    """Build and measure ``candidate``; any failure of the candidate becomes an outcome
+    (fail-soft: one bad candidate never aborts the study). Ctrl-C still propagates."""
+    curve = monitor.curve if monitor is not None else {}
+    try:
+        result = measure_candidate(candidate, pipeline, evaluation, placement, workdir, teacher_accuracy, monitor)
+    except TrialStopped as exc:
+        return TrialOutcome("pruned", curve=curve, reason=str(exc), rule=exc.rule, point=exc.point)
+    except InvalidCandidate as exc:
+        return TrialOutcome("rejected", reason=str(exc))
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        return TrialOutcome("failed", reason=reason, rule=type(exc).__name__, trace=traceback.format_exc())
+    return TrialOutcome("complete", result=result, curve=curve)
 
 
 def make_placement(evaluation: EvaluationSettings) -> Placement:
@@ -45,11 +86,13 @@ def measure_candidate(
     placement: Placement,
     workdir: Path,
     teacher_accuracy: float | None,
+    monitor: AccuracyMonitor | None = None,
 ) -> TrialResult:
-    """Build ``candidate`` with ``pipeline`` and measure accuracy, latency and memory."""
+    """Build ``candidate`` with ``pipeline`` and measure accuracy, latency and memory;
+    ``monitor`` hears the validation accuracy while it trains and before serving is timed."""
     started = time.perf_counter()
-    built = pipeline.build(candidate)
-    result = measure_built(candidate, built, pipeline.task, evaluation, placement, workdir, teacher_accuracy)
+    built = pipeline.build(candidate, monitor)
+    result = measure_built(candidate, built, pipeline.task, evaluation, placement, workdir, teacher_accuracy, monitor)
     result.metrics["seconds_trial"] = time.perf_counter() - started
     return result
 
@@ -62,6 +105,7 @@ def measure_built(
     placement: Placement,
     workdir: Path,
     teacher_accuracy: float | None,
+    monitor: AccuracyMonitor | None = None,
 ) -> TrialResult:
     """Measure an already built model where ``placement`` runs evaluators: accuracy of the
     serving artifact, then latency and memory in the isolated probe."""
@@ -72,6 +116,8 @@ def measure_built(
         accuracy = placement.accuracy(artifact, task.val, task.metric)
         if math.isnan(accuracy):
             raise NonFiniteAccuracy(f"{candidate.summary()} produced non-finite outputs")
+        if monitor is not None:
+            monitor(SERVING_POINT, accuracy)
         test_accuracy = placement.accuracy(artifact, task.test, task.metric)
         plan = plan_ranks(built.serving, example, candidate.strategy, candidate.degree, artifact)
         request = ServingRequest(task.input_shape, evaluation.batch_size, candidate.threads, evaluation.protocol(),

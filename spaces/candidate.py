@@ -57,6 +57,13 @@ class Candidate:
         text = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def serving_key(self) -> str:
+        """What fixes serving latency and memory: architecture, pruning, precision and
+        deployment, but not the distillation settings, which only change weight values."""
+        student = (self.student.width, self.student.depth) if self.student else None
+        return json.dumps([student, self.prune_ratio, self.bits, self.float_dtype, self.strategy, self.degree,
+                           self.threads])
+
     def flat(self) -> dict[str, Any]:
         """Flat ``dimension.param`` view, the names used in Optuna and MLflow."""
         s = self.student

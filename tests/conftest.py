@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
 import yaml
+
+from tests.postgres_server import PostgresUnavailable, running_server
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -52,3 +56,15 @@ def fast_config(tmp_path: Path, user_task: str) -> dict:
         "training": {"teacher_epochs": 3, "distill_epochs": 2, "finetune_epochs": 1},
         "evaluation": {"batch_size": 32, "warmup": 2, "repeats": 5, "timeout_s": 120},
     }
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """Base URL of a real PostgreSQL server on loopback with databases ``optuna`` and
+    ``mlflow``; skipped where PostgreSQL is not installed, unless CI requires it."""
+    try:
+        yield from running_server(("optuna", "mlflow"))
+    except PostgresUnavailable as exc:
+        if os.environ.get("SLIMSEARCH_REQUIRE_POSTGRES"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))

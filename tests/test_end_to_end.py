@@ -30,9 +30,10 @@ def _run(config: Path, *extra: str) -> str:
     return result.output
 
 
-def _stores(out: Path, study_name: str) -> tuple[optuna.Study, MlflowClient, list, object]:
-    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{out / 'optuna.db'}")
-    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+def _stores(out: Path, study_name: str, storage: str | None = None,
+            tracking_uri: str | None = None) -> tuple[optuna.Study, MlflowClient, list, object]:
+    study = load_existing_study(storage or f"sqlite:///{out / 'optuna.db'}", study_name)
+    client = MlflowClient(tracking_uri=tracking_uri or f"sqlite:///{out / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("slimsearch")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("slimsearch.role") == "study"]
@@ -190,11 +191,12 @@ def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path: Path, fast_config:
     assert parent.info.status == "FINISHED"
 
 
-def _count_trials(out: Path, study_name: str, keep: Callable[[optuna.trial.FrozenTrial], bool]) -> int:
+def _count_trials(out: Path, study_name: str, keep: Callable[[optuna.trial.FrozenTrial], bool],
+                  storage: str | None = None) -> int:
     """Trials of a study that may not exist yet (polled while a search starts in another process,
     through the same locked storage access as slimsearch itself)."""
     try:
-        study = load_existing_study(f"sqlite:///{out / 'optuna.db'}", study_name)
+        study = load_existing_study(storage or f"sqlite:///{out / 'optuna.db'}", study_name)
     except StudyMismatch:
         return 0
     return len([t for t in study.trials if keep(t)])

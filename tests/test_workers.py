@@ -22,13 +22,29 @@ def _evaluated(study) -> list:
             if t.state == TrialState.COMPLETE or t.user_attrs.get("failure_kind") == "error"]
 
 
-def test_two_local_workers_share_the_budget_exactly(tmp_path: Path, fast_config: dict,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    fast_config["search"].update(n_trials=6, study_name="pair", heartbeat_s=2)
+def _storage_urls(kind: str, request: pytest.FixtureRequest, out: Path) -> tuple[str | None, str | None]:
+    """(Optuna storage, MLflow tracking URI) for a storage kind; None = the SQLite defaults."""
+    if kind == "postgresql":  # the multi-host set-up: both stores in one PostgreSQL server
+        base = request.getfixturevalue("postgres")
+        return base + "optuna", base + "mlflow"
+    if kind == "journal":
+        return f"journal:///{out / 'optuna-journal.log'}", None
+    return None, None
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "journal"])
+def test_two_local_workers_share_the_budget_exactly(kind: str, tmp_path: Path, fast_config: dict,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     request: pytest.FixtureRequest) -> None:
+    out = Path(fast_config["output_dir"])
+    storage, tracking_uri = _storage_urls(kind, request, out)
+    fast_config["search"].update(n_trials=6, study_name="pair", heartbeat_s=2, storage=storage)
+    fast_config["tracking"] = {"tracking_uri": tracking_uri}
     config = write_config(tmp_path / "pair.yaml", **fast_config)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # worker processes import my_task from there
     output = _run(config, "--workers", "2")
-    study, client, children, parent = _stores(Path(fast_config["output_dir"]), "pair")
+    assert "Error" not in output and "error" not in output, output
+    study, client, children, parent = _stores(out, "pair", storage, tracking_uri)
     assert len(_evaluated(study)) == 6, output
     assert {t.user_attrs["worker"] for t in _evaluated(study)} == {0, 1}, "both workers ran trials"
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -42,8 +58,11 @@ def test_two_local_workers_share_the_budget_exactly(tmp_path: Path, fast_config:
     assert status.exit_code == 0 and "6 of 6 evaluated" in status.output, status.output
 
 
-def test_a_killed_worker_s_trial_is_failed_closed_in_mlflow_and_re_run(tmp_path: Path, fast_config: dict) -> None:
-    fast_config["search"].update(n_trials=3, study_name="killed", heartbeat_s=1, sampler="random")
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])  # found by heartbeat / by its dead process id
+def test_a_killed_worker_s_trial_is_failed_closed_in_mlflow_and_re_run(kind: str, tmp_path: Path, fast_config: dict,
+                                                                       request: pytest.FixtureRequest) -> None:
+    storage, _ = _storage_urls(kind, request, Path(fast_config["output_dir"]))
+    fast_config["search"].update(n_trials=3, study_name="killed", heartbeat_s=1, sampler="random", storage=storage)
     fast_config["evaluation"]["repeats"] = 300  # trials long enough to be killed inside
     config = write_config(tmp_path / "killed.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
@@ -52,17 +71,17 @@ def test_a_killed_worker_s_trial_is_failed_closed_in_mlflow_and_re_run(tmp_path:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and _count_trials(out, "killed", lambda t: t.state == TrialState.RUNNING
-                                                        and "candidate" in t.user_attrs and t.number > 0) < 1:
+                                                        and "candidate" in t.user_attrs and t.number > 0, storage) < 1:
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)  # the worker and its probe: no chance to clean up
     process.wait()
-    study, _, _, _ = _stores(out, "killed")
+    study, _, _, _ = _stores(out, "killed", storage)
     killed = next(t for t in study.trials if t.state == TrialState.RUNNING)
     done_before = len(_evaluated(study))
 
     fast_config["search"]["n_trials"] = 1
     _run(write_config(tmp_path / "resume.yaml", **fast_config))
-    study, client, children, _ = _stores(out, "killed")
+    study, client, children, _ = _stores(out, "killed", storage)
     assert study.trials[killed.number].state == TrialState.FAIL
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1 and retries[0].params == killed.params, "the killed parameters ran again"

@@ -1,0 +1,145 @@
+"""Multi-objective early stopping: stop trials that can no longer reach the front.
+
+Optuna's pruners do not support multi-objective studies (``trial.report`` raises), so
+the search stops trials itself. While a candidate trains, the pipeline reports its
+validation accuracy after every epoch (``"distill 3/10"``, ``"finetune 1/3"``), and the
+trial reports the serving artifact's exact accuracy (``"serving"``) before latency and
+memory are measured. The *optimistic* final accuracy at a point is the reported accuracy
+plus the largest gain from that point to the final accuracy seen in the study's completed
+trials, plus a slack; until ``min_history`` completed trials passed the same point,
+nothing is stopped there (the exact serving accuracy needs no history).
+
+Two rules; the one that fired is recorded on the pruned trial:
+
+- ``accuracy-constraint``: even the optimistic accuracy misses an accuracy constraint.
+- ``dominated``: the trial's best case — optimistic accuracy with the latency/memory
+  already measured in this study for the same serving structure (distillation settings
+  change weights, not speed) — is dominated by the current front.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import optuna
+from optuna.trial import TrialState
+
+from slimsearch.search.config import EarlyStoppingSettings
+from slimsearch.search.objectives import Constraint
+from slimsearch.search.pareto import front_trials
+from slimsearch.spaces import Candidate
+
+SERVING_POINT = "serving"
+
+
+class TrialStopped(Exception):
+    """The trial cannot pay off; ``rule`` names the rule, the message the evidence."""
+
+    def __init__(self, rule: str, point: str, message: str):
+        super().__init__(rule, point, message)  # all args, so the exception pickles (Ray actors)
+        self.rule = rule
+        self.point = point
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def required_accuracy(constraints: list[Constraint], teacher_accuracy: float) -> float | None:
+    """The lowest validation accuracy every accuracy constraint allows (None: unconstrained)."""
+    bounds = [c.bound for c in constraints if c.metric == "accuracy" and c.op == ">="]
+    bounds += [teacher_accuracy - c.bound for c in constraints if c.metric == "accuracy_drop" and c.op == "<="]
+    return max(bounds) if bounds else None
+
+
+@dataclass
+class StudyHistory:
+    """What completed trials tell about a new one: accuracy gains after each reported point,
+    the best objective values per serving structure, and the front."""
+
+    gains: dict[str, list[float]] = field(default_factory=dict)
+    known: dict[str, dict[str, float]] = field(default_factory=dict)
+    front: list[list[float]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, study: optuna.Study, objectives: dict[str, str]) -> StudyHistory:
+        history = cls(front=[list(t.values) for t in front_trials(study)])
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            final = trial.user_attrs.get("metrics", {}).get("accuracy")
+            for point, accuracy in trial.user_attrs.get("accuracy_curve", {}).items():
+                if final is not None:
+                    history.gains.setdefault(point, []).append(final - accuracy)
+            if "candidate" not in trial.user_attrs:
+                continue
+            key = Candidate.from_dict(trial.user_attrs["candidate"]).serving_key()
+            best = history.known.setdefault(key, {})
+            for name, value in zip(objectives, trial.values):
+                better = max if objectives[name] == "maximize" else min
+                best[name] = better(best.get(name, value), value)
+        return history
+
+
+class EarlyStopping:
+    """The rules of one study; :meth:`for_trial` gives the monitor one trial reports to."""
+
+    def __init__(self, settings: EarlyStoppingSettings, objectives: dict[str, str], constraints: list[Constraint],
+                 teacher_accuracy: float):
+        self.settings = settings
+        self.objectives = objectives
+        self.required = required_accuracy(constraints, teacher_accuracy)
+
+    def for_trial(self, study: optuna.Study, candidate: Candidate) -> TrialMonitor:
+        return TrialMonitor(self, StudyHistory.of(study, self.objectives), candidate.serving_key())
+
+
+class TrialMonitor:
+    """Collects one trial's accuracy curve and raises :class:`TrialStopped` when a rule fires."""
+
+    def __init__(self, rules: EarlyStopping, history: StudyHistory, serving_key: str):
+        self.rules = rules
+        self.history = history
+        self.serving_key = serving_key
+        self.curve: dict[str, float] = {}
+
+    def __call__(self, point: str, accuracy: float) -> None:
+        self.curve[point] = accuracy
+        optimistic = self._optimistic(point, accuracy)
+        if optimistic is None:
+            return
+        required = self.rules.required
+        if required is not None and optimistic < required:
+            raise TrialStopped("accuracy-constraint", point, f"accuracy {accuracy:.4f} at {point} can reach at best "
+                               f"{optimistic:.4f} < {required:.4f} required by the constraints")
+        best_case = self._best_case(optimistic)
+        if best_case is not None and any(_dominates(q, best_case, self._signs) for q in self.history.front):
+            raise TrialStopped("dominated", point, f"accuracy {accuracy:.4f} at {point}: even its best case "
+                               f"{json.dumps(dict(zip(self.rules.objectives, best_case)))} is dominated by the front")
+
+    @property
+    def _signs(self) -> list[float]:
+        return [-1.0 if d == "maximize" else 1.0 for d in self.rules.objectives.values()]
+
+    def _optimistic(self, point: str, accuracy: float) -> float | None:
+        if point == SERVING_POINT:
+            return accuracy
+        gains = self.history.gains.get(point, [])
+        if len(gains) < self.rules.settings.min_history:
+            return None
+        return accuracy + max(max(gains), 0.0) + self.rules.settings.slack
+
+    def _best_case(self, optimistic_accuracy: float) -> list[float] | None:
+        """Objective values at best, or None when some objective is not known yet."""
+        known = self.history.known.get(self.serving_key, {})
+        values = []
+        for name in self.rules.objectives:
+            value = optimistic_accuracy if name == "accuracy" else known.get(name)
+            if value is None:
+                return None
+            values.append(value)
+        return values
+
+
+def _dominates(q: list[float], p: list[float], signs: list[float]) -> bool:
+    qs, ps = [s * v for s, v in zip(signs, q)], [s * v for s, v in zip(signs, p)]
+    return all(a <= b for a, b in zip(qs, ps)) and any(a < b for a, b in zip(qs, ps))

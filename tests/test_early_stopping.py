@@ -1,0 +1,93 @@
+"""Multi-objective early stopping: the rules on a small real study, and in a real search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from slimsearch.search.config import EarlyStoppingSettings
+from slimsearch.search.early_stopping import EarlyStopping, TrialStopped, required_accuracy
+from slimsearch.search.objectives import Constraint
+from slimsearch.spaces import Candidate, StudentChoice
+from tests.conftest import write_config
+from tests.test_end_to_end import _run, _stores
+
+OBJECTIVES = {"accuracy": "maximize", "latency_p50_ms": "minimize", "memory_mb": "minimize"}
+SMALL = Candidate(StudentChoice(0.5, 2, 2.0, 0.5), 0.0, 8, None, "single", 1, 1)
+OTHER_KD = Candidate(StudentChoice(0.5, 2, 4.0, 0.0), 0.0, 8, None, "single", 1, 1)  # same serving structure
+WIDER = Candidate(StudentChoice(1.0, 2, 2.0, 0.5), 0.0, 8, None, "single", 1, 1)
+
+
+def _study(completed: list[tuple[Candidate, list[float], dict[str, float]]]) -> optuna.Study:
+    study = optuna.create_study(directions=list(OBJECTIVES.values()))
+    for number, (candidate, values, curve) in enumerate(completed):
+        study.add_trial(optuna.trial.create_trial(
+            values=values, params={"x": float(number)}, distributions={"x": FloatDistribution(0, 100)},
+            user_attrs={"candidate": candidate.to_dict(), "accuracy_curve": curve, "metrics": {"accuracy": values[0]}},
+        ))
+    return study
+
+
+def _rules(min_history: int = 2, slack: float = 0.0) -> EarlyStopping:
+    constraints = [Constraint.parse("accuracy_drop <= 0.05")]
+    return EarlyStopping(EarlyStoppingSettings(min_history=min_history, slack=slack), OBJECTIVES, constraints, 0.95)
+
+
+def test_required_accuracy_is_the_tightest_accuracy_bound() -> None:
+    constraints = [Constraint.parse("accuracy_drop <= 0.05"), Constraint.parse("accuracy >= 0.92"),
+                   Constraint.parse("latency_p50_ms <= 3")]
+    assert required_accuracy(constraints, 0.95) == pytest.approx(0.92)
+    assert required_accuracy(constraints[2:], 0.95) is None
+
+
+def test_epoch_points_need_history_but_the_serving_accuracy_is_exact() -> None:
+    monitor = _rules(min_history=2).for_trial(_study([]), SMALL)
+    monitor("distill 1/2", 0.10)  # no history: nothing is stopped mid-training
+    with pytest.raises(TrialStopped) as stopped:
+        monitor("serving", 0.89)
+    assert stopped.value.rule == "accuracy-constraint" and "0.9000 required" in str(stopped.value)
+    assert monitor.curve == {"distill 1/2": 0.10, "serving": 0.89}
+
+
+def test_optimistic_accuracy_adds_the_largest_gain_seen_after_the_same_epoch() -> None:
+    history = [(WIDER, [0.95, 5.0, 10.0], {"distill 1/2": 0.80}), (WIDER, [0.93, 5.0, 10.0], {"distill 1/2": 0.88})]
+    rules = _rules(min_history=2, slack=0.01)
+    rules.for_trial(_study(history), SMALL)("distill 1/2", 0.745)  # 0.745 + 0.15 + 0.01 = 0.905 >= 0.90
+    with pytest.raises(TrialStopped, match="at best 0.8950"):
+        rules.for_trial(_study(history), SMALL)("distill 1/2", 0.735)
+    _rules(min_history=3).for_trial(_study(history), SMALL)("distill 1/2", 0.10)  # too little history
+
+
+def test_a_best_case_dominated_by_the_front_is_stopped_only_when_its_speed_is_known() -> None:
+    history = [(SMALL, [0.97, 2.0, 6.0], {})]
+    rules = _rules()
+    with pytest.raises(TrialStopped) as stopped:
+        rules.for_trial(_study(history), OTHER_KD)("serving", 0.96)  # same structure: same speed, less accurate
+    assert stopped.value.rule == "dominated"
+    rules.for_trial(_study(history), OTHER_KD)("serving", 0.98)  # more accurate: may join the front
+    rules.for_trial(_study(history), WIDER)("serving", 0.96)  # speed unknown: cannot judge
+
+
+def test_stopped_trials_are_pruned_in_both_stores_and_use_budget(tmp_path: Path, fast_config: dict) -> None:
+    fast_config["constraints"] = ["accuracy_drop <= 0"]  # only candidates as accurate as the teacher may finish
+    fast_config["search"].update(n_trials=5, study_name="stopping", sampler="random")
+    fast_config["space"]["student"]["width"] = [0.5]
+    output = _run(write_config(tmp_path / "stopping.yaml", **fast_config))
+    study, _, children, _ = _stores(Path(fast_config["output_dir"]), "stopping")
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, output
+    assert all(t.user_attrs["pruned_rule"] in ("accuracy-constraint", "dominated") for t in pruned)
+    counted = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or t.user_attrs.get("failure_kind") == "error"]
+    assert len(counted) == 5, "stopped trials use budget"
+    runs = {int(r.data.tags["trial_number"]): r for r in children}
+    for trial in pruned:
+        run = runs[trial.number]
+        assert run.info.status == "FINISHED" and run.data.tags["state"] == "PRUNED"
+        assert run.data.tags["pruned_rule"] == trial.user_attrs["pruned_rule"]
+        assert "accuracy_at_stop" in run.data.metrics
+    assert "stopped early" in output
