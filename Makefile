@@ -35,7 +35,7 @@ test: setup browser postgres
 
 # Benchmarks print measured tables (with run date, commit, hardware); run on an idle machine.
 bench: setup
-	cd benchmarks && for script in latency_noise latency_integrity parallel_strategies; do \
+	cd benchmarks && for script in latency_noise latency_integrity parallel_strategies early_stopping orchestration_overhead; do \
 	  ../$(PY) $$script.py || exit 1; done
 
 clean:

@@ -13,10 +13,13 @@ import tempfile
 from pathlib import Path
 
 import torch
+from rich.console import Console
 from torch import nn
 
 from slimsearch.evaluators import ServingMeasurement, TimingProtocol, hardware_identity, measure_serving, plan_ranks, save_artifact
 from slimsearch.pipelines import CompressionPipeline, Task, TrainingRecipe, load_task
+from slimsearch.search.config import SlimsearchConfig
+from slimsearch.search.driver import RunSummary, SearchDriver
 
 CACHE = Path(__file__).resolve().parents[1] / "slimsearch-out" / "cache"
 BATCH = 64
@@ -45,6 +48,16 @@ def serve(model: nn.Module, task: Task, strategy: str = "single", degree: int = 
         plan = plan_ranks(model, example, strategy, degree, artifact)
         return measure_serving(artifact, plan, task.input_shape, batch_size=BATCH, threads=threads,
                                protocol=protocol, timeout_s=600)
+
+
+def run_search(root: Path, name: str, **search: object) -> tuple[RunSummary, SlimsearchConfig]:
+    """The embedded digits search in ``root/name`` (own stores and stage cache), with
+    ``search.*`` overrides; returns its summary and the config it ran with."""
+    raw = SlimsearchConfig().model_dump()
+    raw["output_dir"] = str(root / name)
+    raw["search"].update(study_name=name, **search)
+    config = SlimsearchConfig.model_validate(raw)
+    return SearchDriver(config, Console(quiet=True)).run(), config
 
 
 torch.set_num_threads(2)

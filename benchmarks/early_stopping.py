@@ -16,24 +16,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from rich.console import Console
-
 from slimsearch.search.config import SlimsearchConfig
-from slimsearch.search.driver import RunSummary, SearchDriver
 from slimsearch.search.pareto import front_trials, hypervolume
 from slimsearch.search.study import load_existing_study
 
-from common import provenance
-
-
-def search(root: Path, early_stopping: bool, trials: int) -> tuple[RunSummary, SlimsearchConfig]:
-    defaults = SlimsearchConfig()
-    settings = defaults.search.model_copy(update={
-        "n_trials": trials, "study_name": f"early-stopping-{early_stopping}",
-        "early_stopping": defaults.search.early_stopping.model_copy(update={"enabled": early_stopping}),
-    })
-    config = defaults.model_copy(update={"output_dir": str(root / f"stopping-{early_stopping}"), "search": settings})
-    return SearchDriver(config, Console(quiet=True)).run(), config
+from common import provenance, run_search
 
 
 def main() -> None:
@@ -42,7 +29,8 @@ def main() -> None:
     trials = parser.parse_args().trials
     print(f"# early stopping on the digits search ({trials} trials each) -- {provenance()}")
     with tempfile.TemporaryDirectory(prefix="slimsearch-bench-") as root:
-        runs = {enabled: search(Path(root), enabled, trials) for enabled in (False, True)}
+        runs = {enabled: run_search(Path(root), f"early-stopping-{enabled}", n_trials=trials,
+                                    early_stopping={"enabled": enabled}) for enabled in (False, True)}
         reference = None
         volumes = {}
         for enabled, (summary, config) in runs.items():

@@ -20,15 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Optional, TypeVar
 
 import typer
-from rich.console import Console
 from optuna.trial import TrialState
+from pydantic import ValidationError
+from rich.console import Console
 from rich.table import Table
 
 from slimsearch.evaluators import PlacementError
 from slimsearch.pipelines import TaskLoadError
 from slimsearch.pipelines.export import ExportError
 from slimsearch.search.driver import SearchError, SearchInterrupted
-from slimsearch.search.config import ConfigError, SlimsearchConfig, load_config
+from slimsearch.search.config import ConfigError, SlimsearchConfig, format_validation_error, load_config
 from slimsearch.search.pareto import FrontRow, front_rows, front_trials, hypervolume
 from slimsearch.search.study import StudyMismatch, evaluated_count, load_existing_study
 from slimsearch.spaces import describe_space, rejection_reason, sample_candidates
@@ -98,13 +99,19 @@ def run(
     n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="evaluated trials to add (default: search.n_trials)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="stop asking for new trials after SECONDS"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="processes sharing the study (default: search.workers)"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="optuna | ray (default: search.backend)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join with --backend ray"),
 ) -> None:
     """Run (or resume) the search: every trial goes to the Optuna study and to MLflow."""
     from slimsearch.search.driver import SearchDriver
 
     cfg = load_config(config)
-    if workers is not None:
-        cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"workers": workers})})
+    overrides = {"workers": workers, "backend": backend}
+    search = {key: value for key, value in overrides.items() if value is not None}
+    if address is not None:
+        search["ray"] = {**cfg.search.ray.model_dump(), "address": address}
+    if search:
+        cfg = _with_search_settings(cfg, search)
     stop = threading.Event()
     with _graceful_stop(stop):
         summary = SearchDriver(cfg, console, stop).run(n_trials, timeout)
@@ -125,6 +132,16 @@ def run(
         "filter child runs with tags.pareto = 'true'.",
         soft_wrap=True,
     )
+
+
+def _with_search_settings(cfg: SlimsearchConfig, changes: dict[str, object]) -> SlimsearchConfig:
+    """The config with command-line overrides of ``search.*``, validated like the file."""
+    raw = cfg.model_dump()
+    raw["search"].update(changes)
+    try:
+        return SlimsearchConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"command line: {format_validation_error(exc)}") from exc
 
 
 @app.command()

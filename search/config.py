@@ -33,8 +33,13 @@ class EarlyStoppingSettings(_Strict):
 STORAGE_SCHEMES = ("sqlite:///", "postgresql", "mysql", "journal:///")
 
 
+class RaySettings(_Strict):
+    address: str | None = Field(None, description="Ray cluster to join, e.g. ray://head:10001 (None = start Ray here)")
+    cpus_per_trial: int = Field(1, ge=1, description="CPUs each Tune trial reserves (and the torch threads it uses)")
+
+
 class SearchSettings(_Strict):
-    backend: Literal["optuna"] = "optuna"
+    backend: Literal["optuna", "ray"] = Field("optuna", description="optuna: local worker processes; ray: Ray Tune")
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     n_trials: int = Field(24, ge=1, description="trials to run in this invocation (a re-run adds more)")
     timeout_s: float | None = Field(None, gt=0, description="stop asking for new trials after this many seconds")
@@ -44,9 +49,10 @@ class SearchSettings(_Strict):
         None, description="Optuna storage URL: sqlite:///FILE, postgresql://USER@HOST/DB (many hosts) or "
         "journal:///FILE; default: SQLite file in output_dir")
     front_every: int = Field(5, ge=1, description="log the Pareto front artifacts every N trials")
-    workers: int = Field(1, ge=1, description="worker processes on this host sharing the study")
+    workers: int = Field(1, ge=1, description="processes on this host sharing the study (ray: concurrent Tune trials)")
     heartbeat_s: int = Field(10, ge=1, description="a trial silent for 3 heartbeats is failed and retried once")
     early_stopping: EarlyStoppingSettings = Field(default_factory=EarlyStoppingSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
 
     @field_validator("storage")
     @classmethod

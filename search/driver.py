@@ -40,7 +40,7 @@ from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.early_stopping import EarlyStopping, TrialMonitor
 from slimsearch.search.pareto import front_rows, front_trials, hypervolume, reference_point
 from slimsearch.search.review import StudyReview
-from slimsearch.search.storage import fail_stale_trials, mark_trial_owner, records_heartbeats
+from slimsearch.search.storage import Heartbeats, fail_stale_trials, mark_trial_owner
 from slimsearch.search.study import evaluated_count, open_study, running_count, stored_baseline
 from slimsearch.search.tracking import MlflowTracker
 from slimsearch.search.trial import TrialOutcome, make_placement, measure_candidate, run_candidate
@@ -95,6 +95,8 @@ class SearchDriver:
         self.workdir = Path(config.output_dir) / "artifacts-tmp"
         # Measured models of trials that may still be on the front, until logged or dominated.
         self.staged_models = Path(config.output_dir) / "front-models" / config.search.study_name
+        self._rejected_in_a_row = 0
+        self._last_reason = ""
 
     def run(self, n_trials: int | None = None, timeout_s: float | None = None) -> RunSummary:
         """Run (or, as a worker, join) the search until the study's budget is used up."""
@@ -125,15 +127,26 @@ class SearchDriver:
                 self.study.enqueue_trial(params)
             start = evaluated_count(self.study)
             self.study.set_user_attr("budget", [start, start + n_trials])
-            workers = spawn_workers(cfg, cfg.search.workers - 1)
+            if cfg.search.backend == "optuna":  # with Ray, search.workers bounds concurrent Tune trials
+                workers = spawn_workers(cfg, cfg.search.workers - 1)
         elif "budget" not in self.study.user_attrs:
             raise SearchError(f"study '{cfg.search.study_name}' has no budget yet; start it with slimsearch run")
         summary = RunSummary(cfg.search.study_name, parent_run_id=self.tracker.parent_run_id)
+        self.heartbeats = Heartbeats(self.study, cfg.search.heartbeat_s)
+        started = time.monotonic()
         try:
-            self._loop(summary, *self.study.user_attrs["budget"], timeout_s, workers)
+            if cfg.search.backend == "ray":
+                from slimsearch.search.ray_backend import run_with_ray_tune  # Ray imports only when used
+
+                run_with_ray_tune(self, summary, self.study.user_attrs["budget"][1], timeout_s)
+            else:
+                self._loop(summary, *self.study.user_attrs["budget"], timeout_s, workers)
         except KeyboardInterrupt:
             self.stop.set()
             signal_workers(workers)  # the second signal: workers abort their trials too
+        finally:
+            self.heartbeats.close()
+            summary.seconds = time.monotonic() - started
         problems = join_workers(workers)
         for problem in problems:
             self.console.print(f"[red]{problem}[/]")
@@ -161,7 +174,6 @@ class SearchDriver:
         waits for them (one may still be rejected, or belong to a dead worker).
         """
         started = time.monotonic()
-        rejected_in_a_row = 0
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
         with Progress(*columns, console=self.console) as progress:
@@ -184,27 +196,34 @@ class SearchDriver:
                         break
                     time.sleep(self.config.search.heartbeat_s)
                     continue
-                with _heartbeat(self.study, trial, self.config.search.heartbeat_s):
+                with self.heartbeats.beating(trial):
                     outcome = self._one_trial(summary, trial)
                 summary.seconds = time.monotonic() - started
                 if outcome == "rejected":
-                    rejected_in_a_row += 1
-                    if rejected_in_a_row >= MAX_CONSECUTIVE_REJECTIONS:
-                        raise SearchError(
-                            f"{rejected_in_a_row} candidates in a row were rejected "
-                            f"(e.g. {self._last_reason}); narrow the space section of the config"
-                        )
+                    self.check_rejections()
                     continue
-                rejected_in_a_row = 0
-                summary.evaluated += 1
                 alive = 1 + sum(w.process.poll() is None for w in workers) if self.worker == 0 else None
-                status = (f"failed {summary.failed} · stopped early {summary.pruned} · " + self._update_front(summary)
-                          + (f" · workers {alive}" if alive else ""))
+                status = self.after_evaluated(summary) + (f" · workers {alive}" if alive else "")
                 progress.update(bar, completed=evaluated_count(self.study) - start, status=status)
-                if self.worker == 0 and summary.evaluated % self.config.search.front_every == 0:
-                    self._publish_front(summary)
         if self.stop.is_set():
             signal_workers(workers)
+
+    def check_rejections(self) -> None:
+        """Stop a search whose space yields nothing this host can build or serve."""
+        self._rejected_in_a_row += 1
+        if self._rejected_in_a_row >= MAX_CONSECUTIVE_REJECTIONS:
+            raise SearchError(f"{self._rejected_in_a_row} candidates in a row were rejected "
+                              f"(e.g. {self._last_reason}); narrow the space section of the config")
+
+    def after_evaluated(self, summary: RunSummary) -> str:
+        """Count an evaluated trial, refresh the front (published every ``front_every``
+        trials by the study's owner); returns the progress line."""
+        self._rejected_in_a_row = 0
+        summary.evaluated += 1
+        status = f"failed {summary.failed} · stopped early {summary.pruned} · " + self._update_front(summary)
+        if self.worker == 0 and summary.evaluated % self.config.search.front_every == 0:
+            self._publish_front(summary)
+        return status
 
     def _fail_stale_trials(self) -> None:
         """Fail the trials of workers that stopped sending heartbeats (Optuna re-enqueues
@@ -222,7 +241,7 @@ class SearchDriver:
             self.console.print(f"trial {trial.number:>4}  [yellow]failed[/]: {reason}")
 
     def _one_trial(self, summary: RunSummary, trial: optuna.Trial) -> str:
-        started = self._start_trial(summary, trial)
+        started = self.start_trial(summary, trial)
         if started is None:
             return "rejected"
         run_id, candidate = started
@@ -230,11 +249,11 @@ class SearchDriver:
             outcome = run_candidate(candidate, self.pipeline, self.config.evaluation, self.placement, self.workdir,
                                     self.baseline["metrics"]["accuracy"], self.monitor(candidate))
         except KeyboardInterrupt:
-            self._record_failure(trial, run_id, candidate, "interrupted", "interrupted by the user", "KILLED")
+            self.record_failure(trial, run_id, candidate, "interrupted", "interrupted by the user", "KILLED")
             raise
         return self.record_outcome(summary, trial, run_id, candidate, outcome)
 
-    def _start_trial(self, summary: RunSummary, trial: optuna.Trial) -> tuple[str, Candidate] | None:
+    def start_trial(self, summary: RunSummary, trial: optuna.Trial) -> tuple[str, Candidate] | None:
         """Open the trial's MLflow run and resolve its candidate; a candidate that cannot
         exist here is recorded as rejected (``None``), without using up budget."""
         run_id = self.tracker.start_trial(trial.number)
@@ -266,11 +285,11 @@ class SearchDriver:
         """Tell Optuna, then complete the MLflow run with the same facts; returns the outcome kind."""
         if outcome.kind == "rejected":
             self._last_reason = outcome.reason
-            self._record_failure(trial, run_id, candidate, "rejected", outcome.reason, "FAILED")
+            self.record_failure(trial, run_id, candidate, "rejected", outcome.reason, "FAILED")
             summary.rejected += 1
             self._print_trial(trial.number, candidate, f"[yellow]rejected[/]: {outcome.reason}")
         elif outcome.kind == "failed":
-            self._record_failure(trial, run_id, candidate, "error", outcome.reason, "FAILED", outcome.trace)
+            self.record_failure(trial, run_id, candidate, "error", outcome.reason, "FAILED", outcome.trace)
             summary.failed += 1
             summary.failure_reasons[outcome.rule] = summary.failure_reasons.get(outcome.rule, 0) + 1
             self._print_trial(trial.number, candidate, f"[red]failed[/]: {outcome.reason}")
@@ -325,7 +344,7 @@ class SearchDriver:
         self.tracker.finish_trial(run_id, candidate.flat(), metrics, tags, "FINISHED")
         self._print_trial(trial.number, candidate, f"[cyan]stopped early[/] ({stop.rule}): {stop.reason}")
 
-    def _record_failure(
+    def record_failure(
         self, trial: optuna.Trial, run_id: str, candidate: Candidate | None, kind: str, reason: str, status: str,
         trace: str | None = None,
     ) -> None:
@@ -426,33 +445,6 @@ def front_csv(rows: list[dict[str, Any]], objectives: list[str]) -> str:
         writer.writerow([row["number"], row["summary"], *(row["values"][o] for o in objectives),
                          row["accuracy_drop"], row["test_accuracy"], row["model_mb"], row["simulated"]])
     return buffer.getvalue()
-
-
-@contextlib.contextmanager
-def _heartbeat(study: optuna.Study, trial: optuna.Trial, interval_s: int) -> Iterator[None]:
-    """Record the trial's heartbeat while it runs: if this process dies, other workers (or
-    the next run) see the silence, fail the trial and re-run its parameters. Optuna's own
-    heartbeat thread only runs inside ``study.optimize``, not with ask/tell. Storages
-    without heartbeats (the journal file) rely on the trial's recorded process id instead."""
-    storage = study._storage  # noqa: SLF001 - the storage open_study configured
-    if not records_heartbeats(storage):
-        yield
-        return
-    trial_id = trial._trial_id  # noqa: SLF001 - no public accessor; optimize() uses the same
-    done = threading.Event()
-
-    def beat() -> None:
-        while not done.wait(interval_s):
-            storage.record_heartbeat(trial_id)
-
-    storage.record_heartbeat(trial_id)
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
 
 
 def _cores() -> set[int]:

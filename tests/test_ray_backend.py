@@ -1,0 +1,42 @@
+"""The Ray Tune backend on a local Ray instance: same study, same MLflow layout, constraints honoured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from slimsearch.search.objectives import Constraint
+from tests.conftest import write_config
+from tests.test_end_to_end import _run, _stores
+
+
+def test_ray_backend_completes_a_search_with_constraints_and_the_same_mlflow_layout(
+        tmp_path: Path, fast_config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # Ray's worker processes import my_task from there
+    fast_config["constraints"] = ["accuracy_drop <= 0.2", "latency_p50_ms <= 50"]
+    fast_config["search"].update(backend="ray", workers=2, n_trials=4, study_name="tune", sampler="random",
+                                 ray={"cpus_per_trial": 1})
+    output = _run(write_config(tmp_path / "tune.yaml", **fast_config))
+    study, _, children, parent = _stores(Path(fast_config["output_dir"]), "tune")
+
+    counted = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or t.user_attrs.get("failure_kind") == "error"]
+    assert len(counted) == 4, output
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert parent.info.status == "FINISHED" and parent.data.tags["backend"] == "ray"
+    runs = {int(r.data.tags["trial_number"]): r for r in children}
+    assert sorted(runs) == [t.number for t in study.trials], "one nested child run per trial"
+    assert not [r for r in children if r.info.status == "RUNNING"]
+    constraints = [Constraint.parse(text) for text in fast_config["constraints"]]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert complete, output
+    for trial in complete:
+        metrics = trial.user_attrs["metrics"]
+        assert trial.values == [metrics[name] for name in ("accuracy", "latency_p50_ms", "memory_mb")]
+        assert set(trial.constraints) == {c.name for c in constraints}, "constraints reach the Optuna study"
+        feasible = all(c.violation(metrics) <= 0 for c in constraints)
+        assert runs[trial.number].data.tags["feasible"] == str(feasible).lower()
+        assert runs[trial.number].data.metrics["latency_p50_ms"] == pytest.approx(metrics["latency_p50_ms"])
+    assert (Path(fast_config["output_dir"]) / "mlartifacts").exists()
