@@ -42,6 +42,15 @@ def _stores(out: Path, study_name: str, storage: str | None = None,
     return study, client, children, parents[0]
 
 
+def _search_process(config: Path, task_dir: Path, **popen: object) -> subprocess.Popen:
+    """``slimsearch run CONFIG`` in its own process (to be signalled or killed), importing
+    the user_task fixture's my_task.py from ``task_dir``; output captured as text by default."""
+    env = {**os.environ, "PYTHONPATH": str(task_dir)}
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    return subprocess.Popen([sys.executable, "-m", "slimsearch.search.cli", "run", str(config)],
+                            env=env, **{**streams, **popen})
+
+
 def test_search_records_agree_and_resume_continues_numbering(tmp_path: Path, fast_config: dict) -> None:
     config = write_config(tmp_path / "search.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
@@ -164,9 +173,7 @@ def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path: Path, fast_config:
     fast_config["evaluation"]["repeats"] = 200
     config = write_config(tmp_path / "sigint.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}  # where the user_task fixture wrote my_task.py
-    process = subprocess.Popen([sys.executable, "-m", "slimsearch.search.cli", "run", str(config)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process = _search_process(config, tmp_path)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and _count_trials(out, "interrupted", lambda t: t.state.is_finished()) < 2:
         time.sleep(0.5)
@@ -242,9 +249,7 @@ def test_a_second_sigint_aborts_the_running_trial_and_marks_it(tmp_path: Path, f
     fast_config["evaluation"].update(repeats=100000, timeout_s=300)  # a trial that would run for minutes
     config = write_config(tmp_path / "abort.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    process = subprocess.Popen([sys.executable, "-m", "slimsearch.search.cli", "run", str(config)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process = _search_process(config, tmp_path)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not _count_trials(out, "aborted", lambda t: t.state == TrialState.RUNNING):
         time.sleep(0.5)

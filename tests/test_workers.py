@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from optuna.trial import TrialState
 
 from tests.conftest import write_config
 from slimsearch.search.cli import app
-from tests.test_end_to_end import _count_trials, _run, _stores, runner
+from tests.test_end_to_end import _count_trials, _run, _search_process, _stores, runner
 
 
 def _evaluated(study) -> list:
@@ -66,9 +65,8 @@ def test_a_killed_worker_s_trial_is_failed_closed_in_mlflow_and_re_run(kind: str
     fast_config["evaluation"]["repeats"] = 300  # trials long enough to be killed inside
     config = write_config(tmp_path / "killed.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    process = subprocess.Popen([sys.executable, "-m", "slimsearch.search.cli", "run", str(config)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    process = _search_process(config, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=False,
+                              start_new_session=True)  # a session: the kill reaches the probe too
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and _count_trials(out, "killed", lambda t: t.state == TrialState.RUNNING
                                                         and "candidate" in t.user_attrs and t.number > 0, storage) < 1:
