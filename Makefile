@@ -33,10 +33,10 @@ postgres:
 test: setup browser postgres
 	$(VENV)/bin/python -m pytest -q tests
 
-# Benchmarks print measured tables (with run date, commit, hardware); run on an idle machine.
+# The benchmark suite (~40 min on 2 cores; run on an idle machine): prints measured tables
+# headed by run date, commit and hardware, and rewrites the README's Results section.
 bench: setup
-	cd benchmarks && for script in latency_noise latency_integrity parallel_strategies early_stopping orchestration_overhead; do \
-	  ../$(PY) $$script.py || exit 1; done
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf slimsearch-out .pytest_cache test-artifacts

@@ -2,12 +2,14 @@
 
 Benchmarks are scripts, not tests: each prints the figures it measured and the ratio it
 is judged by, headed by the run's provenance (date, commit, hardware) so a number is
-never quoted without the run that produced it.
+never quoted without the run that produced it. Verdicts are printed by :func:`goal` in
+one fixed form, which ``run_all`` collects into the README's goal table.
 """
 
 from __future__ import annotations
 
 import datetime
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -20,6 +22,8 @@ from slimsearch.evaluators import ServingMeasurement, TimingProtocol, hardware_i
 from slimsearch.pipelines import CompressionPipeline, Task, TrainingRecipe, load_task
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.driver import RunSummary, SearchDriver
+from slimsearch.search.study import open_study
+from slimsearch.spaces import SpaceSpec
 
 CACHE = Path(__file__).resolve().parents[1] / "slimsearch-out" / "cache"
 BATCH = 64
@@ -50,14 +54,42 @@ def serve(model: nn.Module, task: Task, strategy: str = "single", degree: int = 
                                protocol=protocol, timeout_s=600)
 
 
-def run_search(root: Path, name: str, **search: object) -> tuple[RunSummary, SlimsearchConfig]:
-    """The embedded digits search in ``root/name`` (own stores and stage cache), with
-    ``search.*`` overrides; returns its summary and the config it ran with."""
+def goal(name: str, measured: str, target: str, met: bool) -> None:
+    """Print one verdict line (the form ``run_all`` collects)."""
+    print(f"goal: {name} | {measured} | {target} | {'met' if met else 'NOT met'}")
+
+
+def run_search(root: Path, name: str, *, task: str = "digits", space: SpaceSpec | None = None,
+               enqueue: list[dict[str, object]] | None = None, **search: object) -> tuple[RunSummary, SlimsearchConfig]:
+    """A search of ``task`` (default space unless ``space``) in ``root/name``: own stores and
+    stage cache, holding only a copy of the trained teacher, so no run profits from another's
+    students. ``enqueue`` puts exact candidates (Optuna params) first in the study, so runs
+    can be compared on equal work; ``search.*`` overrides go in as keywords."""
     raw = SlimsearchConfig().model_dump()
     raw["output_dir"] = str(root / name)
+    raw["task"] = task
+    if space is not None:
+        raw["space"] = space.model_dump()
     raw["search"].update(study_name=name, **search)
     config = SlimsearchConfig.model_validate(raw)
+    _copy_teacher(config)
+    if enqueue:
+        study = open_study(config)
+        for params in enqueue:
+            study.enqueue_trial(params)
     return SearchDriver(config, Console(quiet=True)).run(), config
+
+
+def _copy_teacher(config: SlimsearchConfig) -> None:
+    """Train (once, in the shared bench cache) and copy the teacher and its logits: the
+    teacher is prepared before a search loop starts, so this saves time, not loop time."""
+    pipeline = CompressionPipeline(load_task(config.task, config.search.seed), CACHE, config.training.recipe(),
+                                   config.search.seed)
+    pipeline.soft_targets  # noqa: B018 -- computed into the cache
+    config.cache_dir.mkdir(parents=True, exist_ok=True)
+    for entry in CACHE.glob("teacher*.pt"):
+        if not (config.cache_dir / entry.name).exists():
+            shutil.copy2(entry, config.cache_dir / entry.name)
 
 
 torch.set_num_threads(2)

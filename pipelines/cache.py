@@ -13,13 +13,24 @@ import hashlib
 import json
 import os
 import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StageUsage:
+    """How many entries of one stage the cache holds and their size on disk."""
+
+    stage: str
+    entries: int
+    bytes: int
 
 
 class StageCache:
@@ -56,3 +67,42 @@ class StageCache:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+    def _entries(self, stage: str | None = None) -> list[Path]:
+        return sorted(p for p in self.root.glob("*.pt") if stage is None or _stage_of(p) == stage)
+
+    def usage(self) -> list[StageUsage]:
+        """Entries and bytes per stage (teacher, teacher-logits, student, pruned)."""
+        totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for entry in self._entries():
+            totals[_stage_of(entry)][0] += 1
+            totals[_stage_of(entry)][1] += entry.stat().st_size
+        return [StageUsage(stage, count, size) for stage, (count, size) in sorted(totals.items())]
+
+    def clear(self, stage: str | None = None) -> tuple[int, int, int]:
+        """Delete the entries (of ``stage``, or all); returns ``(deleted, bytes freed, skipped)``.
+
+        An entry whose lock is held is being built or loaded by a running search right now:
+        it is skipped, never pulled from under that reader.
+        """
+        deleted = freed = skipped = 0
+        for entry in self._entries(stage):
+            lock = FileLock(str(entry) + ".lock")
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                skipped += 1
+                continue
+            try:
+                size = entry.stat().st_size
+                entry.unlink()
+                deleted, freed = deleted + 1, freed + size
+            finally:
+                lock.release()
+            Path(lock.lock_file).unlink(missing_ok=True)
+        return deleted, freed, skipped
+
+
+def _stage_of(entry: Path) -> str:
+    """``student-<hash>.pt`` -> ``student`` (stage names may contain dashes, hashes do not)."""
+    return entry.stem.rsplit("-", 1)[0]

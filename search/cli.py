@@ -1,4 +1,4 @@
-"""``slimsearch`` command line: run, front, validate, space.
+"""``slimsearch`` command line: run, worker, status, front, report, select, ui, cache, validate, space.
 
 Known problems (bad config, task that fails to import, study mismatch) print one line
 ``error: ...`` naming the problem and the fix, and exit 2; Ctrl-C exits 130 after the
@@ -27,6 +27,7 @@ from rich.table import Table
 
 from slimsearch.evaluators import PlacementError
 from slimsearch.pipelines import TaskLoadError
+from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.export import ExportError
 from slimsearch.search.driver import SearchError, SearchInterrupted
 from slimsearch.search.config import ConfigError, SlimsearchConfig, format_validation_error, load_config
@@ -340,6 +341,43 @@ def ui(
     finally:
         for server in servers:
             server.stop()
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="The stage cache (trained teachers, students, pruned weights).")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+@_clean_errors
+def cache_info(config: Optional[Path] = ConfigArg) -> None:
+    """Entries and disk use of the stage cache, per stage."""
+    cfg = load_config(config)
+    table = Table(title=f"stage cache {cfg.cache_dir}")
+    for column in ("stage", "entries", "MiB"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    usage = StageCache(cfg.cache_dir).usage()
+    for row in usage:
+        table.add_row(row.stage, str(row.entries), f"{row.bytes / 2**20:.2f}")
+    table.add_row("total", str(sum(r.entries for r in usage)), f"{sum(r.bytes for r in usage) / 2**20:.2f}")
+    console.print(table)
+
+
+@cache_app.command("clear")
+@_clean_errors
+def cache_clear(
+    config: Optional[Path] = ConfigArg,
+    stage: Optional[str] = typer.Option(None, "--stage", help="only this stage (teacher, teacher-logits, student, pruned)"),
+) -> None:
+    """Delete cached stage outputs (entries in use by a running search are skipped)."""
+    cfg = load_config(config)
+    cache = StageCache(cfg.cache_dir)
+    present = [row.stage for row in cache.usage()]
+    if stage is not None and stage not in present:
+        raise typer.BadParameter(f"no entries of stage '{stage}' in {cfg.cache_dir}; present: {', '.join(present) or 'none'}",
+                                 param_hint="--stage")
+    deleted, freed, skipped = cache.clear(stage)
+    console.print(f"deleted {deleted} entries ({freed / 2**20:.2f} MiB) from {cfg.cache_dir}"
+                  + (f"; skipped {skipped} in use by a running search" if skipped else ""))
 
 
 @app.command()

@@ -20,8 +20,10 @@ from slimsearch.spaces.spec import (
 from slimsearch.spaces.sampling import (
     InvalidCandidate,
     describe_space,
+    grid_params,
     rejection_reason,
     sample_candidates,
+    sample_trials,
     suggest_candidate,
     teacher_params,
 )
@@ -38,8 +40,10 @@ __all__ = [
     "StudentSpec",
     "InvalidCandidate",
     "describe_space",
+    "grid_params",
     "rejection_reason",
     "sample_candidates",
+    "sample_trials",
     "suggest_candidate",
     "teacher_params",
 ]

@@ -112,9 +112,58 @@ def teacher_params(spec: SpaceSpec) -> dict[str, Any] | None:
 
 def sample_candidates(spec: SpaceSpec, n: int, seed: int = 0) -> list[Candidate]:
     """``n`` random candidates drawn exactly as the search would draw them (in-memory study)."""
+    return [candidate for candidate, _ in sample_trials(spec, n, seed)]
+
+
+def sample_trials(spec: SpaceSpec, n: int, seed: int = 0) -> list[tuple[Candidate, dict[str, Any]]]:
+    """Like :func:`sample_candidates`, with each candidate's Optuna params (to enqueue the
+    same candidates in several studies, e.g. to compare backends on equal work)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    return [suggest_candidate(study.ask(), spec) for _ in range(n)]
+    drawn = []
+    for _ in range(n):
+        trial = study.ask()
+        drawn.append((suggest_candidate(trial, spec), dict(trial.params)))
+    return drawn
+
+
+def grid_params(spec: SpaceSpec, cpu_count: int | None = None) -> list[dict[str, Any]]:
+    """Every candidate of the space as Optuna params: the exhaustive grid, conditional
+    parameters included only where they exist. Meant for small spaces (benchmarks)."""
+    grid: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = [{}]
+    while pending:
+        fixed = pending.pop()
+        trial = _BranchingTrial(fixed)
+        try:
+            suggest_candidate(trial, spec, cpu_count)  # type: ignore[arg-type]
+        except _Unfixed as branch:
+            pending.extend({**fixed, branch.name: choice} for choice in reversed(branch.choices))
+            continue
+        grid.append(fixed)
+    return grid
+
+
+class _Unfixed(Exception):
+    def __init__(self, name: str, choices: list[Any]):
+        self.name, self.choices = name, choices
+
+
+class _BranchingTrial:
+    """Answers the parameters already fixed and stops at the first one that is not, so
+    :func:`grid_params` learns the next conditional parameter and its choices."""
+
+    def __init__(self, fixed: dict[str, Any]):
+        self.fixed = fixed
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        if name not in self.fixed:
+            raise _Unfixed(name, list(choices))
+        return self.fixed[name]
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float) -> float:
+        count = int(round((high - low) / step)) + 1
+        return self.suggest_categorical(name, [round(low + i * step, 6) for i in range(count)])
 
 
 def describe_space(spec: SpaceSpec) -> list[tuple[str, str, str]]:

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from torch import nn
+from typer.testing import CliRunner
 
 from slimsearch.evaluators import evaluate_accuracy
 from slimsearch.pipelines import CompressionPipeline, TaskLoadError, TrainingRecipe, load_task
 from slimsearch.pipelines.cache import StageCache
+from slimsearch.search.cli import app
 from slimsearch.pipelines.digits import DigitsCNN, load_splits
 from slimsearch.evaluators.memory import state_dict_bytes
 from slimsearch.pipelines.export import ExportError, export_model
@@ -19,6 +22,7 @@ from slimsearch.pipelines.quantize import quantize
 from slimsearch.pipelines.stages import count_macs_and_params, prune_channels
 from slimsearch.pipelines.training import Distillation, train_model
 from slimsearch.spaces import Candidate, StudentChoice
+from tests.conftest import write_config
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +124,27 @@ def test_stage_cache_builds_once_and_loads_weights_only(tmp_path: Path) -> None:
     assert torch.equal(second["w"], torch.ones(3))
     assert cache.key("unit", a=2) != key
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_cache_info_and_clear_by_stage_skip_entries_in_use(tmp_path: Path) -> None:
+    cache = StageCache(tmp_path / "cache")
+    for stage, value in (("student", torch.ones(256)), ("student", torch.zeros(8)), ("pruned", torch.ones(4))):
+        cache.get_or_build(cache.key(stage, size=len(value), first=float(value[0])), lambda v=value: v)
+    config = write_config(tmp_path / "c.yaml", output_dir=str(tmp_path))
+    info = CliRunner().invoke(app, ["cache", "info", str(config)])
+    assert info.exit_code == 0 and "student" in info.output and "pruned" in info.output
+    assert [(u.stage, u.entries) for u in cache.usage()] == [("pruned", 1), ("student", 2)]
+
+    typo = CliRunner().invoke(app, ["cache", "clear", str(config), "--stage", "students"])
+    assert typo.exit_code == 2 and "present: pruned, student" in typo.output
+    in_use = FileLock(str(next((tmp_path / "cache").glob("student-*.pt"))) + ".lock")
+    with in_use:  # a running search is loading this entry
+        deleted, freed, skipped = cache.clear("student")
+    assert (deleted, skipped) == (1, 1) and freed > 0
+    assert [(u.stage, u.entries) for u in cache.usage()] == [("pruned", 1), ("student", 1)]
+    cleared = CliRunner().invoke(app, ["cache", "clear", str(config)])
+    assert cleared.exit_code == 0 and "deleted 2 entries" in cleared.output
+    assert cache.usage() == [] and not list((tmp_path / "cache").iterdir())
 
 
 def test_repeated_student_comes_from_cache(tmp_path: Path, user_task: str) -> None:

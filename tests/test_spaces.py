@@ -8,8 +8,13 @@ from pydantic import ValidationError
 
 from slimsearch.spaces import (
     Candidate,
+    ParallelSpec,
+    PruneSpec,
+    QuantizeSpec,
     SpaceSpec,
     StudentChoice,
+    StudentSpec,
+    grid_params,
     rejection_reason,
     sample_candidates,
     suggest_candidate,
@@ -109,3 +114,20 @@ def test_teacher_params_are_enqueueable_only_if_the_space_contains_the_teacher()
 def test_invalid_space_declarations_are_refused(bad: dict) -> None:
     with pytest.raises(ValidationError):
         SpaceSpec.model_validate(bad)
+
+
+def test_grid_enumerates_every_candidate_once_with_only_the_parameters_that_exist() -> None:
+    spec = SpaceSpec(
+        student=StudentSpec(width=[0.5, 1.0], depth=[2], temperature=[4.0], alpha=[0.0, 0.5]),
+        prune=PruneSpec(low=0.0, high=0.6, step=0.3),
+        quantize=QuantizeSpec(bits=[32, 16, 8]),
+        parallel=ParallelSpec(strategies=["single"], threads=[1, 2]),
+    )
+    grid = grid_params(spec)
+    # (teacher + 2 widths x 2 alphas) x 3 ratios x (32, 8, 16 x 2 dtypes) x 2 thread counts
+    assert len(grid) == 5 * 3 * 4 * 2
+    candidates = {suggest_candidate(optuna.trial.FixedTrial(p), spec) for p in grid}
+    assert len(candidates) == len(grid), "no candidate twice"
+    teacher_rows = [p for p in grid if p["student"] == "teacher"]
+    assert all("student.width" not in p for p in teacher_rows)
+    assert all(("quantize.float_dtype" in p) == (p["quantize.bits"] == 16) for p in grid)

@@ -1,0 +1,79 @@
+"""Run the benchmark suite and rewrite the README's Results section from its output.
+
+Each script's printed tables are kept in ``benchmarks/results/<script>.md`` (so one
+script can be re-run alone with ``--only`` and the README still shows the others' last
+runs, each headed by its own date, commit and hardware); ``goal:`` lines become the goal
+table at the top. Script logs (Ray, MLflow chatter) go to ``slimsearch-out/bench-logs``.
+
+    .venv/bin/python benchmarks/run_all.py [--only throughput --only compression]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+README = HERE.parent / "README.md"
+RESULTS = HERE / "results"
+LOGS = HERE.parent / "slimsearch-out" / "bench-logs"
+SCRIPTS = ("latency_noise", "latency_integrity", "parallel_strategies", "cache_reuse", "throughput",
+           "search_quality", "early_stopping", "compression")
+START, END = "<!-- results:start (written by benchmarks/run_all.py) -->", "<!-- results:end -->"
+
+
+def run(script: str) -> str:
+    """Run one script, echo its stdout live, return it as README markdown."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(LOGS / f"{script}.log", "w") as log:
+        process = subprocess.Popen([sys.executable, f"{script}.py"], cwd=HERE, stdout=subprocess.PIPE, stderr=log,
+                                   text=True)
+        lines = []
+        for line in process.stdout or []:
+            print(line, end="", flush=True)
+            lines.append(line.rstrip("\n"))
+    if process.wait():
+        raise SystemExit(f"benchmarks/{script}.py failed (exit {process.returncode}); see {LOGS / f'{script}.log'}")
+    print(f"[{script}: {time.monotonic() - started:.0f} s]", flush=True)
+    return "\n".join(f"**{line[2:]}**" if line.startswith("# ") else line for line in lines) + "\n"
+
+
+def goal_table(sections: dict[str, str]) -> str:
+    rows = ["| goal | measured | target | verdict | script |", "|---|---|---|---|---|"]
+    for script, text in sections.items():
+        for line in text.splitlines():
+            if line.startswith("goal: "):
+                rows.append(f"| {line[6:]} | {script} |")
+    return "\n".join(rows) + "\n"
+
+
+def rewrite_readme(sections: dict[str, str]) -> None:
+    body = "\n\n".join(text.strip() for text in sections.values())
+    block = f"{START}\n\n{goal_table(sections)}\n{body}\n\n{END}"
+    readme = README.read_text()
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(readme):
+        raise SystemExit(f"README.md has no results block ({START} ... {END})")
+    README.write_text(pattern.sub(lambda _: block, readme))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", action="append", choices=SCRIPTS, help="re-run only these scripts")
+    chosen = parser.parse_args().only or SCRIPTS
+    RESULTS.mkdir(exist_ok=True)
+    started = time.monotonic()
+    for script in chosen:
+        (RESULTS / f"{script}.md").write_text(run(script))
+    sections = {s: (RESULTS / f"{s}.md").read_text() for s in SCRIPTS if (RESULTS / f"{s}.md").exists()}
+    rewrite_readme(sections)
+    print(f"suite: {len(chosen)} scripts in {(time.monotonic() - started) / 60:.1f} min; README Results rewritten")
+
+
+if __name__ == "__main__":
+    main()
