@@ -24,7 +24,7 @@ from slimsearch.pipelines.digits_transformer import DigitsTransformer
 from slimsearch.pipelines.quantize import quantize
 from slimsearch.pipelines.training import train_model
 
-from common import provenance, serve, teacher
+from common import goal, provenance, serve, teacher
 
 SHAPES = [(0.25, 2), (0.5, 2), (0.5, 3), (0.75, 3), (1.0, 3), (1.0, 2)]
 
@@ -63,15 +63,16 @@ def main() -> None:
     overlaps = sum(later[0] < earlier[1] for earlier, later in zip(windows, windows[1:]))
     names = [name for name, _ in named]
     rho = spearmanr([in_search[n].latency.p50_ms for n in names], [isolated[n].latency.p50_ms for n in names]).statistic
-    print(f"# latency integrity under 2 concurrent trials, batch 64 ({provenance()})")
+    print(f"# latency integrity under 2 concurrent trials, batch 64 -- {provenance()}")
     print("| artifact | in-search p50 ms | rounds clean/total | noisy | isolated p50 ms | ratio |")
     print("|---|---|---|---|---|---|")
     for n in names:
         s, i = in_search[n], isolated[n]
         print(f"| {n} | {s.latency.p50_ms:.2f} | {s.rounds_clean}/{s.rounds_total} | {s.noisy} | "
               f"{i.latency.p50_ms:.2f} | {s.latency.p50_ms / i.latency.p50_ms:.2f} |")
-    print(f"Spearman rho over {len(names)} artifacts: {rho:.3f} (goal >= 0.95: {'met' if rho >= 0.95 else 'NOT met'}); "
-          f"overlapping timed windows: {overlaps}")
+    print(f"Overlapping timed windows: {overlaps}.")
+    goal(f"in-search vs isolated p50 under 2 concurrent trials, Spearman rho over {len(names)} artifacts",
+         f"{rho:.3f}", ">= 0.95", rho >= 0.95)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ MIB = 1024 * 1024
 
 
 def main() -> None:
-    print(f"# parallel strategies, batch 64, fp32 teacher ({provenance()})")
+    print(f"# parallel strategies, batch 64, fp32 teacher -- {provenance()}")
     print("| task | strategy | ranks x threads | p50 ms | p95 ms | vs single same cores | peak MiB per rank | weights KiB per rank | output error |")
     print("|---|---|---|---|---|---|---|---|---|")
     for task_name in ("digits", "digits-transformer"):

@@ -71,15 +71,24 @@ class CompressionPipeline:
         if candidate.prune_ratio > 0:
             hook = self._epoch_hook("finetune", monitor)
             with _timed(timings, "prune_finetune"):
+                pruning = stages.PruningChoice(candidate.prune_ratio, candidate.prune_importance,
+                                               candidate.prune_scope, candidate.prune_steps)
                 base = stages.pruned_and_finetuned(
-                    self.task, self.cache, self.recipe, self.seed, base, candidate.prune_ratio, distillation, hook
+                    self.task, self.cache, self.recipe, self.seed, base, pruning, distillation, hook
                 )
             hits["prune_finetune"] = base.cache_hit
             if base.cache_hit and hook:
-                hook(self.recipe.finetune_epochs, self.recipe.finetune_epochs, base.model)
+                epochs = self.recipe.finetune_epochs * candidate.prune_steps
+                hook(epochs, epochs, base.model)
         macs, params = stages.count_macs_and_params(base.model, self.task.train[0][:1])
+        qat, qat_hits = None, []
+        if candidate.qat:
+            qat, qat_hits = stages.qat_trainer(self.task, self.cache, self.recipe, self.seed, base, distillation,
+                                               self._epoch_hook("qat", monitor))
         with _timed(timings, "quantize"):
-            quantized = quantize(base.model, candidate.bits, candidate.float_dtype, self.calibration)
+            quantized = quantize(base.model, candidate.bits, candidate.float_dtype, self.calibration, qat)
+        if qat_hits:
+            hits["qat"] = qat_hits[0]
         return BuiltModel(
             serving=quantized.serving,
             quant_path=quantized.path,

@@ -2,8 +2,9 @@
 
 Each stage's output is a state dict (or tensor) in the :class:`StageCache`, keyed by
 everything that determines it, so a student or pruned model that appears again in the
-study is loaded instead of retrained. Pruning is re-applied on load (it is
-deterministic and takes milliseconds) so the cache stores plain tensors only.
+study is loaded instead of retrained. A pruned entry is loaded by cutting the base model
+down to the cached layer shapes, so the cache stores plain tensors only, whatever
+importance, scope or iterative schedule produced them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
@@ -109,42 +111,99 @@ def distilled_student(
     return StageResult(model.eval(), key, hit)
 
 
+@dataclass(frozen=True)
+class PruningChoice:
+    """How much to prune and how: importance, uniform or global ratio, one-shot or iterative."""
+
+    ratio: float
+    importance: str = "l1"
+    scope: str = "uniform"
+    steps: int = 1
+
+
 def pruned_and_finetuned(
     task: Task,
     cache: StageCache,
     recipe: TrainingRecipe,
     seed: int,
     base: StageResult,
-    ratio: float,
+    pruning: PruningChoice,
     distillation: Distillation | None,
     on_epoch: EpochHook | None = None,
 ) -> StageResult:
-    """Structured channel pruning (channels physically removed) followed by a short fine-tune."""
-    model = prune_channels(copy.deepcopy(base.model), ratio, task)
+    """Structured channel pruning (channels physically removed), a fine-tune after each of
+    ``pruning.steps`` increments. A cache hit prunes a copy of ``base`` to the cached
+    layer shapes (which channels go does not matter: the cached weights replace them)."""
+    model = copy.deepcopy(base.model)
     key = cache.key(
         "pruned",
         base=base.key,
-        ratio=ratio,
+        ratio=pruning.ratio,
+        importance=pruning.importance,
+        scope=pruning.scope,
+        steps=pruning.steps,
         epochs=recipe.finetune_epochs,
         lr=recipe.lr,
         seed=seed,
         distill=None if distillation is None else [distillation.temperature, distillation.alpha],
     )
-    state, hit = cache.get_or_build(
-        key,
-        lambda: train_model(
-            model,
-            task.train,
-            recipe.finetune_epochs,
-            seed=seed,
-            lr=recipe.lr / 3,
-            batch_size=recipe.batch_size,
-            distillation=distillation,
-            on_epoch=on_epoch,
-        ).state_dict(),
-    )
+
+    def build() -> dict[str, torch.Tensor]:
+        pruner = _pruner(model, pruning, task, seed)
+        for step in range(pruning.steps):
+            _prune_step(model, pruner, pruning, task)
+            train_model(
+                model,
+                task.train,
+                recipe.finetune_epochs,
+                seed=seed + step,
+                lr=recipe.lr / 3,
+                batch_size=recipe.batch_size,
+                distillation=distillation,
+                on_epoch=_offset(on_epoch, step * recipe.finetune_epochs, pruning.steps * recipe.finetune_epochs),
+            )
+        return model.state_dict()
+
+    state, hit = cache.get_or_build(key, build)
+    if hit:
+        _prune_to_shapes(model, state, task.train[0][:1])
     model.load_state_dict(state)
     return StageResult(model.eval(), key, hit)
+
+
+def qat_trainer(
+    task: Task,
+    cache: StageCache,
+    recipe: TrainingRecipe,
+    seed: int,
+    base: StageResult,
+    distillation: Distillation | None,
+    on_epoch: EpochHook | None = None,
+) -> tuple[Callable[[nn.Module], None], list[bool]]:
+    """Quantization-aware fine-tuning of a prepared model (``recipe.finetune_epochs``), cached
+    like the other training stages; the list receives whether it was a cache hit."""
+    key = cache.key("qat", base=base.key, epochs=recipe.finetune_epochs, lr=recipe.lr, seed=seed,
+                    distill=None if distillation is None else [distillation.temperature, distillation.alpha])
+    hits: list[bool] = []
+
+    def train(prepared: nn.Module) -> None:
+        state, hit = cache.get_or_build(
+            key,
+            lambda: train_model(prepared, task.train, recipe.finetune_epochs, seed=seed, lr=recipe.lr / 10,
+                                batch_size=recipe.batch_size, distillation=distillation,
+                                on_epoch=on_epoch).state_dict(),
+        )
+        prepared.load_state_dict(state)
+        hits.append(hit)
+
+    return train, hits
+
+
+def _offset(on_epoch: EpochHook | None, done: int, total: int) -> EpochHook | None:
+    """Number the epochs of every fine-tune step on one scale (``finetune 4/6``)."""
+    if on_epoch is None:
+        return None
+    return lambda epoch, _, model: on_epoch(done + epoch, total, model)
 
 
 def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
@@ -153,38 +212,80 @@ def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     return build()
 
 
-def prune_channels(model: nn.Module, ratio: float, task: Task) -> nn.Module:
-    """L1-magnitude structured pruning with torch-pruning's dependency graph.
+IMPORTANCE: dict[str, Callable[[], tp.importance.Importance]] = {
+    "l1": lambda: tp.importance.MagnitudeImportance(p=1),
+    "l2": lambda: tp.importance.MagnitudeImportance(p=2),
+    "taylor": lambda: tp.importance.TaylorImportance(),
+    "random": lambda: tp.importance.RandomImportance(),
+}
+TAYLOR_BATCH = 256
+
+
+def prune_channels(model: nn.Module, pruning: PruningChoice | float, task: Task, seed: int = 0) -> nn.Module:
+    """Prune ``model`` in place, all steps at once (no fine-tuning between them)."""
+    pruning = pruning if isinstance(pruning, PruningChoice) else PruningChoice(pruning)
+    pruner = _pruner(model, pruning, task, seed)
+    for _ in range(pruning.steps):
+        _prune_step(model, pruner, pruning, task)
+    return model
+
+
+def _pruner(model: nn.Module, pruning: PruningChoice, task: Task, seed: int) -> tp.pruner.MetaPruner:
+    """torch-pruning's dependency-graph pruner for this choice.
 
     The classifier head, any module the task protects and any the model lists in an
     ``unprunable`` attribute (names that depend on its depth, e.g. a Transformer's
-    residual-stream layers) keep their outputs. A layer that would lose all its channels
-    makes the candidate invalid.
+    residual-stream layers) keep their outputs.
     """
     model.eval()
-    example = task.train[0][:1]
     unprunable = set(task.protected_modules) | set(getattr(model, "unprunable", ()))
     protected = [
         module
         for name, module in model.named_modules()
         if name in unprunable or (isinstance(module, nn.Linear) and module.out_features == task.num_classes)
     ]
+    torch.manual_seed(seed)  # the random baseline is reproducible, so its cache entry is too
     with warnings.catch_warnings():
         # Free parameters (e.g. learned positions) are pruned along with their coupled
         # layers, which is what we want; torch-pruning warns about each of them.
         warnings.filterwarnings("ignore", message="Unwrapped parameters")
-        pruner = tp.pruner.MetaPruner(
+        return tp.pruner.MetaPruner(
             model,
-            example,
-            importance=tp.importance.MagnitudeImportance(p=1),
-            pruning_ratio=ratio,
+            task.train[0][:1],
+            importance=IMPORTANCE[pruning.importance](),
+            global_pruning=pruning.scope == "global",
+            pruning_ratio=pruning.ratio,
+            iterative_steps=pruning.steps,
             ignored_layers=protected,
         )
+
+
+def _prune_step(model: nn.Module, pruner: tp.pruner.MetaPruner, pruning: PruningChoice, task: Task) -> None:
+    """One increment of the pruning schedule; a layer left with no channels makes the
+    candidate invalid (global pruning can empty a layer a uniform ratio would not)."""
+    if pruning.importance == "taylor":  # |w * dL/dw| needs the gradient of the task loss
+        model.zero_grad()
+        inputs, labels = task.train[0][:TAYLOR_BATCH], task.train[1][:TAYLOR_BATCH]
+        F.cross_entropy(model(inputs), labels).backward()
     pruner.step()
+    model.zero_grad(set_to_none=True)
     for name, module in model.named_modules():
         if min(getattr(module, "out_channels", 1), getattr(module, "out_features", 1)) < 1:
-            raise InvalidCandidate(f"pruning ratio {ratio} leaves layer '{name}' with no channels")
-    return model
+            raise InvalidCandidate(f"pruning ratio {pruning.ratio} ({pruning.scope}) leaves layer '{name}' "
+                                   "with no channels")
+
+
+def _prune_to_shapes(model: nn.Module, state: dict[str, torch.Tensor], example: torch.Tensor) -> None:
+    """Remove output channels of ``model``'s Conv/Linear layers (and, through torch-pruning's
+    dependency graph, everything coupled to them) until they match ``state``."""
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.Conv2d, nn.Linear)) or f"{name}.weight" not in state:
+            continue
+        target, current = state[f"{name}.weight"].shape[0], module.weight.shape[0]
+        if target < current:
+            prune_out = tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
+            graph.get_pruning_group(module, prune_out, idxs=list(range(target, current))).prune()
 
 
 def count_macs_and_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:

@@ -28,6 +28,8 @@ class Candidate:
 
     ``student`` is ``None`` when the teacher architecture itself is kept.
     ``float_dtype`` is only set for 16-bit candidates; ``degree`` is 1 for ``single``.
+    The pruning method fields keep their defaults when ``prune_ratio`` is 0 (and in
+    candidates stored before they existed).
     """
 
     student: StudentChoice | None
@@ -37,6 +39,10 @@ class Candidate:
     strategy: str
     degree: int
     threads: int
+    prune_importance: str = "l1"
+    prune_scope: str = "uniform"
+    prune_steps: int = 1
+    qat: bool = False
 
     @property
     def simulated(self) -> bool:
@@ -59,10 +65,10 @@ class Candidate:
 
     def serving_key(self) -> str:
         """What fixes serving latency and memory: architecture, pruning, precision and
-        deployment, but not the distillation settings, which only change weight values."""
+        deployment, but not the distillation or QAT settings, which only change weight values."""
         student = (self.student.width, self.student.depth) if self.student else None
-        return json.dumps([student, self.prune_ratio, self.bits, self.float_dtype, self.strategy, self.degree,
-                           self.threads])
+        return json.dumps([student, self.prune_ratio, self.prune_importance, self.prune_scope, self.prune_steps,
+                           self.bits, self.float_dtype, self.strategy, self.degree, self.threads])
 
     def flat(self) -> dict[str, Any]:
         """Flat ``dimension.param`` view, the names used in Optuna and MLflow."""
@@ -74,8 +80,12 @@ class Candidate:
             "student.temperature": s.temperature if s else None,
             "student.alpha": s.alpha if s else None,
             "prune.ratio": self.prune_ratio,
+            "prune.importance": self.prune_importance if self.prune_ratio else None,
+            "prune.scope": self.prune_scope if self.prune_ratio else None,
+            "prune.steps": self.prune_steps if self.prune_ratio else None,
             "quantize.bits": self.bits,
             "quantize.float_dtype": self.float_dtype,
+            "quantize.qat": self.qat if self.bits == 8 else None,
             "parallel.strategy": self.strategy,
             "parallel.degree": self.degree,
             "parallel.threads": self.threads,
@@ -89,8 +99,11 @@ class Candidate:
         elif self.bits == 32:
             precision = "fp32"
         else:
-            precision = f"int{self.bits}" + (" (simulated)" if self.simulated else "")
+            precision = f"int{self.bits}" + (" qat" if self.qat else "") + (" (simulated)" if self.simulated else "")
+        prune = f"prune {self.prune_ratio:g}"
+        if self.prune_ratio and (self.prune_importance, self.prune_scope, self.prune_steps) != ("l1", "uniform", 1):
+            prune += f" {self.prune_importance} {self.prune_scope}" + (f" x{self.prune_steps}" if self.prune_steps > 1 else "")
         return (
-            f"{arch} | prune {self.prune_ratio:g} | {precision} | "
+            f"{arch} | {prune} | {precision} | "
             f"{self.strategy} x{self.degree} t{self.threads}"
         )

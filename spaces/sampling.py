@@ -35,12 +35,18 @@ def suggest_candidate(trial: optuna.trial.BaseTrial, spec: SpaceSpec, cpu_count:
         if prune.high > prune.low
         else prune.low
     )
+    importance, scope, steps = "l1", "uniform", 1
+    if prune_ratio > 0:
+        importance = str(trial.suggest_categorical("prune.importance", prune.importance))
+        scope = str(trial.suggest_categorical("prune.scope", prune.scope))
+        steps = int(trial.suggest_categorical("prune.steps", prune.steps))
     bits = int(trial.suggest_categorical("quantize.bits", spec.quantize.bits))
     float_dtype = (
         str(trial.suggest_categorical("quantize.float_dtype", spec.quantize.float16_dtypes))
         if bits == 16
         else None
     )
+    qat = bool(trial.suggest_categorical("quantize.qat", spec.quantize.qat)) if bits == 8 else False
     strategy = str(trial.suggest_categorical("parallel.strategy", spec.parallel.strategies))
     degree = 1 if strategy == "single" else int(trial.suggest_categorical("parallel.degree", spec.parallel.degree))
     threads_name = "parallel.threads" if strategy == "single" else "parallel.rank_threads"
@@ -48,8 +54,12 @@ def suggest_candidate(trial: optuna.trial.BaseTrial, spec: SpaceSpec, cpu_count:
     return Candidate(
         student=student,
         prune_ratio=round(float(prune_ratio), 6),
+        prune_importance=importance,
+        prune_scope=scope,
+        prune_steps=steps,
         bits=bits,
         float_dtype=float_dtype,
+        qat=qat,
         strategy=strategy,
         degree=degree,
         threads=threads,
@@ -177,8 +187,12 @@ def describe_space(spec: SpaceSpec) -> list[tuple[str, str, str]]:
         ("student.temperature", _join(s.temperature), "student = distilled"),
         ("student.alpha", _join(s.alpha), "student = distilled"),
         ("prune.ratio", f"{pr.low:g} .. {pr.high:g} step {pr.step:g}", "always"),
+        ("prune.importance", _join(pr.importance), "prune.ratio > 0"),
+        ("prune.scope", _join(pr.scope), "prune.ratio > 0"),
+        ("prune.steps", _join(pr.steps) + "  (1 = one-shot)", "prune.ratio > 0"),
         ("quantize.bits", _join(q.bits) + "  (<8 = simulated fake-quant)", "always"),
         ("quantize.float_dtype", _join(q.float16_dtypes), "quantize.bits = 16"),
+        ("quantize.qat", _join(q.qat) + "  (int8 quantization-aware fine-tuning)", "quantize.bits = 8"),
         ("parallel.strategy", _join(p.strategies), "always"),
         ("parallel.degree", _join(p.degree), "parallel.strategy != single"),
         ("parallel.threads", _join(p.threads), "parallel.strategy = single"),

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 STRATEGIES = ("single", "data_parallel", "tensor_parallel", "pipeline_parallel")
+PRUNE_IMPORTANCE = ("l1", "l2", "taylor", "random")
 FLOAT16_DTYPES = ("float16", "bfloat16")
 SUPPORTED_BITS = (32, 16, 8, 6, 4, 3, 2)
 
@@ -22,11 +23,27 @@ class _Strict(BaseModel):
 
 
 class PruneSpec(_Strict):
-    """Structured channel pruning ratio range (0 = no pruning)."""
+    """Structured channel pruning: ratio range (0 = no pruning) and, for ratios above 0,
+    how channels are chosen. ``importance``: weight magnitude (``l1``, ``l2``), first-order
+    ``taylor`` (|weight x gradient| on a training batch) or ``random`` (the baseline the
+    others must beat). ``scope``: ``uniform`` (every layer loses ``ratio`` of its
+    channels) or ``global`` (the least important channels of the whole model go, so
+    layers lose different shares). ``steps``: 1 = one-shot; k = prune in k increments
+    with a fine-tune after each (k times the fine-tune cost)."""
 
     low: float = Field(0.0, ge=0.0, le=0.9)
     high: float = Field(0.7, ge=0.0, le=0.9)
     step: float = Field(0.1, gt=0.0, le=0.9)
+    importance: list[Literal["l1", "l2", "taylor", "random"]] = Field(default_factory=lambda: ["l1"], min_length=1)
+    scope: list[Literal["uniform", "global"]] = Field(default_factory=lambda: ["uniform"], min_length=1)
+    steps: list[int] = Field(default_factory=lambda: [1], min_length=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _positive_steps(cls, steps: list[int]) -> list[int]:
+        if any(not 1 <= k <= 5 for k in steps):
+            raise ValueError("pruning steps must be in 1..5 (1 = one-shot)")
+        return steps
 
     @model_validator(mode="after")
     def _ordered(self) -> PruneSpec:
@@ -41,6 +58,10 @@ class QuantizeSpec(_Strict):
     bits: list[int] = Field(default_factory=lambda: [32, 16, 8, 4])
     float16_dtypes: list[Literal["float16", "bfloat16"]] = Field(
         default_factory=lambda: ["float16", "bfloat16"]
+    )
+    qat: list[bool] = Field(
+        default_factory=lambda: [False], min_length=1,
+        description="int8 with quantization-aware fine-tuning (conv models); [false, true] lets the search choose",
     )
 
     @field_validator("bits")

@@ -39,7 +39,7 @@ def test_conditional_parameters_appear_only_when_they_matter() -> None:
     spec = SpaceSpec()
     trial = _trial_with({"student": "distilled", "student.width": 0.5, "student.depth": 2,
                          "student.temperature": 4.0, "student.alpha": 0.5, "prune.ratio": 0.3,
-                         "quantize.bits": 16, "quantize.float_dtype": "bfloat16",
+                         "prune.importance": "l1", "prune.scope": "uniform", "prune.steps": 1, "quantize.bits": 16, "quantize.float_dtype": "bfloat16",
                          "parallel.strategy": "data_parallel", "parallel.degree": 2, "parallel.rank_threads": 1})
     candidate = suggest_candidate(trial, spec, cpu_count=2)
     assert candidate.student == StudentChoice(0.5, 2, 4.0, 0.5)
