@@ -40,7 +40,7 @@ REDUCED_SPACE = SpaceSpec(
     student=StudentSpec(width=[0.25, 0.5, 1.0], depth=[2, 3], temperature=[4.0], alpha=[0.5]),
     prune=PruneSpec(low=0.0, high=0.6, step=0.3),
     quantize=QuantizeSpec(bits=[32, 8, 4]),
-    parallel=ParallelSpec(strategies=["single"], threads=[1, 2]),
+    parallel=ParallelSpec(strategies=["single"], threads=[1, 2], runtimes=["torch"]),
 )
 CHECKPOINTS = (20, 40, 80)
 GRID_ROOT = Path(__file__).resolve().parents[1] / "slimsearch-out"

@@ -14,13 +14,13 @@ rank 0, so every communication a deployment would pay is inside the step.
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from slimsearch.evaluators.onnx_runtime import load_artifact
 from slimsearch.evaluators.rank_plans import tensor_parallel_plans
 
 if TYPE_CHECKING:
@@ -30,12 +30,10 @@ Step = Callable[[], "torch.Tensor | None"]
 
 
 def load_rank_model(job: ServingJob, rank: int) -> nn.Module:
-    """The module rank ``rank`` serves: its TorchScript file, or the eager model sharded."""
+    """The module rank ``rank`` serves: its TorchScript (or ONNX) file, or the eager model sharded."""
     path = job.rank_files[rank]
     if job.strategy != "tensor_parallel":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated but still loads fine
-            return torch.jit.load(path).eval()
+        return load_artifact(path, job.threads)
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 

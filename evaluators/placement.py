@@ -20,6 +20,7 @@ from typing import Callable, Protocol
 import torch
 
 from slimsearch.evaluators.accuracy import evaluate_accuracy
+from slimsearch.evaluators.onnx_runtime import load_artifact
 from slimsearch.evaluators.rank_plans import RankPlan
 from slimsearch.evaluators.serving import ServingMeasurement, TimingProtocol, measure_serving
 
@@ -56,7 +57,7 @@ class LocalPlacement:
                                threads=request.threads, protocol=request.protocol, timeout_s=request.timeout_s)
 
     def accuracy(self, artifact: Path, split: Split, metric: Metric) -> float:
-        return evaluate_accuracy(torch.jit.load(str(artifact)).eval(), split, metric)
+        return evaluate_accuracy(load_artifact(artifact), split, metric)
 
 
 class RayPlacement:
@@ -90,7 +91,7 @@ class RayPlacement:
     def accuracy(self, artifact: Path, split: Split, metric: Metric) -> float:
         import ray
 
-        return float(ray.get(self._accuracy.remote(artifact.read_bytes(), split, metric)))
+        return float(ray.get(self._accuracy.remote(artifact.read_bytes(), artifact.suffix, split, metric)))
 
 
 def _measure_on_node(files: dict[str, bytes], artifact_name: str, plan: RankPlan, request: ServingRequest) -> ServingMeasurement:
@@ -106,8 +107,8 @@ def _measure_on_node(files: dict[str, bytes], artifact_name: str, plan: RankPlan
     return dataclasses.replace(measurement, hardware=hardware)
 
 
-def _accuracy_on_node(artifact: bytes, split: Split, metric: Metric) -> float:
-    with tempfile.NamedTemporaryFile(suffix=".pt") as file:
+def _accuracy_on_node(artifact: bytes, suffix: str, split: Split, metric: Metric) -> float:
+    with tempfile.NamedTemporaryFile(suffix=suffix) as file:
         file.write(artifact)
         file.flush()
         return LocalPlacement().accuracy(Path(file.name), split, metric)

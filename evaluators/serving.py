@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from slimsearch.evaluators.latency import LatencyStats
+from slimsearch.evaluators.onnx_runtime import OnnxModule
 from slimsearch.evaluators.rank_plans import RankPlan
 from slimsearch.evaluators.serving_probe import ServingJob, job_dict
 
@@ -80,7 +81,10 @@ class ServingMeasurement:
 
 
 def save_artifact(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
-    """Trace ``model`` on ``example`` and save it as TorchScript at ``path``."""
+    """Trace ``model`` on ``example`` and save it as TorchScript at ``path``; an onnxruntime
+    model is written as its ONNX file instead (``path`` with suffix ``.onnx``, returned)."""
+    if isinstance(model, OnnxModule):
+        return model.save(path.with_suffix(".onnx"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit deprecation + tracer warnings on quantized graphs
         with torch.inference_mode(False), torch.no_grad():

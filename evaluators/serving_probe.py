@@ -18,7 +18,6 @@ import socket
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +29,7 @@ import torch.multiprocessing as mp
 from slimsearch.evaluators.cpu_load import outside_load, snapshot
 from slimsearch.evaluators.isolation import hardware_identity, timing_lock
 from slimsearch.evaluators.latency import time_calls
+from slimsearch.evaluators.onnx_runtime import load_artifact
 from slimsearch.evaluators.memory import current_rss_bytes, file_rss_bytes, peak_rss_bytes, reset_peak_rss
 from slimsearch.evaluators.parallel_steps import load_rank_model, local_weight_bytes, make_step
 
@@ -116,9 +116,7 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
 
 def _error_against_reference(job: ServingJob, batch: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
     """Largest difference from the single-process artifact, absolute and relative to its largest logit."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        reference = torch.jit.load(job.artifact).eval()(batch).float()
+    reference = load_artifact(job.artifact, job.threads)(batch).float()
     absolute = float((output.float() - reference).abs().max())
     return {"absolute": absolute, "relative": absolute / max(float(reference.abs().max()), 1e-12)}
 

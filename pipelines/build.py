@@ -1,4 +1,5 @@
-"""Candidate -> compressed, ready-to-serve model: distil -> prune -> fine-tune -> quantize.
+"""Candidate -> compressed, ready-to-serve model: distil -> prune -> fine-tune -> quantize
+(torch, or onnxruntime's export + int8 for candidates deployed on onnxruntime).
 
 :class:`CompressionPipeline` is created once per study process (it holds the task, the
 teacher and its cached logits) and builds one :class:`BuiltModel` per candidate, with
@@ -17,9 +18,12 @@ import torch
 from torch import nn
 
 from slimsearch.evaluators.accuracy import evaluate_accuracy
+from slimsearch.evaluators.memory import state_dict_bytes
+from slimsearch.evaluators.onnx_runtime import OnnxModule
 from slimsearch.pipelines import stages
 from slimsearch.pipelines.cache import StageCache
-from slimsearch.pipelines.quantize import quantize
+from slimsearch.pipelines.ort_quantize import onnxruntime_bytes, onnxruntime_path
+from slimsearch.pipelines.quantize import QuantizedModel, quantize
 from slimsearch.pipelines.stages import StageResult, TrainingRecipe
 from slimsearch.pipelines.task import Task
 from slimsearch.pipelines.training import Distillation, EpochHook
@@ -86,7 +90,10 @@ class CompressionPipeline:
             qat, qat_hits = stages.qat_trainer(self.task, self.cache, self.recipe, self.seed, base, distillation,
                                                self._epoch_hook("qat", monitor))
         with _timed(timings, "quantize"):
-            quantized = quantize(base.model, candidate.bits, candidate.float_dtype, self.calibration, qat)
+            if candidate.runtime == "onnxruntime":
+                quantized = self._onnxruntime(base, candidate.bits, hits)
+            else:
+                quantized = quantize(base.model, candidate.bits, candidate.float_dtype, self.calibration, qat)
         if qat_hits:
             hits["qat"] = qat_hits[0]
         return BuiltModel(
@@ -99,6 +106,17 @@ class CompressionPipeline:
             stage_seconds=timings,
             cache_hits=hits,
         )
+
+    def _onnxruntime(self, base: StageResult, bits: int, hits: dict[str, bool]) -> QuantizedModel:
+        """The onnxruntime model, exported (and quantized) once per base model and bit width:
+        the dynamo exporter takes seconds, so it is a cached stage like training."""
+        key = self.cache.key("onnx", base=base.key, bits=bits, calibration=len(self.calibration))
+        data, hits["onnx"] = self.cache.get_or_build(
+            key,
+            lambda: torch.frombuffer(bytearray(onnxruntime_bytes(base.model, bits, self.calibration)), dtype=torch.uint8),
+        )
+        serving = OnnxModule(data.numpy().tobytes())
+        return QuantizedModel(serving, onnxruntime_path(base.model, bits), state_dict_bytes(serving), simulated=False)
 
     def _architecture(
         self, candidate: Candidate, timings: dict[str, float], hits: dict[str, bool], monitor: AccuracyMonitor | None

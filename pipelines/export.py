@@ -2,21 +2,24 @@
 
 Formats: ``torchscript`` (works for every candidate, int8 FX graphs included),
 ``torch_export`` (``torch.export`` program; int8 FX graphs are not exportable this way),
-and ``onnx`` (dynamo exporter, verified with onnxruntime; float models only).
+and ``onnx`` (dynamo exporter, verified with onnxruntime; float models only, or the
+candidate's own ONNX file when it is deployed on onnxruntime).
 Every export is loaded back and its outputs compared with the in-memory model on the
 same batch; a mismatch beyond the tolerance is an error, not a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
+
+from slimsearch.evaluators.onnx_runtime import OnnxModule
 
 FORMATS = ("torchscript", "torch_export", "onnx")
 SUFFIX = {"torchscript": ".ts.pt", "torch_export": ".pt2", "onnx": ".onnx"}
@@ -34,6 +37,9 @@ def export_model(model: nn.Module, example: torch.Tensor, fmt: str, stem: Path) 
     """Write ``model`` in ``fmt`` next to ``stem`` and verify it; return the file path."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format '{fmt}'; choose from {', '.join(FORMATS)}")
+    if isinstance(model, OnnxModule) and fmt != "onnx":
+        raise ExportError(f"this candidate is deployed on onnxruntime, so its artifact is ONNX, not {fmt}; "
+                          "export it with --format onnx")
     path = stem.with_suffix(SUFFIX[fmt])
     model = model.eval()
     with torch.no_grad():
@@ -69,14 +75,19 @@ def _torch_export(model: nn.Module, example: torch.Tensor, path: Path) -> Callab
     return lambda x: loaded(x)
 
 
-def _onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-    import onnxruntime
+def write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    """ONNX via the dynamo exporter, batch dimension dynamic, one self-contained file."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporter chatter
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
+        torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: "batch"},), verbose=False,
+                          external_data=False)
+    return path
 
-    torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: "batch"},), verbose=False,
-                      external_data=False)  # one self-contained file
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: torch.from_numpy(np.asarray(session.run(None, {name: x.numpy()})[0]))
+
+def _onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    written = model.save(path) if isinstance(model, OnnxModule) else write_onnx(model, example, path)
+    return OnnxModule.load(written)
 
 
 _WRITERS = {"torchscript": _torchscript, "torch_export": _torch_export, "onnx": _onnx}

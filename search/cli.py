@@ -263,8 +263,13 @@ def select(
     console.print(f"chosen: trial {chosen.number} ({chosen.user_attrs['summary']}), preference {prefer}; "
                   "rebuilding and re-measuring in isolation...")
     directory = output or Path(review.config.get("output_dir", ".")) / f"deploy-{study_name}"
-    if register and "torchscript" not in formats:
-        formats = [*formats, "torchscript"]  # the registered pyfunc serves the TorchScript export
+    # The registered pyfunc serves what the trial measured: ONNX for onnxruntime candidates, else TorchScript.
+    served = "onnx" if chosen.user_attrs["candidate"].get("runtime") == "onnxruntime" else "torchscript"
+    if served == "onnx" and "torchscript" in formats:
+        console.print(f"trial {chosen.number} is deployed on onnxruntime: exporting its ONNX model, not TorchScript")
+        formats = [f for f in formats if f != "torchscript"]
+    if register and served not in formats:
+        formats = [*formats, served]
     try:
         deployment = build_deployment(review, chosen, limits, formats, directory)
     except SelectionRefused as exc:
@@ -286,7 +291,7 @@ def select(
             chosen.number,
             model_name or f"slimsearch-{study_name}",
             alias,
-            deployment.files["torchscript"],
+            deployment.files[served],
             [deployment.spec_path, *deployment.files.values()],
             deployment.spec["serving"]["input_shape"],
             {k: f"{m[k]:.6g}" for k in ("accuracy", "latency_p50_ms", "latency_p95_ms", "memory_mb", "model_mb")},

@@ -16,7 +16,6 @@ KILLED, and its parameters re-run once (Optuna's ``RetryHeartbeatStaleTrialCallb
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
@@ -25,7 +24,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import optuna
 import torch

@@ -1,7 +1,8 @@
 """Registering a chosen model in the MLflow Model Registry.
 
-The model is logged as an MLflow pyfunc that wraps the verified TorchScript export (the
-one format every candidate supports, int8 included), inside a ``deploy-trial-N`` run
+The model is logged as an MLflow pyfunc that wraps the verified served artifact — the
+TorchScript export (the one torch format every candidate supports, int8 included), or
+the ONNX file of a candidate deployed on onnxruntime — inside a ``deploy-trial-N`` run
 nested under the study's parent run, with the deployment spec beside it. The version gets
 an alias (``champion`` by default) and the measured objectives as tags, so
 ``mlflow.pyfunc.load_model("models:/NAME@champion")`` serves it.
@@ -18,17 +19,19 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
+from slimsearch.evaluators.onnx_runtime import load_artifact
 from slimsearch.search.tracking import ROLE_TAG, find_parent_run
 
 
-class TorchScriptClassifier(mlflow.pyfunc.PythonModel):
-    """pyfunc: float32 rows (flattened or shaped) -> logits, via the TorchScript artifact."""
+class ServedClassifier(mlflow.pyfunc.PythonModel):
+    """pyfunc: float32 rows (flattened or shaped) -> logits, via the served artifact
+    (TorchScript, or ONNX on onnxruntime for candidates deployed there)."""
 
     def __init__(self, input_shape: list[int]):
         self.input_shape = tuple(input_shape)
 
     def load_context(self, context: Any) -> None:
-        self.model = torch.jit.load(context.artifacts["torchscript"]).eval()
+        self.model = load_artifact(context.artifacts["model"])
 
     def predict(self, context: Any, model_input: Any, params: dict | None = None) -> np.ndarray:
         batch = torch.as_tensor(np.asarray(model_input, dtype=np.float32)).reshape(-1, *self.input_shape)
@@ -51,7 +54,7 @@ def register_model(
     trial_number: int,
     model_name: str,
     alias: str,
-    torchscript: Path,
+    served: Path,
     extra_files: list[Path],
     input_shape: list[int],
     version_tags: dict[str, str],
@@ -69,8 +72,8 @@ def register_model(
             mlflow.log_artifact(str(path), artifact_path="deployment")
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=TorchScriptClassifier(input_shape),
-            artifacts={"torchscript": str(torchscript)},
+            python_model=ServedClassifier(input_shape),
+            artifacts={"model": str(served)},
             registered_model_name=model_name,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"],
         )

@@ -43,6 +43,7 @@ class Candidate:
     prune_scope: str = "uniform"
     prune_steps: int = 1
     qat: bool = False
+    runtime: str = "torch"
 
     @property
     def simulated(self) -> bool:
@@ -68,7 +69,7 @@ class Candidate:
         deployment, but not the distillation or QAT settings, which only change weight values."""
         student = (self.student.width, self.student.depth) if self.student else None
         return json.dumps([student, self.prune_ratio, self.prune_importance, self.prune_scope, self.prune_steps,
-                           self.bits, self.float_dtype, self.strategy, self.degree, self.threads])
+                           self.bits, self.float_dtype, self.strategy, self.degree, self.threads, self.runtime])
 
     def flat(self) -> dict[str, Any]:
         """Flat ``dimension.param`` view, the names used in Optuna and MLflow."""
@@ -89,6 +90,7 @@ class Candidate:
             "parallel.strategy": self.strategy,
             "parallel.degree": self.degree,
             "parallel.threads": self.threads,
+            "parallel.runtime": self.runtime,
         }
 
     def summary(self) -> str:
@@ -105,5 +107,5 @@ class Candidate:
             prune += f" {self.prune_importance} {self.prune_scope}" + (f" x{self.prune_steps}" if self.prune_steps > 1 else "")
         return (
             f"{arch} | {prune} | {precision} | "
-            f"{self.strategy} x{self.degree} t{self.threads}"
+            f"{self.strategy} x{self.degree} t{self.threads}" + (f" | {self.runtime}" if self.runtime != "torch" else "")
         )

@@ -37,20 +37,23 @@ def suggest_candidate(trial: optuna.trial.BaseTrial, spec: SpaceSpec, cpu_count:
     )
     importance, scope, steps = "l1", "uniform", 1
     if prune_ratio > 0:
-        importance = str(trial.suggest_categorical("prune.importance", prune.importance))
-        scope = str(trial.suggest_categorical("prune.scope", prune.scope))
-        steps = int(trial.suggest_categorical("prune.steps", prune.steps))
+        importance = str(_choose(trial, "prune.importance", prune.importance))
+        scope = str(_choose(trial, "prune.scope", prune.scope))
+        steps = int(_choose(trial, "prune.steps", prune.steps))
     bits = int(trial.suggest_categorical("quantize.bits", spec.quantize.bits))
     float_dtype = (
         str(trial.suggest_categorical("quantize.float_dtype", spec.quantize.float16_dtypes))
         if bits == 16
         else None
     )
-    qat = bool(trial.suggest_categorical("quantize.qat", spec.quantize.qat)) if bits == 8 else False
+    qat = bool(_choose(trial, "quantize.qat", spec.quantize.qat)) if bits == 8 else False
     strategy = str(trial.suggest_categorical("parallel.strategy", spec.parallel.strategies))
     degree = 1 if strategy == "single" else int(trial.suggest_categorical("parallel.degree", spec.parallel.degree))
     threads_name = "parallel.threads" if strategy == "single" else "parallel.rank_threads"
     threads = int(trial.suggest_categorical(threads_name, _thread_choices(spec, strategy, cpu_count)))
+    # onnxruntime serves one process at 32 or 8 bits (its own int8, not QAT's torch graph)
+    onnx_fits = strategy == "single" and bits in (32, 8) and not qat
+    runtime = str(_choose(trial, "parallel.runtime", spec.parallel.runtimes)) if onnx_fits else "torch"
     return Candidate(
         student=student,
         prune_ratio=round(float(prune_ratio), 6),
@@ -63,7 +66,15 @@ def suggest_candidate(trial: optuna.trial.BaseTrial, spec: SpaceSpec, cpu_count:
         strategy=strategy,
         degree=degree,
         threads=threads,
+        runtime=runtime,
     )
+
+
+def _choose(trial: optuna.trial.BaseTrial, name: str, choices: list[Any]) -> Any:
+    """Ask the trial only when there is a choice: options added after the first release
+    (pruning method, QAT, runtime) stay out of the parameters of studies that do not
+    search them, so those studies' trials look as they always did."""
+    return trial.suggest_categorical(name, choices) if len(choices) > 1 else choices[0]
 
 
 def _thread_choices(spec: SpaceSpec, strategy: str, cpu_count: int | None) -> list[int]:
@@ -95,6 +106,9 @@ def rejection_reason(candidate: Candidate, batch_size: int, cpu_count: int | Non
             f"{candidate.strategy} needs degree x threads = {candidate.degree * candidate.threads} cores "
             f"but this host has {cores}; lower space.parallel.degree or threads"
         )
+    if candidate.runtime == "onnxruntime" and (candidate.strategy != "single" or candidate.bits not in (32, 8)
+                                               or candidate.qat):
+        return "the onnxruntime runtime serves single-process 32- or 8-bit models without QAT; use runtime torch"
     if batch_size % candidate.degree:
         return f"batch size {batch_size} does not split evenly over {candidate.degree} ranks"
     return None
@@ -117,6 +131,8 @@ def teacher_params(spec: SpaceSpec) -> dict[str, Any] | None:
     }
     if spec.prune.high > spec.prune.low:
         params["prune.ratio"] = 0.0
+    if len(spec.parallel.runtimes) > 1 and "torch" in spec.parallel.runtimes:
+        params["parallel.runtime"] = "torch"
     return params
 
 
@@ -194,6 +210,7 @@ def describe_space(spec: SpaceSpec) -> list[tuple[str, str, str]]:
         ("quantize.float_dtype", _join(q.float16_dtypes), "quantize.bits = 16"),
         ("quantize.qat", _join(q.qat) + "  (int8 quantization-aware fine-tuning)", "quantize.bits = 8"),
         ("parallel.strategy", _join(p.strategies), "always"),
+        ("parallel.runtime", _join(p.runtimes), "single, 32 or 8 bits, no QAT"),
         ("parallel.degree", _join(p.degree), "parallel.strategy != single"),
         ("parallel.threads", _join(p.threads), "parallel.strategy = single"),
         ("parallel.rank_threads", _join(p.threads) + "  (those that fit the host's cores)", "parallel.strategy != single"),

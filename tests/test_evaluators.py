@@ -25,6 +25,8 @@ from slimsearch.evaluators import (
     save_artifact,
 )
 from slimsearch.evaluators.latency import time_calls
+from slimsearch.evaluators.onnx_runtime import load_artifact
+from slimsearch.pipelines.ort_quantize import onnxruntime_model
 from slimsearch.evaluators.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 
 SHAPE = (1, 8, 8)
@@ -151,3 +153,14 @@ def test_rounds_disturbed_by_a_neighbour_on_our_core_are_detected_and_flagged(tm
     assert result.rounds_total == 4, "disturbed rounds are redone up to max_rounds"
     assert result.rounds_clean < 2 and result.noisy
     assert result.outside_load_max > 0.3
+
+
+def test_an_onnxruntime_artifact_is_served_and_measured_on_onnxruntime(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10)).eval()
+    served, path_tag = onnxruntime_model(model, 32, torch.randn(16, *SHAPE))
+    artifact = save_artifact(served, torch.randn(4, *SHAPE), tmp_path / "m.pt")
+    assert artifact.suffix == ".onnx" and path_tag == "ort-fp32"
+    x = torch.randn(4, *SHAPE)
+    assert torch.allclose(load_artifact(artifact)(x), model(x), atol=1e-5)
+    result = _measure(artifact)
+    assert result.latency.p50_ms > 0 and result.memory_bytes > 0

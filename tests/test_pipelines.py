@@ -16,8 +16,10 @@ from slimsearch.pipelines import CompressionPipeline, TaskLoadError, TrainingRec
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.search.cli import app
 from slimsearch.pipelines.digits import DigitsCNN, load_splits
+from slimsearch.pipelines.digits_transformer import DigitsTransformer
 from slimsearch.evaluators.memory import state_dict_bytes
 from slimsearch.pipelines.export import ExportError, export_model
+from slimsearch.pipelines.ort_quantize import onnxruntime_model
 from slimsearch.pipelines.quantize import quantize
 from slimsearch.pipelines.stages import (
     PruningChoice,
@@ -135,6 +137,24 @@ def test_quantization_aware_fine_tuning_trains_through_fake_quant_then_runs_int8
     linear_only = nn.Sequential(nn.Flatten(), nn.Linear(256, 10))
     with pytest.raises(InvalidCandidate, match="space.quantize.qat"):
         quantize(linear_only, 8, None, calibration, train)
+
+
+@pytest.mark.parametrize("family", ["cnn", "transformer"])
+def test_onnxruntime_runtime_runs_float_and_its_own_int8(digits_task, small_cnn, family: str) -> None:
+    model = small_cnn if family == "cnn" else train_model(DigitsTransformer(), digits_task.train, 3, seed=0)
+    calibration, x = digits_task.train[0][:128], digits_task.val[0][:64]
+    fp32, fp32_path = onnxruntime_model(model, 32, calibration)
+    int8, int8_path = onnxruntime_model(model, 8, calibration)
+    assert fp32_path == "ort-fp32"
+    assert int8_path == ("ort-static-int8-qdq" if family == "cnn" else "ort-dynamic-int8")
+    assert torch.allclose(fp32(x), model(x), atol=1e-4), "fp32 onnxruntime computes the torch model"
+    assert state_dict_bytes(int8) < state_dict_bytes(fp32) / 2, "int8 weights are stored as int8"
+    agree = (int8(x).argmax(1) == model(x).argmax(1)).float().mean()
+    assert agree >= 0.9 and not torch.equal(int8(x), fp32(x))
+    with pytest.raises(InvalidCandidate, match="32 or 8 bits"):
+        onnxruntime_model(model, 16, calibration)
+    with pytest.raises(ExportError, match="--format onnx"):
+        export_model(int8, x[:4], "torchscript", Path("unused"))
 
 
 def test_int8_runs_quantized_kernels_and_is_smaller(digits_task, small_cnn) -> None:

@@ -29,17 +29,18 @@ def _trial_with(params: dict) -> optuna.trial.FixedTrial:
 def test_teacher_candidate_asks_no_student_parameters() -> None:
     spec = SpaceSpec()
     trial = _trial_with({"student": "teacher", "prune.ratio": 0.0, "quantize.bits": 32,
-                         "parallel.strategy": "single", "parallel.threads": 2})
+                         "parallel.strategy": "single", "parallel.threads": 2, "parallel.runtime": "torch"})
     candidate = suggest_candidate(trial, spec)
     assert candidate.student is None
-    assert set(trial.params) == {"student", "prune.ratio", "quantize.bits", "parallel.strategy", "parallel.threads"}
+    assert set(trial.params) == {"student", "prune.ratio", "quantize.bits", "parallel.strategy", "parallel.threads",
+                                 "parallel.runtime"}
 
 
 def test_conditional_parameters_appear_only_when_they_matter() -> None:
     spec = SpaceSpec()
     trial = _trial_with({"student": "distilled", "student.width": 0.5, "student.depth": 2,
                          "student.temperature": 4.0, "student.alpha": 0.5, "prune.ratio": 0.3,
-                         "prune.importance": "l1", "prune.scope": "uniform", "prune.steps": 1, "quantize.bits": 16, "quantize.float_dtype": "bfloat16",
+                         "quantize.bits": 16, "quantize.float_dtype": "bfloat16",
                          "parallel.strategy": "data_parallel", "parallel.degree": 2, "parallel.rank_threads": 1})
     candidate = suggest_candidate(trial, spec, cpu_count=2)
     assert candidate.student == StudentChoice(0.5, 2, 4.0, 0.5)
@@ -124,10 +125,22 @@ def test_grid_enumerates_every_candidate_once_with_only_the_parameters_that_exis
         parallel=ParallelSpec(strategies=["single"], threads=[1, 2]),
     )
     grid = grid_params(spec)
-    # (teacher + 2 widths x 2 alphas) x 3 ratios x (32, 8, 16 x 2 dtypes) x 2 thread counts
-    assert len(grid) == 5 * 3 * 4 * 2
+    # (teacher + 2 widths x 2 alphas) x 3 ratios x (32 x 2 runtimes, 8 x 2 runtimes, 16 x 2 dtypes) x 2 threads
+    assert len(grid) == 5 * 3 * 6 * 2
     candidates = {suggest_candidate(optuna.trial.FixedTrial(p), spec) for p in grid}
     assert len(candidates) == len(grid), "no candidate twice"
     teacher_rows = [p for p in grid if p["student"] == "teacher"]
     assert all("student.width" not in p for p in teacher_rows)
     assert all(("quantize.float_dtype" in p) == (p["quantize.bits"] == 16) for p in grid)
+
+
+def test_onnxruntime_is_offered_only_where_it_can_serve() -> None:
+    spec = SpaceSpec(parallel=ParallelSpec(strategies=["single", "data_parallel"], runtimes=["torch", "onnxruntime"]),
+                     quantize=QuantizeSpec(bits=[32, 16, 8, 4], qat=[False, True]))
+    for params in grid_params(spec, cpu_count=2):
+        candidate = suggest_candidate(optuna.trial.FixedTrial(params), spec, cpu_count=2)
+        offered = candidate.strategy == "single" and candidate.bits in (32, 8) and not candidate.qat
+        assert ("parallel.runtime" in params) == offered
+        assert rejection_reason(candidate, 64, cpu_count=2) is None or candidate.runtime == "torch"
+    wrong = Candidate(None, 0.0, 16, "float16", "single", 1, 1, runtime="onnxruntime")
+    assert "onnxruntime" in rejection_reason(wrong, 64)
