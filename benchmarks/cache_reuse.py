@@ -21,8 +21,8 @@ from slimsearch.search.study import load_existing_study
 from common import goal, provenance, run_search
 
 STUDENT = {"student": "distilled", "student.width": 0.5, "student.depth": 3, "student.temperature": 4.0,
-           "student.alpha": 0.5, "prune.ratio": 0.0, "quantize.bits": 8, "parallel.strategy": "single",
-           "parallel.threads": 2}
+           "student.alpha": 0.5, "prune.ratio": 0.0, "quantize.bits": 8, "parallel.runtime": "torch",
+           "parallel.strategy": "single", "parallel.threads": 2}
 PRUNED = {**STUDENT, "prune.ratio": 0.3}
 STAGES = ("distill", "prune_finetune", "quantize")
 

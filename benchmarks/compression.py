@@ -31,8 +31,8 @@ from slimsearch.search.study import load_existing_study
 from common import goal, provenance, run_search
 
 MB = 1024 * 1024
-TEACHER_INT8 = {"student": "teacher", "prune.ratio": 0.0, "quantize.bits": 8, "parallel.strategy": "single",
-                "parallel.threads": 2}
+TEACHER_INT8 = {"student": "teacher", "prune.ratio": 0.0, "quantize.bits": 8, "parallel.runtime": "torch",
+                "parallel.strategy": "single", "parallel.threads": 2}
 
 
 def row(label: str, metrics: dict[str, Any], teacher: dict[str, Any], path: str, simulated: bool) -> str:
