@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from slimsearch.search.study import load_existing_study
 
-from common import goal, provenance, run_search
+from common import cell, goal, provenance, run_search
 
 STUDENT = {"student": "distilled", "student.width": 0.5, "student.depth": 3, "student.temperature": 4.0,
            "student.alpha": 0.5, "prune.ratio": 0.0, "quantize.bits": 8, "parallel.runtime": "torch",
@@ -49,7 +49,7 @@ def main() -> None:
             ratios.append(ratio)
         cells = [f"{metrics[f'seconds_{s}']:.2f} ({tags.get(f'cache_hit.{s}', '-')})" if f"seconds_{s}" in metrics
                  else "-" for s in STAGES]
-        print(f"| {trial.number} | {summary} | " + " | ".join(cells) + f" | {build:.2f} | "
+        print(f"| {trial.number} | {cell(summary)} | " + " | ".join(cells) + f" | {build:.2f} | "
               f"{'first' if ratio is None else f'{100 * ratio:.1f} %'} |")
     goal("repeated candidate's build vs its first build (worst)", f"{100 * max(ratios):.1f} %", "<= 10 %",
          max(ratios) <= 0.10)

@@ -54,9 +54,14 @@ def serve(model: nn.Module, task: Task, strategy: str = "single", degree: int = 
                                protocol=protocol, timeout_s=600)
 
 
+def cell(text: str) -> str:
+    """``text`` safe inside a markdown table cell (candidate summaries contain ``|``)."""
+    return text.replace("|", "\\|")
+
+
 def goal(name: str, measured: str, target: str, met: bool) -> None:
     """Print one verdict line (the form ``run_all`` collects)."""
-    print(f"goal: {name} | {measured} | {target} | {'met' if met else 'NOT met'}")
+    print(f"goal: {cell(name)} | {cell(measured)} | {cell(target)} | {'met' if met else 'NOT met'}")
 
 
 def run_search(root: Path, name: str, *, task: str = "digits", space: SpaceSpec | None = None,

@@ -28,7 +28,7 @@ from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.pareto import front_trials
 from slimsearch.search.study import load_existing_study
 
-from common import goal, provenance, run_search
+from common import cell, goal, provenance, run_search
 
 MB = 1024 * 1024
 TEACHER_INT8 = {"student": "teacher", "prune.ratio": 0.0, "quantize.bits": 8, "parallel.runtime": "torch",
@@ -69,7 +69,7 @@ def main() -> None:
             print("|---|---|---|---|---|---|---|---|---|")
             print(row("teacher (fp32)", teacher, teacher, "fp32", False))
             for trial in front_trials(study):
-                print(row(f"#{trial.number} {trial.user_attrs['summary']}", trial.user_attrs["metrics"], teacher,
+                print(row(f"#{trial.number} {cell(trial.user_attrs['summary'])}", trial.user_attrs["metrics"], teacher,
                           trial.user_attrs["tags"]["quant_path"], trial.user_attrs["simulated"]))
             complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
             if task == "digits":

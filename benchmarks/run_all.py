@@ -5,7 +5,7 @@ script can be re-run alone with ``--only`` and the README still shows the others
 runs, each headed by its own date, commit and hardware); ``goal:`` lines become the goal
 table at the top. Script logs (Ray, MLflow chatter) go to ``slimsearch-out/bench-logs``.
 
-    .venv/bin/python benchmarks/run_all.py [--only throughput --only compression]
+    .venv/bin/python benchmarks/run_all.py [--only throughput --only compression] [--readme-only]
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import provenance
+
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
 RESULTS = HERE / "results"
@@ -24,6 +26,9 @@ LOGS = HERE.parent / "slimsearch-out" / "bench-logs"
 SCRIPTS = ("latency_noise", "latency_integrity", "parallel_strategies", "cache_reuse", "throughput",
            "search_quality", "early_stopping", "compression")
 START, END = "<!-- results:start (written by benchmarks/run_all.py) -->", "<!-- results:end -->"
+# What libraries print to stdout on their own (Ray Tune's experiment box) is not a result.
+SUITE = "_suite.md"
+CHATTER = re.compile(r"^[╭│├╰]|^View detailed results here")
 
 
 def run(script: str) -> str:
@@ -43,6 +48,11 @@ def run(script: str) -> str:
     return "\n".join(f"**{line[2:]}**" if line.startswith("# ") else line for line in lines) + "\n"
 
 
+def without_chatter(text: str) -> str:
+    kept = [line for line in text.splitlines() if not CHATTER.search(line)]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)) + "\n"
+
+
 def goal_table(sections: dict[str, str]) -> str:
     rows = ["| goal | measured | target | verdict | script |", "|---|---|---|---|---|"]
     for script, text in sections.items():
@@ -53,8 +63,9 @@ def goal_table(sections: dict[str, str]) -> str:
 
 
 def rewrite_readme(sections: dict[str, str]) -> None:
-    body = "\n\n".join(text.strip() for text in sections.values())
-    block = f"{START}\n\n{goal_table(sections)}\n{body}\n\n{END}"
+    body = "\n\n".join(without_chatter(text).strip() for text in sections.values())
+    suite = (RESULTS / SUITE).read_text().strip() + "\n\n" if (RESULTS / SUITE).exists() else ""
+    block = f"{START}\n\n{suite}{goal_table(sections)}\n{body}\n\n{END}"
     readme = README.read_text()
     pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
     if not pattern.search(readme):
@@ -65,14 +76,19 @@ def rewrite_readme(sections: dict[str, str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", action="append", choices=SCRIPTS, help="re-run only these scripts")
-    chosen = parser.parse_args().only or SCRIPTS
+    parser.add_argument("--readme-only", action="store_true", help="rewrite the README from the saved results")
+    args = parser.parse_args()
+    chosen = [] if args.readme_only else args.only or SCRIPTS
     RESULTS.mkdir(exist_ok=True)
     started = time.monotonic()
     for script in chosen:
         (RESULTS / f"{script}.md").write_text(run(script))
     sections = {s: (RESULTS / f"{s}.md").read_text() for s in SCRIPTS if (RESULTS / f"{s}.md").exists()}
+    minutes = (time.monotonic() - started) / 60
+    if chosen == SCRIPTS:
+        (RESULTS / SUITE).write_text(f"Last full suite: {minutes:.1f} min ({provenance()}).\n")
     rewrite_readme(sections)
-    print(f"suite: {len(chosen)} scripts in {(time.monotonic() - started) / 60:.1f} min; README Results rewritten")
+    print(f"suite: {len(chosen)} scripts in {minutes:.1f} min; README Results rewritten")
 
 
 if __name__ == "__main__":
