@@ -55,19 +55,13 @@ def grid_study() -> tuple[optuna.Study, str]:
     name = f"bench-grid-{hashlib.sha256(identity.encode()).hexdigest()[:10]}"
     config = SlimsearchConfig(output_dir=str(GRID_ROOT / name))
     stamp = GRID_ROOT / name / "provenance.txt"
-    if stamp.exists():
-        study = load_existing_study(config.storage_url, name)
-        if evaluated_count(study) >= len(grid):
-            return study, stamp.read_text().strip()
-    # (Re)start: a partly measured grid resumes, its enqueued candidates still waiting.
-    existing = GRID_ROOT / name / "optuna.db"
-    enqueue = None if existing.exists() else grid
-    remaining = len(grid) - (evaluated_count(load_existing_study(config.storage_url, name)) if existing.exists() else 0)
-    run_search(GRID_ROOT, name, space=REDUCED_SPACE, enqueue=enqueue, n_trials=remaining, sampler="random",
-               early_stopping={"enabled": False})
-    stamp.write_text(provenance())
+    database = GRID_ROOT / name / "optuna.db"
+    done = evaluated_count(load_existing_study(config.storage_url, name)) if database.exists() else 0
+    if done < len(grid):  # first run, or a partly measured grid resuming (its enqueued candidates still wait)
+        run_search(GRID_ROOT, name, space=REDUCED_SPACE, enqueue=None if database.exists() else grid,
+                   n_trials=len(grid) - done, sampler="random", early_stopping={"enabled": False})
+        stamp.write_text(provenance())
     return load_existing_study(config.storage_url, name), stamp.read_text().strip()
-
 
 def replay(sampler: str, seed: int, measured: dict[str, FrozenTrial], directions: list[str],
            reference: list[float], trials: int) -> list[float]:

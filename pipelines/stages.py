@@ -221,9 +221,8 @@ IMPORTANCE: dict[str, Callable[[], tp.importance.Importance]] = {
 TAYLOR_BATCH = 256
 
 
-def prune_channels(model: nn.Module, pruning: PruningChoice | float, task: Task, seed: int = 0) -> nn.Module:
+def prune_channels(model: nn.Module, pruning: PruningChoice, task: Task, seed: int = 0) -> nn.Module:
     """Prune ``model`` in place, all steps at once (no fine-tuning between them)."""
-    pruning = pruning if isinstance(pruning, PruningChoice) else PruningChoice(pruning)
     pruner = _pruner(model, pruning, task, seed)
     for _ in range(pruning.steps):
         _prune_step(model, pruner, pruning, task)
