@@ -10,6 +10,7 @@ evaluators run: this host, or Ray nodes advertising a ``latency_bench`` resource
 """
 
 from slimsearch.evaluators.accuracy import evaluate_accuracy, predict
+from slimsearch.evaluators.artifacts import CompiledRuntime, load_artifact, missing_compiler, save_artifact
 from slimsearch.evaluators.isolation import hardware_identity
 from slimsearch.evaluators.latency import LatencyStats
 from slimsearch.evaluators.placement import LocalPlacement, Placement, PlacementError, RayPlacement, ServingRequest
@@ -19,10 +20,10 @@ from slimsearch.evaluators.serving import (
     ServingMeasurement,
     TimingProtocol,
     measure_serving,
-    save_artifact,
 )
 
 __all__ = [
+    "CompiledRuntime",
     "LatencyStats",
     "LocalPlacement",
     "MeasurementError",
@@ -35,7 +36,9 @@ __all__ = [
     "TimingProtocol",
     "evaluate_accuracy",
     "hardware_identity",
+    "load_artifact",
     "measure_serving",
+    "missing_compiler",
     "plan_ranks",
     "predict",
     "save_artifact",

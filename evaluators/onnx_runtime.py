@@ -9,7 +9,6 @@ placement) without the live session, which is re-created where it is used.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +53,3 @@ class OnnxModule(nn.Module):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_session": None}
-
-
-def load_artifact(path: str | Path, threads: int | None = None) -> nn.Module:
-    """A serving artifact as a callable module: ONNX files on onnxruntime, the rest TorchScript."""
-    if str(path).endswith(".onnx"):
-        return OnnxModule.load(path, threads)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated but still loads fine
-        return torch.jit.load(str(path)).eval()

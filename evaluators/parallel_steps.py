@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from slimsearch.evaluators.onnx_runtime import load_artifact
+from slimsearch.evaluators.artifacts import load_artifact
 from slimsearch.evaluators.rank_plans import tensor_parallel_plans
 
 if TYPE_CHECKING:

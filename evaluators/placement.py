@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 import torch
 
 from slimsearch.evaluators.accuracy import evaluate_accuracy
-from slimsearch.evaluators.onnx_runtime import load_artifact
+from slimsearch.evaluators.artifacts import load_artifact
 from slimsearch.evaluators.rank_plans import RankPlan
 from slimsearch.evaluators.serving import ServingMeasurement, TimingProtocol, measure_serving
 
@@ -50,14 +50,15 @@ class Placement(Protocol):
 
 
 class LocalPlacement:
-    """Probe processes on this host; accuracy of the TorchScript artifact in this process."""
+    """Probe processes on this host; accuracy of the serving artifact in this process."""
 
     def measure(self, artifact: Path, plan: RankPlan, request: ServingRequest) -> ServingMeasurement:
         return measure_serving(artifact, plan, request.input_shape, batch_size=request.batch_size,
                                threads=request.threads, protocol=request.protocol, timeout_s=request.timeout_s)
 
     def accuracy(self, artifact: Path, split: Split, metric: Metric) -> float:
-        return evaluate_accuracy(load_artifact(artifact), split, metric)
+        # A torch_compile artifact's program, uncompiled: the probe checks its compiled outputs against it.
+        return evaluate_accuracy(load_artifact(artifact, compiled=False), split, metric)
 
 
 class RayPlacement:

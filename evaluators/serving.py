@@ -1,9 +1,9 @@
 """Latency and memory of serving a model, measured in an isolated probe process.
 
-The model is traced to TorchScript (the serving artifact: it loads without project
-code, also for quantized FX graphs whose pickles do not reload) and handed to a fresh
-``serving_probe`` process, so memory is measured against a clean baseline and the timed
-window holds the host lock. Memory is the peak RSS of all serving processes minus the
+The serving artifact (``artifacts``: TorchScript, ONNX or a torch.export program, by
+runtime; each loads without project code) is handed to a fresh ``serving_probe``
+process, so memory is measured against a clean baseline and the timed window holds the
+host lock. Memory is the peak RSS of all serving processes minus the
 baseline of one idle torch process and minus the library pages faulted in while serving
 (shared code, see ``memory``): the extra ranks of a parallel plan count in full,
 because deploying them costs that much. What each rank loads is prepared by
@@ -17,15 +17,10 @@ import os
 import signal
 import subprocess
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from slimsearch.evaluators.latency import LatencyStats
-from slimsearch.evaluators.onnx_runtime import OnnxModule
 from slimsearch.evaluators.rank_plans import RankPlan
 from slimsearch.evaluators.serving_probe import ServingJob, job_dict
 
@@ -69,7 +64,10 @@ class ServingMeasurement:
     per_rank_peak_bytes: list[int]
     per_rank_weight_bytes: list[int]
     output_error: float
-    """Largest difference from the single-process model, relative to its largest logit."""
+    """Largest difference from the single-process model (a compiled program: from itself
+    uncompiled), relative to its largest logit."""
+    first_call_s: float
+    """Rank 0's first request: cold start, including torch.compile's compilation."""
     baseline_bytes: int
     windows_ns: list[tuple[int, int]]
     lock_wait_s: float
@@ -78,19 +76,6 @@ class ServingMeasurement:
     @property
     def memory_mb(self) -> float:
         return self.memory_bytes / MB
-
-
-def save_artifact(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
-    """Trace ``model`` on ``example`` and save it as TorchScript at ``path``; an onnxruntime
-    model is written as its ONNX file instead (``path`` with suffix ``.onnx``, returned)."""
-    if isinstance(model, OnnxModule):
-        return model.save(path.with_suffix(".onnx"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit deprecation + tracer warnings on quantized graphs
-        with torch.inference_mode(False), torch.no_grad():
-            traced = torch.jit.trace(model.eval(), example, check_trace=False)
-        torch.jit.save(traced, str(path))
-    return path
 
 
 def measure_serving(
@@ -120,7 +105,7 @@ def measure_serving(
             path.unlink(missing_ok=True)
     if measurement.output_error > plan.tolerance:
         raise MeasurementError(
-            f"{plan.strategy} x{plan.degree} outputs differ from the single-process model by "
+            f"{plan.strategy} x{plan.degree} outputs differ from the reference model (single-process, or uncompiled) by "
             f"{measurement.output_error:.2g} of the largest logit (tolerance {plan.tolerance:g})"
         )
     return measurement
@@ -171,6 +156,7 @@ def _parse(result: dict, protocol: TimingProtocol, plan: RankPlan) -> ServingMea
         per_rank_peak_bytes=peaks,
         per_rank_weight_bytes=plan.weight_bytes or [int(r["weight_bytes"]) for r in ranks],
         output_error=(ranks[0]["output_error"] or {"relative": 0.0})["relative"],
+        first_call_s=float(ranks[0]["first_call_s"]),
         baseline_bytes=baseline,
         windows_ns=[tuple(r["window_ns"]) for r in ranks],
         lock_wait_s=float(result["lock_wait_s"]),

@@ -1,5 +1,6 @@
 """Candidate -> compressed, ready-to-serve model: distil -> prune -> fine-tune -> quantize
-(torch, or onnxruntime's export + int8 for candidates deployed on onnxruntime).
+(torch, or onnxruntime's export + int8 for candidates deployed on onnxruntime; a
+torch_compile candidate is the float model, exported and compiled where it is served).
 
 :class:`CompressionPipeline` is created once per study process (it holds the task, the
 teacher and its cached logits) and builds one :class:`BuiltModel` per candidate, with
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from slimsearch.evaluators.accuracy import evaluate_accuracy
+from slimsearch.evaluators.artifacts import CompiledRuntime
 from slimsearch.evaluators.memory import state_dict_bytes
 from slimsearch.evaluators.onnx_runtime import OnnxModule
 from slimsearch.pipelines import stages
@@ -94,10 +96,11 @@ class CompressionPipeline:
                 quantized = self._onnxruntime(base, candidate.bits, hits)
             else:
                 quantized = quantize(base.model, candidate.bits, candidate.float_dtype, self.calibration, qat)
+        serving = CompiledRuntime(quantized.serving) if candidate.runtime == "torch_compile" else quantized.serving
         if qat_hits:
             hits["qat"] = qat_hits[0]
         return BuiltModel(
-            serving=quantized.serving,
+            serving=serving,
             quant_path=quantized.path,
             simulated=quantized.simulated,
             model_bytes=quantized.model_bytes,

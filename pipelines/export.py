@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from slimsearch.evaluators.artifacts import load_artifact, write_program
 from slimsearch.evaluators.onnx_runtime import OnnxModule
 
 FORMATS = ("torchscript", "torch_export", "onnx")
@@ -68,11 +69,7 @@ def _torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> Callabl
 
 
 def _torch_export(model: nn.Module, example: torch.Tensor, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(path))
-    loaded = torch.export.load(str(path)).module()
-    return lambda x: loaded(x)
+    return load_artifact(write_program(model, example, path), compiled=False)
 
 
 def write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:

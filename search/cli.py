@@ -46,6 +46,8 @@ errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., object])
 
 DEFAULT_STORAGE = SlimsearchConfig().storage_url
+SERVED_FORMAT = {"onnxruntime": "onnx", "torch_compile": "torch_export"}
+"""Export format a candidate's runtime serves (and the registered model wraps); torch: TorchScript."""
 ConfigArg = typer.Argument(None, help="YAML config; omitted = the embedded digits default", show_default=False)
 
 
@@ -263,8 +265,10 @@ def select(
     console.print(f"chosen: trial {chosen.number} ({chosen.user_attrs['summary']}), preference {prefer}; "
                   "rebuilding and re-measuring in isolation...")
     directory = output or Path(review.config.get("output_dir", ".")) / f"deploy-{study_name}"
-    # The registered pyfunc serves what the trial measured: ONNX for onnxruntime candidates, else TorchScript.
-    served = "onnx" if chosen.user_attrs["candidate"].get("runtime") == "onnxruntime" else "torchscript"
+    # The registered pyfunc serves what the trial measured: ONNX for onnxruntime candidates, the
+    # torch.export program for torch_compile ones (compiled where it is loaded), else TorchScript.
+    runtime = chosen.user_attrs["candidate"].get("runtime", "torch")
+    served = SERVED_FORMAT.get(runtime, "torchscript")
     if served == "onnx" and "torchscript" in formats:
         console.print(f"trial {chosen.number} is deployed on onnxruntime: exporting its ONNX model, not TorchScript")
         formats = [f for f in formats if f != "torchscript"]

@@ -33,7 +33,7 @@ from filelock import FileLock
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from slimsearch.evaluators import hardware_identity
+from slimsearch.evaluators import hardware_identity, missing_compiler
 from slimsearch.pipelines import CompressionPipeline, load_task
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.early_stopping import EarlyStopping, TrialMonitor
@@ -44,7 +44,7 @@ from slimsearch.search.study import evaluated_count, open_study, running_count, 
 from slimsearch.search.tracking import MlflowTracker
 from slimsearch.search.trial import TrialOutcome, make_placement, measure_candidate, run_candidate
 from slimsearch.search.workers import WorkerProcess, join_workers, signal_workers, spawn_workers
-from slimsearch.spaces import Candidate, InvalidCandidate, rejection_reason, suggest_candidate, teacher_params
+from slimsearch.spaces import Candidate, InvalidCandidate, anchor_params, rejection_reason, suggest_candidate
 
 MAX_CONSECUTIVE_REJECTIONS = 50
 MAX_LOGGED_MODEL_BYTES = 200 * 1024 * 1024  # front models larger than this stay out of the tracking store
@@ -104,6 +104,9 @@ class SearchDriver:
         timeout_s = timeout_s if timeout_s is not None else cfg.search.timeout_s
         torch.set_num_threads(max(1, len(_cores()) // cfg.search.workers))
         task = load_task(cfg.task, cfg.search.seed)  # before touching storage: a bad task records nothing
+        if "torch_compile" in cfg.space.parallel.runtimes and (problem := missing_compiler()):
+            raise SearchError(f"{problem}; install one (e.g. apt install g++) or remove torch_compile from "
+                              "space.parallel.runtimes")
         self.placement = make_placement(cfg.evaluation)  # likewise an unreachable Ray cluster
         self.study = open_study(cfg, self.worker)
         self.console.print(f"[bold]study[/] {cfg.search.study_name} ({len(self.study.trials)} trials so far) "
@@ -122,8 +125,9 @@ class SearchDriver:
         workers: list[WorkerProcess] = []
         if self.worker == 0:
             self.tracker.log_parent_params({f"baseline.{k}": round(v, 6) for k, v in self.baseline["metrics"].items()})
-            if not self.study.trials and (params := teacher_params(cfg.space)):
-                self.study.enqueue_trial(params)
+            if not self.study.trials:
+                for params in anchor_params(cfg.space):
+                    self.study.enqueue_trial(params)
             start = evaluated_count(self.study)
             self.study.set_user_attr("budget", [start, start + n_trials])
             if cfg.search.backend == "optuna":  # with Ray, search.workers bounds concurrent Tune trials

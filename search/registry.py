@@ -1,8 +1,9 @@
 """Registering a chosen model in the MLflow Model Registry.
 
 The model is logged as an MLflow pyfunc that wraps the verified served artifact — the
-TorchScript export (the one torch format every candidate supports, int8 included), or
-the ONNX file of a candidate deployed on onnxruntime — inside a ``deploy-trial-N`` run
+TorchScript export (the one torch format every candidate supports, int8 included), the
+ONNX file of a candidate deployed on onnxruntime, or the torch.export program of a
+torch_compile candidate (compiled when the model is loaded) — inside a ``deploy-trial-N`` run
 nested under the study's parent run, with the deployment spec beside it. The version gets
 an alias (``champion`` by default) and the measured objectives as tags, so
 ``mlflow.pyfunc.load_model("models:/NAME@champion")`` serves it.
@@ -19,13 +20,13 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
-from slimsearch.evaluators.onnx_runtime import load_artifact
+from slimsearch.evaluators.artifacts import load_artifact
 from slimsearch.search.tracking import ROLE_TAG, find_parent_run
 
 
 class ServedClassifier(mlflow.pyfunc.PythonModel):
-    """pyfunc: float32 rows (flattened or shaped) -> logits, via the served artifact
-    (TorchScript, or ONNX on onnxruntime for candidates deployed there)."""
+    """pyfunc: float32 rows (flattened or shaped) -> logits, via the served artifact on
+    its runtime (TorchScript, ONNX on onnxruntime, or a torch.export program compiled)."""
 
     def __init__(self, input_shape: list[int]):
         self.input_shape = tuple(input_shape)

@@ -147,6 +147,7 @@ def measure_built(
         "latency_rounds_total": float(serving.rounds_total),
         "outside_load_max": serving.outside_load_max,
         "parallel_output_error": serving.output_error,
+        "serving_first_call_s": serving.first_call_s,
         **{f"rank{r}_peak_mb": peak / MB for r, peak in enumerate(serving.per_rank_peak_bytes)},
         **{f"rank{r}_weight_mb": weights / MB for r, weights in enumerate(serving.per_rank_weight_bytes)},
         **{f"seconds_{stage}": seconds for stage, seconds in built.stage_seconds.items()},

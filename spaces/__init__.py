@@ -19,6 +19,7 @@ from slimsearch.spaces.spec import (
 )
 from slimsearch.spaces.sampling import (
     InvalidCandidate,
+    anchor_params,
     describe_space,
     grid_params,
     rejection_reason,
@@ -39,6 +40,7 @@ __all__ = [
     "SpaceSpec",
     "StudentSpec",
     "InvalidCandidate",
+    "anchor_params",
     "describe_space",
     "grid_params",
     "rejection_reason",

@@ -51,9 +51,9 @@ def suggest_candidate(trial: optuna.trial.BaseTrial, spec: SpaceSpec, cpu_count:
     degree = 1 if strategy == "single" else int(trial.suggest_categorical("parallel.degree", spec.parallel.degree))
     threads_name = "parallel.threads" if strategy == "single" else "parallel.rank_threads"
     threads = int(trial.suggest_categorical(threads_name, _thread_choices(spec, strategy, cpu_count)))
-    # onnxruntime serves one process at 32 or 8 bits (its own int8, not QAT's torch graph)
-    onnx_fits = strategy == "single" and bits in (32, 8) and not qat
-    runtime = str(_choose(trial, "parallel.runtime", spec.parallel.runtimes)) if onnx_fits else "torch"
+    runtime = "torch"
+    if strategy == "single" and not qat and (runtimes := runtime_choices(spec, bits)):
+        runtime = str(_choose(trial, *runtimes))
     return Candidate(
         student=student,
         prune_ratio=round(float(prune_ratio), 6),
@@ -75,6 +75,20 @@ def _choose(trial: optuna.trial.BaseTrial, name: str, choices: list[Any]) -> Any
     (pruning method, QAT, runtime) stay out of the parameters of studies that do not
     search them, so those studies' trials look as they always did."""
     return trial.suggest_categorical(name, choices) if len(choices) > 1 else choices[0]
+
+
+def runtime_choices(spec: SpaceSpec, bits: int) -> tuple[str, list[str]] | None:
+    """The Optuna parameter and choices for the serving runtime of a single-process,
+    non-QAT candidate at ``bits``, or ``None`` where only torch can serve it.
+
+    onnxruntime serves 32 and 8 bits (its own int8); torch_compile only float32 (int8 FX
+    graphs do not ``torch.export``). Optuna needs one fixed choice list per parameter
+    name, so int8 asks under its own name when its list is shorter.
+    """
+    if bits not in (32, 8):
+        return None
+    choices = [r for r in spec.parallel.runtimes if bits == 32 or r != "torch_compile"] or ["torch"]
+    return ("parallel.runtime" if choices == spec.parallel.runtimes else "parallel.int8_runtime"), choices
 
 
 def _thread_choices(spec: SpaceSpec, strategy: str, cpu_count: int | None) -> list[int]:
@@ -109,31 +123,46 @@ def rejection_reason(candidate: Candidate, batch_size: int, cpu_count: int | Non
     if candidate.runtime == "onnxruntime" and (candidate.strategy != "single" or candidate.bits not in (32, 8)
                                                or candidate.qat):
         return "the onnxruntime runtime serves single-process 32- or 8-bit models without QAT; use runtime torch"
+    if candidate.runtime == "torch_compile" and (candidate.strategy != "single" or candidate.bits != 32):
+        return "the torch_compile runtime serves single-process float32 models; use runtime torch"
     if batch_size % candidate.degree:
         return f"batch size {batch_size} does not split evenly over {candidate.degree} ranks"
     return None
 
 
-def teacher_params(spec: SpaceSpec) -> dict[str, Any] | None:
-    """Optuna params of the uncompressed teacher served single-process, if the space contains it.
-
-    Enqueued as the first trial so the teacher is always on the chart the front is judged against.
-    """
-    if not (spec.student.keep_teacher and 32 in spec.quantize.bits and "single" in spec.parallel.strategies):
+def teacher_params(spec: SpaceSpec, bits: int = 32) -> dict[str, Any] | None:
+    """Optuna params of the teacher, unpruned, served single-process at ``bits`` (by torch
+    where the space offers it), if the space contains that candidate."""
+    if not (spec.student.keep_teacher and bits in spec.quantize.bits and "single" in spec.parallel.strategies):
         return None
-    if spec.prune.low > 0:
+    if spec.prune.low > 0 or (bits == 8 and False not in spec.quantize.qat):
         return None
     params: dict[str, Any] = {
         "student": "teacher",
-        "quantize.bits": 32,
+        "quantize.bits": bits,
         "parallel.strategy": "single",
         "parallel.threads": max(spec.parallel.threads),
     }
     if spec.prune.high > spec.prune.low:
         params["prune.ratio"] = 0.0
-    if len(spec.parallel.runtimes) > 1 and "torch" in spec.parallel.runtimes:
-        params["parallel.runtime"] = "torch"
+    if bits == 8 and len(spec.quantize.qat) > 1:
+        params["quantize.qat"] = False
+    name, runtimes = runtime_choices(spec, bits) or ("", [])
+    if len(runtimes) > 1:
+        params[name] = "torch" if "torch" in runtimes else runtimes[0]
     return params
+
+
+def anchor_params(spec: SpaceSpec) -> list[dict[str, Any]]:
+    """The first trials of a fresh study: the teacher as it is, and the teacher with
+    post-training int8 -- whichever the space contains.
+
+    The uncompressed teacher is the point every front is judged against; plain int8 of
+    the teacher is the cheapest compression any deployment considers first, so the
+    morning review always shows how far the search got beyond it. Both are measured like
+    any other trial, never assumed.
+    """
+    return [params for bits in (32, 8) if (params := teacher_params(spec, bits))]
 
 
 def sample_candidates(spec: SpaceSpec, n: int, seed: int = 0) -> list[Candidate]:
@@ -210,7 +239,7 @@ def describe_space(spec: SpaceSpec) -> list[tuple[str, str, str]]:
         ("quantize.float_dtype", _join(q.float16_dtypes), "quantize.bits = 16"),
         ("quantize.qat", _join(q.qat) + "  (int8 quantization-aware fine-tuning)", "quantize.bits = 8"),
         ("parallel.strategy", _join(p.strategies), "always"),
-        ("parallel.runtime", _join(p.runtimes), "single, 32 or 8 bits, no QAT"),
+        ("parallel.runtime", _join(p.runtimes), "single, 32 bits (8 bits without torch_compile), no QAT"),
         ("parallel.degree", _join(p.degree), "parallel.strategy != single"),
         ("parallel.threads", _join(p.threads), "parallel.strategy = single"),
         ("parallel.rank_threads", _join(p.threads) + "  (those that fit the host's cores)", "parallel.strategy != single"),

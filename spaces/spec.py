@@ -128,9 +128,10 @@ class ParallelSpec(_Strict):
     )
     degree: list[int] = Field(default_factory=lambda: [2])
     threads: list[int] = Field(default_factory=lambda: [1, 2])
-    runtimes: list[Literal["torch", "onnxruntime"]] = Field(
+    runtimes: list[Literal["torch", "onnxruntime", "torch_compile"]] = Field(
         default_factory=lambda: ["torch", "onnxruntime"], min_length=1,
-        description="torch = TorchScript artifact; onnxruntime = ONNX on onnxruntime (own int8), single process",
+        description="torch = TorchScript artifact; onnxruntime = ONNX on onnxruntime (own int8), single process; "
+                    "torch_compile = torch.export program compiled by inductor where served (fp32, single process)",
     )
 
     @field_validator("degree", "threads")

@@ -49,7 +49,7 @@ def fast_config(tmp_path: Path, user_task: str) -> dict:
             "prune": {"low": 0.0, "high": 0.5, "step": 0.25},
             "quantize": {"bits": [32, 8, 4]},
             "student": {"width": [0.5, 1.0], "depth": [1, 2], "temperature": [2.0], "alpha": [0.5]},
-            "parallel": {"strategies": ["single", "data_parallel"], "degree": [2], "threads": [1]},
+            "parallel": {"strategies": ["single", "data_parallel"], "degree": [2], "threads": [1], "runtimes": ["torch"]},
         },
         "constraints": ["accuracy_drop <= 0.2"],
         "search": {"n_trials": 4, "study_name": "e2e", "front_every": 2, "seed": 1},

@@ -158,6 +158,55 @@ def test_a_task_that_fails_to_import_exits_2_with_one_line(tmp_path: Path, fast_
     assert not Path(fast_config["output_dir"]).exists(), "nothing is recorded for a task that cannot load"
 
 
+def test_torch_compile_without_a_cpp_compiler_exits_2_before_recording(
+    tmp_path: Path, fast_config: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CXX", "no-such-compiler++")
+    fast_config["space"]["parallel"]["runtimes"] = ["torch", "torch_compile"]
+    result = runner.invoke(app, ["run", str(write_config(tmp_path / "compile.yaml", **fast_config))])
+    assert result.exit_code == 2
+    assert "needs a C++ compiler ('no-such-compiler++' is not on PATH)" in result.output
+    assert "remove torch_compile from space.parallel.runtimes" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not Path(fast_config["output_dir"]).exists()
+
+
+def test_a_torch_compile_trial_is_measured_compiled_and_selected_as_its_program(
+    tmp_path: Path, fast_config: dict
+) -> None:
+    import mlflow
+    import numpy as np
+    import torch
+    import yaml
+
+    fast_config["space"] = {"prune": {"low": 0.0, "high": 0.0}, "quantize": {"bits": [32]},
+                            "student": {"distill": False}, "parallel": {"strategies": ["single"], "threads": [1],
+                                                                        "runtimes": ["torch_compile"]}}
+    fast_config["search"].update(n_trials=1, study_name="compiled")
+    _run(write_config(tmp_path / "compiled.yaml", **fast_config))
+    out = Path(fast_config["output_dir"])
+    study, _, children, _ = _stores(out, "compiled")
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE and trial.params == {"student": "teacher", "quantize.bits": 32,
+                                                                  "parallel.strategy": "single", "parallel.threads": 1}
+    assert trial.user_attrs["summary"].endswith("| torch_compile")
+    metrics = children[0].data.metrics
+    assert metrics["serving_first_call_s"] > 10 * metrics["latency_p50_ms"] / 1000, "compiled before serving"
+    assert metrics["parallel_output_error"] < 1e-4
+
+    deploy_dir = tmp_path / "deploy"
+    result = runner.invoke(app, ["select", "compiled", "--storage", f"sqlite:///{out / 'optuna.db'}",
+                                 "--max-accuracy-drop", "0.2", "--output", str(deploy_dir)])
+    assert result.exit_code == 0, result.output
+    spec = yaml.safe_load((deploy_dir / "deployment.yaml").read_text())
+    assert spec["artifacts"]["torch_export"].endswith(".pt2")
+    rows = torch.randn(5, 20)
+    program = torch.export.load(str(deploy_dir / spec["artifacts"]["torch_export"])).module()
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model("models:/slimsearch-compiled@champion").predict(rows.numpy())
+    assert np.allclose(served, program(rows).detach().numpy(), atol=1e-5), "the registered model runs the program"
+
+
 def test_resuming_with_other_objectives_is_refused(tmp_path: Path, fast_config: dict) -> None:
     fast_config["search"]["n_trials"] = 1
     config = write_config(tmp_path / "a.yaml", **fast_config)

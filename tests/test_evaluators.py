@@ -25,7 +25,7 @@ from slimsearch.evaluators import (
     save_artifact,
 )
 from slimsearch.evaluators.latency import time_calls
-from slimsearch.evaluators.onnx_runtime import load_artifact
+from slimsearch.evaluators.artifacts import CompiledRuntime, load_artifact
 from slimsearch.pipelines.ort_quantize import onnxruntime_model
 from slimsearch.evaluators.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 
@@ -164,3 +164,17 @@ def test_an_onnxruntime_artifact_is_served_and_measured_on_onnxruntime(tmp_path:
     assert torch.allclose(load_artifact(artifact)(x), model(x), atol=1e-5)
     result = _measure(artifact)
     assert result.latency.p50_ms > 0 and result.memory_bytes > 0
+
+
+def test_a_torch_compile_artifact_is_an_exported_program_compiled_in_the_probe(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10)).eval()
+    artifact = save_artifact(CompiledRuntime(model), torch.randn(4, *SHAPE), tmp_path / "m.pt")
+    assert artifact.suffix == ".pt2"
+    x = torch.randn(3, *SHAPE)
+    program = load_artifact(artifact, compiled=False)
+    assert torch.allclose(program(x), model(x), atol=1e-6), "the program computes the model, any batch size"
+    assert evaluate_accuracy(program, (x, model(x).argmax(1)), lambda logits, y: float((logits.argmax(1) == y).float().mean())) == 1.0
+    result = _measure(artifact)
+    assert result.latency.p50_ms > 0 and result.memory_bytes > 0
+    assert result.output_error < 1e-4, "compiled outputs match the uncompiled program"
+    assert result.first_call_s > 10 * result.latency.p50_ms / 1000, "the first call compiles"

@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from slimsearch.spaces import (
+    anchor_params,
     Candidate,
     ParallelSpec,
     PruneSpec,
@@ -99,6 +100,16 @@ def test_teacher_params_are_enqueueable_only_if_the_space_contains_the_teacher()
     assert teacher_params(SpaceSpec.model_validate({"student": {"keep_teacher": False}})) is None
 
 
+def test_anchor_trials_are_the_teacher_as_is_then_its_plain_int8_each_a_valid_candidate() -> None:
+    spec = SpaceSpec.model_validate({"quantize": {"qat": [False, True]}})
+    anchors = anchor_params(spec)
+    candidates = [suggest_candidate(optuna.trial.FixedTrial(params), spec) for params in anchors]
+    assert [(c.student, c.prune_ratio, c.bits, c.qat, c.runtime, c.strategy) for c in candidates] == [
+        (None, 0.0, 32, False, "torch", "single"), (None, 0.0, 8, False, "torch", "single")]
+    assert len(anchor_params(SpaceSpec.model_validate({"quantize": {"bits": [32, 4]}}))) == 1
+    assert anchor_params(SpaceSpec.model_validate({"quantize": {"bits": [8], "qat": [True]}})) == []
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -144,3 +155,19 @@ def test_onnxruntime_is_offered_only_where_it_can_serve() -> None:
         assert rejection_reason(candidate, 64, cpu_count=2) is None or candidate.runtime == "torch"
     wrong = Candidate(None, 0.0, 16, "float16", "single", 1, 1, runtime="onnxruntime")
     assert "onnxruntime" in rejection_reason(wrong, 64)
+
+
+def test_torch_compile_is_offered_for_float32_only_and_int8_keeps_the_other_runtimes() -> None:
+    spec = SpaceSpec(parallel=ParallelSpec(strategies=["single"], runtimes=["torch", "onnxruntime", "torch_compile"]),
+                     quantize=QuantizeSpec(bits=[32, 8]), student=StudentSpec(distill=False))
+    runtimes = {}
+    for params in grid_params(spec, cpu_count=2):
+        candidate = suggest_candidate(optuna.trial.FixedTrial(params), spec, cpu_count=2)
+        runtimes.setdefault(candidate.bits, set()).add(candidate.runtime)
+        assert rejection_reason(candidate, 64, cpu_count=2) is None
+    assert runtimes == {32: {"torch", "onnxruntime", "torch_compile"}, 8: {"torch", "onnxruntime"}}
+    int8 = [p for p in grid_params(spec, cpu_count=2) if p["quantize.bits"] == 8]
+    assert all("parallel.int8_runtime" in p and "parallel.runtime" not in p for p in int8), "own choice list"
+    compiled_int8 = Candidate(None, 0.0, 8, None, "single", 1, 1, runtime="torch_compile")
+    assert "float32" in rejection_reason(compiled_int8, 64)
+    assert [p.get("parallel.int8_runtime", p.get("parallel.runtime")) for p in anchor_params(spec)] == ["torch", "torch"]
