@@ -24,6 +24,7 @@ from slimsearch.evaluators.memory import state_dict_bytes
 from slimsearch.evaluators.onnx_runtime import OnnxModule
 from slimsearch.pipelines import stages
 from slimsearch.pipelines.cache import StageCache
+from slimsearch.pipelines.features import FeatureHints
 from slimsearch.pipelines.ort_quantize import onnxruntime_bytes, onnxruntime_path
 from slimsearch.pipelines.quantize import QuantizedModel, quantize
 from slimsearch.pipelines.stages import StageResult, TrainingRecipe
@@ -130,12 +131,16 @@ class CompressionPipeline:
             return self.teacher, None
         hook = self._epoch_hook("distill", monitor)
         with _timed(timings, "distill"):
+            hints = None
+            if choice.feature_weight:
+                hints = FeatureHints(stages.teacher_features(self.task, self.cache, self.teacher), choice.feature_weight)
             student = stages.distilled_student(
-                self.task, self.cache, self.recipe, self.seed, choice, self.teacher, self.soft_targets, hook
+                self.task, self.cache, self.recipe, self.seed, choice, self.teacher, self.soft_targets, hints, hook
             )
         hits["distill"] = student.cache_hit
         if student.cache_hit and hook:
-            hook(self.recipe.distill_epochs, self.recipe.distill_epochs, student.model)
+            epochs = stages.student_epochs(choice, self.recipe)
+            hook(epochs, epochs, student.model)
         return student, Distillation(self.soft_targets, choice.temperature, choice.alpha)
 
     def _epoch_hook(self, stage: str, monitor: AccuracyMonitor | None) -> EpochHook | None:

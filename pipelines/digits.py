@@ -28,10 +28,12 @@ class DigitsCNN(nn.Module):
         if not 1 <= depth <= len(BASE_CHANNELS):
             raise ValueError(f"digits CNN depth must be 1..{len(BASE_CHANNELS)}, got {depth}")
         layers: list[nn.Module] = []
+        self._stage_ends: list[str] = []
         in_ch = 1
         for stage in range(depth):
             out_ch = max(1, round(BASE_CHANNELS[stage] * width))
             layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU()]
+            self._stage_ends.append(f"features.{len(layers) - 1}")
             if stage < depth - 1:
                 layers.append(nn.MaxPool2d(2))
             in_ch = out_ch
@@ -43,6 +45,11 @@ class DigitsCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.flatten(self.pool(self.features(x)), 1))
+
+    def feature_stages(self) -> list[str]:
+        """Each stage's ReLU output (16x16, 8x8, 4x4 maps): stage i of any width matches stage i
+        of the teacher, for feature distillation."""
+        return list(self._stage_ends)
 
 
 def load_splits(seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:

@@ -80,6 +80,10 @@ class DigitsTransformer(nn.Module):
         tokens = self.embed(x.flatten(1, 2)) + self.positions  # (batch, 1, rows, cols) -> (batch, rows, dim)
         return self.head(self.norm(self.blocks(tokens)).mean(dim=1))
 
+    def feature_stages(self) -> list[str]:
+        """Each encoder block's output tokens (16 rows x model dim), for feature distillation."""
+        return [f"blocks.{index}" for index in range(len(self.blocks))]
+
     def tensor_parallel_plan(self, degree: int) -> dict[str, str]:
         """Megatron-style sharding: q/k/v and fc1 by output columns, out and fc2 by input
         rows, so each block needs one all-reduce per sub-layer. Ranks must get whole heads."""

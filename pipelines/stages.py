@@ -20,6 +20,7 @@ import torch_pruning as tp
 from torch import nn
 
 from slimsearch.pipelines.cache import StageCache
+from slimsearch.pipelines.features import FeatureHints, stage_names, teacher_stage_outputs
 from slimsearch.pipelines.task import Task
 from slimsearch.evaluators.accuracy import predict
 from slimsearch.pipelines.training import Distillation, EpochHook, train_model
@@ -71,6 +72,16 @@ def teacher_logits(task: Task, cache: StageCache, teacher_stage: StageResult) ->
     return logits
 
 
+def teacher_features(task: Task, cache: StageCache, teacher_stage: StageResult) -> list[torch.Tensor]:
+    """The teacher's stage outputs on the training split (feature distillation), once per teacher."""
+    names = stage_names(teacher_stage.model)
+    stacked, _ = cache.get_or_build(
+        cache.key("teacher-features", teacher=teacher_stage.key, stages=names),
+        lambda: {name: output for name, output in zip(names, teacher_stage_outputs(teacher_stage.model, task.train[0]))},
+    )
+    return [stacked[name] for name in names]
+
+
 def distilled_student(
     task: Task,
     cache: StageCache,
@@ -79,8 +90,12 @@ def distilled_student(
     choice: StudentChoice,
     teacher_stage: StageResult,
     soft_targets: torch.Tensor,
+    hints: FeatureHints | None = None,
     on_epoch: EpochHook | None = None,
 ) -> StageResult:
+    """The student ``choice`` describes, distilled for its budget (``choice.epochs``, else
+    the recipe's) from the teacher's logits and, with ``hints``, its stage features."""
+    extras = {"feature_weight": choice.feature_weight} if choice.feature_weight else {}
     key = cache.key(
         "student",
         teacher=teacher_stage.key,
@@ -88,9 +103,10 @@ def distilled_student(
         depth=choice.depth,
         temperature=choice.temperature,
         alpha=choice.alpha,
-        epochs=recipe.distill_epochs,
+        epochs=student_epochs(choice, recipe),
         lr=recipe.lr,
         seed=seed,
+        **extras,
     )
     model = _seeded(lambda: task.student_architecture(choice.width, choice.depth), seed)
     distillation = Distillation(soft_targets, choice.temperature, choice.alpha)
@@ -99,16 +115,21 @@ def distilled_student(
         lambda: train_model(
             model,
             task.train,
-            recipe.distill_epochs,
+            student_epochs(choice, recipe),
             seed=seed,
             lr=recipe.lr,
             batch_size=recipe.batch_size,
             distillation=distillation,
+            hints=hints,
             on_epoch=on_epoch,
         ).state_dict(),
     )
     model.load_state_dict(state)
     return StageResult(model.eval(), key, hit)
+
+
+def student_epochs(choice: StudentChoice, recipe: TrainingRecipe) -> int:
+    return choice.epochs or recipe.distill_epochs
 
 
 @dataclass(frozen=True)

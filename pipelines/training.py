@@ -3,11 +3,13 @@
 Distillation uses teacher logits computed once per teacher and passed in as a tensor:
 running the teacher on every batch made distillation ~8x slower on the target CPU.
 The loss is ``(1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T)``,
-so ``alpha = 0`` is plain supervised training with the same budget.
+so ``alpha = 0`` is plain supervised training with the same budget. Feature hints
+(``features``) add a weighted loss on intermediate stages.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimsearch.pipelines.features import FeatureHints, HintLoss
 from slimsearch.pipelines.task import Split
 
 
@@ -41,31 +44,40 @@ def train_model(
     lr: float = 3e-3,
     batch_size: int = 64,
     distillation: Distillation | None = None,
+    hints: FeatureHints | None = None,
     on_epoch: EpochHook | None = None,
 ) -> nn.Module:
-    """Train in place with AdamW + cosine schedule; deterministic for a given seed."""
+    """Train in place with AdamW + cosine schedule; deterministic for a given seed. With
+    ``hints``, student stages also learn to match the teacher's (through projections
+    trained alongside and then dropped)."""
     inputs, labels = data
     if epochs <= 0:
         return model.eval()
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    hint_loss = HintLoss(model, hints, inputs[:2]) if hints is not None and hints.weight > 0 else None
+    trained = [*model.parameters(), *(hint_loss.parameters() if hint_loss else [])]
+    optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=1e-4)
     steps_per_epoch = (len(labels) + batch_size - 1) // batch_size
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
     model.train()
-    for epoch in range(1, epochs + 1):
-        order = torch.randperm(len(labels), generator=generator)
-        for start in range(0, len(labels), batch_size):
-            batch = order[start : start + batch_size]
-            logits = model(inputs[batch])
-            loss = _loss(logits, labels[batch], distillation, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        if on_epoch is not None:
-            on_epoch(epoch, epochs, model.eval())
-            model.train()
+    with hint_loss.watching(model) if hint_loss else nullcontext([]) as stage_outputs:
+        for epoch in range(1, epochs + 1):
+            order = torch.randperm(len(labels), generator=generator)
+            for start in range(0, len(labels), batch_size):
+                batch = order[start : start + batch_size]
+                stage_outputs.clear()
+                logits = model(inputs[batch])
+                loss = _loss(logits, labels[batch], distillation, batch)
+                if hint_loss is not None:
+                    loss = loss + hint_loss(stage_outputs, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+            if on_epoch is not None:
+                on_epoch(epoch, epochs, model.eval())
+                model.train()
     return model.eval()
 
 

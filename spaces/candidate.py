@@ -14,12 +14,18 @@ from typing import Any
 
 @dataclass(frozen=True)
 class StudentChoice:
-    """A distilled student: a member of the task's student family plus KD settings."""
+    """A distilled student: a member of the task's student family plus KD settings.
+
+    ``feature_weight`` > 0 adds intermediate-feature hints; ``epochs`` is the student's
+    training budget (``None``: the config's ``training.distill_epochs``).
+    """
 
     width: float
     depth: int
     temperature: float
     alpha: float
+    feature_weight: float = 0.0
+    epochs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,8 @@ class Candidate:
             "student.depth": s.depth if s else None,
             "student.temperature": s.temperature if s else None,
             "student.alpha": s.alpha if s else None,
+            "student.feature_weight": s.feature_weight if s else None,
+            "student.epochs": s.epochs if s else None,
             "prune.ratio": self.prune_ratio,
             "prune.importance": self.prune_importance if self.prune_ratio else None,
             "prune.scope": self.prune_scope if self.prune_ratio else None,
@@ -95,7 +103,10 @@ class Candidate:
 
     def summary(self) -> str:
         """One short human line, e.g. ``student w0.5 d2 | prune 0.3 | int8 | single x1 t2``."""
-        arch = f"student w{self.student.width:g} d{self.student.depth}" if self.student else "teacher"
+        arch = "teacher"
+        if s := self.student:
+            arch = f"student w{s.width:g} d{s.depth}" + (f" hints {s.feature_weight:g}" if s.feature_weight else "")
+            arch += f" {s.epochs} ep" if s.epochs else ""
         if self.bits == 16:
             precision = self.float_dtype or "fp16"
         elif self.bits == 32:

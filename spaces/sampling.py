@@ -72,7 +72,7 @@ def suggest_candidate(trial: optuna.trial.BaseTrial, spec: SpaceSpec, cpu_count:
 
 def _choose(trial: optuna.trial.BaseTrial, name: str, choices: list[Any]) -> Any:
     """Ask the trial only when there is a choice: options added after the first release
-    (pruning method, QAT, runtime) stay out of the parameters of studies that do not
+    (pruning method, QAT, runtime, feature hints, student budget) stay out of the parameters of studies that do not
     search them, so those studies' trials look as they always did."""
     return trial.suggest_categorical(name, choices) if len(choices) > 1 else choices[0]
 
@@ -109,6 +109,8 @@ def _suggest_student(trial: optuna.trial.BaseTrial, spec: SpaceSpec) -> StudentC
         depth=int(trial.suggest_categorical("student.depth", s.depth)),
         temperature=float(trial.suggest_categorical("student.temperature", s.temperature)),
         alpha=float(trial.suggest_categorical("student.alpha", s.alpha)),
+        feature_weight=float(_choose(trial, "student.feature_weight", s.feature_weight)),
+        epochs=int(_choose(trial, "student.epochs", s.epochs)) if s.epochs else None,
     )
 
 
@@ -231,6 +233,8 @@ def describe_space(spec: SpaceSpec) -> list[tuple[str, str, str]]:
         ("student.depth", _join(s.depth), "student = distilled"),
         ("student.temperature", _join(s.temperature), "student = distilled"),
         ("student.alpha", _join(s.alpha), "student = distilled"),
+        ("student.feature_weight", _join(s.feature_weight) + "  (0 = logits only)", "student = distilled"),
+        ("student.epochs", _join(s.epochs) or "training.distill_epochs", "student = distilled"),
         ("prune.ratio", f"{pr.low:g} .. {pr.high:g} step {pr.step:g}", "always"),
         ("prune.importance", _join(pr.importance), "prune.ratio > 0"),
         ("prune.scope", _join(pr.scope), "prune.ratio > 0"),

@@ -84,6 +84,14 @@ class StudentSpec(_Strict):
     depth: list[int] = Field(default_factory=lambda: [2, 3])
     temperature: list[float] = Field(default_factory=lambda: [2.0, 4.0])
     alpha: list[float] = Field(default_factory=lambda: [0.0, 0.5])
+    feature_weight: list[float] = Field(
+        default_factory=lambda: [0.0],
+        description="weight of intermediate-feature hints (0 = logits only); needs the models' feature_stages()",
+    )
+    epochs: list[int] = Field(
+        default_factory=list,
+        description="the student's training budget, searched as a fidelity; empty = training.distill_epochs",
+    )
 
     @field_validator("width")
     @classmethod
@@ -98,6 +106,20 @@ class StudentSpec(_Strict):
         if not depths or any(d < 1 for d in depths):
             raise ValueError("depths must be >= 1")
         return depths
+
+    @field_validator("feature_weight")
+    @classmethod
+    def _non_negative_weight(cls, weights: list[float]) -> list[float]:
+        if not weights or any(w < 0 for w in weights):
+            raise ValueError("feature_weight must be a non-empty list of numbers >= 0")
+        return weights
+
+    @field_validator("epochs")
+    @classmethod
+    def _positive_epochs(cls, epochs: list[int]) -> list[int]:
+        if any(e < 1 for e in epochs):
+            raise ValueError("epochs must be >= 1 (or an empty list for training.distill_epochs)")
+        return epochs
 
     @field_validator("alpha")
     @classmethod

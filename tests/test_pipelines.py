@@ -21,6 +21,7 @@ from slimsearch.evaluators.memory import state_dict_bytes
 from slimsearch.pipelines.export import ExportError, export_model
 from slimsearch.pipelines.ort_quantize import onnxruntime_model
 from slimsearch.pipelines.quantize import quantize
+from slimsearch.pipelines.features import FeatureHints, HintLoss
 from slimsearch.pipelines.stages import (
     PruningChoice,
     StageResult,
@@ -28,6 +29,7 @@ from slimsearch.pipelines.stages import (
     prune_channels,
     pruned_and_finetuned,
     qat_trainer,
+    teacher_features,
 )
 from slimsearch.pipelines.training import Distillation, train_model
 from slimsearch.spaces import Candidate, InvalidCandidate, StudentChoice, StudentSpec
@@ -224,6 +226,41 @@ def test_distilled_student_against_the_same_student_from_labels(tmp_path: Path, 
     assert min(accuracy.values()) >= 0.95, "both budgets train a usable student"
     assert accuracy["labels"] != accuracy["distilled"], "distillation changes what the student learns"
     assert 0.0 in StudentSpec().alpha and any(a > 0 for a in StudentSpec().alpha), "the search can choose either"
+
+
+def test_feature_hints_train_the_student_towards_the_teacher_stages(
+    tmp_path: Path, digits_task, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = CompressionPipeline(digits_task, tmp_path, TrainingRecipe(), seed=0)
+    features = teacher_features(digits_task, pipeline.cache, pipeline.teacher)
+    assert [tuple(f.shape[1:]) for f in features] == [(32, 16, 16), (64, 8, 8), (128, 4, 4)]
+    assert len(features[0]) == len(digits_task.train[1])
+    hint_losses: list[float] = []
+    measured = HintLoss.forward
+
+    def spy(self: HintLoss, outputs: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+        assert len(outputs) == 2, "a depth-2 student matches the teacher's first two stages"
+        hint_losses.append(float(loss := measured(self, outputs, rows)))
+        return loss
+
+    monkeypatch.setattr(HintLoss, "forward", spy)
+    students = {weight: train_model(digits_task.student_architecture(0.25, 2), digits_task.train, 3, seed=0,
+                                    hints=FeatureHints(features, weight)) for weight in (0.0, 1.0)}
+    per_epoch = len(hint_losses) // 3
+    first, last = hint_losses[:per_epoch], hint_losses[-per_epoch:]
+    assert per_epoch > 0 and sum(last) < 0.8 * sum(first), "student stages move towards the teacher's"
+    head = [student.head.weight for student in students.values()]
+    assert not torch.allclose(*head), "the hint loss changes what the student learns"
+
+
+def test_feature_distillation_needs_feature_stages_and_shows_in_the_summary(tmp_path: Path, digits_task) -> None:
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(256, 10))
+    with pytest.raises(InvalidCandidate, match="no feature_stages"):
+        train_model(plain, digits_task.train, 1, seed=0, hints=FeatureHints([torch.zeros(1)], 1.0))
+    candidate = Candidate(StudentChoice(0.5, 1, 4.0, 0.5, feature_weight=1.0, epochs=1), 0.0, 32, None, "single", 1, 1)
+    transformer = load_task("digits-transformer", 0)
+    assert transformer.student_architecture(0.5, 1).feature_stages() == ["blocks.0"]
+    assert "hints 1" in candidate.summary() and "1 ep" in candidate.summary()
 
 
 def test_stage_cache_builds_once_and_loads_weights_only(tmp_path: Path) -> None:
