@@ -94,7 +94,7 @@ class HintLoss(nn.Module):
 
 def _projection(student: torch.Tensor, teacher: torch.Tensor, name: str) -> nn.Module:
     maps = student.dim() == 4  # (batch, channels, height, width); else (batch, tokens, features)
-    same_grid = student.shape[2:] == teacher.shape[2:] if maps else student.shape[:2] == teacher.shape[:2]
+    same_grid = student.shape[2:] == teacher.shape[2:] if maps else student.shape[1] == teacher.shape[1]
     if student.dim() != teacher.dim() or student.dim() not in (3, 4) or not same_grid:
         raise InvalidCandidate(f"student stage '{name}' has shape {tuple(student.shape[1:])}, the teacher's "
                                f"{tuple(teacher.shape[1:])}: feature distillation needs the same resolution")

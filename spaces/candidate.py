@@ -105,8 +105,8 @@ class Candidate:
         """One short human line, e.g. ``student w0.5 d2 | prune 0.3 | int8 | single x1 t2``."""
         arch = "teacher"
         if s := self.student:
-            arch = f"student w{s.width:g} d{s.depth}" + (f" hints {s.feature_weight:g}" if s.feature_weight else "")
-            arch += f" {s.epochs} ep" if s.epochs else ""
+            arch = f"student w{s.width:g} d{s.depth}" + (f" e{s.epochs}" if s.epochs else "")
+            arch += f" hints {s.feature_weight:g}" if s.feature_weight else ""
         if self.bits == 16:
             precision = self.float_dtype or "fp16"
         elif self.bits == 32:

@@ -21,7 +21,7 @@ from slimsearch.evaluators.memory import state_dict_bytes
 from slimsearch.pipelines.export import ExportError, export_model
 from slimsearch.pipelines.ort_quantize import onnxruntime_model
 from slimsearch.pipelines.quantize import quantize
-from slimsearch.pipelines.features import FeatureHints, HintLoss
+from slimsearch.pipelines.features import FeatureHints, HintLoss, teacher_stage_outputs
 from slimsearch.pipelines.stages import (
     PruningChoice,
     StageResult,
@@ -259,8 +259,13 @@ def test_feature_distillation_needs_feature_stages_and_shows_in_the_summary(tmp_
         train_model(plain, digits_task.train, 1, seed=0, hints=FeatureHints([torch.zeros(1)], 1.0))
     candidate = Candidate(StudentChoice(0.5, 1, 4.0, 0.5, feature_weight=1.0, epochs=1), 0.0, 32, None, "single", 1, 1)
     transformer = load_task("digits-transformer", 0)
-    assert transformer.student_architecture(0.5, 1).feature_stages() == ["blocks.0"]
-    assert "hints 1" in candidate.summary() and "1 ep" in candidate.summary()
+    rows = (transformer.train[0][:128], transformer.train[1][:128])
+    token_features = teacher_stage_outputs(transformer.teacher_architecture(), rows[0])
+    assert [tuple(f.shape[1:]) for f in token_features] == [(16, 64), (16, 64)]
+    student = train_model(transformer.student_architecture(0.5, 1), rows, 1, seed=0,
+                          hints=FeatureHints(token_features, 1.0))
+    assert student.feature_stages() == ["blocks.0"], "token stages match through a linear projection"
+    assert candidate.summary().startswith("student w0.5 d1 e1 hints 1 |")
 
 
 def test_stage_cache_builds_once_and_loads_weights_only(tmp_path: Path) -> None:
