@@ -105,7 +105,8 @@ def measure_serving(
             path.unlink(missing_ok=True)
     if measurement.output_error > plan.tolerance:
         raise MeasurementError(
-            f"{plan.strategy} x{plan.degree} outputs differ from the reference model (single-process, or uncompiled) by "
+            f"{plan.strategy} x{plan.degree} outputs differ from the "
+            f"{'single-process model' if plan.degree > 1 else 'uncompiled program'} by "
             f"{measurement.output_error:.2g} of the largest logit (tolerance {plan.tolerance:g})"
         )
     return measurement
