@@ -227,6 +227,7 @@ def describe_space(spec: SpaceSpec) -> list[tuple[str, str, str]]:
     """Rows of (parameter, values, condition) for printing the space."""
     s, q, p, pr = spec.student, spec.quantize, spec.parallel, spec.prune
     kinds = [k for k, allowed in (("teacher", s.keep_teacher), ("distilled", s.distill)) if allowed]
+    int8_name, int8_runtimes = runtime_choices(spec, 8) or ("parallel.runtime", [])
     return [
         ("student", ", ".join(kinds), "always"),
         ("student.width", _join(s.width), "student = distilled"),
@@ -244,6 +245,7 @@ def describe_space(spec: SpaceSpec) -> list[tuple[str, str, str]]:
         ("quantize.qat", _join(q.qat) + "  (int8 quantization-aware fine-tuning)", "quantize.bits = 8"),
         ("parallel.strategy", _join(p.strategies), "always"),
         ("parallel.runtime", _join(p.runtimes), "single, 32 bits (8 bits without torch_compile), no QAT"),
+        *([(int8_name, _join(int8_runtimes), "single, 8 bits, no QAT")] if int8_name != "parallel.runtime" else []),
         ("parallel.degree", _join(p.degree), "parallel.strategy != single"),
         ("parallel.threads", _join(p.threads), "parallel.strategy = single"),
         ("parallel.rank_threads", _join(p.threads) + "  (those that fit the host's cores)", "parallel.strategy != single"),
