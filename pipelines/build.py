@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -68,6 +69,11 @@ class CompressionPipeline:
         if self._soft_targets is None:
             self._soft_targets = stages.teacher_logits(self.task, self.cache, self.teacher)
         return self._soft_targets
+
+    @cached_property
+    def teacher_features(self) -> list[torch.Tensor]:
+        """The teacher's stage outputs on the training split, read once per process."""
+        return stages.teacher_features(self.task, self.cache, self.teacher)
 
     def build(self, candidate: Candidate, monitor: AccuracyMonitor | None = None) -> BuiltModel:
         """Build ``candidate``; with ``monitor``, report validation accuracy after every
@@ -131,9 +137,8 @@ class CompressionPipeline:
             return self.teacher, None
         hook = self._epoch_hook("distill", monitor)
         with _timed(timings, "distill"):
-            hints = None
-            if choice.feature_weight:
-                hints = FeatureHints(stages.teacher_features(self.task, self.cache, self.teacher), choice.feature_weight)
+            # Loaded only when the student is trained, not on a cache hit (the features are large).
+            hints = (lambda: FeatureHints(self.teacher_features, choice.feature_weight)) if choice.feature_weight else None
             student = stages.distilled_student(
                 self.task, self.cache, self.recipe, self.seed, choice, self.teacher, self.soft_targets, hints, hook
             )

@@ -90,11 +90,12 @@ def distilled_student(
     choice: StudentChoice,
     teacher_stage: StageResult,
     soft_targets: torch.Tensor,
-    hints: FeatureHints | None = None,
+    hints: Callable[[], FeatureHints] | None = None,
     on_epoch: EpochHook | None = None,
 ) -> StageResult:
     """The student ``choice`` describes, distilled for its budget (``choice.epochs``, else
-    the recipe's) from the teacher's logits and, with ``hints``, its stage features."""
+    the recipe's) from the teacher's logits and, with ``hints``, its stage features
+    (asked for only when the student is trained, not when it comes from the cache)."""
     extras = {"feature_weight": choice.feature_weight} if choice.feature_weight else {}
     key = cache.key(
         "student",
@@ -120,7 +121,7 @@ def distilled_student(
             lr=recipe.lr,
             batch_size=recipe.batch_size,
             distillation=distillation,
-            hints=hints,
+            hints=hints() if hints else None,
             on_epoch=on_epoch,
         ).state_dict(),
     )

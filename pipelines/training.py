@@ -4,7 +4,7 @@ Distillation uses teacher logits computed once per teacher and passed in as a te
 running the teacher on every batch made distillation ~8x slower on the target CPU.
 The loss is ``(1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T)``,
 so ``alpha = 0`` is plain supervised training with the same budget. Feature hints
-(``features``) add a weighted loss on intermediate stages.
+(``hints``) add a weighted loss on intermediate stages.
 """
 
 from __future__ import annotations
