@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser postgres demo test bench clean
+.PHONY: setup browser postgres demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ postgres:
 
 test: setup browser postgres
 	$(VENV)/bin/python -m pytest -q tests
+
+# Unit and component tests only (no whole searches): a few minutes.
+test-fast: setup
+	$(VENV)/bin/python -m pytest -q -m "not e2e" tests
 
 # The benchmark suite (~40 min on 2 cores; run on an idle machine): prints measured tables
 # headed by run date, commit and hardware, and rewrites the README's Results section.

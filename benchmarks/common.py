@@ -46,11 +46,11 @@ def teacher(task_name: str) -> tuple[Task, nn.Module]:
 def serve(model: nn.Module, task: Task, strategy: str = "single", degree: int = 1, threads: int = 1,
           protocol: TimingProtocol = TimingProtocol()) -> ServingMeasurement:
     """Measure ``model`` served with ``strategy`` in the isolated probe, as a trial would."""
-    example = task.train[0][:BATCH]
+    example = task.serving_batch(BATCH)
     with tempfile.TemporaryDirectory(prefix="slimsearch-bench-") as workdir:
         artifact = save_artifact(model, example, Path(workdir) / "model.pt")
         plan = plan_ranks(model, example, strategy, degree, artifact)
-        return measure_serving(artifact, plan, task.input_shape, batch_size=BATCH, threads=threads,
+        return measure_serving(artifact, plan, example, threads=threads,
                                protocol=protocol, timeout_s=600)
 
 

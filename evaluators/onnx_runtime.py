@@ -18,7 +18,7 @@ from torch import nn
 
 
 class OnnxModule(nn.Module):
-    """float32 batch in, float32 logits out, computed by an onnxruntime CPU session."""
+    """A batch in the exported dtype in, float32 logits out, computed by an onnxruntime CPU session."""
 
     def __init__(self, model_bytes: bytes, threads: int | None = None):
         super().__init__()
@@ -36,7 +36,7 @@ class OnnxModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         session = self._session or self._open()
-        output = session.run(None, {session.get_inputs()[0].name: x.detach().float().contiguous().numpy()})[0]
+        output = session.run(None, {session.get_inputs()[0].name: x.detach().contiguous().numpy()})[0]
         return torch.from_numpy(np.asarray(output, dtype=np.float32))
 
     def _open(self) -> Any:

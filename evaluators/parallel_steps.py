@@ -66,7 +66,7 @@ def _single(job: ServingJob, model: nn.Module, batch: torch.Tensor, rank: int) -
 
 
 def _data_parallel(job: ServingJob, model: nn.Module, batch: torch.Tensor, rank: int) -> Step:
-    shard = torch.empty(batch.shape[0] // job.degree, *batch.shape[1:])
+    shard = torch.empty(batch.shape[0] // job.degree, *batch.shape[1:], dtype=batch.dtype)
 
     def step() -> torch.Tensor | None:
         dist.scatter(shard, list(batch.chunk(job.degree)) if rank == 0 else None, src=0)

@@ -36,8 +36,8 @@ class PlacementError(RuntimeError):
 class ServingRequest:
     """Everything a serving measurement needs besides the files of ``plan``."""
 
-    input_shape: tuple[int, ...]
-    batch_size: int
+    batch: torch.Tensor
+    """The rows every timed call serves (real validation rows, in the task's dtype)."""
     threads: int
     protocol: TimingProtocol
     timeout_s: float
@@ -53,7 +53,7 @@ class LocalPlacement:
     """Probe processes on this host; accuracy of the serving artifact in this process."""
 
     def measure(self, artifact: Path, plan: RankPlan, request: ServingRequest) -> ServingMeasurement:
-        return measure_serving(artifact, plan, request.input_shape, batch_size=request.batch_size,
+        return measure_serving(artifact, plan, request.batch,
                                threads=request.threads, protocol=request.protocol, timeout_s=request.timeout_s)
 
     def accuracy(self, artifact: Path, split: Split, metric: Metric) -> float:

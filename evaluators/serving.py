@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from slimsearch.evaluators.latency import LatencyStats
 from slimsearch.evaluators.rank_plans import RankPlan
 from slimsearch.evaluators.serving_probe import ServingJob, job_dict
@@ -81,16 +83,17 @@ class ServingMeasurement:
 def measure_serving(
     artifact: Path,
     plan: RankPlan,
-    input_shape: tuple[int, ...],
+    batch: torch.Tensor,
     *,
-    batch_size: int,
     threads: int,
     protocol: TimingProtocol,
     timeout_s: float,
 ) -> ServingMeasurement:
     """Serve ``artifact`` as ``plan`` says in the probe and return the measurement, or
     raise MeasurementError (probe crash, timeout, parallel outputs off the reference)."""
-    job = ServingJob(str(artifact), plan.rank_files, list(input_shape), batch_size, plan.strategy, plan.degree,
+    batch_path = artifact.with_suffix(".batch.pt")
+    torch.save(batch, batch_path)
+    job = ServingJob(str(artifact), plan.rank_files, str(batch_path), plan.strategy, plan.degree,
                      threads, protocol.warmup, protocol.repeats, protocol.rounds, protocol.max_rounds,
                      protocol.max_outside_load, plan.micro_batches, plan.boundaries)
     job_path = artifact.with_suffix(".job.json")
@@ -101,7 +104,7 @@ def measure_serving(
         _run_probe(job_path, result_path, timeout_s)
         measurement = _parse(json.loads(result_path.read_text()), protocol, plan)
     finally:
-        for path in (job_path, result_path, *{Path(f) for f in plan.rank_files} - {artifact}):
+        for path in (job_path, result_path, batch_path, *{Path(f) for f in plan.rank_files} - {artifact}):
             path.unlink(missing_ok=True)
     if measurement.output_error > plan.tolerance:
         raise MeasurementError(

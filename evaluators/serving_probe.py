@@ -41,8 +41,8 @@ class ServingJob:
     artifact: str
     """The single-process TorchScript model (the reference parallel outputs are checked against)."""
     rank_files: list[str]
-    input_shape: list[int]
-    batch_size: int
+    batch_file: str
+    """The request every timed call serves (real rows in the task's dtype), saved by the caller."""
     strategy: str
     degree: int
     threads: int
@@ -97,8 +97,7 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=job.degree)
     baseline, baseline_file = current_rss_bytes(), file_rss_bytes()
     model = load_rank_model(job, rank)
-    torch.manual_seed(0)  # the same request on every rank and in the reference check
-    batch = torch.randn(job.batch_size, *job.input_shape)
+    batch = torch.load(job.batch_file, weights_only=True)  # the same request on every rank and in the check
     step = make_step(job, model, batch, rank)
     with torch.no_grad():
         first_call_s = _seconds(step)  # cold start: includes compiling a torch_compile program

@@ -24,8 +24,9 @@
   real; speed is fp32 speed and size is computed from packed bits, so every number is
   labelled ``simulated``.
 
-Every serving module takes float32 input and returns float32 logits, as a deployed
-model would, so accuracy and latency are measured on the same interface.
+Every serving module takes the task's inputs as they are (float32 features, int64 ids)
+and returns float32 logits, as a deployed model would, so accuracy and latency are
+measured on the same interface.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ class QuantizedModel:
 
 
 class CastingWrapper(nn.Module):
-    """Runs ``inner`` in ``dtype`` behind a float32 interface."""
+    """Runs ``inner`` in ``dtype`` behind a float32 interface. Only floating inputs are
+    cast: integer inputs (token ids, indices) pass unchanged, as float16 cannot hold
+    every id (7545 -> 7544) and bfloat16 fewer still."""
 
     def __init__(self, inner: nn.Module, dtype: torch.dtype):
         super().__init__()
@@ -61,7 +64,7 @@ class CastingWrapper(nn.Module):
         self.dtype = dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.to(self.dtype)).float()
+        return self.inner(x.to(self.dtype) if x.is_floating_point() else x).float()
 
 
 QatTrainer = Callable[[nn.Module], None]

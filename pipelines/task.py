@@ -52,6 +52,21 @@ class Task:
         return tuple(self.train[0].shape[1:])
 
     @property
+    def input_dtype(self) -> torch.dtype:
+        """dtype of the inputs (float32 features, int64 token ids, ...), kept end to end."""
+        return self.train[0].dtype
+
+    def input_signature(self) -> dict[str, object]:
+        """What a deployment feeds the model: one example's shape and the dtype, as plain data."""
+        return {"input_shape": list(self.input_shape), "input_dtype": str(self.input_dtype).removeprefix("torch.")}
+
+    def serving_batch(self, size: int) -> torch.Tensor:
+        """``size`` real validation rows (cycled when the split is smaller): what latency and
+        memory are measured on, so any input dtype and value range is served as deployed."""
+        rows = self.val[0]
+        return rows[torch.arange(size) % len(rows)].contiguous()
+
+    @property
     def num_classes(self) -> int:
         return int(self.train[1].max()) + 1
 

@@ -297,7 +297,7 @@ def select(
             alias,
             deployment.files[served],
             [deployment.spec_path, *deployment.files.values()],
-            deployment.spec["serving"]["input_shape"],
+            deployment.spec["serving"],
             {k: f"{m[k]:.6g}" for k in ("accuracy", "latency_p50_ms", "latency_p95_ms", "memory_mb", "model_mb")},
         )
         console.print(f"registered: models:/{registration.model_name}@{registration.alias} "
@@ -382,8 +382,8 @@ def cache_clear(
     cache = StageCache(cfg.cache_dir)
     present = [row.stage for row in cache.usage()]
     if stage is not None and stage not in present:
-        raise typer.BadParameter(f"no entries of stage '{stage}' in {cfg.cache_dir}; present: {', '.join(present) or 'none'}",
-                                 param_hint="--stage")
+        raise ConfigError(f"--stage {stage}: no entries of that stage in {cfg.cache_dir}; "
+                          f"present: {', '.join(present) or 'none'}")
     deleted, freed, skipped = cache.clear(stage)
     console.print(f"deleted {deleted} entries ({freed / 2**20:.2f} MiB) from {cfg.cache_dir}"
                   + (f"; skipped {skipped} in use by a running search" if skipped else ""))

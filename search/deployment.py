@@ -65,9 +65,9 @@ def build_deployment(
             f"(the search measured latency_p95_ms {searched['latency_p95_ms']:.4g}, memory_mb {searched['memory_mb']:.4g}); "
             "loosen the limit or choose with a margin"
         )
-    example = task.val[0][: config.evaluation.batch_size]
+    example = task.serving_batch(config.evaluation.batch_size)
     files = {fmt: export_model(built.serving, example, fmt, directory / "model") for fmt in formats}
-    spec = _spec(review, trial, candidate, config, built.quant_path, remeasured, files, list(task.input_shape))
+    spec = _spec(review, trial, candidate, config, built.quant_path, remeasured, files, task.input_signature())
     spec_path = directory / "deployment.yaml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return Deployment(directory, files, spec_path, spec, remeasured)
@@ -81,7 +81,7 @@ def _spec(
     quant_path: str,
     remeasured: TrialResult,
     files: dict[str, Path],
-    input_shape: list[int],
+    input_signature: dict[str, Any],
 ) -> dict[str, Any]:
     m = remeasured.metrics
     return {
@@ -92,7 +92,7 @@ def _spec(
         "configuration": candidate.summary(),
         "compression": {**candidate.to_dict(), "quant_path": quant_path, "simulated": candidate.simulated},
         "parallel_plan": {"strategy": candidate.strategy, "degree": candidate.degree, "threads_per_rank": candidate.threads},
-        "serving": {"batch_size": config.evaluation.batch_size, "input_shape": input_shape, "input_dtype": "float32"},
+        "serving": {"batch_size": config.evaluation.batch_size, **input_signature},
         "measured": {
             "source": "re-measured in an isolated probe process at selection time",
             "accuracy_val": m["accuracy"],

@@ -25,17 +25,19 @@ from slimsearch.search.tracking import ROLE_TAG, find_parent_run
 
 
 class ServedClassifier(mlflow.pyfunc.PythonModel):
-    """pyfunc: float32 rows (flattened or shaped) -> logits, via the served artifact on
-    its runtime (TorchScript, ONNX on onnxruntime, or a torch.export program compiled)."""
+    """pyfunc: rows (flattened or shaped) in the task's input dtype -> logits, via the served
+    artifact on its runtime (TorchScript, ONNX on onnxruntime, or a torch.export program compiled)."""
 
-    def __init__(self, input_shape: list[int]):
+    def __init__(self, input_shape: list[int], input_dtype: str = "float32"):
         self.input_shape = tuple(input_shape)
+        self.input_dtype = input_dtype
 
     def load_context(self, context: Any) -> None:
         self.model = load_artifact(context.artifacts["model"])
 
     def predict(self, context: Any, model_input: Any, params: dict | None = None) -> np.ndarray:
-        batch = torch.as_tensor(np.asarray(model_input, dtype=np.float32)).reshape(-1, *self.input_shape)
+        rows = np.asarray(model_input, dtype=getattr(np, self.input_dtype))
+        batch = torch.as_tensor(rows).reshape(-1, *self.input_shape)
         with torch.inference_mode():
             return self.model(batch).numpy()
 
@@ -57,7 +59,7 @@ def register_model(
     alias: str,
     served: Path,
     extra_files: list[Path],
-    input_shape: list[int],
+    input_signature: dict[str, Any],
     version_tags: dict[str, str],
 ) -> Registration:
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -73,7 +75,7 @@ def register_model(
             mlflow.log_artifact(str(path), artifact_path="deployment")
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=ServedClassifier(input_shape),
+            python_model=ServedClassifier(input_signature["input_shape"], input_signature["input_dtype"]),
             artifacts={"model": str(served)},
             registered_model_name=model_name,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"],

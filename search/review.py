@@ -130,14 +130,18 @@ class StudyReview:
         return rows
 
     def importances(self) -> dict[str, dict[str, float]]:
-        """Optuna's fANOVA importance per objective (seeded: unseeded runs disagreed with the data)."""
+        """Optuna's fANOVA importance per objective (seeded: unseeded runs disagreed with the
+        data). An objective that did not vary over the trials (every accuracy equal, say) has
+        no importance to show; fANOVA raises for it, so it is left out rather than failing the report."""
         if len(self.complete) < MIN_TRIALS_FOR_IMPORTANCE:
             return {}
-        return {
-            name: dict(optuna.importance.get_param_importances(
+        found = {}
+        for i, name in enumerate(self.objectives):
+            if len({t.values[i] for t in self.complete}) < 2:
+                continue
+            found[name] = dict(optuna.importance.get_param_importances(
                 self.study, evaluator=FanovaImportanceEvaluator(seed=0), target=lambda t, i=i: t.values[i]))
-            for i, name in enumerate(self.objectives)
-        }
+        return found
 
     def html(self) -> str:
         points = self.plot_points()

@@ -110,7 +110,7 @@ def measure_built(
     """Measure an already built model where ``placement`` runs evaluators: accuracy of the
     serving artifact, then latency and memory in the isolated probe."""
     workdir.mkdir(parents=True, exist_ok=True)
-    example = task.train[0][: evaluation.batch_size]
+    example = task.serving_batch(evaluation.batch_size)
     artifact = save_artifact(built.serving, example, workdir / f"{candidate.fingerprint()}.pt")
     try:
         accuracy = placement.accuracy(artifact, task.val, task.metric)
@@ -120,8 +120,7 @@ def measure_built(
             monitor(SERVING_POINT, accuracy)
         test_accuracy = placement.accuracy(artifact, task.test, task.metric)
         plan = plan_ranks(built.serving, example, candidate.strategy, candidate.degree, artifact)
-        request = ServingRequest(task.input_shape, evaluation.batch_size, candidate.threads, evaluation.protocol(),
-                                 evaluation.timeout_s)
+        request = ServingRequest(example, candidate.threads, evaluation.protocol(), evaluation.timeout_s)
         serving = placement.measure(artifact, plan, request)
     except BaseException:  # nothing of a failed measurement is left behind
         artifact.unlink(missing_ok=True)

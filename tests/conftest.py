@@ -59,6 +59,17 @@ def fast_config(tmp_path: Path, user_task: str) -> dict:
 
 
 @pytest.fixture(scope="session")
+def digits_teacher_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stage cache holding the digits teacher, trained once for the whole session (15
+    epochs); tests that need the trained teacher build their pipelines on it."""
+    from slimsearch.pipelines import CompressionPipeline, TrainingRecipe, load_task
+
+    cache_dir = tmp_path_factory.mktemp("digits-teacher-cache")
+    assert not CompressionPipeline(load_task("digits", 0), cache_dir, TrainingRecipe(), seed=0).teacher.cache_hit
+    return cache_dir
+
+
+@pytest.fixture(scope="session")
 def postgres() -> Iterator[str]:
     """Base URL of a real PostgreSQL server on loopback with databases ``optuna`` and
     ``mlflow``; skipped where PostgreSQL is not installed, unless CI requires it."""

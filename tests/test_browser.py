@@ -20,6 +20,8 @@ from slimsearch.dashboards.launch import start_mlflow_ui
 from slimsearch.search.cli import app
 from tests.conftest import write_config
 
+pytestmark = pytest.mark.e2e  # whole searches: deselect with -m 'not e2e' for a fast run
+
 CHROMIUM = shutil.which("chromium")
 REQUIRED = os.environ.get("SLIMSEARCH_REQUIRE_BROWSER") == "1"
 ARTIFACTS = Path(os.environ.get("SLIMSEARCH_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from slimsearch.search.cli import app
 from slimsearch.search.config import ConfigError, SlimsearchConfig, load_config
 from slimsearch.search.objectives import Constraint
+from tests.helpers import cli_text
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -52,7 +53,7 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_validate_accepts_the_example() -> None:
     result = runner.invoke(app, ["validate", str(ROOT / "configs" / "digits.yaml")])
-    assert result.exit_code == 0 and "ok" in result.output
+    assert result.exit_code == 0 and "ok" in cli_text(result.output)
 
 
 @pytest.mark.parametrize(
@@ -76,4 +77,4 @@ def test_impossible_or_malformed_constraints_are_refused(text: str) -> None:
 def test_space_command_prints_parameters_and_candidates() -> None:
     result = runner.invoke(app, ["space", "--samples", "3"])
     assert result.exit_code == 0
-    assert "parallel.degree" in result.output and result.output.count("|") >= 9
+    assert "parallel.degree" in cli_text(result.output) and result.output.count("|") >= 9

@@ -14,7 +14,7 @@ from slimsearch.search.early_stopping import EarlyStopping, TrialStopped, requir
 from slimsearch.search.objectives import Constraint
 from slimsearch.spaces import Candidate, StudentChoice
 from tests.conftest import write_config
-from tests.test_end_to_end import _run, _stores
+from tests.helpers import cli_text, run_cli, stores
 
 OBJECTIVES = {"accuracy": "maximize", "latency_p50_ms": "minimize", "memory_mb": "minimize"}
 SMALL = Candidate(StudentChoice(0.5, 2, 2.0, 0.5), 0.0, 8, None, "single", 1, 1)
@@ -72,12 +72,13 @@ def test_a_best_case_dominated_by_the_front_is_stopped_only_when_its_speed_is_kn
     rules.for_trial(_study(history), WIDER)("serving", 0.96)  # speed unknown: cannot judge
 
 
+@pytest.mark.e2e
 def test_stopped_trials_are_pruned_in_both_stores_and_use_budget(tmp_path: Path, fast_config: dict) -> None:
     fast_config["constraints"] = ["accuracy_drop <= 0"]  # only candidates as accurate as the teacher may finish
     fast_config["search"].update(n_trials=5, study_name="stopping", sampler="random")
     fast_config["space"]["student"]["width"] = [0.5]
-    output = _run(write_config(tmp_path / "stopping.yaml", **fast_config))
-    study, _, children, _ = _stores(Path(fast_config["output_dir"]), "stopping")
+    output = run_cli(write_config(tmp_path / "stopping.yaml", **fast_config))
+    study, _, children, _ = stores(Path(fast_config["output_dir"]), "stopping")
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned, output
     assert all(t.user_attrs["pruned_rule"] in ("accuracy-constraint", "dominated") for t in pruned)
@@ -90,4 +91,4 @@ def test_stopped_trials_are_pruned_in_both_stores_and_use_budget(tmp_path: Path,
         assert run.info.status == "FINISHED" and run.data.tags["state"] == "PRUNED"
         assert run.data.tags["pruned_rule"] == trial.user_attrs["pruned_rule"]
         assert "accuracy_at_stop" in run.data.metrics
-    assert "stopped early" in output
+    assert "stopped early" in cli_text(output)

@@ -3,61 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from typer.testing import CliRunner
 
 from slimsearch.search.cli import app
-from slimsearch.search.study import StudyMismatch, load_existing_study
 from tests.conftest import readme_task_source, write_config
+from tests.helpers import cli_text, count_trials, run_cli, runner, search_process, stores, wait_until
 
-runner = CliRunner()
-
-
-def _run(config: Path, *extra: str) -> str:
-    result = runner.invoke(app, ["run", str(config), *extra])
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def _stores(out: Path, study_name: str, storage: str | None = None,
-            tracking_uri: str | None = None) -> tuple[optuna.Study, MlflowClient, list, object]:
-    study = load_existing_study(storage or f"sqlite:///{out / 'optuna.db'}", study_name)
-    client = MlflowClient(tracking_uri=tracking_uri or f"sqlite:///{out / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("slimsearch")
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("slimsearch.role") == "study"]
-    assert len(parents) == 1, "one parent run per study, also after a resume"
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    return study, client, children, parents[0]
-
-
-def _search_process(config: Path, task_dir: Path, **popen: object) -> subprocess.Popen:
-    """``slimsearch run CONFIG`` in its own process (to be signalled or killed), importing
-    the user_task fixture's my_task.py from ``task_dir``; output captured as text by default."""
-    env = {**os.environ, "PYTHONPATH": str(task_dir)}
-    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
-    return subprocess.Popen([sys.executable, "-m", "slimsearch.search.cli", "run", str(config)],
-                            env=env, **{**streams, **popen})
+pytestmark = pytest.mark.e2e  # whole searches: deselect with -m 'not e2e' for a fast run
 
 
 def test_search_records_agree_and_resume_continues_numbering(tmp_path: Path, fast_config: dict) -> None:
     config = write_config(tmp_path / "search.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
-    output = _run(config)
-    assert "Pareto front" in output and "mlflow ui --backend-store-uri" in output
+    output = run_cli(config)
+    assert "Pareto front" in cli_text(output) and "mlflow ui --backend-store-uri" in cli_text(output)
 
-    study, client, children, parent = _stores(out, "e2e")
+    study, client, children, parent = stores(out, "e2e")
     finished = [t for t in study.trials if t.state.is_finished()]
     assert len([t for t in finished if t.user_attrs.get("failure_kind") != "rejected"]) == 4
     by_number = {int(r.data.tags["trial_number"]): r for r in children}
@@ -92,15 +59,15 @@ def test_search_records_agree_and_resume_continues_numbering(tmp_path: Path, fas
     assert with_models == front_numbers, "front members' models are logged, others are not"
 
     last = max(t.number for t in study.trials)
-    _run(config, "--n-trials", "2")
-    study, _, children, parent = _stores(out, "e2e")
+    run_cli(config, "--n-trials", "2")
+    study, _, children, parent = stores(out, "e2e")
     new_numbers = sorted(t.number for t in study.trials if t.number > last)
     assert new_numbers and new_numbers[0] == last + 1
     assert len([t for t in study.trials if t.user_attrs.get("failure_kind") != "rejected"]) == 6
     assert not [r for r in children if r.info.status == "RUNNING"]
 
     front = runner.invoke(app, ["front", str(config)])
-    assert front.exit_code == 0 and "Pareto front" in front.output
+    assert front.exit_code == 0 and "Pareto front" in cli_text(front.output)
 
 
 CRASHY_TASK = readme_task_source() + '''
@@ -128,10 +95,10 @@ def test_crashing_and_rejected_trials_are_recorded_and_the_study_continues(
     fast_config["space"]["parallel"] = {"strategies": ["single", "tensor_parallel"], "degree": [2], "threads": [1]}
     fast_config["search"].update(n_trials=6, study_name="crashy", sampler="random")
     config = write_config(tmp_path / "crashy.yaml", **fast_config)
-    output = _run(config)
-    assert "failed" in output
+    output = run_cli(config)
+    assert "failed" in cli_text(output)
 
-    study, client, children, _ = _stores(Path(fast_config["output_dir"]), "crashy")
+    study, client, children, _ = stores(Path(fast_config["output_dir"]), "crashy")
     kinds = {t.number: t.user_attrs.get("failure_kind") for t in study.trials}
     assert "error" in kinds.values() and "rejected" in kinds.values() and None in kinds.values()
     assert len([k for k in kinds.values() if k != "rejected"]) == 6, "rejections do not use up the budget"
@@ -165,8 +132,8 @@ def test_torch_compile_without_a_cpp_compiler_exits_2_before_recording(
     fast_config["space"]["parallel"]["runtimes"] = ["torch", "torch_compile"]
     result = runner.invoke(app, ["run", str(write_config(tmp_path / "compile.yaml", **fast_config))])
     assert result.exit_code == 2
-    assert "needs a C++ compiler ('no-such-compiler++' is not on PATH)" in result.output
-    assert "remove torch_compile from space.parallel.runtimes" in result.output
+    assert "needs a C++ compiler ('no-such-compiler++' is not on PATH)" in cli_text(result.output)
+    assert "remove torch_compile from space.parallel.runtimes" in cli_text(result.output)
     assert len(result.output.strip().splitlines()) == 1
     assert not Path(fast_config["output_dir"]).exists()
 
@@ -183,9 +150,9 @@ def test_a_torch_compile_trial_is_measured_compiled_and_selected_as_its_program(
                             "student": {"distill": False}, "parallel": {"strategies": ["single"], "threads": [1],
                                                                         "runtimes": ["torch_compile"]}}
     fast_config["search"].update(n_trials=1, study_name="compiled")
-    _run(write_config(tmp_path / "compiled.yaml", **fast_config))
+    run_cli(write_config(tmp_path / "compiled.yaml", **fast_config))
     out = Path(fast_config["output_dir"])
-    study, _, children, _ = _stores(out, "compiled")
+    study, _, children, _ = stores(out, "compiled")
     trial = study.trials[0]
     assert trial.state == TrialState.COMPLETE and trial.params == {"student": "teacher", "quantize.bits": 32,
                                                                   "parallel.strategy": "single", "parallel.threads": 1}
@@ -210,11 +177,11 @@ def test_a_torch_compile_trial_is_measured_compiled_and_selected_as_its_program(
 def test_resuming_with_other_objectives_is_refused(tmp_path: Path, fast_config: dict) -> None:
     fast_config["search"]["n_trials"] = 1
     config = write_config(tmp_path / "a.yaml", **fast_config)
-    _run(config)
+    run_cli(config)
     fast_config["objectives"] = {"accuracy": "maximize", "model_mb": "minimize"}
     changed = write_config(tmp_path / "b.yaml", **fast_config)
     result = runner.invoke(app, ["run", str(changed)])
-    assert result.exit_code == 2 and "use a new search.study_name" in result.output
+    assert result.exit_code == 2 and "use a new search.study_name" in cli_text(result.output)
 
 
 def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path: Path, fast_config: dict) -> None:
@@ -222,17 +189,15 @@ def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path: Path, fast_config:
     fast_config["evaluation"]["repeats"] = 200
     config = write_config(tmp_path / "sigint.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
-    process = _search_process(config, tmp_path)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and _count_trials(out, "interrupted", lambda t: t.state.is_finished()) < 2:
-        time.sleep(0.5)
-    time.sleep(1.0)  # land inside a later trial
+    process = search_process(config, tmp_path)
+    wait_until(lambda: count_trials(out, "interrupted", lambda t: t.state.is_finished()) >= 2
+               and count_trials(out, "interrupted", _measuring) == 1)  # inside a later trial
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
-    assert "stopping after the running trial" in output and "run the same command again to resume" in output
+    assert "stopping after the running trial" in cli_text(output) and "run the same command again to resume" in cli_text(output)
 
-    study, client, children, parent = _stores(out, "interrupted")
+    study, client, children, parent = stores(out, "interrupted")
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     assert not [t for t in study.trials if t.state == TrialState.FAIL], "a stop request lets the running trial finish"
     assert not [r for r in children if r.info.status == "RUNNING"]
@@ -241,21 +206,10 @@ def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path: Path, fast_config:
     last = max(t.number for t in study.trials)
 
     fast_config["search"]["n_trials"] = 1
-    _run(write_config(tmp_path / "resume.yaml", **fast_config))
-    study, _, _, parent = _stores(out, "interrupted")
+    run_cli(write_config(tmp_path / "resume.yaml", **fast_config))
+    study, _, _, parent = stores(out, "interrupted")
     assert min(t.number for t in study.trials if t.number > last) == last + 1
     assert parent.info.status == "FINISHED"
-
-
-def _count_trials(out: Path, study_name: str, keep: Callable[[optuna.trial.FrozenTrial], bool],
-                  storage: str | None = None) -> int:
-    """Trials of a study that may not exist yet (polled while a search starts in another process,
-    through the same locked storage access as slimsearch itself)."""
-    try:
-        study = load_existing_study(storage or f"sqlite:///{out / 'optuna.db'}", study_name)
-    except StudyMismatch:
-        return 0
-    return len([t for t in study.trials if keep(t)])
 
 
 def test_select_exports_registers_and_refuses_impossible_limits(tmp_path: Path, fast_config: dict) -> None:
@@ -265,19 +219,19 @@ def test_select_exports_registers_and_refuses_impossible_limits(tmp_path: Path, 
     import yaml
 
     fast_config["search"].update(n_trials=3, study_name="pick")
-    _run(write_config(tmp_path / "pick.yaml", **fast_config))
+    run_cli(write_config(tmp_path / "pick.yaml", **fast_config))
     out = Path(fast_config["output_dir"])
     storage = f"sqlite:///{out / 'optuna.db'}"
 
     impossible = runner.invoke(app, ["select", "pick", "--storage", storage, "--max-latency-ms", "0.00001"])
     assert impossible.exit_code == 2
-    assert "no completed trial satisfies these limits; closest: trial" in impossible.output
+    assert "no completed trial satisfies these limits; closest: trial" in cli_text(impossible.output)
 
     deploy_dir = tmp_path / "deploy"
     result = runner.invoke(app, ["select", "pick", "--storage", storage, "--max-accuracy-drop", "0.2",
                                  "--prefer", "latency", "--output", str(deploy_dir), "--alias", "champion"])
     assert result.exit_code == 0, result.output
-    assert "registered: models:/slimsearch-pick@champion (version 1" in result.output
+    assert "registered: models:/slimsearch-pick@champion (version 1" in cli_text(result.output)
     spec = yaml.safe_load((deploy_dir / "deployment.yaml").read_text())
     assert spec["measured"]["source"].startswith("re-measured")
     assert spec["measured"]["accuracy_drop"] <= 0.2
@@ -298,19 +252,57 @@ def test_a_second_sigint_aborts_the_running_trial_and_marks_it(tmp_path: Path, f
     fast_config["evaluation"].update(repeats=100000, timeout_s=300)  # a trial that would run for minutes
     config = write_config(tmp_path / "abort.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
-    process = _search_process(config, tmp_path)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not _count_trials(out, "aborted", lambda t: t.state == TrialState.RUNNING):
-        time.sleep(0.5)
-    time.sleep(2.0)
-    process.send_signal(signal.SIGINT)
-    time.sleep(1.0)
-    process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=120)
+    log = tmp_path / "abort.log"
+    with open(log, "w") as stdout:
+        process = search_process(config, tmp_path, stdout=stdout)
+        wait_until(lambda: count_trials(out, "aborted", _measuring) == 1)
+        process.send_signal(signal.SIGINT)
+        wait_until(lambda: "stopping after the running trial" in log.read_text())  # the first signal was heard
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    output = log.read_text()
     assert process.returncode == 130, output
-    study, _, children, parent = _stores(out, "aborted")
+    study, _, children, parent = stores(out, "aborted")
     states = {t.number: (t.state, t.user_attrs.get("failure_kind")) for t in study.trials}
     assert (TrialState.FAIL, "interrupted") in states.values()
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     assert not [r for r in children if r.info.status == "RUNNING"] and parent.info.status == "KILLED"
     assert "KILLED" in {r.info.status for r in children}
+
+
+def _measuring(trial: optuna.trial.FrozenTrial) -> bool:
+    """A running trial whose candidate is resolved: it is building or being measured."""
+    return trial.state == TrialState.RUNNING and "candidate" in trial.user_attrs
+
+
+def test_a_token_id_model_is_searched_served_on_its_own_rows_and_registered(tmp_path: Path, fast_config: dict) -> None:
+    """int64 token ids through every runtime and bit width a search offers: nothing is cast to
+    float, the probe serves real validation rows, and the registered pyfunc takes int64."""
+    import mlflow
+    import numpy as np
+    import torch
+    import yaml
+
+    from tests.tasks.token_bag import make_task
+
+    fast_config.update(task="tests.tasks.token_bag:make_task")
+    fast_config["space"]["quantize"]["bits"] = [32, 16, 8]
+    fast_config["space"]["parallel"] = {"strategies": ["single"], "threads": [1], "runtimes": ["torch", "onnxruntime"]}
+    fast_config["constraints"] = ["accuracy_drop <= 0.5"]
+    fast_config["search"].update(n_trials=6, study_name="tokens", sampler="random")
+    run_cli(write_config(tmp_path / "tokens.yaml", **fast_config))
+    out = Path(fast_config["output_dir"])
+    study, _, _, _ = stores(out, "tokens")
+    assert not [t.user_attrs["failure_reason"] for t in study.trials if t.state == TrialState.FAIL]
+    assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 6
+
+    deploy_dir = tmp_path / "deploy"
+    result = runner.invoke(app, ["select", "tokens", "--storage", f"sqlite:///{out / 'optuna.db'}",
+                                 "--max-accuracy-drop", "0.5", "--output", str(deploy_dir)])
+    assert result.exit_code == 0, result.output
+    spec = yaml.safe_load((deploy_dir / "deployment.yaml").read_text())
+    assert spec["serving"]["input_dtype"] == "int64" and spec["serving"]["input_shape"] == [7]
+    rows = make_task(0).test[0][:7]
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model("models:/slimsearch-tokens@champion").predict(rows.numpy())
+    assert served.shape == (7, 2) and np.isfinite(served).all()

@@ -42,8 +42,9 @@ def _measure(artifact: Path, repeats: int = 10, rounds: int = 1, strategy: str =
     settings = dict(batch_size=8, threads=1, timeout_s=120,
                     protocol=TimingProtocol(warmup=3, repeats=repeats, rounds=rounds, max_rounds=rounds + 2))
     settings.update(overrides)
+    batch = torch.randn(settings.pop("batch_size"), *SHAPE)
     plan = RankPlan(strategy, degree, [str(artifact)] * degree, tolerance=1e-4, weight_bytes=[0] * degree)
-    return measure_serving(artifact, plan, SHAPE, **settings)
+    return measure_serving(artifact, plan, batch, **settings)
 
 
 def test_latency_statistics_from_known_samples() -> None:

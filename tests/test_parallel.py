@@ -27,7 +27,7 @@ def _serve(model: torch.nn.Module, strategy: str, tmp_path: Path, degree: int = 
     example = torch.randn(BATCH, *SHAPE)
     artifact = save_artifact(model, example, tmp_path / f"{strategy}.pt")
     plan = plan_ranks(model, example, strategy, 1 if strategy == "single" else degree, artifact)
-    return measure_serving(artifact, plan, SHAPE, batch_size=BATCH, threads=1, timeout_s=120,
+    return measure_serving(artifact, plan, example, threads=1, timeout_s=120,
                            protocol=TimingProtocol(warmup=2, repeats=5, rounds=1, max_rounds=2))
 
 
@@ -69,7 +69,7 @@ def test_wrong_rank_outputs_are_a_failed_measurement(tmp_path: Path) -> None:
     other = save_artifact(impostor, example, tmp_path / "other.pt")
     plan = RankPlan("data_parallel", 2, [str(artifact), str(other)], tolerance=1e-4, weight_bytes=[1, 1])
     with pytest.raises(MeasurementError, match="outputs differ from the single-process model"):
-        measure_serving(artifact, plan, SHAPE, batch_size=BATCH, threads=1, timeout_s=120,
+        measure_serving(artifact, plan, example, threads=1, timeout_s=120,
                         protocol=TimingProtocol(warmup=1, repeats=3, rounds=1, max_rounds=1))
 
 

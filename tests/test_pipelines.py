@@ -34,6 +34,7 @@ from slimsearch.pipelines.stages import (
 from slimsearch.pipelines.training import Distillation, train_model
 from slimsearch.spaces import Candidate, InvalidCandidate, StudentChoice, StudentSpec
 from tests.conftest import write_config
+from tests.helpers import cli_text
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +57,11 @@ def test_digits_split_is_fixed_by_seed_and_disjoint() -> None:
     assert not torch.equal(load_splits(1)[2][0], xte)
 
 
-def test_digits_teacher_reaches_98_percent_and_is_cached(tmp_path: Path, digits_task) -> None:
-    pipeline = CompressionPipeline(digits_task, tmp_path, TrainingRecipe(), seed=0)
-    assert not pipeline.teacher.cache_hit
-    accuracy = evaluate_accuracy(pipeline.teacher.model, digits_task.test, digits_task.metric)
-    assert accuracy >= 0.98
-    again = CompressionPipeline(digits_task, tmp_path, TrainingRecipe(), seed=0)
+def test_digits_teacher_reaches_98_percent_and_is_cached(digits_teacher_cache: Path, digits_task) -> None:
+    """The fixture trained the teacher into an empty cache (it asserts the miss); here it loads."""
+    again = CompressionPipeline(digits_task, digits_teacher_cache, TrainingRecipe(), seed=0)
     assert again.teacher.cache_hit
-    assert evaluate_accuracy(again.teacher.model, digits_task.test, digits_task.metric) == accuracy
+    assert evaluate_accuracy(again.teacher.model, digits_task.test, digits_task.metric) >= 0.98
 
 
 def test_pruning_physically_removes_channels(digits_task, small_cnn) -> None:
@@ -207,14 +205,14 @@ def test_distillation_term_changes_training(digits_task) -> None:
     assert not torch.equal(plain.head.weight, distilled.head.weight)
 
 
-def test_distilled_student_against_the_same_student_from_labels(tmp_path: Path, digits_task,
+def test_distilled_student_against_the_same_student_from_labels(digits_teacher_cache: Path, digits_task,
                                                                  record_property) -> None:
     """Same student, seed and 10-epoch budget: logit distillation (T=4, alpha=0.5) vs labels
     only. Measured over 3 seeds, KD did not help small digits students at this budget
     (w0.5 d2: 0.966 vs 0.979; w0.25 d2: 0.906 vs 0.942) and only the teacher-sized one
     (0.999 vs 0.997), so the default space keeps alpha = 0 as a choice and lets the search
     decide per student rather than always distilling."""
-    soft = CompressionPipeline(digits_task, tmp_path, TrainingRecipe(), seed=0).soft_targets
+    soft = CompressionPipeline(digits_task, digits_teacher_cache, TrainingRecipe(), seed=0).soft_targets
     accuracy = {}
     for label, alpha in (("labels", 0.0), ("distilled", 0.5)):
         torch.manual_seed(0)
@@ -229,9 +227,9 @@ def test_distilled_student_against_the_same_student_from_labels(tmp_path: Path, 
 
 
 def test_feature_hints_train_the_student_towards_the_teacher_stages(
-    tmp_path: Path, digits_task, monkeypatch: pytest.MonkeyPatch
+    digits_teacher_cache: Path, digits_task, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pipeline = CompressionPipeline(digits_task, tmp_path, TrainingRecipe(), seed=0)
+    pipeline = CompressionPipeline(digits_task, digits_teacher_cache, TrainingRecipe(), seed=0)
     features = teacher_features(digits_task, pipeline.cache, pipeline.teacher)
     assert [tuple(f.shape[1:]) for f in features] == [(32, 16, 16), (64, 8, 8), (128, 4, 4)]
     assert len(features[0]) == len(digits_task.train[1])
@@ -286,18 +284,18 @@ def test_cache_info_and_clear_by_stage_skip_entries_in_use(tmp_path: Path) -> No
         cache.get_or_build(cache.key(stage, size=len(value), first=float(value[0])), lambda v=value: v)
     config = write_config(tmp_path / "c.yaml", output_dir=str(tmp_path))
     info = CliRunner().invoke(app, ["cache", "info", str(config)])
-    assert info.exit_code == 0 and "student" in info.output and "pruned" in info.output
+    assert info.exit_code == 0 and "student" in cli_text(info.output) and "pruned" in cli_text(info.output)
     assert [(u.stage, u.entries) for u in cache.usage()] == [("pruned", 1), ("student", 2)]
 
     typo = CliRunner().invoke(app, ["cache", "clear", str(config), "--stage", "students"])
-    assert typo.exit_code == 2 and "present: pruned, student" in typo.output
+    assert typo.exit_code == 2 and "present: pruned, student" in cli_text(typo.output)
     in_use = FileLock(str(next((tmp_path / "cache").glob("student-*.pt"))) + ".lock")
     with in_use:  # a running search is loading this entry
         deleted, freed, skipped = cache.clear("student")
     assert (deleted, skipped) == (1, 1) and freed > 0
     assert [(u.stage, u.entries) for u in cache.usage()] == [("pruned", 1), ("student", 1)]
     cleared = CliRunner().invoke(app, ["cache", "clear", str(config)])
-    assert cleared.exit_code == 0 and "deleted 2 entries" in cleared.output
+    assert cleared.exit_code == 0 and "deleted 2 entries" in cli_text(cleared.output)
     assert cache.usage() == [] and not list((tmp_path / "cache").iterdir())
 
 
@@ -378,3 +376,20 @@ def test_digits_transformer_teacher_dynamic_int8_and_ffn_pruning(tmp_path: Path)
     assert pruned.blocks[0].ffn.fc1.out_features == 128, "feed-forward hidden width halves"
     assert pruned.blocks[0].attn.q.out_features == teacher.blocks[0].attn.q.out_features, "heads stay whole"
     assert pruned(example).shape == (1, 10)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_serving_leaves_integer_inputs_alone(dtype: str) -> None:
+    """Token ids above 2048 do not survive a cast to float16 (7545 -> 7544); only floating
+    inputs may be cast, so the 16-bit model must look up the same embedding rows."""
+    from tests.tasks.token_bag import TokenBag, make_task
+
+    torch.manual_seed(0)
+    model = TokenBag().eval()
+    ids = make_task(0).val[0][:32]
+    assert (ids > 2048).any() and ids.dtype == torch.int64
+    half = quantize(model, 16, dtype, ids).serving
+    with torch.no_grad():
+        reference, served = model(ids), half(ids)
+    assert served.dtype == torch.float32
+    assert torch.allclose(served, reference, atol=0.05), "the same ids were looked up"

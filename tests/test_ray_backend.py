@@ -9,7 +9,9 @@ from optuna.trial import TrialState
 
 from slimsearch.search.objectives import Constraint
 from tests.conftest import write_config
-from tests.test_end_to_end import _run, _stores
+from tests.helpers import run_cli, stores
+
+pytestmark = pytest.mark.e2e  # whole searches: deselect with -m 'not e2e' for a fast run
 
 
 def test_ray_backend_completes_a_search_with_constraints_and_the_same_mlflow_layout(
@@ -18,8 +20,8 @@ def test_ray_backend_completes_a_search_with_constraints_and_the_same_mlflow_lay
     fast_config["constraints"] = ["accuracy_drop <= 0.2", "latency_p50_ms <= 50"]
     fast_config["search"].update(backend="ray", workers=2, n_trials=4, study_name="tune", sampler="random",
                                  ray={"cpus_per_trial": 1})
-    output = _run(write_config(tmp_path / "tune.yaml", **fast_config))
-    study, _, children, parent = _stores(Path(fast_config["output_dir"]), "tune")
+    output = run_cli(write_config(tmp_path / "tune.yaml", **fast_config))
+    study, _, children, parent = stores(Path(fast_config["output_dir"]), "tune")
 
     counted = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
                or t.user_attrs.get("failure_kind") == "error"]

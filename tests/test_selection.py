@@ -90,3 +90,20 @@ def test_report_contains_plot_table_and_knee(review: StudyReview) -> None:
     assert 'id="pareto-plot"' in page and "id='front-table'" in page
     assert "class='knee'" in page and "Plotly.newPlot" in page
     assert '<script src="https://cdn.plot.ly' not in page, "plotly.js must be embedded for offline review"
+
+
+def test_the_report_leaves_out_importance_of_an_objective_that_never_varied() -> None:
+    """fANOVA raises on a constant objective (a model that always predicts one class gives the
+    same accuracy in every trial): the report must still be written, without that objective."""
+    study = optuna.create_study(directions=list(OBJECTIVES.values()), study_name="flat")
+    study.set_user_attr("objectives", OBJECTIVES)
+    study.set_user_attr("baseline", {"metrics": {"accuracy": 0.5}, "hardware": {}})
+    study.set_user_attr("config", {"constraints": []})
+    for number, (_, p50, _, mem, _) in RECORDED.items():
+        study.add_trial(optuna.trial.create_trial(
+            values=[0.5, p50, mem], params={"n": number}, distributions={"n": CategoricalDistribution(list(RECORDED))},
+            user_attrs={"metrics": {"accuracy": 0.5, "accuracy_drop": 0.0}, "simulated": False, "summary": f"c{number}"},
+        ))
+    review = StudyReview(study)
+    assert set(review.importances()) == {"latency_p50_ms", "memory_mb"}
+    assert "flat" in review.html()

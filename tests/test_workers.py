@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,9 @@ from optuna.trial import TrialState
 
 from tests.conftest import write_config
 from slimsearch.search.cli import app
-from tests.test_end_to_end import _count_trials, _run, _search_process, _stores, runner
+from tests.helpers import cli_text, count_trials, run_cli, runner, search_process, stores, wait_until
+
+pytestmark = pytest.mark.e2e  # whole searches: deselect with -m 'not e2e' for a fast run
 
 
 def _evaluated(study) -> list:
@@ -41,9 +42,9 @@ def test_two_local_workers_share_the_budget_exactly(kind: str, tmp_path: Path, f
     fast_config["tracking"] = {"tracking_uri": tracking_uri}
     config = write_config(tmp_path / "pair.yaml", **fast_config)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # worker processes import my_task from there
-    output = _run(config, "--workers", "2")
+    output = run_cli(config, "--workers", "2")
     assert "Error" not in output and "error" not in output, output
-    study, client, children, parent = _stores(out, "pair", storage, tracking_uri)
+    study, client, children, parent = stores(out, "pair", storage, tracking_uri)
     assert len(_evaluated(study)) == 6, output
     assert {t.user_attrs["worker"] for t in _evaluated(study)} == {0, 1}, "both workers ran trials"
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -54,7 +55,7 @@ def test_two_local_workers_share_the_budget_exactly(kind: str, tmp_path: Path, f
     log = Path(fast_config["output_dir"]) / "logs" / "pair-worker-1.log"
     assert "worker done" in log.read_text()
     status = runner.invoke(app, ["status", str(config)])
-    assert status.exit_code == 0 and "6 of 6 evaluated" in status.output, status.output
+    assert status.exit_code == 0 and "6 of 6 evaluated" in cli_text(status.output), status.output
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])  # found by heartbeat / by its dead process id
@@ -65,21 +66,19 @@ def test_a_killed_worker_s_trial_is_failed_closed_in_mlflow_and_re_run(kind: str
     fast_config["evaluation"]["repeats"] = 300  # trials long enough to be killed inside
     config = write_config(tmp_path / "killed.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
-    process = _search_process(config, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=False,
+    process = search_process(config, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=False,
                               start_new_session=True)  # a session: the kill reaches the probe too
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and _count_trials(out, "killed", lambda t: t.state == TrialState.RUNNING
-                                                        and "candidate" in t.user_attrs and t.number > 0, storage) < 1:
-        time.sleep(0.2)
+    wait_until(lambda: count_trials(out, "killed", lambda t: t.state == TrialState.RUNNING
+                                    and "candidate" in t.user_attrs and t.number > 0, storage) >= 1, timeout_s=180)
     os.killpg(process.pid, signal.SIGKILL)  # the worker and its probe: no chance to clean up
     process.wait()
-    study, _, _, _ = _stores(out, "killed", storage)
+    study, _, _, _ = stores(out, "killed", storage)
     killed = next(t for t in study.trials if t.state == TrialState.RUNNING)
     done_before = len(_evaluated(study))
 
     fast_config["search"]["n_trials"] = 1
-    _run(write_config(tmp_path / "resume.yaml", **fast_config))
-    study, client, children, _ = _stores(out, "killed", storage)
+    run_cli(write_config(tmp_path / "resume.yaml", **fast_config))
+    study, client, children, _ = stores(out, "killed", storage)
     assert study.trials[killed.number].state == TrialState.FAIL
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1 and retries[0].params == killed.params, "the killed parameters ran again"
