@@ -21,7 +21,7 @@ from torch import nn
 
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.features import FeatureHints, stage_names, teacher_stage_outputs
-from slimsearch.pipelines.task import Task
+from slimsearch.pipelines.task import Task, check_teacher
 from slimsearch.evaluators.accuracy import predict
 from slimsearch.pipelines.training import Distillation, EpochHook, train_model
 from slimsearch.spaces import InvalidCandidate, StudentChoice
@@ -50,9 +50,12 @@ class StageResult:
 def teacher(task: Task, cache: StageCache, recipe: TrainingRecipe, seed: int) -> StageResult:
     """The trained teacher: the task's pretrained one, or trained once and cached."""
     if task.pretrained_teacher is not None:
-        return StageResult(task.pretrained_teacher().eval(), f"pretrained-{task.cache_identity}", True)
+        pretrained = task.pretrained_teacher()
+        check_teacher(task, pretrained, "pretrained")
+        return StageResult(pretrained.eval(), f"pretrained-{task.cache_identity}", True)
     key = cache.key("teacher", task=task.cache_identity, seed=seed, epochs=recipe.teacher_epochs, lr=recipe.lr)
     model = _seeded(task.teacher_architecture, seed)
+    check_teacher(task, model, "untrained")  # before spending the training time
     state, hit = cache.get_or_build(
         key,
         lambda: train_model(
@@ -60,6 +63,7 @@ def teacher(task: Task, cache: StageCache, recipe: TrainingRecipe, seed: int) ->
         ).state_dict(),
     )
     model.load_state_dict(state)
+    check_teacher(task, model, "trained")
     return StageResult(model.eval(), key, hit)
 
 

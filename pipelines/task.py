@@ -10,6 +10,7 @@ config's training recipe and caches the weights.
 from __future__ import annotations
 
 import importlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -109,4 +110,65 @@ def load_task(spec: str, seed: int) -> Task:
         raise TaskLoadError(f"task '{spec}': {attr}(seed={seed}) raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(task, Task):
         raise TaskLoadError(f"task '{spec}': {attr}() returned {type(task).__name__}, expected slimsearch.pipelines.Task")
+    check_task_data(task, spec)
     return task
+
+
+def check_task_data(task: Task, spec: str) -> None:
+    """Refuse data a search would only trip over after hours of training: each split an
+    ``(inputs, labels)`` tuple of tensors of equal, non-zero length, integer class labels
+    in ``0..C-1``, one input shape and dtype across the splits."""
+    for name in ("train", "val", "test"):
+        split = getattr(task, name)
+        where = f"task '{spec}': {name}"
+        if not (isinstance(split, tuple) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split)):
+            raise TaskLoadError(f"{where} must be a tuple (inputs, labels) of two torch tensors, "
+                                f"got {type(split).__name__}; wrap lists with torch.tensor(...)")
+        inputs, labels = split
+        if len(labels) == 0 or len(inputs) != len(labels):
+            raise TaskLoadError(f"{where} has {len(inputs)} input rows and {len(labels)} labels; "
+                                "each split needs the same, non-zero number of both")
+        if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise TaskLoadError(f"{where} labels are {str(labels.dtype).removeprefix('torch.')}; class labels must be "
+                                "integers 0..C-1 (labels.long())")
+        if labels.dim() != 1 or int(labels.min()) < 0:
+            raise TaskLoadError(f"{where} labels must be a 1-D tensor of class indices >= 0 "
+                                f"(got shape {tuple(labels.shape)}, min {int(labels.min())})")
+        if inputs.shape[1:] != task.train[0].shape[1:] or inputs.dtype != task.train[0].dtype:
+            raise TaskLoadError(f"{where} inputs are {str(inputs.dtype).removeprefix('torch.')} "
+                                f"{tuple(inputs.shape[1:])}, train's are {str(task.input_dtype).removeprefix('torch.')} "
+                                f"{task.input_shape}; every split needs the same shape and dtype")
+
+
+def check_teacher(task: Task, teacher: nn.Module, origin: str) -> None:
+    """The teacher must be a module that runs on a validation batch and returns finite
+    logits with a column for every class; else no trial could mean anything."""
+    where = f"task '{task.name}': the {origin} teacher"
+    if not isinstance(teacher, nn.Module):
+        raise TaskLoadError(f"{where} is a {type(teacher).__name__}, not a torch.nn.Module")
+    rows = task.val[0][:8]
+    try:
+        with torch.no_grad():
+            logits = teacher.eval()(rows)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise TaskLoadError(f"{where} fails on a validation batch ({type(exc).__name__}: {first}); "
+                            "check that it takes the task's inputs") from exc
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != len(rows):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise TaskLoadError(f"{where} returned {shape} for {len(rows)} rows; it must return logits (rows, classes)")
+    classes = max(int(split[1].max()) for split in (task.train, task.val, task.test)) + 1
+    if logits.shape[1] < classes:
+        raise TaskLoadError(f"{where} returns {logits.shape[1]} logits per row but the labels go up to "
+                            f"{classes - 1}; labels must lie in 0..{logits.shape[1] - 1}")
+    if not torch.isfinite(logits).all():
+        raise TaskLoadError(f"{where} returns NaN or infinite logits on validation rows; check its weights "
+                            "(or the training recipe, e.g. a lower training.lr)")
+    try:  # the teacher's own measurement serves its TorchScript trace, as every torch-runtime trial does
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.jit.trace(teacher, rows, check_trace=False)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise TaskLoadError(f"{where} cannot be traced by torch.jit.trace ({type(exc).__name__}: {first}); "
+                            "slimsearch serves models as traced graphs: remove data-dependent Python from forward()") from exc

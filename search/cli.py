@@ -30,7 +30,7 @@ from slimsearch.pipelines import TaskLoadError
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.export import ExportError
 from slimsearch.search.driver import SearchError, SearchInterrupted
-from slimsearch.search.config import ConfigError, SlimsearchConfig, format_validation_error, load_config
+from slimsearch.search.config import ConfigError, SlimsearchConfig, format_validation_error, load_config, redact_url
 from slimsearch.search.pareto import FrontRow, front_rows, front_trials, hypervolume
 from slimsearch.search.study import StudyMismatch, evaluated_count, load_existing_study
 from slimsearch.spaces import describe_space, rejection_reason, sample_candidates
@@ -130,7 +130,7 @@ def run(
     )
     console.print(
         "Review in MLflow: [bold]mlflow ui --backend-store-uri "
-        f"{cfg.tracking_uri} --host 127.0.0.1 --port 5000[/]  then open experiment "
+        f"{redact_url(cfg.tracking_uri)} --host 127.0.0.1 --port 5000[/]  then open experiment "
         f"'{cfg.tracking.experiment}', parent run '{cfg.search.study_name}' (id {summary.parent_run_id}); "
         "filter child runs with tags.pareto = 'true'.",
         soft_wrap=True,

@@ -8,6 +8,7 @@ file and the field.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +32,14 @@ class EarlyStoppingSettings(_Strict):
 
 
 STORAGE_SCHEMES = ("sqlite:///", "postgresql", "mysql", "journal:///")
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@/\s]*@")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: what is printed, logged or tagged.
+    (Better still, keep the password out of the config: libpq reads ``PGPASSWORD``.)"""
+    return _PASSWORD.sub(r"\1:***@", url)
 
 
 class RaySettings(_Strict):
@@ -44,7 +53,7 @@ class SearchSettings(_Strict):
     n_trials: int = Field(24, ge=1, description="trials to run in this invocation (a re-run adds more)")
     timeout_s: float | None = Field(None, gt=0, description="stop asking for new trials after this many seconds")
     seed: int = 0
-    study_name: str = Field("digits-demo", min_length=1)
+    study_name: str = Field("digits-demo", description="letters, digits, '.', '_', '-' (it names files in output_dir)")
     storage: str | None = Field(
         None, description="Optuna storage URL: sqlite:///FILE, postgresql://USER@HOST/DB (many hosts) or "
         "journal:///FILE; default: SQLite file in output_dir")
@@ -53,6 +62,14 @@ class SearchSettings(_Strict):
     heartbeat_s: int = Field(10, ge=1, description="a trial silent for 3 heartbeats is failed and retried once")
     early_stopping: EarlyStoppingSettings = Field(default_factory=EarlyStoppingSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
+
+    @field_validator("study_name")
+    @classmethod
+    def _safe_study_name(cls, name: str) -> str:
+        if not STUDY_NAME.fullmatch(name):
+            raise ValueError(f"'{name}' is not a safe study name (it names files and folders in output_dir); "
+                             "use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return name
 
     @field_validator("storage")
     @classmethod

@@ -19,9 +19,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import threading
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from slimsearch.evaluators import hardware_identity, missing_compiler
 from slimsearch.pipelines import CompressionPipeline, load_task
-from slimsearch.search.config import SlimsearchConfig
+from slimsearch.search.config import SlimsearchConfig, redact_url
 from slimsearch.search.early_stopping import EarlyStopping, TrialMonitor
 from slimsearch.search.pareto import front_rows, front_trials, hypervolume, reference_point
 from slimsearch.search.review import StudyReview
@@ -108,13 +108,16 @@ class SearchDriver:
             raise SearchError(f"{problem}; install one (e.g. apt install g++) or remove torch_compile from "
                               "space.parallel.runtimes")
         self.placement = make_placement(cfg.evaluation)  # likewise an unreachable Ray cluster
-        self.study = open_study(cfg, self.worker)
-        self.console.print(f"[bold]study[/] {cfg.search.study_name} ({len(self.study.trials)} trials so far) "
-                           f"in {cfg.storage_url}" + (f" as worker {self.worker}" if self.worker else ""))
+        _check_writable(Path(cfg.output_dir))
         with self.console.status("preparing the teacher (trained once, then cached)"):
+            # Before the study is opened: a teacher that cannot train or run records nothing.
             self.pipeline = CompressionPipeline(
                 task, cfg.cache_dir, cfg.training.recipe(), cfg.search.seed, cfg.evaluation.calibration_size
             )
+        self.study = open_study(cfg, self.worker)
+        self.console.print(f"[bold]study[/] {cfg.search.study_name} ({len(self.study.trials)} trials so far) "
+                           f"in {redact_url(cfg.storage_url)}" + (f" as worker {self.worker}" if self.worker else ""))
+        with self.console.status("measuring the teacher (once per study)"):
             self.baseline = self._baseline()
         self.reference = self.study.user_attrs["reference_point"]
         stopping = cfg.search.early_stopping
@@ -186,11 +189,7 @@ class SearchDriver:
                     self.console.print(f"timeout of {timeout_s:.0f}s reached; stopping")
                     break
                 lock = FileLock(str(Path(self.config.output_dir) / f".{self.config.search.study_name}.ask.lock"))
-                with lock, warnings.catch_warnings():
-                    # Heartbeats with ask/tell are supported by storage, but Optuna warns that
-                    # it expects optimize() and that stale-trial handling is experimental.
-                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                with lock:
                     self._fail_stale_trials()
                     done = evaluated_count(self.study)
                     trial = self.study.ask() if done + running_count(self.study) < target else None
@@ -231,11 +230,10 @@ class SearchDriver:
     def _fail_stale_trials(self) -> None:
         """Fail the trials of workers that stopped sending heartbeats (Optuna re-enqueues
         their parameters once) and end their MLflow runs as KILLED, never left RUNNING."""
-        failed_before = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-        fail_stale_trials(self.study)
+        failed = set(fail_stale_trials(self.study, self.config.search.heartbeat_s))
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
             run_id = trial.user_attrs.get("mlflow_run_id")
-            if trial.number in failed_before or not run_id:
+            if trial.number not in failed or not run_id:
                 continue
             reason = "its worker died (no heartbeat / process gone); the parameters were re-enqueued"
             tags = {"state": "FAIL", "failure_kind": "stale", "failure_reason": reason, "feasible": "false",
@@ -378,7 +376,12 @@ class SearchDriver:
             return stored
         cfg = self.config
         teacher = Candidate(None, 0.0, 32, None, "single", 1, max(cfg.space.parallel.threads))
-        result = measure_candidate(teacher, self.pipeline, cfg.evaluation, self.placement, self.workdir, None)
+        try:
+            result = measure_candidate(teacher, self.pipeline, cfg.evaluation, self.placement, self.workdir, None)
+        except Exception as exc:  # every trial would fail the same way: stop before the first one
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise SearchError(f"the teacher itself cannot be served and measured ({type(exc).__name__}: {first}); "
+                              "it must be traceable by torch.jit.trace on the task's inputs") from exc
         if result.artifact:
             result.artifact.unlink()
         baseline = {"metrics": result.metrics, "hardware": result.hardware, "candidate": teacher.to_dict()}
@@ -397,7 +400,7 @@ class SearchDriver:
             "constraints": "; ".join(cfg.constraints),
             "reference_point": ",".join(f"{v:.6g}" for v in self.reference),
             "space_fingerprint": hashlib.sha256(cfg.space.model_dump_json().encode()).hexdigest()[:12],
-            "optuna_storage": cfg.storage_url,
+            "optuna_storage": redact_url(cfg.storage_url),
             **{f"hardware.{key}": value for key, value in self.baseline["hardware"].items()},
         }
 
@@ -450,7 +453,17 @@ def front_csv(rows: list[dict[str, Any]], objectives: list[str]) -> str:
     return buffer.getvalue()
 
 
-def _cores() -> set[int]:
-    import os
+def _check_writable(directory: Path) -> None:
+    """Stores, cache and artifacts all go under output_dir: find out before anything is trained."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SearchError(f"output_dir '{directory}' is not a writable folder ({exc.strerror or exc}); "
+                          "choose another output_dir") from None
 
+
+def _cores() -> set[int]:
     return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))

@@ -30,7 +30,6 @@ import functools
 import logging
 import os
 import pickle
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,9 +136,7 @@ class StudySearcher(_DriverBound, OptunaSearch):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """Ask until a candidate can exist here; rejected ones are recorded in between."""
         while not self.driver.stop.is_set():
-            with warnings.catch_warnings():  # heartbeats with ask/tell are ours (Heartbeats), not optimize()'s
-                warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                trial = self._ot_study.ask()
+            trial = self._ot_study.ask()
             started = self.driver.start_trial(self.summary, trial)
             if started is None:
                 self.driver.check_rejections()

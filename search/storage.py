@@ -6,11 +6,14 @@
 - ``postgresql://user@host/db`` (or ``mysql://``): many hosts; ``slimsearch worker`` on
   each joins the same study.
 - ``journal:///path``: Optuna's append-only journal file (one host or a shared file
-  system; cheaper per trial than SQLite). It records no heartbeats, so trials of a dead
-  worker are found by their recorded host and process id instead.
+  system; cheaper per trial than SQLite).
 
-With a heartbeat interval, RDB trials record heartbeats, and a trial whose worker died
-(silent for 3 heartbeats) is failed and its parameters re-enqueued once.
+Every running trial records a heartbeat (a trial system attribute, the same on every
+storage: Optuna's own heartbeat table exists only for RDB storages, and its stale check
+ignores trials that never beat). A running trial silent for the grace period (3
+heartbeats) -- or, before its first beat, that long after it started -- belongs to a
+dead worker wherever that worker ran; on this host a dead recorded process id tells at
+once. Such a trial is failed and its parameters re-enqueued once.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -27,35 +31,24 @@ import psutil
 from filelock import FileLock
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 JOURNAL_SCHEME = "journal:///"
 RETRIES_OF_A_DEAD_WORKER_S_TRIAL = 1
+HEARTBEAT_ATTR = "slimsearch:heartbeat"
+SILENT_HEARTBEATS = 3
+"""A trial silent for this many heartbeat intervals belongs to a dead worker."""
 
 
-def open_storage(url: str, heartbeat_s: int | None = None) -> BaseStorage:
-    """The storage behind ``url``; with ``heartbeat_s``, stale trials are detectable."""
+def open_storage(url: str) -> BaseStorage:
+    """The storage behind ``url``."""
     if url.startswith(JOURNAL_SCHEME):
         path = Path(url.removeprefix(JOURNAL_SCHEME))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    with _creation_lock(url), warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat API
-        heartbeat = {} if heartbeat_s is None else {
-            "heartbeat_interval": heartbeat_s,
-            "grace_period": 3 * heartbeat_s,
-            "heartbeat_stale_trial_callback": _retry_once(),
-        }
-        return RDBStorage(url, engine_kwargs=engine, **heartbeat)
-
-
-def _retry_once() -> RetryHeartbeatStaleTrialCallback:
-    return RetryHeartbeatStaleTrialCallback(max_retry=RETRIES_OF_A_DEAD_WORKER_S_TRIAL)
-
-
-def records_heartbeats(storage: BaseStorage) -> bool:
-    return isinstance(storage, RDBStorage) and storage.heartbeat_interval is not None
+    with _creation_lock(url):
+        return RDBStorage(url, engine_kwargs=engine)
 
 
 def mark_trial_owner(trial: optuna.Trial) -> None:
@@ -65,23 +58,37 @@ def mark_trial_owner(trial: optuna.Trial) -> None:
     trial.set_user_attr("pid", psutil.Process().pid)
 
 
-def fail_stale_trials(study: optuna.Study) -> None:
-    """Fail the running trials of dead workers and re-enqueue their parameters once:
-    by heartbeat on RDB storages, by (host, pid) on this host for the journal file."""
-    storage = study._storage  # noqa: SLF001 - Optuna's own fail_stale_trials reads it the same way
-    if records_heartbeats(storage):
-        optuna.storages.fail_stale_trials(study)
-        return
+def stale_trials(study: optuna.Study, heartbeat_s: float, now: float | None = None) -> list[FrozenTrial]:
+    """Running trials whose worker is gone: silent for ``SILENT_HEARTBEATS`` intervals (before
+    the first beat, counted from the trial's start), or owned by a dead process on this host."""
+    now = time.time() if now is None else now
     host = socket.gethostname()
+    stale = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = trial.datetime_start.timestamp() if trial.datetime_start else now
+        silent_s = now - float(trial.system_attrs.get(HEARTBEAT_ATTR, started))
         pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") != host or pid is None or psutil.pid_exists(pid):
-            continue
+        dead_here = trial.user_attrs.get("host") == host and pid is not None and not psutil.pid_exists(pid)
+        if dead_here or silent_s > SILENT_HEARTBEATS * heartbeat_s:
+            stale.append(trial)
+    return stale
+
+
+def fail_stale_trials(study: optuna.Study, heartbeat_s: float) -> list[int]:
+    """Fail the running trials of dead workers and re-enqueue their parameters once; returns
+    the numbers of the trials this call failed (another worker may have been quicker)."""
+    storage = study._storage  # noqa: SLF001 - Optuna's own fail_stale_trials reads it the same way
+    failed = []
+    for trial in stale_trials(study, heartbeat_s):
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # another worker was quicker
+            storage.set_trial_user_attr(trial._trial_id, "failure_kind", "stale")  # noqa: SLF001 - before FAIL: finished trials are read-only
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):  # noqa: SLF001
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    _retry_once()(study, storage.get_trial(trial._trial_id))  # noqa: SLF001
+                    RetryHeartbeatStaleTrialCallback(max_retry=RETRIES_OF_A_DEAD_WORKER_S_TRIAL)(
+                        study, storage.get_trial(trial._trial_id))  # noqa: SLF001
+                failed.append(trial.number)
+    return failed
 
 
 @contextlib.contextmanager
@@ -102,8 +109,7 @@ class Heartbeats:
 
     Optuna's own heartbeat thread only runs inside ``study.optimize``, not with ask/tell
     or with trials running on a Ray cluster. If this process dies, the silence lets other
-    workers (or the next run) fail its trials and re-run their parameters. Storages
-    without heartbeats (the journal file) rely on the trial's recorded process instead.
+    workers (or the next run) fail its trials and re-run their parameters.
     """
 
     def __init__(self, study: optuna.Study, interval_s: int):
@@ -115,9 +121,7 @@ class Heartbeats:
         self.thread: threading.Thread | None = None
 
     def add(self, trial: optuna.Trial) -> None:
-        if not records_heartbeats(self.storage):
-            return
-        self.storage.record_heartbeat(trial._trial_id)  # noqa: SLF001 - no public accessor; optimize() uses it
+        self._record(trial._trial_id)  # noqa: SLF001 - no public accessor
         with self.lock:
             self.trial_ids.add(trial._trial_id)  # noqa: SLF001
             if self.thread is None:
@@ -146,4 +150,8 @@ class Heartbeats:
             with self.lock:
                 trial_ids = list(self.trial_ids)
             for trial_id in trial_ids:
-                self.storage.record_heartbeat(trial_id)
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # finished meanwhile
+                    self._record(trial_id)
+
+    def _record(self, trial_id: int) -> None:
+        self.storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())

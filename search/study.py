@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from slimsearch.search.config import SlimsearchConfig
+from slimsearch.search.config import SlimsearchConfig, redact_url
 from slimsearch.search.storage import open_storage
 
 SAMPLERS = {
@@ -29,7 +29,7 @@ class StudyMismatch(RuntimeError):
 def open_study(config: SlimsearchConfig, worker: int = 0) -> optuna.Study:
     """Create the study, or load it if it exists (resume); check objectives did not change."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(config.storage_url, config.search.heartbeat_s)
+    storage = open_storage(config.storage_url)
     name = config.search.study_name
     existing = {s.study_name: s for s in optuna.study.get_all_study_summaries(storage)}
     # A resumed study, and each worker, gets its own sampler seed, so none replays another's draws.
@@ -73,7 +73,7 @@ def load_existing_study(storage_url: str, study_name: str) -> optuna.Study:
     except KeyError:
         names = optuna.study.get_all_study_names(storage)
         raise StudyMismatch(
-            f"no study named '{study_name}' in {storage_url}; existing: {', '.join(names) or 'none'}"
+            f"no study named '{study_name}' in {redact_url(storage_url)}; existing: {', '.join(names) or 'none'}"
         ) from None
 
 

@@ -9,6 +9,7 @@ is forwarded once as SIGTERM (finish the running trial); an abort is forwarded a
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -34,7 +35,11 @@ def spawn_workers(config: SlimsearchConfig, count: int) -> list[WorkerProcess]:
     directory = Path(config.output_dir) / "logs"
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / f"{config.search.study_name}-worker-config.yaml"
-    config_path.write_text(config.model_dump_json(indent=1))  # JSON is YAML
+    # JSON is YAML; owner-only, as it holds the storage URL (and any password in it).
+    descriptor = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(config.model_dump_json(indent=1))
+    config_path.chmod(0o600)  # an older file kept its mode
     workers = []
     for index in range(1, count + 1):
         log_path = directory / f"{config.search.study_name}-worker-{index}.log"

@@ -78,3 +78,19 @@ def test_space_command_prints_parameters_and_candidates() -> None:
     result = runner.invoke(app, ["space", "--samples", "3"])
     assert result.exit_code == 0
     assert "parallel.degree" in cli_text(result.output) and result.output.count("|") >= 9
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "", ".hidden", "x" * 101, "with space"])
+def test_study_names_that_would_escape_or_mangle_output_dir_are_refused(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"search:\n  study_name: '{name}'\n")
+    with pytest.raises(ConfigError, match="safe study name|study_name"):
+        load_config(path)
+
+
+def test_passwords_in_storage_urls_are_redacted() -> None:
+    from slimsearch.search.config import redact_url
+
+    assert redact_url("postgresql://user:s3cret@db:5432/optuna") == "postgresql://user:***@db:5432/optuna"
+    assert redact_url("postgresql+psycopg://u@db/optuna") == "postgresql+psycopg://u@db/optuna"
+    assert redact_url("sqlite:////tmp/o.db") == "sqlite:////tmp/o.db"

@@ -1,0 +1,115 @@
+"""Overnight failure modes, injected on real stores: dead workers anywhere, their trials found and re-run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+
+from slimsearch.search.storage import HEARTBEAT_ATTR, Heartbeats, fail_stale_trials, open_storage, stale_trials
+from tests.conftest import write_config
+from slimsearch.search.cli import app
+from tests.helpers import cli_text, run_cli, runner, stores
+
+
+def _sqlite_study(tmp_path: Path) -> optuna.Study:
+    """A study on the storage wrapper Optuna really hands out for an RDB URL."""
+    return optuna.create_study(study_name="faults", storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+
+
+def _running(study: optuna.Study, **user_attrs: object) -> optuna.Trial:
+    trial = study.ask()
+    trial.suggest_categorical("x", ["a", "b"])
+    for key, value in user_attrs.items():
+        trial.set_user_attr(key, value)
+    return trial
+
+
+def test_heartbeats_are_recorded_on_the_wrapped_rdb_storage(tmp_path: Path) -> None:
+    study = _sqlite_study(tmp_path)
+    assert not isinstance(study._storage, optuna.storages.RDBStorage), "Optuna wraps it (_CachedStorage)"
+    trial = _running(study)
+    beats = Heartbeats(study, interval_s=1)
+    with beats.beating(trial):
+        first = study.trials[0].system_attrs[HEARTBEAT_ATTR]
+        time.sleep(1.5)
+        assert study.trials[0].system_attrs[HEARTBEAT_ATTR] > first, "the thread keeps beating"
+    beats.close()
+
+
+def test_a_silent_trial_of_another_host_or_with_no_owner_is_failed_and_re_enqueued(tmp_path: Path) -> None:
+    study = _sqlite_study(tmp_path)
+    foreign = _running(study, host="another-host", pid=1)
+    study._storage.set_trial_system_attr(foreign._trial_id, HEARTBEAT_ATTR, time.time())
+    ownerless = _running(study)  # killed between ask() and recording its owner
+    alive = _running(study)
+    Heartbeats(study, 1).add(alive)
+
+    assert stale_trials(study, heartbeat_s=10) == [], "nothing is stale within the grace period"
+    later = time.time() + 31
+    study._storage.set_trial_system_attr(alive._trial_id, HEARTBEAT_ATTR, later)
+    assert {t.number for t in stale_trials(study, 10, now=later)} == {foreign.number, ownerless.number}
+
+    study._storage.set_trial_system_attr(foreign._trial_id, HEARTBEAT_ATTR, time.time() - 31)
+    study._storage.set_trial_system_attr(ownerless._trial_id, HEARTBEAT_ATTR, time.time() - 31)
+    assert sorted(fail_stale_trials(study, 10)) == [foreign.number, ownerless.number]
+    trials = study.trials
+    assert [trials[n].state for n in (foreign.number, ownerless.number)] == [TrialState.FAIL] * 2
+    assert {trials[n].user_attrs["failure_kind"] for n in (foreign.number, ownerless.number)} == {"stale"}
+    retries = [t for t in trials if t.state == TrialState.WAITING]
+    assert sorted(t.system_attrs["failed_trial"] for t in retries) == [foreign.number, ownerless.number]
+    assert fail_stale_trials(study, 10) == [], "a failed trial is not failed twice"
+
+
+@pytest.mark.e2e
+def test_a_run_fails_a_dead_foreign_worker_s_trial_and_completes_its_budget(tmp_path: Path, fast_config: dict) -> None:
+    fast_config["search"].update(n_trials=1, study_name="foreign", heartbeat_s=1, sampler="random")
+    config = write_config(tmp_path / "foreign.yaml", **fast_config)
+    run_cli(config)
+    out = Path(fast_config["output_dir"])
+    study, _, _, _ = stores(out, "foreign")
+    orphan = study.ask({"student": CategoricalDistribution(["teacher", "distilled"])})
+    orphan.set_user_attr("host", "a-host-that-died")
+    study._storage.set_trial_system_attr(orphan._trial_id, HEARTBEAT_ATTR, time.time() - 60)
+
+    run_cli(config)  # must not wait for the orphan: its worker is silent past the grace period
+    study, _, children, _ = stores(out, "foreign")
+    assert study.trials[orphan.number].state == TrialState.FAIL
+    assert study.trials[orphan.number].user_attrs["failure_kind"] == "stale"
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert not [r for r in children if r.info.status == "RUNNING"]
+
+
+BROKEN_TASKS = ["labels_out_of_range", "negative_labels", "float_labels", "splits_as_lists", "mismatched_lengths",
+                "empty_validation", "teacher_not_a_module", "nan_pretrained_teacher", "nan_teacher_architecture",
+                "teacher_with_wrong_inputs", "untraceable_teacher"]
+
+
+@pytest.mark.parametrize("factory", BROKEN_TASKS)
+def test_a_broken_task_exits_2_with_one_error_line_and_records_no_trial(tmp_path: Path, fast_config: dict,
+                                                                         factory: str) -> None:
+    fast_config.update(task=f"tests.tasks.broken:{factory}")
+    result = runner.invoke(app, ["run", str(write_config(tmp_path / "broken.yaml", **fast_config))])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    out = Path(fast_config["output_dir"])
+    assert not (out / "mlflow.db").exists(), "no MLflow run was started"
+    if (out / "optuna.db").exists():
+        assert not stores_trials(out), "no trial was recorded"
+
+
+def test_an_output_dir_that_is_a_file_exits_2_before_training(tmp_path: Path, fast_config: dict) -> None:
+    (tmp_path / "taken").write_text("a file, not a folder")
+    fast_config["output_dir"] = str(tmp_path / "taken")
+    result = runner.invoke(app, ["run", str(write_config(tmp_path / "c.yaml", **fast_config))])
+    assert result.exit_code == 2 and "output_dir" in cli_text(result.output) and "not a writable folder" in cli_text(result.output)
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def stores_trials(out: Path) -> list:
+    return [t for s in optuna.study.get_all_study_summaries(f"sqlite:///{out / 'optuna.db'}") for t in range(s.n_trials)]
