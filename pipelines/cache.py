@@ -4,13 +4,15 @@ A key is the SHA-256 of the stage name and everything that determines its output
 identity, stage parameters, seed, torch version). Entries are plain tensors/state
 dicts loaded with ``torch.load(weights_only=True)``; writes are atomic (temp file +
 ``os.replace``) under a file lock, so concurrent workers never read half a file or
-train the same entry twice.
+train the same entry twice. An entry that does not load (truncated by a full disk, a
+killed copy) is logged, deleted and rebuilt, never served and never fatal.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections import defaultdict
@@ -22,6 +24,7 @@ import torch
 from filelock import FileLock, Timeout
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,12 @@ class StageCache:
         target = self.path(key)
         with FileLock(str(target) + ".lock"):
             if target.exists():
-                return torch.load(target, weights_only=True), True
+                try:
+                    return torch.load(target, weights_only=True), True
+                except Exception as exc:  # truncated or corrupt (disk full, killed copy): rebuild it
+                    logger.warning("stage cache entry %s is unreadable (%s: %s); deleted and rebuilt",
+                                   target, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+                    target.unlink()
             value = build()
             self._atomic_save(value, target)
             return value, False

@@ -16,32 +16,36 @@ KILLED, and its parameters re-run once (Optuna's ``RetryHeartbeatStaleTrialCallb
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import os
+import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
+import psutil
 import torch
+from filelock import FileLock, Timeout
 from optuna.trial import TrialState
-from filelock import FileLock
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from slimsearch.evaluators import hardware_identity, missing_compiler
-from slimsearch.pipelines import CompressionPipeline, load_task
+from slimsearch.pipelines import CompressionPipeline, Task, load_task
 from slimsearch.search.config import SlimsearchConfig, redact_url
 from slimsearch.search.early_stopping import EarlyStopping, TrialMonitor
 from slimsearch.search.pareto import front_rows, front_trials, hypervolume, reference_point
+from slimsearch.search import records
 from slimsearch.search.review import StudyReview
 from slimsearch.search.storage import Heartbeats, fail_stale_trials, mark_trial_owner
 from slimsearch.search.study import evaluated_count, open_study, running_count, stored_baseline
-from slimsearch.search.tracking import MlflowTracker
+from slimsearch.search.tracking import STUDY_UID_TAG, MlflowTracker, recorded_study
 from slimsearch.search.trial import TrialOutcome, make_placement, measure_candidate, run_candidate
 from slimsearch.search.workers import WorkerProcess, join_workers, signal_workers, spawn_workers
 from slimsearch.spaces import Candidate, InvalidCandidate, anchor_params, rejection_reason, suggest_candidate
@@ -91,7 +95,8 @@ class SearchDriver:
         self.objectives = list(config.objectives)
         self.directions = list(config.objectives.values())
         self.constraints = config.parsed_constraints
-        self.workdir = Path(config.output_dir) / "artifacts-tmp"
+        # Per process: two processes measuring the same candidate must not share its files.
+        self.workdir = Path(config.output_dir) / "artifacts-tmp" / str(os.getpid())
         # Measured models of trials that may still be on the front, until logged or dominated.
         self.staged_models = Path(config.output_dir) / "front-models" / config.search.study_name
         self._rejected_in_a_row = 0
@@ -100,21 +105,49 @@ class SearchDriver:
     def run(self, n_trials: int | None = None, timeout_s: float | None = None) -> RunSummary:
         """Run (or, as a worker, join) the search until the study's budget is used up."""
         cfg = self.config
-        n_trials = n_trials or cfg.search.n_trials
-        timeout_s = timeout_s if timeout_s is not None else cfg.search.timeout_s
-        torch.set_num_threads(max(1, len(_cores()) // cfg.search.workers))
         task = load_task(cfg.task, cfg.search.seed)  # before touching storage: a bad task records nothing
         if "torch_compile" in cfg.space.parallel.runtimes and (problem := missing_compiler()):
             raise SearchError(f"{problem}; install one (e.g. apt install g++) or remove torch_compile from "
                               "space.parallel.runtimes")
-        self.placement = make_placement(cfg.evaluation)  # likewise an unreachable Ray cluster
         _check_writable(Path(cfg.output_dir))
+        with self._owning_run():
+            _remove_orphaned_workdirs(self.workdir.parent)
+            try:
+                return self._run(task, n_trials or cfg.search.n_trials,
+                                 timeout_s if timeout_s is not None else cfg.search.timeout_s)
+            finally:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _owning_run(self) -> Iterator[None]:
+        """One ``slimsearch run`` per study and host: a second one would draw the same
+        candidates (same sampler seed) and double the budget's owner; workers join instead."""
+        if self.worker:
+            yield
+            return
+        name = self.config.search.study_name
+        lock = FileLock(str(Path(self.config.output_dir) / f".{name}.run.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise SearchError(f"study '{name}' is already being run by another slimsearch run on this host; "
+                              "add processes to it with slimsearch worker CONFIG, or wait for it to finish") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _run(self, task: Task, n_trials: int, timeout_s: float | None) -> RunSummary:
+        cfg = self.config
+        torch.set_num_threads(max(1, len(_cores()) // cfg.search.workers))
+        self.placement = make_placement(cfg.evaluation)  # an unreachable Ray cluster records nothing either
         with self.console.status("preparing the teacher (trained once, then cached)"):
             # Before the study is opened: a teacher that cannot train or run records nothing.
             self.pipeline = CompressionPipeline(
                 task, cfg.cache_dir, cfg.training.recipe(), cfg.search.seed, cfg.evaluation.calibration_size
             )
         self.study = open_study(cfg, self.worker)
+        self._check_tracking_matches()
         self.console.print(f"[bold]study[/] {cfg.search.study_name} ({len(self.study.trials)} trials so far) "
                            f"in {redact_url(cfg.storage_url)}" + (f" as worker {self.worker}" if self.worker else ""))
         with self.console.status("measuring the teacher (once per study)"):
@@ -127,6 +160,8 @@ class SearchDriver:
                                      self._parent_tags())
         workers: list[WorkerProcess] = []
         if self.worker == 0:
+            if repaired := self.repair_records():
+                self.console.print(repaired)
             self.tracker.log_parent_params({f"baseline.{k}": round(v, 6) for k, v in self.baseline["metrics"].items()})
             if not self.study.trials:
                 for params in anchor_params(cfg.space):
@@ -232,14 +267,22 @@ class SearchDriver:
         their parameters once) and end their MLflow runs as KILLED, never left RUNNING."""
         failed = set(fail_stale_trials(self.study, self.config.search.heartbeat_s))
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            run_id = trial.user_attrs.get("mlflow_run_id")
-            if trial.number not in failed or not run_id:
-                continue
-            reason = "its worker died (no heartbeat / process gone); the parameters were re-enqueued"
-            tags = {"state": "FAIL", "failure_kind": "stale", "failure_reason": reason, "feasible": "false",
-                    "pareto": "false"}
-            self.tracker.finish_trial(run_id, {}, {}, tags, "KILLED")
-            self.console.print(f"trial {trial.number:>4}  [yellow]failed[/]: {reason}")
+            if trial.number in failed:
+                if run_id := trial.user_attrs.get(records.MLFLOW_RUN_ID):
+                    self.tracker.finish_trial(run_id, *records.TrialRecord(trial).mlflow())
+                self.console.print(f"trial {trial.number:>4}  [yellow]failed[/]: {trial.user_attrs[records.FAILURE_REASON]}")
+
+    def repair_records(self) -> str:
+        """End the MLflow runs a killed process left RUNNING for trials Optuna has finished
+        (killed between telling Optuna and ending the run), from Optuna's record; returns
+        what was repaired, for the start-up line."""
+        by_number = {t.number: t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()}
+        repaired = 0
+        for run_id, number in self.tracker.running_trial_runs():
+            if (trial := by_number.get(number)) is not None:
+                self.tracker.finish_trial(run_id, *records.TrialRecord(trial).mlflow())
+                repaired += 1
+        return f"repaired {repaired} MLflow run(s) left RUNNING by a killed process" if repaired else ""
 
     def _one_trial(self, summary: RunSummary, trial: optuna.Trial) -> str:
         started = self.start_trial(summary, trial)
@@ -250,7 +293,7 @@ class SearchDriver:
             outcome = run_candidate(candidate, self.pipeline, self.config.evaluation, self.placement, self.workdir,
                                     self.baseline["metrics"]["accuracy"], self.monitor(candidate))
         except KeyboardInterrupt:
-            self.record_failure(trial, run_id, candidate, "interrupted", "interrupted by the user", "KILLED")
+            self.record_failure(trial, run_id, "interrupted", "interrupted by the user")
             raise
         return self.record_outcome(summary, trial, run_id, candidate, outcome)
 
@@ -286,11 +329,11 @@ class SearchDriver:
         """Tell Optuna, then complete the MLflow run with the same facts; returns the outcome kind."""
         if outcome.kind == "rejected":
             self._last_reason = outcome.reason
-            self.record_failure(trial, run_id, candidate, "rejected", outcome.reason, "FAILED")
+            self.record_failure(trial, run_id, "rejected", outcome.reason)
             summary.rejected += 1
             self._print_trial(trial.number, candidate, f"[yellow]rejected[/]: {outcome.reason}")
         elif outcome.kind == "failed":
-            self.record_failure(trial, run_id, candidate, "error", outcome.reason, "FAILED", outcome.trace)
+            self.record_failure(trial, run_id, "error", outcome.reason, outcome.trace)
             summary.failed += 1
             summary.failure_reasons[outcome.rule] = summary.failure_reasons.get(outcome.rule, 0) + 1
             self._print_trial(trial.number, candidate, f"[red]failed[/]: {outcome.reason}")
@@ -314,20 +357,13 @@ class SearchDriver:
             violation = constraint.violation(metrics)
             trial.set_constraint(constraint.name, violation)
             feasible &= violation <= 0
-        trial.set_user_attr("metrics", metrics)
-        trial.set_user_attr("tags", result.tags)
+        trial.set_user_attr(records.METRICS, metrics)
+        trial.set_user_attr(records.TAGS, result.tags)
         self.study.tell(trial, [metrics[name] for name in self.objectives])
         if result.artifact:
             self.staged_models.mkdir(parents=True, exist_ok=True)
             result.artifact.replace(self.staged_models / f"trial-{trial.number:04d}.ts.pt")
-        self.tracker.finish_trial(
-            run_id,
-            candidate.flat(),
-            metrics,
-            {**result.tags, "state": "COMPLETE", "feasible": str(feasible).lower(), "pareto": "false",
-             "summary": candidate.summary()},
-            "FINISHED",
-        )
+        self._finish_run(run_id, trial)
         shown = " ".join(f"{n}={metrics[n]:.4g}" for n in self.objectives)
         flag = "" if feasible else " [yellow](infeasible)[/]"
         sim = " [magenta]simulated[/]" if candidate.simulated else ""
@@ -335,27 +371,26 @@ class SearchDriver:
 
     def _record_pruned(self, trial: optuna.Trial, run_id: str, candidate: Candidate, stop: TrialOutcome) -> None:
         """PRUNED in Optuna, FINISHED in MLflow with the rule, the point and the accuracy curve."""
-        trial.set_user_attr("accuracy_curve", stop.curve)
-        trial.set_user_attr("pruned_rule", stop.rule)
-        trial.set_user_attr("pruned_reason", stop.reason)
+        trial.set_user_attr(records.ACCURACY_CURVE, stop.curve)
+        trial.set_user_attr(records.PRUNED_RULE, stop.rule)
+        trial.set_user_attr(records.PRUNED_REASON, stop.reason)
+        trial.set_user_attr(records.PRUNED_AT, stop.point)
         self.study.tell(trial, state=TrialState.PRUNED)
-        tags = {"state": "PRUNED", "pruned_rule": stop.rule, "pruned_at": stop.point, "pruned_reason": stop.reason,
-                "feasible": "false", "pareto": "false", "summary": candidate.summary()}
-        metrics = {"accuracy_at_stop": stop.curve[stop.point]}
-        self.tracker.finish_trial(run_id, candidate.flat(), metrics, tags, "FINISHED")
+        self._finish_run(run_id, trial)
         self._print_trial(trial.number, candidate, f"[cyan]stopped early[/] ({stop.rule}): {stop.reason}")
 
-    def record_failure(
-        self, trial: optuna.Trial, run_id: str, candidate: Candidate | None, kind: str, reason: str, status: str,
-        trace: str | None = None,
-    ) -> None:
-        trial.set_user_attr("failure_kind", kind)
-        trial.set_user_attr("failure_reason", reason)
+    def record_failure(self, trial: optuna.Trial, run_id: str, kind: str, reason: str, trace: str | None = None) -> None:
+        trial.set_user_attr(records.FAILURE_KIND, kind)
+        trial.set_user_attr(records.FAILURE_REASON, reason)
         self.study.tell(trial, state=TrialState.FAIL)
-        tags = {"state": "FAIL", "failure_kind": kind, "failure_reason": reason, "feasible": "false", "pareto": "false"}
-        self.tracker.finish_trial(run_id, candidate.flat() if candidate else {}, {}, tags, status)
+        self._finish_run(run_id, trial)
         if trace:
             self.tracker.client.log_text(run_id, trace, "failure/traceback.txt")
+
+    def _finish_run(self, run_id: str, trial: optuna.Trial) -> None:
+        """End the trial's MLflow run with exactly what Optuna now records for it."""
+        frozen = self.study._storage.get_trial(trial._trial_id)  # noqa: SLF001 - one trial, not the whole study
+        self.tracker.finish_trial(run_id, *records.TrialRecord(frozen).mlflow())
 
     def _print_trial(self, number: int, candidate: Candidate | None, text: str) -> None:
         what = candidate.summary() if candidate else "?"
@@ -389,9 +424,26 @@ class SearchDriver:
         self.study.set_user_attr("reference_point", reference_point(cfg.objectives, result.metrics))
         return baseline
 
+    def _check_tracking_matches(self) -> None:
+        """Refuse to mix a study into the MLflow parent run of another one of the same name:
+        an Optuna storage that was lost, truncated or switched starts a new, empty study,
+        and continuing would bury the earlier trials (and crash on their params)."""
+        cfg = self.config
+        recorded = recorded_study(cfg.tracking_uri, cfg.tracking.experiment, cfg.search.study_name)
+        if recorded is None:
+            return
+        parent, uid, children = recorded
+        finished = [t for t in self.study.trials if t.state.is_finished()]
+        if (uid is not None and uid != self.study.user_attrs["uid"]) or (uid is None and children and not finished):
+            raise SearchError(
+                f"MLflow parent run {parent} records {children} trials of study '{cfg.search.study_name}', but the "
+                f"study in {redact_url(cfg.storage_url)} is another one ({len(finished)} finished trials): its Optuna "
+                "storage was lost or replaced. Restore that storage (search.storage), or use a new search.study_name")
+
     def _parent_tags(self) -> dict[str, str]:
         cfg = self.config
         return {
+            STUDY_UID_TAG: self.study.user_attrs["uid"],
             "backend": cfg.search.backend,
             "sampler": cfg.search.sampler,
             "seed": str(cfg.search.seed),
@@ -463,6 +515,15 @@ def _check_writable(directory: Path) -> None:
     except OSError as exc:
         raise SearchError(f"output_dir '{directory}' is not a writable folder ({exc.strerror or exc}); "
                           "choose another output_dir") from None
+
+
+def _remove_orphaned_workdirs(root: Path) -> None:
+    """Temp folders of processes that died (SIGKILL, OOM) are left behind; remove them."""
+    for entry in root.glob("*") if root.exists() else []:
+        if entry.is_dir() and entry.name.isdigit() and not psutil.pid_exists(int(entry.name)):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.is_file():  # the flat layout of earlier versions
+            entry.unlink(missing_ok=True)
 
 
 def _cores() -> set[int]:

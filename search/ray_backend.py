@@ -160,7 +160,7 @@ class StudySearcher(_DriverBound, OptunaSearch):
         self.driver.heartbeats.remove(trial)
         outcome = (result or {}).get("outcome")
         if outcome is None and self.driver.stop.is_set():
-            self.driver.record_failure(trial, run_id, candidate, "interrupted", "interrupted by the user", "KILLED")
+            self.driver.record_failure(trial, run_id, "interrupted", "interrupted by the user")
             return
         if outcome is None:
             outcome = TrialOutcome("failed", reason="the Ray trial ended without a result (actor crashed?); see "
@@ -202,7 +202,8 @@ def tune_trial(config: dict[str, Any], study_config: SlimsearchConfig, teacher_a
     monitor: TrialMonitor | None = config["monitor"]
     outcome = run_candidate(Candidate.from_dict(config["candidate"]), _pipeline(study_config.model_dump_json()),
                             study_config.evaluation, make_placement(study_config.evaluation),
-                            Path(study_config.output_dir) / "artifacts-tmp", teacher_accuracy, monitor)
+                            Path(study_config.output_dir) / "artifacts-tmp" / str(os.getpid()), teacher_accuracy,
+                            monitor)
     values = ({name: outcome.result.metrics[name] for name in study_config.objectives}
               if outcome.result is not None else {})
     tune.report({**values, "outcome": outcome})

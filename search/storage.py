@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 JOURNAL_SCHEME = "journal:///"
 RETRIES_OF_A_DEAD_WORKER_S_TRIAL = 1
 HEARTBEAT_ATTR = "slimsearch:heartbeat"
+STALE_REASON = "its worker stopped (no heartbeat, or its process is gone); the parameters were re-enqueued"
 SILENT_HEARTBEATS = 3
 """A trial silent for this many heartbeat intervals belongs to a dead worker."""
 
@@ -81,7 +82,9 @@ def fail_stale_trials(study: optuna.Study, heartbeat_s: float) -> list[int]:
     failed = []
     for trial in stale_trials(study, heartbeat_s):
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # another worker was quicker
-            storage.set_trial_user_attr(trial._trial_id, "failure_kind", "stale")  # noqa: SLF001 - before FAIL: finished trials are read-only
+            # Before FAIL: a finished trial's attributes are read-only.
+            storage.set_trial_user_attr(trial._trial_id, "failure_kind", "stale")  # noqa: SLF001
+            storage.set_trial_user_attr(trial._trial_id, "failure_reason", STALE_REASON)  # noqa: SLF001
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):  # noqa: SLF001
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -7,9 +7,13 @@ run keeps judging candidates against the same numbers and refuses to mix hardwar
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 from slimsearch.search.config import SlimsearchConfig, redact_url
@@ -26,8 +30,25 @@ class StudyMismatch(RuntimeError):
     """An existing study cannot be resumed with this config."""
 
 
+@contextlib.contextmanager
+def readable_storage(url: str) -> Iterator[None]:
+    """A storage that cannot be read (a malformed or half-written SQLite file, a server that
+    refuses) is one line naming it, not a database traceback."""
+    try:
+        yield
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0][:200]
+        raise StudyMismatch(f"the Optuna storage {redact_url(url)} cannot be read ({type(exc).__name__}: {first}); "
+                            "restore it from a backup or point search.storage elsewhere") from None
+
+
 def open_study(config: SlimsearchConfig, worker: int = 0) -> optuna.Study:
     """Create the study, or load it if it exists (resume); check objectives did not change."""
+    with readable_storage(config.storage_url):
+        return _open_study(config, worker)
+
+
+def _open_study(config: SlimsearchConfig, worker: int) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(config.storage_url)
     name = config.search.study_name
@@ -41,6 +62,8 @@ def open_study(config: SlimsearchConfig, worker: int = 0) -> optuna.Study:
         sampler=SAMPLERS[config.search.sampler](seed),
         load_if_exists=True,
     )
+    if "uid" not in study.user_attrs:
+        study.set_user_attr("uid", uuid.uuid4().hex)  # ties the study to its MLflow parent run
     _check_or_store(study, "objectives", config.objectives)
     snapshot = config.model_dump(mode="json")
     for section in MODEL_DEFINING_SECTIONS:
@@ -66,10 +89,16 @@ def _check_or_store(study: optuna.Study, key: str, value: Any) -> None:
 
 
 def load_existing_study(storage_url: str, study_name: str) -> optuna.Study:
+    """An existing study, read-only use: a storage file that does not exist is not created."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for scheme in ("sqlite:///", "journal:///"):
+        if storage_url.startswith(scheme) and not Path(storage_url.removeprefix(scheme)).exists():
+            raise StudyMismatch(f"no Optuna storage at {storage_url.removeprefix(scheme)} (study '{study_name}'); "
+                                "check output_dir / search.storage in the config")
     try:
-        storage = open_storage(storage_url)
-        return optuna.load_study(study_name=study_name, storage=storage)
+        with readable_storage(storage_url):
+            storage = open_storage(storage_url)
+            return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         names = optuna.study.get_all_study_names(storage)
         raise StudyMismatch(

@@ -18,6 +18,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 STUDY_TAG = "slimsearch.study"
+STUDY_UID_TAG = "slimsearch.study_uid"
+"""Which Optuna study a parent run records: a study recreated in a lost or replaced
+storage has another uid, so its runs are never mixed into the old parent."""
 ROLE_TAG = "slimsearch.role"
 
 
@@ -73,6 +76,12 @@ class MlflowTracker:
         )
         self.client.set_terminated(run_id, status=status)
 
+    def running_trial_runs(self) -> list[tuple[str, int]]:
+        """``(run id, trial number)`` of this study's child runs still marked RUNNING."""
+        runs = self.client.search_runs([self.experiment_id], max_results=5000, filter_string=(
+            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and attributes.status = 'RUNNING'"))
+        return [(r.info.run_id, int(r.data.tags["trial_number"])) for r in runs if "trial_number" in r.data.tags]
+
     def log_parent_metric(self, key: str, value: float, step: int) -> None:
         self.client.log_metric(self.parent_run_id, key, value, step=step)
 
@@ -95,6 +104,19 @@ class MlflowTracker:
 
     def end(self, status: str) -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
+
+
+def recorded_study(tracking_uri: str, experiment: str, study_name: str) -> tuple[str, str | None, int] | None:
+    """``(parent run id, its study uid tag, number of child runs)`` of ``study_name``, or
+    ``None`` where MLflow has no run of it: what a resumed study is checked against."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    parent = find_parent_run(client, found.experiment_id, study_name) if found else None
+    if parent is None:
+        return None
+    children = client.search_runs([found.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
+                                  max_results=1000)
+    return parent, client.get_run(parent).data.tags.get(STUDY_UID_TAG), len(children)
 
 
 def find_parent_run(client: MlflowClient, experiment_id: str, study_name: str) -> str | None:

@@ -280,7 +280,6 @@ def test_a_token_id_model_is_searched_served_on_its_own_rows_and_registered(tmp_
     float, the probe serves real validation rows, and the registered pyfunc takes int64."""
     import mlflow
     import numpy as np
-    import torch
     import yaml
 
     from tests.tasks.token_bag import make_task

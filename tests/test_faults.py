@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from slimsearch.search.storage import HEARTBEAT_ATTR, Heartbeats, fail_stale_trials, open_storage, stale_trials
 from tests.conftest import write_config
 from slimsearch.search.cli import app
-from tests.helpers import cli_text, run_cli, runner, stores
+from tests.helpers import cli_text, count_trials, run_cli, runner, search_process, stores, wait_until
 
 
 def _sqlite_study(tmp_path: Path) -> optuna.Study:
@@ -113,3 +113,93 @@ def test_an_output_dir_that_is_a_file_exits_2_before_training(tmp_path: Path, fa
 
 def stores_trials(out: Path) -> list:
     return [t for s in optuna.study.get_all_study_summaries(f"sqlite:///{out / 'optuna.db'}") for t in range(s.n_trials)]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
+def test_a_corrupt_cache_entry_is_deleted_and_rebuilt(tmp_path: Path, damage: str) -> None:
+    import torch
+
+    from slimsearch.pipelines.cache import StageCache
+
+    cache = StageCache(tmp_path)
+    key = cache.key("teacher-logits", teacher="t")
+    cache.get_or_build(key, lambda: torch.arange(10_000.0))
+    data = cache.path(key).read_bytes()
+    cache.path(key).write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"\x00junk" * 9}[damage])
+    value, hit = cache.get_or_build(key, lambda: torch.arange(10_000.0))
+    assert not hit and torch.equal(value, torch.arange(10_000.0))
+    assert torch.equal(cache.get_or_build(key, lambda: torch.zeros(1))[0], torch.arange(10_000.0)), "rebuilt on disk"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("loss", ["emptied", "half-written", "switched-to-journal"])
+def test_a_lost_or_replaced_optuna_storage_is_refused_and_mlflow_keeps_its_trials(
+    tmp_path: Path, fast_config: dict, loss: str
+) -> None:
+    fast_config["search"].update(n_trials=2, study_name="kept", sampler="random")
+    config = write_config(tmp_path / "kept.yaml", **fast_config)
+    run_cli(config)
+    out = Path(fast_config["output_dir"])
+    _, _, children_before, _ = stores(out, "kept")
+    database = out / "optuna.db"
+    if loss == "emptied":
+        database.write_bytes(b"")
+    elif loss == "half-written":
+        data = database.read_bytes()
+        database.write_bytes(data[: len(data) // 2])
+    else:
+        fast_config["search"]["storage"] = f"journal:///{out / 'optuna.journal'}"
+        config = write_config(tmp_path / "kept.yaml", **fast_config)
+    result = runner.invoke(app, ["run", str(config)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and lines[-1].startswith("error: ") and "Traceback" not in result.output, result.output
+    assert ("lost or replaced" if loss != "half-written" else "cannot be read") in cli_text(lines[-1])
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("slimsearch").experiment_id])
+    assert len([r for r in runs if r.data.tags.get("slimsearch.role") == "trial"]) == len(children_before)
+
+
+@pytest.mark.e2e
+def test_a_second_run_of_the_same_study_is_refused_while_the_first_runs(tmp_path: Path, fast_config: dict) -> None:
+    fast_config["search"].update(n_trials=50, study_name="twice")
+    fast_config["evaluation"]["repeats"] = 200
+    config = write_config(tmp_path / "twice.yaml", **fast_config)
+    out = Path(fast_config["output_dir"])
+    first = search_process(config, tmp_path)
+    try:
+        wait_until(lambda: count_trials(out, "twice", lambda t: t.state.is_finished()) >= 1)
+        second = runner.invoke(app, ["run", str(config)])
+        assert second.exit_code == 2 and "already being run" in cli_text(second.output), second.output
+        assert "slimsearch worker" in cli_text(second.output)
+    finally:
+        first.kill()
+        first.communicate()
+
+
+def test_reading_a_study_that_does_not_exist_creates_no_storage(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["report", "nothing-here", "--storage", f"sqlite:///{tmp_path / 'none' / 'optuna.db'}"])
+    assert result.exit_code == 2 and "no Optuna storage" in cli_text(result.output)
+    assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.e2e
+def test_runs_left_running_by_a_kill_after_tell_are_repaired_from_optuna_on_resume(tmp_path: Path,
+                                                                                 fast_config: dict) -> None:
+    from mlflow.tracking import MlflowClient
+
+    fast_config["search"].update(n_trials=2, study_name="drift", sampler="random")
+    config = write_config(tmp_path / "drift.yaml", **fast_config)
+    run_cli(config)
+    out = Path(fast_config["output_dir"])
+    study, client, children, _ = stores(out, "drift")
+    complete = next(t for t in study.trials if t.state == TrialState.COMPLETE)
+    run_id = complete.user_attrs["mlflow_run_id"]
+    client.update_run(run_id, status="RUNNING")  # as a kill between study.tell and ending the run leaves it
+    client.delete_tag(run_id, "feasible")
+
+    output = run_cli(config, "--n-trials", "1")
+    assert "repaired 1 MLflow run" in cli_text(output)
+    run = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}").get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["state"] == "COMPLETE" and "feasible" in run.data.tags

@@ -1,0 +1,80 @@
+"""What a trial stores, in one place: the Optuna user-attribute keys and the MLflow record.
+
+The Optuna study is the record of a search; a trial's MLflow child run is derived from
+it by :meth:`TrialRecord.mlflow`, whether the trial has just been told or is being
+repaired after a crash (a run left RUNNING by a killed process), so the two stores
+cannot describe the same trial differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from slimsearch.spaces import Candidate
+
+# Optuna user-attribute keys a trial carries (set by the driver, read by review and deployment).
+CANDIDATE = "candidate"
+SUMMARY = "summary"
+SIMULATED = "simulated"
+METRICS = "metrics"
+TAGS = "tags"
+"""Facts about how the model was built and measured (quant path, noisy, cache hits)."""
+ACCURACY_CURVE = "accuracy_curve"
+FAILURE_KIND = "failure_kind"
+"""rejected | error | interrupted | stale"""
+FAILURE_REASON = "failure_reason"
+PRUNED_RULE = "pruned_rule"
+PRUNED_REASON = "pruned_reason"
+PRUNED_AT = "pruned_at"
+MLFLOW_RUN_ID = "mlflow_run_id"
+WORKER = "worker"
+
+KILLED_KINDS = ("interrupted", "stale")
+"""Failures that are the process's, not the candidate's: their MLflow runs end KILLED."""
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One finished (or running) trial as stored in Optuna, typed."""
+
+    trial: FrozenTrial
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return self.trial.user_attrs
+
+    @property
+    def candidate(self) -> Candidate | None:
+        stored = self.attrs.get(CANDIDATE)
+        return Candidate.from_dict(stored) if stored else None
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.attrs.get(METRICS, {})
+
+    @property
+    def feasible(self) -> bool:
+        return self.trial.state == TrialState.COMPLETE and all(v <= 0 for v in self.trial.constraints.values())
+
+    def mlflow(self) -> tuple[dict[str, Any], dict[str, float], dict[str, str], str]:
+        """``(params, metrics, tags, run status)`` of the trial's MLflow child run."""
+        candidate = self.candidate
+        params = candidate.flat() if candidate else {}
+        base = {"state": self.trial.state.name, "feasible": str(self.feasible).lower(), "pareto": "false"}
+        if candidate:
+            base["summary"] = candidate.summary()
+        if self.trial.state == TrialState.COMPLETE:
+            return params, self.metrics, {**self.attrs.get(TAGS, {}), **base}, "FINISHED"
+        if self.trial.state == TrialState.PRUNED:
+            point = self.attrs.get(PRUNED_AT, "")
+            metrics = {"accuracy_at_stop": self.attrs[ACCURACY_CURVE][point]} if point in self.attrs.get(
+                ACCURACY_CURVE, {}) else {}
+            tags = {**base, "pruned_rule": self.attrs.get(PRUNED_RULE, ""), "pruned_at": point,
+                    "pruned_reason": self.attrs.get(PRUNED_REASON, "")}
+            return params, metrics, tags, "FINISHED"
+        kind = self.attrs.get(FAILURE_KIND, "stale" if self.trial.state == TrialState.FAIL else "")
+        tags = {**base, "failure_kind": kind, "failure_reason": self.attrs.get(FAILURE_REASON, "")}
+        return params, {}, tags, "KILLED" if kind in KILLED_KINDS else "FAILED"
