@@ -88,7 +88,8 @@ def run_search(root: Path, name: str, *, task: str = "digits", space: SpaceSpec 
 def _copy_teacher(config: SlimsearchConfig) -> None:
     """Train (once, in the shared bench cache) and copy the teacher and its logits: the
     teacher is prepared before a search loop starts, so this saves time, not loop time."""
-    pipeline = CompressionPipeline(load_task(config.task, config.search.seed), CACHE, config.training.recipe(),
+    task = load_task(config.task, config.search.seed)
+    pipeline = CompressionPipeline(task, CACHE, config.training.recipe(),
                                    config.search.seed)
     pipeline.soft_targets  # noqa: B018 -- computed into the cache
     config.cache_dir.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,8 @@ and tight for float32 (measured 2e-7).
 
 from __future__ import annotations
 
+import copy
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,25 +66,60 @@ def plan_ranks(model: nn.Module, example: torch.Tensor, strategy: str, degree: i
     raise InvalidCandidate(f"unknown parallel strategy '{strategy}'")
 
 
+def deployment_problem(model: nn.Module, example: torch.Tensor, strategy: str, degree: int) -> str | None:
+    """Why ``model``'s architecture cannot be served as ``strategy`` x ``degree``, found by
+    planning it in a scratch folder (no files kept), or ``None``."""
+    with tempfile.TemporaryDirectory(prefix="slimsearch-plan-") as scratch:
+        try:
+            plan_ranks(copy.deepcopy(model).eval(), example, strategy, degree, Path(scratch) / "model.pt")
+        except InvalidCandidate as exc:
+            return str(exc)
+    return None
+
+
 def tensor_parallel_plans(model: nn.Module, degree: int) -> list[tuple[str, dict[str, str]]]:
-    """(path of the module owning a plan, its plan) for every planning module in ``model``."""
+    """(path of the module owning a plan, its plan) for every planning module in ``model``;
+    Hugging Face BERT-like layers get the Megatron plan without one (see :func:`_bert_layer_plan`)."""
     plans = []
     for path, module in model.named_modules():
         make_plan = getattr(module, "tensor_parallel_plan", None)
-        if callable(make_plan):
-            try:
+        try:
+            if callable(make_plan):
                 plans.append((path, make_plan(degree)))
-            except ValueError as exc:
-                raise InvalidCandidate(f"tensor_parallel at degree {degree}: {exc}") from exc
+            elif (plan := _bert_layer_plan(module, degree)) is not None:
+                plans.append((path, plan))
+        except ValueError as exc:
+            raise InvalidCandidate(f"tensor_parallel at degree {degree}: {exc}") from exc
     return plans
+
+
+_BERT_LAYER = {"attention.self.query": "colwise", "attention.self.key": "colwise", "attention.self.value": "colwise",
+               "attention.output.dense": "rowwise", "intermediate.dense": "colwise", "output.dense": "rowwise"}
+
+
+def _bert_layer_plan(module: nn.Module, degree: int) -> dict[str, str] | None:
+    """The plan of a Hugging Face BERT-family encoder layer: Q/K/V and the FFN input sharded
+    by output columns, the attention output and FFN output by input rows (one all-reduce per
+    sub-layer); ranks must hold whole heads. ``None`` for any other module."""
+    try:
+        layers = {name: module.get_submodule(name) for name in _BERT_LAYER}
+    except AttributeError:
+        return None
+    if not all(isinstance(layer, nn.Linear) for layer in layers.values()):
+        return None
+    heads = getattr(module.get_submodule("attention.self"), "num_attention_heads", None)
+    if not isinstance(heads, int) or heads % degree:
+        raise ValueError(f"{heads} attention heads do not split evenly over {degree} ranks")
+    return dict(_BERT_LAYER)
 
 
 def _check_tensor_parallel(model: nn.Module, degree: int) -> None:
     plans = tensor_parallel_plans(model, degree)
     if not plans:
         raise InvalidCandidate(
-            f"tensor_parallel needs a model with a tensor_parallel_plan (Linear layers to shard); "
-            f"{type(model).__name__} has none (conv nets are not sharded): use another strategy"
+            f"tensor_parallel needs to know which Linear layers to shard, and {type(model).__name__} neither is "
+            "Hugging Face BERT-like nor defines tensor_parallel_plan(degree) returning {layer name: 'colwise' | "
+            "'rowwise'} (README: Parallel strategies); add one or use another strategy"
         )
     for owner, plan in plans:
         for name in plan:
@@ -99,7 +136,9 @@ def _plan_pipeline(model: nn.Module, example: torch.Tensor, degree: int, artifac
     try:
         graph_module = model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
     except Exception as exc:  # not traceable: a property of the model
-        raise InvalidCandidate(f"pipeline_parallel cannot trace the model into a graph: {exc}") from exc
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise InvalidCandidate(f"pipeline_parallel cuts the model's torch.fx graph, and {type(model).__name__} cannot "
+                               f"be traced by torch.fx ({first}); use single, data_parallel or tensor_parallel") from exc
     with torch.no_grad():
         ShapeProp(graph_module).propagate(example)
     nodes = [n for n in graph_module.graph.nodes if n.op not in ("get_attr", "output")]

@@ -23,11 +23,14 @@ from slimsearch.evaluators.accuracy import evaluate_accuracy
 from slimsearch.evaluators.artifacts import CompiledRuntime
 from slimsearch.evaluators.memory import state_dict_bytes
 from slimsearch.evaluators.onnx_runtime import OnnxModule
+from slimsearch.evaluators.rank_plans import deployment_problem
 from slimsearch.pipelines import stages
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.features import FeatureHints
 from slimsearch.pipelines.ort_quantize import onnxruntime_bytes, onnxruntime_path
+from slimsearch.pipelines.pruning import PruningChoice, pruning_problem
 from slimsearch.pipelines.quantize import QuantizedModel, quantize
+from slimsearch.pipelines.students import teacher_init_problem
 from slimsearch.pipelines.stages import StageResult, TrainingRecipe
 from slimsearch.pipelines.task import Task
 from slimsearch.pipelines.training import Distillation, EpochHook
@@ -63,6 +66,7 @@ class CompressionPipeline:
         self.calibration = task.train[0][:calibration_size]
         self.teacher = stages.teacher(task, self.cache, recipe, seed)
         self._soft_targets: torch.Tensor | None = None
+        self._problems: dict[tuple[object, ...], str | None] = {}
 
     @property
     def soft_targets(self) -> torch.Tensor:
@@ -75,6 +79,35 @@ class CompressionPipeline:
         """The teacher's stage outputs on the training split, read once per process."""
         return stages.teacher_features(self.task, self.cache, self.teacher)
 
+    def rejection(self, candidate: Candidate) -> str | None:
+        """Why ``candidate``'s architecture cannot be pruned or deployed as asked, found on an
+        untrained copy before any training (remembered per architecture and plan), or ``None``."""
+        student = (candidate.student.width, candidate.student.depth) if candidate.student else None
+        checks: list[tuple[tuple[object, ...], Callable[[], str | None]]] = []
+        if candidate.student and candidate.student.init == "teacher":
+            checks.append((("init", student), lambda: teacher_init_problem(self.teacher.model, *student)))
+        architecture = ("teacher" if candidate.student is None else candidate.student.init, student)
+        if candidate.prune_ratio > 0:
+            pruning = PruningChoice(candidate.prune_ratio, candidate.prune_importance, candidate.prune_scope,
+                                    candidate.prune_steps)
+            checks.append((("prune", architecture, pruning.ratio, pruning.scope, pruning.steps),
+                           lambda: pruning_problem(self._untrained(candidate), pruning, self.task)))
+        if candidate.strategy in ("tensor_parallel", "pipeline_parallel"):
+            checks.append((("plan", architecture, candidate.strategy, candidate.degree),
+                           lambda: deployment_problem(self._untrained(candidate), self.task.serving_batch(2 * candidate.degree),
+                                                      candidate.strategy, candidate.degree)))
+        for key, check in checks:
+            if key not in self._problems:
+                self._problems[key] = check()
+            if self._problems[key]:
+                return self._problems[key]
+        return None
+
+    def _untrained(self, candidate: Candidate) -> nn.Module:
+        """The candidate's architecture: the teacher as it is, or an untrained student."""
+        choice = candidate.student
+        return self.teacher.model if choice is None else stages.student_architecture(self.task, choice, self.teacher.model)
+
     def build(self, candidate: Candidate, monitor: AccuracyMonitor | None = None) -> BuiltModel:
         """Build ``candidate``; with ``monitor``, report validation accuracy after every
         training epoch (and once for a stage loaded from the cache)."""
@@ -84,7 +117,7 @@ class CompressionPipeline:
         if candidate.prune_ratio > 0:
             hook = self._epoch_hook("finetune", monitor)
             with _timed(timings, "prune_finetune"):
-                pruning = stages.PruningChoice(candidate.prune_ratio, candidate.prune_importance,
+                pruning = PruningChoice(candidate.prune_ratio, candidate.prune_importance,
                                                candidate.prune_scope, candidate.prune_steps)
                 base = stages.pruned_and_finetuned(
                     self.task, self.cache, self.recipe, self.seed, base, pruning, distillation, hook

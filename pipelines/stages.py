@@ -10,21 +10,21 @@ importance, scope or iterative schedule produced them.
 from __future__ import annotations
 
 import copy
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.features import FeatureHints, stage_names, teacher_stage_outputs
+from slimsearch.pipelines.pruning import PruningChoice, make_pruner, prune_step, prune_to_shapes
+from slimsearch.pipelines.students import student_from_teacher
 from slimsearch.pipelines.task import Task, check_teacher
 from slimsearch.evaluators.accuracy import predict
 from slimsearch.pipelines.training import Distillation, EpochHook, train_model
-from slimsearch.spaces import InvalidCandidate, StudentChoice
+from slimsearch.spaces import StudentChoice
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,8 @@ def distilled_student(
     the recipe's) from the teacher's logits and, with ``hints``, its stage features
     (asked for only when the student is trained, not when it comes from the cache)."""
     extras = {"feature_weight": choice.feature_weight} if choice.feature_weight else {}
+    if choice.init != "scratch":
+        extras["init"] = choice.init
     key = cache.key(
         "student",
         teacher=teacher_stage.key,
@@ -113,7 +115,7 @@ def distilled_student(
         seed=seed,
         **extras,
     )
-    model = _seeded(lambda: task.student_architecture(choice.width, choice.depth), seed)
+    model = _seeded(lambda: student_architecture(task, choice, teacher_stage.model), seed)
     distillation = Distillation(soft_targets, choice.temperature, choice.alpha)
     state, hit = cache.get_or_build(
         key,
@@ -133,18 +135,15 @@ def distilled_student(
     return StageResult(model.eval(), key, hit)
 
 
+def student_architecture(task: Task, choice: StudentChoice, teacher: nn.Module) -> nn.Module:
+    """The untrained student: a member of the task's family, or cut from the teacher's layers."""
+    if choice.init == "teacher":
+        return student_from_teacher(teacher, choice.width, choice.depth, task)
+    return task.student_architecture(choice.width, choice.depth)
+
+
 def student_epochs(choice: StudentChoice, recipe: TrainingRecipe) -> int:
     return choice.epochs or recipe.distill_epochs
-
-
-@dataclass(frozen=True)
-class PruningChoice:
-    """How much to prune and how: importance, uniform or global ratio, one-shot or iterative."""
-
-    ratio: float
-    importance: str = "l1"
-    scope: str = "uniform"
-    steps: int = 1
 
 
 def pruned_and_finetuned(
@@ -175,9 +174,9 @@ def pruned_and_finetuned(
     )
 
     def build() -> dict[str, torch.Tensor]:
-        pruner = _pruner(model, pruning, task, seed)
+        pruner = make_pruner(model, pruning, task, seed)
         for step in range(pruning.steps):
-            _prune_step(model, pruner, pruning, task)
+            prune_step(model, pruner, pruning, task)
             train_model(
                 model,
                 task.train,
@@ -192,7 +191,7 @@ def pruned_and_finetuned(
 
     state, hit = cache.get_or_build(key, build)
     if hit:
-        _prune_to_shapes(model, state, task.train[0][:1])
+        prune_to_shapes(model, state, task.train[0][:1])
     model.load_state_dict(state)
     return StageResult(model.eval(), key, hit)
 
@@ -236,81 +235,6 @@ def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     """Construct a model with a seeded initialisation, so a cache key fully determines it."""
     torch.manual_seed(seed)
     return build()
-
-
-IMPORTANCE: dict[str, Callable[[], tp.importance.Importance]] = {
-    "l1": lambda: tp.importance.MagnitudeImportance(p=1),
-    "l2": lambda: tp.importance.MagnitudeImportance(p=2),
-    "taylor": lambda: tp.importance.TaylorImportance(),
-    "random": lambda: tp.importance.RandomImportance(),
-}
-TAYLOR_BATCH = 256
-
-
-def prune_channels(model: nn.Module, pruning: PruningChoice, task: Task, seed: int = 0) -> nn.Module:
-    """Prune ``model`` in place, all steps at once (no fine-tuning between them)."""
-    pruner = _pruner(model, pruning, task, seed)
-    for _ in range(pruning.steps):
-        _prune_step(model, pruner, pruning, task)
-    return model
-
-
-def _pruner(model: nn.Module, pruning: PruningChoice, task: Task, seed: int) -> tp.pruner.MetaPruner:
-    """torch-pruning's dependency-graph pruner for this choice.
-
-    The classifier head, any module the task protects and any the model lists in an
-    ``unprunable`` attribute (names that depend on its depth, e.g. a Transformer's
-    residual-stream layers) keep their outputs.
-    """
-    model.eval()
-    unprunable = set(task.protected_modules) | set(getattr(model, "unprunable", ()))
-    protected = [
-        module
-        for name, module in model.named_modules()
-        if name in unprunable or (isinstance(module, nn.Linear) and module.out_features == task.num_classes)
-    ]
-    torch.manual_seed(seed)  # the random baseline is reproducible, so its cache entry is too
-    with warnings.catch_warnings():
-        # Free parameters (e.g. learned positions) are pruned along with their coupled
-        # layers, which is what we want; torch-pruning warns about each of them.
-        warnings.filterwarnings("ignore", message="Unwrapped parameters")
-        return tp.pruner.MetaPruner(
-            model,
-            task.train[0][:1],
-            importance=IMPORTANCE[pruning.importance](),
-            global_pruning=pruning.scope == "global",
-            pruning_ratio=pruning.ratio,
-            iterative_steps=pruning.steps,
-            ignored_layers=protected,
-        )
-
-
-def _prune_step(model: nn.Module, pruner: tp.pruner.MetaPruner, pruning: PruningChoice, task: Task) -> None:
-    """One increment of the pruning schedule; a layer left with no channels makes the
-    candidate invalid (global pruning can empty a layer a uniform ratio would not)."""
-    if pruning.importance == "taylor":  # |w * dL/dw| needs the gradient of the task loss
-        model.zero_grad()
-        inputs, labels = task.train[0][:TAYLOR_BATCH], task.train[1][:TAYLOR_BATCH]
-        F.cross_entropy(model(inputs), labels).backward()
-    pruner.step()
-    model.zero_grad(set_to_none=True)
-    for name, module in model.named_modules():
-        if min(getattr(module, "out_channels", 1), getattr(module, "out_features", 1)) < 1:
-            raise InvalidCandidate(f"pruning ratio {pruning.ratio} ({pruning.scope}) leaves layer '{name}' "
-                                   "with no channels")
-
-
-def _prune_to_shapes(model: nn.Module, state: dict[str, torch.Tensor], example: torch.Tensor) -> None:
-    """Remove output channels of ``model``'s Conv/Linear layers (and, through torch-pruning's
-    dependency graph, everything coupled to them) until they match ``state``."""
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    for name, module in model.named_modules():
-        if not isinstance(module, (nn.Conv2d, nn.Linear)) or f"{name}.weight" not in state:
-            continue
-        target, current = state[f"{name}.weight"].shape[0], module.weight.shape[0]
-        if target < current:
-            prune_out = tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
-            graph.get_pruning_group(module, prune_out, idxs=list(range(target, current))).prune()
 
 
 def count_macs_and_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:

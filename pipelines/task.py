@@ -46,6 +46,9 @@ class Task:
     pretrained_teacher: Callable[[], nn.Module] | None = None
     fingerprint: str = ""
     protected_modules: tuple[str, ...] = field(default_factory=tuple)
+    training_defaults: dict[str, float] = field(default_factory=dict)
+    """Training-recipe values this task needs (e.g. ``{"lr": 5e-5, "teacher_epochs": 3}``
+    for a pretrained transformer); a value set in the config's ``training`` section wins."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -79,6 +82,7 @@ class Task:
 BUILTIN_TASKS = {
     "digits": "slimsearch.pipelines.digits:make_task",
     "digits-transformer": "slimsearch.pipelines.digits_transformer:make_task",
+    "minilm-topics": "slimsearch.pipelines.minilm:make_task",
 }
 
 

@@ -152,6 +152,20 @@ class SlimsearchConfig(_Strict):
     def parsed_constraints(self) -> list[Constraint]:
         return [Constraint.parse(text) for text in self.constraints]
 
+    def with_task_defaults(self, defaults: dict[str, float]) -> SlimsearchConfig:
+        """This config with the task's training defaults (a pretrained transformer fine-tunes
+        at 5e-5, not the digits nets' 3e-3) where the config's ``training`` section does not
+        set the value itself. Resolved once per run, so workers, Ray actors, the stored
+        snapshot and ``select`` all rebuild with the same recipe."""
+        chosen = {k: v for k, v in defaults.items() if k not in self.training.model_fields_set}
+        if not chosen:
+            return self
+        try:
+            training = TrainingSettings.model_validate({**self.training.model_dump(), **chosen})
+        except ValidationError as exc:
+            raise ConfigError(f"the task's training_defaults: {format_validation_error(exc)}") from None
+        return self.model_copy(update={"training": training})
+
     @property
     def storage_url(self) -> str:
         return self.search.storage or f"sqlite:///{Path(self.output_dir) / 'optuna.db'}"

@@ -104,8 +104,8 @@ class SearchDriver:
 
     def run(self, n_trials: int | None = None, timeout_s: float | None = None) -> RunSummary:
         """Run (or, as a worker, join) the search until the study's budget is used up."""
-        cfg = self.config
-        task = load_task(cfg.task, cfg.search.seed)  # before touching storage: a bad task records nothing
+        task = load_task(self.config.task, self.config.search.seed)  # before touching storage: a bad task records nothing
+        self.config = cfg = self.config.with_task_defaults(task.training_defaults)
         if "torch_compile" in cfg.space.parallel.runtimes and (problem := missing_compiler()):
             raise SearchError(f"{problem}; install one (e.g. apt install g++) or remove torch_compile from "
                               "space.parallel.runtimes")
@@ -312,7 +312,8 @@ class SearchDriver:
             trial.set_user_attr("candidate", candidate.to_dict())
             trial.set_user_attr("summary", candidate.summary())
             trial.set_user_attr("simulated", candidate.simulated)
-            reason = rejection_reason(candidate, self.config.evaluation.batch_size)
+            reason = (rejection_reason(candidate, self.config.evaluation.batch_size)
+                      or self.pipeline.rejection(candidate))  # before any training: no budget spent
         except InvalidCandidate as exc:
             reason = str(exc)
         if not reason:

@@ -17,7 +17,9 @@ class StudentChoice:
     """A distilled student: a member of the task's student family plus KD settings.
 
     ``feature_weight`` > 0 adds intermediate-feature hints; ``epochs`` is the student's
-    training budget (``None``: the config's ``training.distill_epochs``).
+    training budget (``None``: the config's ``training.distill_epochs``); ``init`` is
+    ``scratch`` (the task's student family, randomly initialised) or ``teacher`` (the
+    teacher's own layers, ``depth`` of them, heads and FFN cut to ``width``).
     """
 
     width: float
@@ -26,6 +28,7 @@ class StudentChoice:
     alpha: float
     feature_weight: float = 0.0
     epochs: int | None = None
+    init: str = "scratch"
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class Candidate:
             "student.alpha": s.alpha if s else None,
             "student.feature_weight": s.feature_weight if s else None,
             "student.epochs": s.epochs if s else None,
+            "student.init": s.init if s else None,
             "prune.ratio": self.prune_ratio,
             "prune.importance": self.prune_importance if self.prune_ratio else None,
             "prune.scope": self.prune_scope if self.prune_ratio else None,
@@ -107,6 +111,7 @@ class Candidate:
         if s := self.student:
             arch = f"student w{s.width:g} d{s.depth}" + (f" e{s.epochs}" if s.epochs else "")
             arch += f" hints {s.feature_weight:g}" if s.feature_weight else ""
+            arch += " from teacher" if s.init == "teacher" else ""
         if self.bits == 16:
             precision = self.float_dtype or "fp16"
         elif self.bits == 32:

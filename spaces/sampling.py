@@ -111,6 +111,7 @@ def _suggest_student(trial: optuna.trial.BaseTrial, spec: SpaceSpec) -> StudentC
         alpha=float(trial.suggest_categorical("student.alpha", s.alpha)),
         feature_weight=float(_choose(trial, "student.feature_weight", s.feature_weight)),
         epochs=int(_choose(trial, "student.epochs", s.epochs)) if s.epochs else None,
+        init=str(_choose(trial, "student.init", s.init)),
     )
 
 
@@ -236,6 +237,7 @@ def describe_space(spec: SpaceSpec) -> list[tuple[str, str, str]]:
         ("student.alpha", _join(s.alpha), "student = distilled"),
         ("student.feature_weight", _join(s.feature_weight) + "  (0 = logits only)", "student = distilled"),
         ("student.epochs", _join(s.epochs) or "training.distill_epochs", "student = distilled"),
+        ("student.init", _join(s.init) + "  (teacher = the teacher's layers, cut)", "student = distilled"),
         ("prune.ratio", f"{pr.low:g} .. {pr.high:g} step {pr.step:g}", "always"),
         ("prune.importance", _join(pr.importance), "prune.ratio > 0"),
         ("prune.scope", _join(pr.scope), "prune.ratio > 0"),

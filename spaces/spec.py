@@ -92,6 +92,11 @@ class StudentSpec(_Strict):
         default_factory=list,
         description="the student's training budget, searched as a fidelity; empty = training.distill_epochs",
     )
+    init: list[Literal["scratch", "teacher"]] = Field(
+        default_factory=lambda: ["scratch"], min_length=1,
+        description="scratch: the task's student family; teacher: the teacher's own layers (depth of them, "
+                    "evenly spaced) with heads/FFN cut to width -- transformers with head-aware attention",
+    )
 
     @field_validator("width")
     @classmethod

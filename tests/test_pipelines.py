@@ -22,11 +22,10 @@ from slimsearch.pipelines.export import ExportError, export_model
 from slimsearch.pipelines.ort_quantize import onnxruntime_model
 from slimsearch.pipelines.quantize import quantize
 from slimsearch.pipelines.features import FeatureHints, HintLoss, teacher_stage_outputs
+from slimsearch.pipelines.pruning import PruningChoice, prune_channels
 from slimsearch.pipelines.stages import (
-    PruningChoice,
     StageResult,
     count_macs_and_params,
-    prune_channels,
     pruned_and_finetuned,
     qat_trainer,
     teacher_features,

@@ -1,0 +1,178 @@
+"""Structured pruning with torch-pruning's dependency graph, aware of attention heads.
+
+Channels are physically removed (params, MACs and latency fall). What is never cut:
+
+* the classifier head, the task's ``protected_modules`` and a model's ``unprunable`` names;
+* for models with attention, the residual width: it couples every block, so the
+  embeddings (``nn.Embedding``) and ``nn.MultiheadAttention`` modules are kept whole,
+  which makes torch-pruning leave their whole group alone.
+
+Attention written the Hugging Face way (a module with ``query``/``key``/``value`` (or
+``q_proj``/``k_proj``/``v_proj``) Linear layers and ``num_attention_heads`` / ``num_heads``)
+loses whole heads: torch-pruning is told the head count (``prune_num_heads``, head dims
+kept), and the module's head count is updated afterwards. Without that information Q/K/V
+would be cut to sizes that are not multiples of the head size (a view error, or heads
+silently regrouped). :func:`pruning_problem` prunes an untrained copy once before any
+training, so an architecture that cannot be pruned safely is rejected with the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+
+from slimsearch.pipelines.task import Task
+from slimsearch.spaces import InvalidCandidate
+
+
+@dataclass(frozen=True)
+class PruningChoice:
+    """How much to prune and how: importance, uniform or global ratio, one-shot or iterative."""
+
+    ratio: float
+    importance: str = "l1"
+    scope: str = "uniform"
+    steps: int = 1
+
+
+IMPORTANCE: dict[str, Callable[[], tp.importance.Importance]] = {
+    "l1": lambda: tp.importance.MagnitudeImportance(p=1),
+    "l2": lambda: tp.importance.MagnitudeImportance(p=2),
+    "taylor": lambda: tp.importance.TaylorImportance(),
+    "random": lambda: tp.importance.RandomImportance(),
+}
+TAYLOR_BATCH = 256
+_PROJECTIONS = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"))
+_HEAD_COUNTS = ("num_attention_heads", "num_heads")
+
+
+def attention_projections(model: nn.Module) -> list[tuple[nn.Module, tuple[nn.Linear, nn.Linear, nn.Linear], str]]:
+    """``(attention module, (q, k, v), head-count attribute)`` for every head-aware attention."""
+    found = []
+    for module in model.modules():
+        for names in _PROJECTIONS:
+            layers = tuple(getattr(module, name, None) for name in names)
+            count = next((attr for attr in _HEAD_COUNTS if isinstance(getattr(module, attr, None), int)), None)
+            if count and all(isinstance(layer, nn.Linear) for layer in layers):
+                found.append((module, layers, count))  # type: ignore[arg-type]
+    return found
+
+
+def prune_channels(model: nn.Module, pruning: PruningChoice, task: Task, seed: int = 0) -> nn.Module:
+    """Prune ``model`` in place, all steps at once (no fine-tuning between them)."""
+    pruner = make_pruner(model, pruning, task, seed)
+    for _ in range(pruning.steps):
+        prune_step(model, pruner, pruning, task)
+    return model
+
+
+def make_pruner(model: nn.Module, pruning: PruningChoice, task: Task, seed: int) -> tp.pruner.MetaPruner:
+    """torch-pruning's dependency-graph pruner for this choice (see the module docstring)."""
+    model.eval()
+    unprunable = set(task.protected_modules) | set(getattr(model, "unprunable", ()))
+    attention = attention_projections(model)
+    has_attention = bool(attention) or any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
+    protected = [
+        module
+        for name, module in model.named_modules()
+        if name in unprunable
+        or (isinstance(module, nn.Linear) and module.out_features == task.num_classes)
+        or (has_attention and isinstance(module, (nn.Embedding, nn.MultiheadAttention)))
+    ]
+    heads = {layer: getattr(owner, count) for owner, layers, count in attention for layer in layers}
+    torch.manual_seed(seed)  # the random baseline is reproducible, so its cache entry is too
+    with warnings.catch_warnings():
+        # Free parameters (e.g. learned positions) are pruned along with their coupled
+        # layers, which is what we want; torch-pruning warns about each of them.
+        warnings.filterwarnings("ignore", message="Unwrapped parameters")
+        return tp.pruner.MetaPruner(
+            model,
+            task.train[0][:1],
+            importance=IMPORTANCE[pruning.importance](),
+            global_pruning=pruning.scope == "global",
+            pruning_ratio=pruning.ratio,
+            iterative_steps=pruning.steps,
+            ignored_layers=protected,
+            **({"num_heads": heads, "prune_num_heads": True, "prune_head_dims": False,
+                "head_pruning_ratio": pruning.ratio} if heads else {}),
+        )
+
+
+def prune_step(model: nn.Module, pruner: tp.pruner.MetaPruner, pruning: PruningChoice, task: Task) -> None:
+    """One increment of the pruning schedule; a layer left with no channels makes the
+    candidate invalid (global pruning can empty a layer a uniform ratio would not)."""
+    if pruning.importance == "taylor":  # |w * dL/dw| needs the gradient of the task loss
+        model.zero_grad()
+        inputs, labels = task.train[0][:TAYLOR_BATCH], task.train[1][:TAYLOR_BATCH]
+        F.cross_entropy(model(inputs), labels).backward()
+    head_sizes = _head_sizes(model)
+    pruner.step()
+    model.zero_grad(set_to_none=True)
+    _sync_head_counts(model, head_sizes)
+    for name, module in model.named_modules():
+        if min(getattr(module, "out_channels", 1), getattr(module, "out_features", 1)) < 1:
+            raise InvalidCandidate(f"pruning ratio {pruning.ratio} ({pruning.scope}) leaves layer '{name}' "
+                                   "with no channels")
+
+
+def prune_to_shapes(model: nn.Module, state: dict[str, torch.Tensor], example: torch.Tensor) -> None:
+    """Remove output channels of ``model``'s Conv/Linear layers (and, through torch-pruning's
+    dependency graph, everything coupled to them) until they match ``state``. Attention
+    projections lose trailing channels, i.e. whole heads (the cached weights replace them)."""
+    head_sizes = _head_sizes(model)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.Conv2d, nn.Linear)) or f"{name}.weight" not in state:
+            continue
+        target, current = state[f"{name}.weight"].shape[0], module.weight.shape[0]
+        if target < current:
+            prune_out = tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
+            graph.get_pruning_group(module, prune_out, idxs=list(range(target, current))).prune()
+    _sync_head_counts(model, head_sizes)
+
+
+def _head_sizes(model: nn.Module) -> dict[nn.Module, int]:
+    return {owner: layers[0].out_features // getattr(owner, count) for owner, layers, count in attention_projections(model)}
+
+
+def _sync_head_counts(model: nn.Module, head_sizes: dict[nn.Module, int]) -> None:
+    """Whole heads were removed: tell each attention module how many it has left."""
+    for owner, layers, count in attention_projections(model):
+        heads, rest = divmod(layers[0].out_features, head_sizes[owner])
+        if rest or any(layer.out_features != layers[0].out_features for layer in layers):
+            raise InvalidCandidate(f"pruning cut attention projections to {[l.out_features for l in layers]} "
+                                   f"channels, not whole heads of {head_sizes[owner]}")
+        setattr(owner, count, heads)
+        for attribute in ("all_head_size", "embed_dim"):
+            if isinstance(getattr(owner, attribute, None), int):
+                setattr(owner, attribute, layers[0].out_features)
+
+
+def pruning_problem(model: nn.Module, pruning: PruningChoice, task: Task) -> str | None:
+    """Why pruning ``model`` this way would break it, found on a copy before any training
+    (it must still run on a validation batch with the same output shape), or ``None``."""
+    trial = copy.deepcopy(model).eval()
+    rows = task.val[0][:2]
+    try:
+        with torch.no_grad():
+            expected = trial(rows).shape
+        prune_channels(trial, PruningChoice(pruning.ratio, "l1", pruning.scope, pruning.steps), task)
+        with torch.no_grad():
+            shape = trial(rows).shape
+    except InvalidCandidate as exc:
+        return str(exc)
+    except Exception as exc:  # a view/reshape the dependency graph could not follow
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        return (f"pruning {type(model).__name__} at ratio {pruning.ratio:g} breaks its forward ({type(exc).__name__}: "
+                f"{first}); give its attention modules num_attention_heads (Hugging Face style) or list the layers "
+                "in an 'unprunable' attribute, or set space.prune.high: 0")
+    if shape != expected:
+        return f"pruning {type(model).__name__} at ratio {pruning.ratio:g} changes its output shape {tuple(expected)} -> {tuple(shape)}"
+    return None

@@ -1,0 +1,39 @@
+"""A tiny randomly initialised Hugging Face BERT classifier on token ids (fast stand-in for MiniLM).
+
+Same module structure as the pretrained all-MiniLM-L6-v2 task (``BertModel`` encoder,
+mean pooling over the attention mask, linear head), a hundredth of its size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel
+
+from slimsearch.pipelines import Task
+
+LENGTH, VOCAB = 8, 120
+
+
+class TinyBert(nn.Module):
+    def __init__(self, layers: int = 2, heads: int = 4, hidden: int = 32):
+        super().__init__()
+        config = BertConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                            intermediate_size=2 * hidden, max_position_embeddings=LENGTH, hidden_dropout_prob=0.0,
+                            attention_probs_dropout_prob=0.0)
+        self.encoder = BertModel(config, add_pooling_layer=False)
+        self.head = nn.Linear(hidden, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != 0).unsqueeze(-1).float()
+        tokens = self.encoder(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
+        return self.head((tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0))
+
+
+def make_task(seed: int) -> Task:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB, (600, LENGTH), generator=generator)
+    labels = ((ids >= VOCAB // 2).sum(dim=1) > LENGTH // 2).long()
+    return Task(name="tiny-bert", train=(ids[:400], labels[:400]), val=(ids[400:500], labels[400:500]),
+                test=(ids[500:], labels[500:]), teacher_architecture=TinyBert,
+                student_architecture=lambda width, depth: TinyBert(layers=depth, hidden=max(4, round(32 * width))))

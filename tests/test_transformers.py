@@ -1,0 +1,132 @@
+"""Hugging Face transformers as users bring them: token ids, head pruning, parallel plans.
+
+A tiny randomly initialised BERT (``tests/tasks/tiny_bert.py``) has the module structure
+of the pretrained MiniLM task at a hundredth of its size, so every check runs in seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from slimsearch.evaluators import TimingProtocol, measure_serving, plan_ranks, save_artifact
+from slimsearch.pipelines import CompressionPipeline, TrainingRecipe
+from slimsearch.pipelines.pruning import PruningChoice, attention_projections, prune_channels, pruning_problem
+from slimsearch.pipelines.stages import count_macs_and_params
+from slimsearch.spaces import Candidate
+from tests.tasks.tiny_bert import TinyBert, make_task
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task(0)
+
+
+@pytest.fixture()
+def bert() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyBert().eval()
+
+
+def test_attention_is_pruned_by_whole_heads_and_the_residual_width_is_kept(task, bert: nn.Module) -> None:
+    macs, params = count_macs_and_params(bert, task.train[0][:1])
+    pruned = prune_channels(copy.deepcopy(bert), PruningChoice(0.5), task)
+    heads = [(getattr(owner, count), layers[0].out_features) for owner, layers, count in attention_projections(pruned)]
+    assert heads == [(2, 16), (2, 16)], "4 heads of 8 dims -> 2 whole heads per layer"
+    layer = pruned.encoder.encoder.layer[0]
+    assert layer.intermediate.dense.out_features == 32, "the feed-forward width is pruned too"
+    assert pruned.encoder.embeddings.word_embeddings.embedding_dim == 32, "the residual width is untouched"
+    with torch.no_grad():
+        assert pruned(task.val[0][:5]).shape == (5, 2)
+    assert count_macs_and_params(pruned, task.train[0][:1])[0] < 0.7 * macs
+    assert count_macs_and_params(pruned, task.train[0][:1])[1] < params
+
+
+def test_a_cached_pruned_bert_reloads_with_its_head_counts(tmp_path: Path, task) -> None:
+    pipeline = CompressionPipeline(task, tmp_path, TrainingRecipe(teacher_epochs=1, finetune_epochs=1), seed=0)
+    candidate = Candidate(None, 0.5, 32, None, "single", 1, 1)
+    first = pipeline.build(candidate)
+    again = CompressionPipeline(task, tmp_path, TrainingRecipe(teacher_epochs=1, finetune_epochs=1), seed=0).build(candidate)
+    assert again.cache_hits["prune_finetune"] and not first.cache_hits["prune_finetune"]
+    assert [getattr(o, c) for o, _, c in attention_projections(again.serving)] == [2, 2]
+    rows = task.val[0][:6]
+    with torch.no_grad():
+        assert torch.allclose(first.serving(rows), again.serving(rows), atol=1e-5)
+
+
+class OpaqueAttention(nn.Module):
+    """Self-attention with no head count a pruner could read: cutting q/k/v breaks its view."""
+
+    def __init__(self, dim: int = 32, head: int = 8):
+        super().__init__()
+        self.embed = nn.Embedding(120, dim)
+        self.q, self.k, self.v = (nn.Linear(dim, dim) for _ in range(3))
+        self.head_dim = head
+        self.out = nn.Linear(dim, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        split = lambda t: t.view(t.shape[0], t.shape[1], 4, self.head_dim).transpose(1, 2)  # noqa: E731
+        attended = torch.softmax(split(self.q(x)) @ split(self.k(x)).transpose(-1, -2), dim=-1) @ split(self.v(x))
+        return self.out(attended.mean(dim=(1, 2)))
+
+
+def test_an_architecture_that_pruning_would_break_is_named_before_training(task) -> None:
+    reason = pruning_problem(OpaqueAttention(), PruningChoice(0.3), task)
+    assert reason and "breaks its forward" in reason and "num_attention_heads" in reason
+    assert pruning_problem(TinyBert(), PruningChoice(0.3), task) is None
+
+
+def test_the_pipeline_rejects_unbuildable_candidates_without_training(tmp_path: Path, task, monkeypatch) -> None:
+    pipeline = CompressionPipeline(task, tmp_path, TrainingRecipe(teacher_epochs=1), seed=0)
+    trained: list[int] = []
+    monkeypatch.setattr("slimsearch.pipelines.stages.train_model", lambda *a, **k: trained.append(1))
+    reason = pipeline.rejection(Candidate(None, 0.0, 32, None, "pipeline_parallel", 2, 1))
+    assert reason and "torch.fx" in reason and "tensor_parallel" in reason
+    assert pipeline.rejection(Candidate(None, 0.0, 32, None, "tensor_parallel", 2, 1)) is None
+    assert pipeline.rejection(Candidate(None, 0.5, 32, None, "single", 1, 1)) is None
+    assert not trained, "rejections are decided on the architecture, before any training"
+
+
+def test_tensor_parallel_serves_bert_layers_sharded_without_a_user_plan(tmp_path: Path, task, bert: nn.Module) -> None:
+    batch = task.serving_batch(8)
+    artifact = save_artifact(bert, batch, tmp_path / "m.pt")
+    plan = plan_ranks(bert, batch, "tensor_parallel", 2, artifact)
+    measured = measure_serving(artifact, plan, batch, threads=1, timeout_s=120,
+                               protocol=TimingProtocol(warmup=1, repeats=3, rounds=1, max_rounds=1))
+    assert measured.output_error < 1e-4, "sharded outputs match the single-process model"
+    assert len(measured.per_rank_weight_bytes) == 2
+
+
+def test_a_teacher_initialised_student_copies_the_chosen_layers_and_cuts_heads(task, bert: nn.Module) -> None:
+    from slimsearch.pipelines.students import student_from_teacher
+
+    teacher = TinyBert(layers=4).eval()
+    student = student_from_teacher(teacher, width=0.5, depth=2, task=task).eval()
+    kept = student.encoder.encoder.layer
+    assert len(kept) == 2 and student.encoder.config.num_hidden_layers == 2
+    for layer, source in zip(kept, (0, 2)):  # evenly spaced: layers 0 and 2 of 4
+        teacher_layer = teacher.encoder.encoder.layer[source]
+        assert torch.equal(layer.output.LayerNorm.weight, teacher_layer.output.LayerNorm.weight)
+        assert layer.attention.self.num_attention_heads == 2 and layer.intermediate.dense.out_features == 32
+    assert torch.equal(student.encoder.embeddings.word_embeddings.weight, teacher.encoder.embeddings.word_embeddings.weight)
+    with torch.no_grad():
+        assert student(task.val[0][:3]).shape == (3, 2)
+
+
+def test_teacher_initialisation_is_refused_before_training_where_it_cannot_apply(tmp_path: Path, task) -> None:
+    from slimsearch.pipelines import load_task
+    from slimsearch.spaces import StudentChoice
+
+    pipeline = CompressionPipeline(task, tmp_path, TrainingRecipe(teacher_epochs=1), seed=0)
+    deep = Candidate(StudentChoice(0.5, 3, 2.0, 0.5, init="teacher"), 0.0, 32, None, "single", 1, 1)
+    assert "more than the teacher's 2 layers" in pipeline.rejection(deep)
+    digits = CompressionPipeline(load_task("digits-transformer", 0), tmp_path, TrainingRecipe(teacher_epochs=1), seed=0)
+    custom = Candidate(StudentChoice(0.5, 1, 2.0, 0.5, init="teacher"), 0.0, 32, None, "single", 1, 1)
+    assert "Hugging Face-style attention" in digits.rejection(custom)
