@@ -31,6 +31,7 @@ postgres:
 	  || echo "postgresql not installed: the PostgreSQL storage test will be skipped"
 
 test: setup browser postgres
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -q tests
 
 # Unit and component tests only (no whole searches): a few minutes.

@@ -1,124 +1,243 @@
-"""Search quality: TPE, NSGA-II and random search against the exhaustive grid.
+"""Search quality: samplers replayed on a measured table of every candidate of a space.
 
-A reduced digits space (126 candidates) is enumerated once with the real search driver
-(every candidate built and measured; the grid study is kept under
-``slimsearch-out/bench-grid-*`` and reused while the space and config are unchanged).
-The samplers are then replayed on that grid: each suggests candidates through the same
-``suggest_candidate`` as a real search (teacher enqueued first, as ``slimsearch run``
-does) and is told the objectives and constraint values the grid measured for them. So
-every number is a measurement, and 9 x 80 trials cost seconds, not hours.
+The table (``benchmarks/tables/<task>.csv``, measured once by ``measure_table.py`` with
+the real driver) holds each candidate's objectives, constraint values and the seconds its
+build and measurement cost. A replay asks a sampler for candidates exactly as a search
+does (``suggest_candidate`` on the table's space, the two anchor trials first, a repeated
+proposal answered from the study and not counted) and tells it the table's measurements.
+So every hypervolume here is made of measurements, and 20 seeds x 5 samplers cost
+minutes, not nights.
 
-Hypervolume is Optuna's (``slimsearch.search.pareto.hypervolume``, cross-checked in
-tests/test_pareto.py) against the grid study's reference point, printed. Judged by
-HV(TPE)/HV(random) at N = 40 (goal >= 1.15) and by the share of the grid's HV that TPE
-reaches within 25 % of the grid's evaluations (goal >= 95 %).
+Hypervolume is Optuna's, of the feasible front, with every objective normalised to the
+table's ideal (0) and nadir (1) over its feasible rows and the reference point at 1.1.
+It is reported per evaluated trial and per simulated hour: a replay's clock adds each
+evaluated candidate's measurement seconds plus the training stages it needs that this
+replay has not built yet (cost of the stage cache: a student is trained once, its pruned
+variants once each), so a sampler that re-uses built models is credited for it.
 
-    .venv/bin/python benchmarks/search_quality.py [--seeds 3]
+    .venv/bin/python benchmarks/search_quality.py                       # the README table
+    .venv/bin/python benchmarks/search_quality.py --table benchmarks/tables/digits.csv \\
+        --sampler tpe --seeds 0-19 --json                                 # one sampler, per-checkpoint HV
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import csv
 import json
-import math
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
+from scipy.stats import mannwhitneyu
 
-from slimsearch.search.config import SlimsearchConfig
-from slimsearch.search.pareto import front_trials, hypervolume
-from slimsearch.search.study import SAMPLERS, evaluated_count, load_existing_study
-from slimsearch.spaces import ParallelSpec, PruneSpec, QuantizeSpec, SpaceSpec, StudentSpec, grid_params
-from slimsearch.spaces import Candidate, suggest_candidate, teacher_params
+from slimsearch.search.pareto import hypervolume
+from slimsearch.search.study import SAMPLERS
+from slimsearch.spaces import SpaceSpec, anchor_params, suggest_candidate
 
-from common import goal, provenance, run_search
+from common import goal, provenance
 
-REDUCED_SPACE = SpaceSpec(
-    student=StudentSpec(width=[0.25, 0.5, 1.0], depth=[2, 3], temperature=[4.0], alpha=[0.5]),
-    prune=PruneSpec(low=0.0, high=0.6, step=0.3),
-    quantize=QuantizeSpec(bits=[32, 8, 4]),
-    parallel=ParallelSpec(strategies=["single"], threads=[1, 2], runtimes=["torch"]),
-)
-CHECKPOINTS = (20, 40, 80)
-GRID_ROOT = Path(__file__).resolve().parents[1] / "slimsearch-out"
+TABLES = Path(__file__).resolve().parent / "tables"
+CHECKPOINTS = (20, 40, 80, 160)
+HOURS = (0.25, 0.5, 1.0)
+REFERENCE = 1.1
+MAX_PROPOSALS = 20  # per evaluated trial: a sampler stuck on measured candidates ends its replay
 
 
-def grid_study() -> tuple[optuna.Study, str]:
-    """The exhaustive grid over ``REDUCED_SPACE``, measured once and then reused; returns the
-    study and the provenance line of the run that measured it."""
-    grid = grid_params(REDUCED_SPACE)
-    identity = json.dumps([REDUCED_SPACE.model_dump(), SlimsearchConfig().model_dump(exclude={"search", "output_dir"})],
-                          sort_keys=True, default=str)
-    name = f"bench-grid-{hashlib.sha256(identity.encode()).hexdigest()[:10]}"
-    config = SlimsearchConfig(output_dir=str(GRID_ROOT / name))
-    stamp = GRID_ROOT / name / "provenance.txt"
-    database = GRID_ROOT / name / "optuna.db"
-    done = evaluated_count(load_existing_study(config.storage_url, name)) if database.exists() else 0
-    if done < len(grid):  # first run, or a partly measured grid resuming (its enqueued candidates still wait)
-        run_search(GRID_ROOT, name, space=REDUCED_SPACE, enqueue=None if database.exists() else grid,
-                   n_trials=len(grid) - done, sampler="random", early_stopping={"enabled": False})
-        stamp.write_text(provenance())
-    return load_existing_study(config.storage_url, name), stamp.read_text().strip()
+@dataclass(frozen=True)
+class Row:
+    values: tuple[float, ...]
+    constraints: dict[str, float]
+    measure_s: float
+    """Seconds of the trial that every evaluation pays (quantize, export, accuracy, probe)."""
+    stages: tuple[tuple[str, float], ...]
+    """(stage key, seconds to build it when missing) for the cached training stages it needs."""
 
-def replay(sampler: str, seed: int, measured: dict[str, FrozenTrial], directions: list[str],
-           reference: list[float], trials: int) -> list[float]:
-    """Hypervolume after each of ``trials`` suggestions of ``sampler``, told the grid's measurements."""
-    study = optuna.create_study(directions=directions, sampler=SAMPLERS[sampler](seed))
-    study.enqueue_trial(teacher_params(REDUCED_SPACE))
-    volumes = []
-    for _ in range(trials):
+    @property
+    def feasible(self) -> bool:
+        return all(v <= 0 for v in self.constraints.values())
+
+
+@dataclass
+class Table:
+    space: SpaceSpec
+    objectives: list[str]
+    directions: list[str]
+    rows: dict[str, Row]
+    candidates: int
+    provenance: str
+    measuring_hours: float
+
+    @classmethod
+    def load(cls, path: Path) -> Table:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        objectives = list(meta["objectives"])
+        raw = list(csv.DictReader(path.open()))
+        complete = [r for r in raw if r["state"] == "COMPLETE"]
+        first_build: dict[str, float] = {}  # a training stage costs what it took when the table first built it
+        for r in complete:
+            for stage in ("distill", "prune_finetune"):
+                key = _stage_key(json.loads(r["params"]), stage)
+                if key and r[f"cache_hit_{stage}"] == "false":
+                    first_build[key] = float(r[f"seconds_{stage}"])
+        rows = {}
+        for r in complete:
+            params = json.loads(r["params"])
+            stages = tuple((key, first_build.get(key, 0.0)) for stage in ("distill", "prune_finetune")
+                           if (key := _stage_key(params, stage)))
+            trained = sum(float(r[f"seconds_{s}"] or 0) for s in ("distill", "prune_finetune"))
+            rows[r["fingerprint"]] = Row(tuple(float(r[o]) for o in objectives), json.loads(r["constraints"]) or {},
+                                         float(r["seconds_trial"]) - trained, stages)
+        return cls(SpaceSpec.model_validate(meta["space"]), objectives, meta["directions"], rows, meta["candidates"],
+                   meta["measured"], meta["measuring_hours"])
+
+    def normaliser(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ideal, nadir) in minimisation space over the feasible rows."""
+        signs = np.array([-1.0 if d == "maximize" else 1.0 for d in self.directions])
+        points = np.array([r.values for r in self.rows.values() if r.feasible]) * signs
+        return points.min(axis=0), points.max(axis=0)
+
+    def front_hv(self) -> float:
+        return _hv([r.values for r in self.rows.values() if r.feasible], self)
+
+
+def _stage_key(params: dict[str, object], stage: str) -> str | None:
+    """Which cached training stage a candidate needs (None: it needs no training there)."""
+    student = params.get("student") == "distilled"
+    student_key = json.dumps({k: v for k, v in sorted(params.items()) if k.startswith("student")})
+    if stage == "distill":
+        return student_key if student else None
+    ratio = float(params.get("prune.ratio", 0.0))
+    if not ratio:
+        return None
+    return student_key + json.dumps({k: v for k, v in sorted(params.items()) if k.startswith("prune")})
+
+
+def _hv(values: list[tuple[float, ...]], table: Table) -> float:
+    if not values:
+        return 0.0
+    ideal, nadir = table.normaliser()
+    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in table.directions])
+    scaled = (np.array(values) * signs - ideal) / np.where(nadir > ideal, nadir - ideal, 1.0)
+    # hypervolume() expects raw values with directions; scaled points are all minimised.
+    return hypervolume([_Point(tuple(p)) for p in scaled], ["minimize"] * len(signs), [REFERENCE] * len(signs))
+
+
+@dataclass(frozen=True)
+class _Point:
+    values: tuple[float, ...]
+
+
+def replay(table: Table, sampler: str, seed: int, budget: int) -> tuple[list[float], list[float]]:
+    """HV after each evaluated trial, and the simulated seconds at each."""
+    study = optuna.create_study(directions=table.directions, sampler=SAMPLERS[sampler](seed))
+    for params in anchor_params(table.space):
+        study.enqueue_trial(params)
+    built: set[str] = set()
+    seen: dict[str, tuple[float, ...]] = {}
+    feasible: list[tuple[float, ...]] = []
+    volumes, clock, elapsed = [], [], 0.0
+    proposals = 0
+    while len(volumes) < budget and proposals < MAX_PROPOSALS * budget:
+        proposals += 1
         trial = study.ask()
-        found = measured.get(suggest_candidate(trial, REDUCED_SPACE).fingerprint())
-        if found is None:  # the grid could not build or serve it: a failed trial, as in a search
+        fingerprint = suggest_candidate(trial, table.space).fingerprint()
+        row = table.rows.get(fingerprint)
+        if row is None:  # the table could not build or serve it: failed, as in a search
             study.tell(trial, state=TrialState.FAIL)
-        else:
-            for name, violation in found.constraints.items():
-                trial.set_constraint(name, violation)
-            study.tell(trial, found.values)
-        volumes.append(hypervolume(front_trials(study), directions, reference))
-    return volumes
+            continue
+        for name, violation in row.constraints.items():
+            trial.set_constraint(name, violation)
+        study.tell(trial, row.values)
+        if fingerprint in seen:  # answered from the study: no cost, not counted
+            continue
+        seen[fingerprint] = row.values
+        elapsed += row.measure_s + sum(cost for key, cost in row.stages if key not in built)
+        built.update(key for key, _ in row.stages)
+        if row.feasible:
+            feasible.append(row.values)
+        volumes.append(_hv(feasible, table))
+        clock.append(elapsed)
+    return volumes, clock
+
+
+def at_hour(volumes: list[float], clock: list[float], hours: float) -> float:
+    reached = [v for v, t in zip(volumes, clock) if t <= hours * 3600]
+    return reached[-1] if reached else 0.0
+
+
+def parse_seeds(text: str) -> list[int]:
+    low, _, high = text.partition("-")
+    return list(range(int(low), int(high or low) + 1))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, default=3)
-    seeds = parser.parse_args().seeds
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    grid, grid_run = grid_study()
-    directions = [d.name.lower() for d in grid.directions]
-    reference = grid.user_attrs["reference_point"]
-    complete = [t for t in grid.trials if t.state == TrialState.COMPLETE]
-    measured = {Candidate.from_dict(t.user_attrs["candidate"]).fingerprint(): t for t in complete}
-    grid_hv = hypervolume(front_trials(grid), directions, reference)
-    quarter = math.ceil(0.25 * len(grid_params(REDUCED_SPACE)))
-    budget = max(*CHECKPOINTS, quarter)
-    curves = {sampler: [replay(sampler, seed, measured, directions, reference, budget) for seed in range(seeds)]
-              for sampler in ("tpe", "nsga2", "random")}
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=Path, default=TABLES / "digits.csv")
+    parser.add_argument("--sampler", action="append", choices=sorted(SAMPLERS))
+    parser.add_argument("--seeds", default="0-19")
+    parser.add_argument("--json", action="store_true", help="per-checkpoint HV of every seed, as JSON")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    table = Table.load(args.table)
+    samplers = args.sampler or sorted(SAMPLERS)
+    seeds = parse_seeds(args.seeds)
+    budget = max(max(CHECKPOINTS), int(0.1 * table.candidates))
+    runs = {s: [replay(table, s, seed, budget) for seed in seeds] for s in samplers}
+    full = table.front_hv()
+    if args.json:
+        print(json.dumps({s: {"hv_at": {n: [v[n - 1] if len(v) >= n else v[-1] for v, _ in r] for n in CHECKPOINTS},
+                              "hv_at_hours": {h: [at_hour(v, c, h) for v, c in r] for h in HOURS}}
+                          for s, r in runs.items()} | {"table_hv": full}, indent=1))
+        return
+    tenth = max(1, int(0.1 * table.candidates))
 
-    def mean_at(sampler: str, n: int) -> float:
-        return statistics.mean(curve[n - 1] for curve in curves[sampler])
+    def at(sampler: str, n: int) -> list[float]:
+        return [v[min(n, len(v)) - 1] for v, _ in runs[sampler]]
 
-    print(f"# search quality on a {len(grid_params(REDUCED_SPACE))}-candidate digits grid, {seeds} seeds per sampler "
-          f"-- {provenance()}; grid measured in {grid_run}")
-    print(f"Objectives {dict(zip(grid.user_attrs['objectives'], directions))}, reference point {reference}; "
-          f"grid: {len(complete)} measured, {len(grid.trials) - len(complete)} not buildable, front HV {grid_hv:.5g}.")
-    print("| sampler | " + " | ".join(f"HV at N={n} (mean, min-max)" for n in CHECKPOINTS)
-          + f" | share of grid HV at N={quarter} (25 %) |")
-    print("|---|" + "---|" * (len(CHECKPOINTS) + 1))
-    for sampler, runs in curves.items():
-        cells = [f"{mean_at(sampler, n):.5g} ({min(c[n - 1] for c in runs):.5g}-{max(c[n - 1] for c in runs):.5g})"
-                 for n in CHECKPOINTS]
-        print(f"| {sampler} | " + " | ".join(cells) + f" | {100 * mean_at(sampler, quarter) / grid_hv:.1f} % |")
-    print("HV(TPE)/HV(random): " + ", ".join(f"N={n}: {mean_at('tpe', n) / mean_at('random', n):.3f}"
-                                            for n in CHECKPOINTS))
-    ratio = mean_at("tpe", 40) / mean_at("random", 40)
-    goal("HV(TPE)/HV(random) at N=40", f"{ratio:.3f}", ">= 1.15", ratio >= 1.15)
-    share = mean_at("tpe", quarter) / grid_hv
-    goal(f"TPE share of grid HV at {quarter} of {len(grid_params(REDUCED_SPACE))} evaluations", f"{100 * share:.1f} %",
+    def cell(values: list[float]) -> str:
+        q1, med, q3 = np.percentile(values, [25, 50, 75])
+        return f"{med:.3f} ({q1:.3f}-{q3:.3f})"
+
+    print(f"# search quality: {len(samplers)} samplers x {len(seeds)} seeds replayed on a measured table of "
+          f"{table.candidates} {args.table.stem} candidates -- {provenance()}; table measured in {table.provenance} "
+          f"({table.measuring_hours:.2f} h)")
+    print(f"Hypervolume of the feasible front, objectives normalised to the table's ideal/nadir, reference "
+          f"{REFERENCE} per objective; the whole table's front: {full:.4f}. Median (interquartile range) over seeds; "
+          "p: one-sided Mann-Whitney U against random.")
+    header = [f"HV at N={n}" for n in CHECKPOINTS] + [f"HV at {h:g} h" for h in HOURS] + [f"share at N={tenth}"]
+    print("| sampler | " + " | ".join(header) + " | p (N=40) |")
+    print("|---|" + "---|" * (len(header) + 1))
+    for sampler in samplers:
+        cells = [cell(at(sampler, n)) for n in CHECKPOINTS]
+        cells += [cell([at_hour(v, c, h) for v, c in runs[sampler]]) for h in HOURS]
+        cells.append(f"{100 * statistics.median(at(sampler, tenth)) / full:.1f} %")
+        p = (mannwhitneyu(at(sampler, 40), at("random", 40), alternative="greater").pvalue
+             if sampler != "random" and "random" in runs else float("nan"))
+        print(f"| {sampler} | " + " | ".join(cells) + f" | {p:.3g} |")
+    if "random" not in runs:
+        return
+    default = optuna_default()
+    ratio = statistics.median(at(default, 40)) / statistics.median(at("random", 40))
+    p = mannwhitneyu(at(default, 40), at("random", 40), alternative="greater").pvalue
+    goal(f"HV({default})/HV(random) at N=40, median of {len(seeds)} seeds", f"{ratio:.3f} (p={p:.3g})",
+         ">= 1.15, p < 0.05", ratio >= 1.15 and p < 0.05)
+    share = statistics.median(at(default, tenth)) / full
+    goal(f"{default}: share of the table's HV at {tenth} of {table.candidates} evaluations", f"{100 * share:.1f} %",
          ">= 95 %", share >= 0.95)
+    hour = HOURS[0]
+    timed = (statistics.median(at_hour(v, c, hour) for v, c in runs[default])
+             / max(statistics.median(at_hour(v, c, hour) for v, c in runs["random"]), 1e-12))
+    goal(f"HV({default})/HV(random) at {hour:g} simulated hours", f"{timed:.3f}", ">= 1.3", timed >= 1.3)
+
+
+def optuna_default() -> str:
+    from slimsearch.search.config import SearchSettings
+
+    return SearchSettings().sampler
 
 
 if __name__ == "__main__":

@@ -22,10 +22,6 @@ from torch import nn
 
 from slimsearch.evaluators.onnx_runtime import OnnxModule
 
-# Inductor compiles with a pool of worker processes by default; inside a probe pinned to
-# one or two cores they would only compete with the model for those cores.
-os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
-
 
 class CompiledRuntime(nn.Module):
     """An eager model to be served through ``torch.compile``: saved as a ``torch.export``
@@ -46,6 +42,10 @@ class _Program(nn.Module):
 
     def __init__(self, program: nn.Module, compiled: bool):
         super().__init__()
+        if compiled:
+            # Inductor compiles with a pool of worker processes by default; inside a probe pinned
+            # to one or two cores they would only compete with the model for those cores.
+            os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
         self.__dict__["run"] = torch.compile(program, dynamic=False) if compiled else program
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -62,6 +62,7 @@ def _model_path() -> str:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.set_verbosity_error()  # the unused pooler weights are reported on every load
+    transformers_logging.disable_progress_bar()
 
     return str(get_model_path())
 

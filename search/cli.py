@@ -28,7 +28,7 @@ from rich.table import Table
 from slimsearch.evaluators import PlacementError
 from slimsearch.pipelines import TaskLoadError
 from slimsearch.pipelines.cache import StageCache
-from slimsearch.pipelines.export import ExportError
+from slimsearch.pipelines.export import FORMATS, ExportError
 from slimsearch.search.driver import SearchError, SearchInterrupted
 from slimsearch.search.config import ConfigError, SlimsearchConfig, format_validation_error, load_config, redact_url
 from slimsearch.search.pareto import FrontRow, front_rows, front_trials, hypervolume
@@ -45,10 +45,23 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., object])
 
-DEFAULT_STORAGE = SlimsearchConfig().storage_url
+StudyArg = typer.Argument(None, metavar="[CONFIG|STUDY]", show_default=False,
+                          help="YAML config of the search (or a study name in the default output_dir)")
+StudyOption = typer.Option(None, "--study", help="study name (default: the config's search.study_name)")
+StorageOption = typer.Option(None, "--storage", help="Optuna storage URL (default: the config's)")
 SERVED_FORMAT = {"onnxruntime": "onnx", "torch_compile": "torch_export"}
 """Export format a candidate's runtime serves (and the registered model wraps); torch: TorchScript."""
 ConfigArg = typer.Argument(None, help="YAML config; omitted = the embedded digits default", show_default=False)
+
+
+def _study_source(target: str | None, study: str | None, storage: str | None) -> tuple[str, str]:
+    """``(study name, storage URL)`` from a config file like ``run`` takes, or a bare study
+    name (the embedded default config's output_dir), with ``--study`` / ``--storage`` on top."""
+    if target is not None and not Path(target).is_file() and not target.endswith((".yaml", ".yml")):
+        cfg, study = SlimsearchConfig(), study or target
+    else:
+        cfg = load_config(Path(target) if target else None)
+    return study or cfg.search.study_name, storage or cfg.storage_url
 
 
 @contextlib.contextmanager
@@ -124,7 +137,8 @@ def run(
     rules = ", ".join(f"{k} x{v}" for k, v in summary.pruned_rules.items()) or "none"
     console.print(
         f"trials {summary.first_trial}..{summary.last_trial}: {summary.completed} complete, {summary.failed} failed "
-        f"({reasons}), {summary.pruned} stopped early ({rules}), {summary.rejected} rejected "
+        f"({reasons}), {summary.pruned} stopped early ({rules}), {summary.rejected} rejected, "
+        f"{summary.duplicates} repeated proposals answered from the study "
         f"in {summary.seconds / 60:.1f} min "
         f"({summary.trials_per_minute:.2f} trials/min); hypervolume {summary.hypervolume:.4g}"
     )
@@ -211,31 +225,36 @@ def front(
 @app.command()
 @_clean_errors
 def report(
-    study_name: str = typer.Argument(..., metavar="STUDY", help="study name"),
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="Optuna storage URL"),
+    target: Optional[str] = StudyArg,
+    study: Optional[str] = StudyOption,
+    storage: Optional[str] = StorageOption,
     output: Path = typer.Option(None, "--output", "-o", help="HTML file (default: <output_dir>/report-STUDY.html)"),
 ) -> None:
     """Write one self-contained HTML report: Pareto plots, sortable front table, knee point."""
     from slimsearch.search.review import StudyReview
 
-    review = StudyReview(load_existing_study(storage, study_name))
-    target = output or Path(review.config.get("output_dir", ".")) / f"report-{study_name}.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(review.html())
+    study_name, storage_url = _study_source(target, study, storage)
+    review = StudyReview(load_existing_study(storage_url, study_name))
+    path = output or Path(review.config.get("output_dir", ".")) / f"report-{study_name}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(review.html())
     knee = f"; knee: trial {review.knee.number} ({review.knee.user_attrs.get('summary', '')})" if review.knee else ""
-    console.print(f"wrote {target} ({len(review.front)} front trials{knee})")
+    console.print(f"wrote {path} ({len(review.front)} front trials{knee})")
 
 
 @app.command()
 @_clean_errors
 def select(
-    study_name: str = typer.Argument(..., metavar="STUDY", help="study name"),
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="Optuna storage URL"),
+    target: Optional[str] = StudyArg,
+    study: Optional[str] = StudyOption,
+    storage: Optional[str] = StorageOption,
+    trial_number: Optional[int] = typer.Option(None, "--trial", help="deploy this trial (limits still checked)"),
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="limit on p95 latency of one batch"),
     max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="limit on serving memory (MiB)"),
     max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="limit on teacher minus candidate accuracy"),
     prefer: str = typer.Option("knee", "--prefer", help="latency | memory | accuracy | knee"),
-    formats: list[str] = typer.Option(["torchscript"], "--format", help="torchscript | torch_export | onnx (repeatable)"),
+    formats: list[str] = typer.Option([], "--format", help="torchscript | torch_export | onnx (repeatable); only "
+                                      "trials exportable so are chosen (default: the format the trial was served in)"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="directory (default: <output_dir>/deploy-STUDY)"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="registered model name (default: slimsearch-STUDY)"),
     alias: str = typer.Option("champion", "--alias", help="alias set on the new model version"),
@@ -251,15 +270,20 @@ def select(
 
     if prefer not in PREFERENCES:
         raise ConfigError(f"--prefer must be one of {', '.join(PREFERENCES)}, got '{prefer}'")
-    review = StudyReview(load_existing_study(storage, study_name))
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ConfigError(f"--format {unknown[0]} is not an export format; choose from {', '.join(FORMATS)}")
+    study_name, storage_url = _study_source(target, study, storage)
+    review = StudyReview(load_existing_study(storage_url, study_name))
     limits = Limits(max_latency_ms, max_memory_mb, max_accuracy_drop)
-    selection = choose(review, limits, prefer, allow_simulated)
+    selection = choose(review, limits, prefer, allow_simulated, trial_number, exportable_as=formats)
     if selection.chosen is None:
         closest = "; ".join(
             f"trial {t.number} ({t.user_attrs.get('summary', '')}): {', '.join(selection.excluded[t.number])}"
             for t in selection.closest
         )
-        raise ConfigError(f"no completed trial satisfies these limits; closest: {closest or 'none (no completed trials)'}")
+        which = f"trial {trial_number} does not satisfy" if trial_number is not None else "no completed trial satisfies"
+        raise ConfigError(f"{which} these limits; closest: {closest or 'none (no such completed trial)'}")
     console.print(_selection_table(selection, review))
     chosen = selection.chosen
     console.print(f"chosen: trial {chosen.number} ({chosen.user_attrs['summary']}), preference {prefer}; "
@@ -269,10 +293,7 @@ def select(
     # torch.export program for torch_compile ones (compiled where it is loaded), else TorchScript.
     runtime = chosen.user_attrs["candidate"].get("runtime", "torch")
     served = SERVED_FORMAT.get(runtime, "torchscript")
-    if served == "onnx" and "torchscript" in formats:
-        console.print(f"trial {chosen.number} is deployed on onnxruntime: exporting its ONNX model, not TorchScript")
-        formats = [f for f in formats if f != "torchscript"]
-    if register and served not in formats:
+    if (register or not formats) and served not in formats:
         formats = [*formats, served]
     try:
         deployment = build_deployment(review, chosen, limits, formats, directory)

@@ -49,7 +49,8 @@ class RaySettings(_Strict):
 
 class SearchSettings(_Strict):
     backend: Literal["optuna", "ray"] = Field("optuna", description="optuna: local worker processes; ray: Ray Tune")
-    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    sampler: Literal["tpe", "tpe-mv", "nsga2", "gp", "random"] = Field(
+        "tpe", description="tpe | tpe-mv (multivariate, grouped) | nsga2 | gp (Gaussian process) | random")
     n_trials: int = Field(24, ge=1, description="trials to run in this invocation (a re-run adds more)")
     timeout_s: float | None = Field(None, gt=0, description="stop asking for new trials after this many seconds")
     seed: int = 0
@@ -60,6 +61,8 @@ class SearchSettings(_Strict):
     front_every: int = Field(5, ge=1, description="log the Pareto front artifacts every N trials")
     workers: int = Field(1, ge=1, description="processes on this host sharing the study (ray: concurrent Tune trials)")
     heartbeat_s: int = Field(10, ge=1, description="a trial silent for 3 heartbeats is failed and retried once")
+    remeasure: bool = Field(False, description="measure a repeated proposal again (else it is answered from the "
+                            "study: not re-run, not counted)")
     early_stopping: EarlyStoppingSettings = Field(default_factory=EarlyStoppingSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
 

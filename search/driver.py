@@ -51,6 +51,7 @@ from slimsearch.search.workers import WorkerProcess, join_workers, signal_worker
 from slimsearch.spaces import Candidate, InvalidCandidate, anchor_params, rejection_reason, suggest_candidate
 
 MAX_CONSECUTIVE_REJECTIONS = 50
+MAX_CONSECUTIVE_DUPLICATES = 200
 MAX_LOGGED_MODEL_BYTES = 200 * 1024 * 1024  # front models larger than this stay out of the tracking store
 
 
@@ -70,6 +71,7 @@ class RunSummary:
     failed: int = 0
     pruned: int = 0
     rejected: int = 0
+    duplicates: int = 0
     seconds: float = 0.0
     first_trial: int | None = None
     last_trial: int | None = None
@@ -99,8 +101,11 @@ class SearchDriver:
         self.workdir = Path(config.output_dir) / "artifacts-tmp" / str(os.getpid())
         # Measured models of trials that may still be on the front, until logged or dominated.
         self.staged_models = Path(config.output_dir) / "front-models" / config.search.study_name
-        self._rejected_in_a_row = 0
+        self._rejected_in_a_row = self._duplicates_in_a_row = 0
         self._last_reason = ""
+        self._last_skip = ""
+        """Why the last proposal was not run: "rejected" or "duplicate"."""
+        self.exhausted = False
 
     def run(self, n_trials: int | None = None, timeout_s: float | None = None) -> RunSummary:
         """Run (or, as a worker, join) the search until the study's budget is used up."""
@@ -238,6 +243,8 @@ class SearchDriver:
                 summary.seconds = time.monotonic() - started
                 if outcome == "rejected":
                     self.check_rejections()
+                    if self.exhausted:
+                        break
                     continue
                 alive = 1 + sum(w.process.poll() is None for w in workers) if self.worker == 0 else None
                 status = self.after_evaluated(summary) + (f" · workers {alive}" if alive else "")
@@ -246,7 +253,15 @@ class SearchDriver:
             signal_workers(workers)
 
     def check_rejections(self) -> None:
-        """Stop a search whose space yields nothing this host can build or serve."""
+        """Stop a search whose space yields nothing this host can build or serve, or whose
+        sampler only proposes candidates already measured (the space is exhausted)."""
+        if self._last_skip == "duplicate":
+            self._duplicates_in_a_row += 1
+            self.exhausted = self._duplicates_in_a_row >= MAX_CONSECUTIVE_DUPLICATES
+            if self.exhausted:
+                self.console.print(f"{self._duplicates_in_a_row} proposals in a row repeated measured candidates: the "
+                                   "space looks exhausted; stopping (widen the space or set search.remeasure: true)")
+            return
         self._rejected_in_a_row += 1
         if self._rejected_in_a_row >= MAX_CONSECUTIVE_REJECTIONS:
             raise SearchError(f"{self._rejected_in_a_row} candidates in a row were rejected "
@@ -255,7 +270,7 @@ class SearchDriver:
     def after_evaluated(self, summary: RunSummary) -> str:
         """Count an evaluated trial, refresh the front (published every ``front_every``
         trials by the study's owner); returns the progress line."""
-        self._rejected_in_a_row = 0
+        self._rejected_in_a_row = self._duplicates_in_a_row = 0
         summary.evaluated += 1
         status = f"failed {summary.failed} · stopped early {summary.pruned} · " + self._update_front(summary)
         if self.worker == 0 and summary.evaluated % self.config.search.front_every == 0:
@@ -312,6 +327,9 @@ class SearchDriver:
             trial.set_user_attr("candidate", candidate.to_dict())
             trial.set_user_attr("summary", candidate.summary())
             trial.set_user_attr("simulated", candidate.simulated)
+            if not self.config.search.remeasure and (earlier := self._measured_before(candidate)) is not None:
+                self._answer_duplicate(summary, trial, run_id, candidate, earlier)
+                return None
             reason = (rejection_reason(candidate, self.config.evaluation.batch_size)
                       or self.pipeline.rejection(candidate))  # before any training: no budget spent
         except InvalidCandidate as exc:
@@ -321,6 +339,36 @@ class SearchDriver:
         self.record_outcome(summary, trial, run_id, candidate, TrialOutcome("rejected", reason=reason))
         return None
 
+    def _measured_before(self, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
+        """The trial that already measured (or stopped early) this exact candidate, if any."""
+        fingerprint = candidate.fingerprint()
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            stored = trial.user_attrs.get(records.CANDIDATE)
+            if stored and not records.is_duplicate(trial) and Candidate.from_dict(stored).fingerprint() == fingerprint:
+                return trial
+        return None
+
+    def _answer_duplicate(self, summary: RunSummary, trial: optuna.Trial, run_id: str, candidate: Candidate,
+                          earlier: optuna.trial.FrozenTrial) -> None:
+        """Tell the sampler what ``earlier`` measured for the same candidate; nothing is re-run
+        (``search.remeasure: true`` re-measures instead, e.g. to study noise)."""
+        self._last_skip = "duplicate"
+        summary.duplicates += 1
+        trial.set_user_attr(records.DUPLICATE_OF, earlier.number)
+        for key in (records.METRICS, records.TAGS, records.ACCURACY_CURVE, records.PRUNED_RULE, records.PRUNED_REASON,
+                    records.PRUNED_AT):
+            if key in earlier.user_attrs:
+                trial.set_user_attr(key, earlier.user_attrs[key])
+        if earlier.state == TrialState.COMPLETE:
+            for name, violation in earlier.constraints.items():
+                trial.set_constraint(name, violation)
+            self.study.tell(trial, earlier.values)
+        else:
+            self.study.tell(trial, state=TrialState.PRUNED)
+        self._finish_run(run_id, trial)
+        self._print_trial(trial.number, candidate, f"[dim]duplicate of trial {earlier.number}: answered from the "
+                                                   "study, not re-measured[/]")
+
     def monitor(self, candidate: Candidate) -> TrialMonitor | None:
         """The early-stopping monitor for a trial of ``candidate`` (None when disabled)."""
         return self.early_stopping.for_trial(self.study, candidate) if self.early_stopping else None
@@ -329,7 +377,7 @@ class SearchDriver:
                        outcome: TrialOutcome) -> str:
         """Tell Optuna, then complete the MLflow run with the same facts; returns the outcome kind."""
         if outcome.kind == "rejected":
-            self._last_reason = outcome.reason
+            self._last_skip, self._last_reason = "rejected", outcome.reason
             self.record_failure(trial, run_id, "rejected", outcome.reason)
             summary.rejected += 1
             self._print_trial(trial.number, candidate, f"[yellow]rejected[/]: {outcome.reason}")

@@ -66,6 +66,8 @@ class StudyHistory:
     def of(cls, study: optuna.Study, objectives: dict[str, str]) -> StudyHistory:
         history = cls(front=[list(t.values) for t in front_trials(study)])
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if "duplicate_of" in trial.user_attrs:
+                continue  # its curve is the original's: counting it twice would skew the gains
             final = trial.user_attrs.get("metrics", {}).get("accuracy")
             for point, accuracy in trial.user_attrs.get("accuracy_curve", {}).items():
                 if final is not None:

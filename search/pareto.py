@@ -58,7 +58,8 @@ def hypervolume(trials: list[FrozenTrial], directions: list[str], reference: lis
 
 
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
-    return sorted(study.best_trials, key=lambda t: t.number)
+    """The measured Pareto front (answers given to repeated proposals are not members)."""
+    return sorted((t for t in study.best_trials if "duplicate_of" not in t.user_attrs), key=lambda t: t.number)
 
 
 def is_feasible(trial: FrozenTrial) -> bool:

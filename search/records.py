@@ -30,10 +30,17 @@ PRUNED_RULE = "pruned_rule"
 PRUNED_REASON = "pruned_reason"
 PRUNED_AT = "pruned_at"
 MLFLOW_RUN_ID = "mlflow_run_id"
+DUPLICATE_OF = "duplicate_of"
+"""A proposal equal to an earlier measured candidate: answered from that trial's record
+(the sampler learns the same values), not re-measured, not counted, not on the front."""
 WORKER = "worker"
 
 KILLED_KINDS = ("interrupted", "stale")
 """Failures that are the process's, not the candidate's: their MLflow runs end KILLED."""
+
+
+def is_duplicate(trial: FrozenTrial) -> bool:
+    return DUPLICATE_OF in trial.user_attrs
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,9 @@ class TrialRecord:
         """``(params, metrics, tags, run status)`` of the trial's MLflow child run."""
         candidate = self.candidate
         params = candidate.flat() if candidate else {}
+        if DUPLICATE_OF in self.attrs:
+            return params, {}, {"state": "DUPLICATE", "duplicate_of": str(self.attrs[DUPLICATE_OF]), "pareto": "false",
+                                "summary": candidate.summary() if candidate else ""}, "FINISHED"
         base = {"state": self.trial.state.name, "feasible": str(self.feasible).lower(), "pareto": "false"}
         if candidate:
             base["summary"] = candidate.summary()

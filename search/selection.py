@@ -8,6 +8,7 @@ speed is not a real low-bit kernel, so deploying them would not deliver the numb
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from optuna.trial import FrozenTrial
@@ -49,14 +50,19 @@ class Selection:
     closest: list[FrozenTrial] = field(default_factory=list)
 
 
-def select(review: StudyReview, limits: Limits, prefer: str = "knee", allow_simulated: bool = False) -> Selection:
-    """The best eligible trial by ``prefer``, with every other trial's reasons for exclusion."""
+def select(review: StudyReview, limits: Limits, prefer: str = "knee", allow_simulated: bool = False,
+           trial_number: int | None = None, exportable_as: Sequence[str] = ()) -> Selection:
+    """The best eligible trial by ``prefer`` (or trial ``trial_number``, if eligible), with
+    every other trial's reasons for exclusion. A trial is eligible when it meets the limits,
+    is not simulated (unless allowed) and can be exported in every format of ``exportable_as``."""
     if prefer not in PREFERENCES:
         raise ValueError(f"unknown preference '{prefer}'; choose from {', '.join(PREFERENCES)}")
     eligible, excluded, considered = [], {}, []
-    for trial in review.complete:
+    pool = [t for t in review.complete if trial_number is None or t.number == trial_number]
+    for trial in pool:
         metrics = trial.user_attrs.get("metrics", {})
         reasons = limits.violations(metrics)
+        reasons += [reason for fmt in exportable_as if (reason := export_problem(trial, fmt))]
         if trial.user_attrs.get("simulated") and not allow_simulated:
             reasons.append("simulated bit width (fake-quant); pass --allow-simulated to consider it")
         else:
@@ -69,6 +75,19 @@ def select(review: StudyReview, limits: Limits, prefer: str = "knee", allow_simu
         closest = sorted(considered, key=lambda t: limits.excess(t.user_attrs.get("metrics", {})))[:3]
         return Selection(None, [], excluded, closest)
     return Selection(_best(eligible, prefer, review), eligible, excluded)
+
+
+def export_problem(trial: FrozenTrial, fmt: str) -> str | None:
+    """Why the trial's model cannot be exported as ``fmt``, known from its candidate: a model
+    deployed on onnxruntime is an ONNX file; int8 and fake-quant torch graphs trace to
+    TorchScript only; ``torch.export`` and ONNX take float models."""
+    candidate = trial.user_attrs.get("candidate", {})
+    runtime, bits = candidate.get("runtime", "torch"), candidate.get("bits", 32)
+    if runtime == "onnxruntime":
+        return None if fmt == "onnx" else f"deployed on onnxruntime: exported as onnx, not {fmt}"
+    if fmt != "torchscript" and bits < 16:
+        return f"an int{bits} torch graph exports as torchscript only, not {fmt}"
+    return None
 
 
 def _best(eligible: list[FrozenTrial], prefer: str, review: StudyReview) -> FrozenTrial:

@@ -21,7 +21,11 @@ from slimsearch.search.storage import open_storage
 
 SAMPLERS = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    # Multivariate TPE models the parameters jointly; group=True splits the conditional space
+    # into the subspaces that occur together (student.*, prune.*, ...), as Optuna advises.
+    "tpe-mv": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
     "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
+    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed),
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
 }
 
@@ -114,11 +118,12 @@ def evaluated_count(study: optuna.Study) -> int:
     """Trials that used up budget: complete, stopped early, or failed by an error of the
     candidate itself.
 
-    Rejected candidates, interrupted trials and trials of a dead worker (failed by the
-    heartbeat, then retried) do not count.
+    Rejected candidates, answers to repeated proposals, interrupted trials and trials of a
+    dead worker (failed by the heartbeat, then retried) do not count.
     """
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-    return sum(t.state != TrialState.FAIL or t.user_attrs.get("failure_kind") == "error" for t in trials)
+    return sum((t.state != TrialState.FAIL or t.user_attrs.get("failure_kind") == "error")
+               and "duplicate_of" not in t.user_attrs for t in trials)
 
 
 def running_count(study: optuna.Study) -> int:

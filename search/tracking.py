@@ -18,6 +18,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 STUDY_TAG = "slimsearch.study"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 STUDY_UID_TAG = "slimsearch.study_uid"
 """Which Optuna study a parent run records: a study recreated in a lost or replaced
 storage has another uid, so its runs are never mixed into the old parent."""
@@ -35,6 +36,8 @@ class MlflowTracker:
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root.resolve().as_uri())
         else:
             self.experiment_id = found.experiment_id
+        # MLflow 3 opens an experiment without this tag in its GenAI view; a search is model training.
+        self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
         self.parent_run_id = self._parent_run(study_name, tags)
         self._pareto_tags: dict[str, str] = {}
 

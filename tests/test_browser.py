@@ -41,6 +41,8 @@ def test_mlflow_ui_shows_the_study_and_its_pareto_report(tmp_path: Path, fast_co
     tracking_uri = f"sqlite:///{out / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = client.get_experiment_by_name("slimsearch").experiment_id
+    kind = client.get_experiment(experiment_id).tags.get("mlflow.experimentKind")
+    assert kind == "custom_model_development", "the UI opens on the training-runs view, not the GenAI one"
     parent = client.search_runs([experiment_id], "tags.`slimsearch.role` = 'study'")[0].info.run_id
     front_size = len(optuna.load_study(study_name="browser-check", storage=f"sqlite:///{out / 'optuna.db'}").best_trials)
 

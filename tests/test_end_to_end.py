@@ -246,6 +246,18 @@ def test_select_exports_registers_and_refuses_impossible_limits(tmp_path: Path, 
     version = MlflowClient().get_model_version_by_alias("slimsearch-pick", "champion")
     assert float(version.tags["accuracy"]) == pytest.approx(spec["measured"]["accuracy_val"], rel=1e-5)
 
+    # The config alone finds the study (its own output_dir, no --storage), like run does.
+    config = tmp_path / "pick.yaml"
+    report = runner.invoke(app, ["report", str(config)])
+    assert report.exit_code == 0 and (out / "report-pick.html").exists(), report.output
+    int8 = next(t for t in stores(out, "pick")[0].trials if t.user_attrs.get("candidate", {}).get("bits") == 8)
+    refused = runner.invoke(app, ["select", str(config), "--trial", str(int8.number), "--format", "onnx",
+                                  "--no-register"])
+    assert refused.exit_code == 2 and "exports as torchscript only" in cli_text(refused.output)
+    picked = runner.invoke(app, ["select", str(config), "--trial", str(int8.number), "--no-register",
+                                 "--output", str(tmp_path / "by-number")])
+    assert picked.exit_code == 0 and f"chosen: trial {int8.number}" in cli_text(picked.output), picked.output
+
 
 def test_a_second_sigint_aborts_the_running_trial_and_marks_it(tmp_path: Path, fast_config: dict) -> None:
     fast_config["search"].update(n_trials=50, study_name="aborted")
@@ -305,3 +317,29 @@ def test_a_token_id_model_is_searched_served_on_its_own_rows_and_registered(tmp_
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
     served = mlflow.pyfunc.load_model("models:/slimsearch-tokens@champion").predict(rows.numpy())
     assert served.shape == (7, 2) and np.isfinite(served).all()
+
+
+def test_a_repeated_proposal_is_answered_from_the_study_not_re_measured(tmp_path: Path, fast_config: dict) -> None:
+    from slimsearch.search.pareto import front_trials
+    from slimsearch.search.study import evaluated_count
+
+    fast_config["space"] = {"prune": {"low": 0.0, "high": 0.0}, "quantize": {"bits": [32, 8, 4]},
+                            "student": {"distill": False},
+                            "parallel": {"strategies": ["single"], "threads": [1], "runtimes": ["torch"]}}
+    fast_config["search"].update(n_trials=2, study_name="repeats", sampler="random")
+    config = write_config(tmp_path / "repeats.yaml", **fast_config)
+    run_cli(config)  # the two anchors: teacher fp32 and int8
+    out = Path(fast_config["output_dir"])
+    study, _, _, _ = stores(out, "repeats")
+    study.enqueue_trial(dict(study.trials[0].params))  # the teacher again
+
+    output = run_cli(config, "--n-trials", "1")
+    study, _, children, _ = stores(out, "repeats")
+    repeated = [t for t in study.trials if "duplicate_of" in t.user_attrs]
+    assert repeated and repeated[0].user_attrs["duplicate_of"] == 0 and repeated[0].values == study.trials[0].values
+    assert "duplicate of trial 0" in cli_text(output)
+    measured = [t for t in study.trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    assert len({t.user_attrs["summary"] for t in measured}) == len(measured) == 3 == evaluated_count(study)
+    assert not {t.number for t in repeated} & {t.number for t in front_trials(study)}
+    states = {int(r.data.tags["trial_number"]): r.data.tags["state"] for r in children}
+    assert {states[t.number] for t in repeated} == {"DUPLICATE"}
