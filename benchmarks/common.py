@@ -65,7 +65,8 @@ def goal(name: str, measured: str, target: str, met: bool) -> None:
 
 
 def run_search(root: Path, name: str, *, task: str = "digits", space: SpaceSpec | None = None,
-               enqueue: list[dict[str, object]] | None = None, **search: object) -> tuple[RunSummary, SlimsearchConfig]:
+               enqueue: list[dict[str, object]] | None = None, evaluation: dict[str, object] | None = None,
+               constraints: list[str] | None = None, **search: object) -> tuple[RunSummary, SlimsearchConfig]:
     """A search of ``task`` (default space unless ``space``) in ``root/name``: own stores and
     stage cache, holding only a copy of the trained teacher, so no run profits from another's
     students. ``enqueue`` puts exact candidates (Optuna params) first in the study, so runs
@@ -76,8 +77,12 @@ def run_search(root: Path, name: str, *, task: str = "digits", space: SpaceSpec 
     if space is not None:
         raw["space"] = space.model_dump()
     raw["search"].update(study_name=name, **search)
-    config = SlimsearchConfig.model_validate(raw)
-    _copy_teacher(config)
+    raw["evaluation"].update(evaluation or {})
+    raw["constraints"] = constraints if constraints is not None else raw["constraints"]
+    task_object = load_task(task, SlimsearchConfig.model_validate(raw).search.seed)
+    # Resolved as the driver resolves it, so the study stores the same training section.
+    config = SlimsearchConfig.model_validate(raw).with_task_defaults(task_object.training_defaults)
+    _copy_teacher(config, task_object)
     if enqueue:
         study = open_study(config)
         for params in enqueue:
@@ -85,12 +90,10 @@ def run_search(root: Path, name: str, *, task: str = "digits", space: SpaceSpec 
     return SearchDriver(config, Console(quiet=True)).run(), config
 
 
-def _copy_teacher(config: SlimsearchConfig) -> None:
+def _copy_teacher(config: SlimsearchConfig, task: Task) -> None:
     """Train (once, in the shared bench cache) and copy the teacher and its logits: the
     teacher is prepared before a search loop starts, so this saves time, not loop time."""
-    task = load_task(config.task, config.search.seed)
-    pipeline = CompressionPipeline(task, CACHE, config.training.recipe(),
-                                   config.search.seed)
+    pipeline = CompressionPipeline(task, CACHE, config.training.recipe(), config.search.seed)
     pipeline.soft_targets  # noqa: B018 -- computed into the cache
     config.cache_dir.mkdir(parents=True, exist_ok=True)
     for entry in CACHE.glob("teacher*.pt"):

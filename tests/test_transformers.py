@@ -130,3 +130,30 @@ def test_teacher_initialisation_is_refused_before_training_where_it_cannot_apply
     digits = CompressionPipeline(load_task("digits-transformer", 0), tmp_path, TrainingRecipe(teacher_epochs=1), seed=0)
     custom = Candidate(StudentChoice(0.5, 1, 2.0, 0.5, init="teacher"), 0.0, 32, None, "single", 1, 1)
     assert "Hugging Face-style attention" in digits.rejection(custom)
+
+
+@pytest.mark.e2e
+def test_a_search_on_a_bert_classifier_runs_every_technique_without_an_error(tmp_path: Path, fast_config: dict) -> None:
+    """Token ids through head pruning, teacher-cut and scratch students, int8 on both runtimes."""
+    from optuna.trial import TrialState
+
+    from tests.conftest import write_config
+    from tests.helpers import run_cli, stores
+
+    fast_config.update(task="tests.tasks.tiny_bert:make_task")
+    fast_config["space"] = {"prune": {"low": 0.0, "high": 0.5, "step": 0.5}, "quantize": {"bits": [32, 8]},
+                            "student": {"width": [0.5], "depth": [1], "temperature": [2.0], "alpha": [0.5],
+                                        "init": ["teacher", "scratch"]},
+                            "parallel": {"strategies": ["single", "tensor_parallel", "pipeline_parallel"],
+                                         "degree": [2], "threads": [1], "runtimes": ["torch", "onnxruntime"]}}
+    fast_config["constraints"] = ["accuracy_drop <= 0.5"]
+    fast_config["search"].update(n_trials=8, study_name="bert", sampler="random", seed=3)
+    run_cli(write_config(tmp_path / "bert.yaml", **fast_config))
+    study, _, _, _ = stores(Path(fast_config["output_dir"]), "bert")
+    errors = [t.user_attrs["failure_reason"] for t in study.trials if t.user_attrs.get("failure_kind") == "error"]
+    assert not errors
+    rejected = {t.user_attrs["failure_reason"] for t in study.trials if t.user_attrs.get("failure_kind") == "rejected"}
+    assert all("torch.fx" in r or "tensor_parallel" in r or "onnxruntime" in r or "cores" in r for r in rejected), rejected
+    summaries = [t.user_attrs["summary"] for t in study.trials
+                 if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    assert len(summaries) == 8 and any("prune 0.5" in s for s in summaries)
