@@ -1,4 +1,8 @@
-"""Content-addressed on-disk cache for slow stages (teacher, students, pruned weights).
+"""Content-addressed on-disk cache for slow stages.
+
+Stages (the prefix of each entry's name): ``teacher``, ``teacher-logits``,
+``teacher-features``, ``student``, ``pruned``, ``qat`` (weights), ``onnx`` (an exported,
+possibly quantized onnxruntime model).
 
 A key is the SHA-256 of the stage name and everything that determines its output (task
 identity, stage parameters, seed, torch version). Entries are plain tensors/state
@@ -80,7 +84,7 @@ class StageCache:
         return sorted(p for p in self.root.glob("*.pt") if stage is None or _stage_of(p) == stage)
 
     def usage(self) -> list[StageUsage]:
-        """Entries and bytes per stage (teacher, teacher-logits, student, pruned)."""
+        """Entries and bytes per stage (the module docstring lists them)."""
         totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for entry in self._entries():
             totals[_stage_of(entry)][0] += 1

@@ -26,14 +26,16 @@ from rich.console import Console
 from rich.table import Table
 
 from slimsearch.evaluators import PlacementError
-from slimsearch.pipelines import TaskLoadError
+from slimsearch.pipelines import TaskLoadError, load_task
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.export import FORMATS, ExportError
 from slimsearch.search.driver import SearchError, SearchInterrupted
 from slimsearch.search.config import ConfigError, SlimsearchConfig, format_validation_error, load_config, redact_url
+from slimsearch.dashboards.launch import LaunchError
 from slimsearch.search.pareto import FrontRow, front_rows, front_trials, hypervolume
+from slimsearch.search.selection import DeploymentError
 from slimsearch.search.study import StudyMismatch, evaluated_count, load_existing_study
-from slimsearch.spaces import describe_space, rejection_reason, sample_candidates
+from slimsearch.spaces import RUNTIMES, describe_space, rejection_reason, sample_candidates
 
 if TYPE_CHECKING:  # imported lazily at run time so `slimsearch --help` stays fast
     from slimsearch.search.review import StudyReview
@@ -49,8 +51,6 @@ StudyArg = typer.Argument(None, metavar="[CONFIG|STUDY]", show_default=False,
                           help="YAML config of the search (or a study name in the default output_dir)")
 StudyOption = typer.Option(None, "--study", help="study name (default: the config's search.study_name)")
 StorageOption = typer.Option(None, "--storage", help="Optuna storage URL (default: the config's)")
-SERVED_FORMAT = {"onnxruntime": "onnx", "torch_compile": "torch_export"}
-"""Export format a candidate's runtime serves (and the registered model wraps); torch: TorchScript."""
 ConfigArg = typer.Argument(None, help="YAML config; omitted = the embedded digits default", show_default=False)
 
 
@@ -95,7 +95,8 @@ def _clean_errors(command: F) -> F:
         try:
             with _graceful_stop():
                 return command(*args, **kwargs)
-        except (ConfigError, TaskLoadError, StudyMismatch, SearchError, ExportError, PlacementError) as exc:
+        except (ConfigError, TaskLoadError, StudyMismatch, SearchError, ExportError, PlacementError, DeploymentError,
+                LaunchError) as exc:
             errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(2) from None
         except SearchInterrupted as exc:
@@ -283,7 +284,7 @@ def select(
             for t in selection.closest
         )
         which = f"trial {trial_number} does not satisfy" if trial_number is not None else "no completed trial satisfies"
-        raise ConfigError(f"{which} these limits; closest: {closest or 'none (no such completed trial)'}")
+        raise DeploymentError(f"{which} these limits; closest: {closest or 'none (no such completed trial)'}")
     console.print(_selection_table(selection, review))
     chosen = selection.chosen
     console.print(f"chosen: trial {chosen.number} ({chosen.user_attrs['summary']}), preference {prefer}; "
@@ -292,7 +293,7 @@ def select(
     # The registered pyfunc serves what the trial measured: ONNX for onnxruntime candidates, the
     # torch.export program for torch_compile ones (compiled where it is loaded), else TorchScript.
     runtime = chosen.user_attrs["candidate"].get("runtime", "torch")
-    served = SERVED_FORMAT.get(runtime, "torchscript")
+    served = RUNTIMES[runtime].export_format
     if (register or not formats) and served not in formats:
         formats = [*formats, served]
     try:
@@ -364,8 +365,6 @@ def ui(
         while all(server.process.poll() is None for server in servers):
             time.sleep(0.5)
         raise LaunchError("a server stopped unexpectedly")
-    except LaunchError as exc:
-        raise SearchError(str(exc)) from None
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
@@ -396,7 +395,8 @@ def cache_info(config: Optional[Path] = ConfigArg) -> None:
 @_clean_errors
 def cache_clear(
     config: Optional[Path] = ConfigArg,
-    stage: Optional[str] = typer.Option(None, "--stage", help="only this stage (teacher, teacher-logits, student, pruned)"),
+    stage: Optional[str] = typer.Option(None, "--stage", help="only this stage (slimsearch cache info lists them: "
+                                        "teacher, teacher-logits, teacher-features, student, pruned, qat, onnx)"),
 ) -> None:
     """Delete cached stage outputs (entries in use by a running search are skipped)."""
     cfg = load_config(config)
@@ -413,9 +413,11 @@ def cache_clear(
 @app.command()
 @_clean_errors
 def validate(config: Path = typer.Argument(..., help="YAML config to check")) -> None:
-    """Check a config file; exit 2 with a one-line message naming the bad field."""
+    """Check a config file and that its task imports and builds; exit 2 with one line naming the problem."""
     cfg = load_config(config)
-    console.print(f"{config}: ok (task {cfg.task}, {len(cfg.objectives)} objectives, study {cfg.search.study_name})")
+    task = load_task(cfg.task, cfg.search.seed)  # an unimportable task is found now, not at run time
+    console.print(f"{config}: ok (task {cfg.task}: {len(task.train[1])} training rows, {task.num_classes} classes; "
+                  f"{len(cfg.objectives)} objectives, study {cfg.search.study_name})")
 
 
 @app.command()

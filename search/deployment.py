@@ -23,12 +23,12 @@ from slimsearch.pipelines import CompressionPipeline, load_task
 from slimsearch.pipelines.export import export_model
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.review import StudyReview
-from slimsearch.search.selection import Limits
+from slimsearch.search.selection import DeploymentError, Limits
 from slimsearch.search.trial import TrialResult, make_placement, measure_built
 from slimsearch.spaces import Candidate
 
 
-class SelectionRefused(RuntimeError):
+class SelectionRefused(DeploymentError):
     """The re-measured candidate breaks a limit; nothing was exported or registered."""
 
 

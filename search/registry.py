@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from slimsearch.evaluators.artifacts import load_artifact
 from slimsearch.search.config import redact_url
+from slimsearch.search.selection import DeploymentError
 from slimsearch.search.tracking import ROLE_TAG, find_parent_run
 
 
@@ -66,7 +67,8 @@ def register_model(
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise RuntimeError(f"MLflow experiment '{experiment}' not found at {redact_url(tracking_uri)}; was the study run with this tracking URI?")
+        raise DeploymentError(f"MLflow experiment '{experiment}' not found at {redact_url(tracking_uri)}; "
+                              "set tracking.tracking_uri / tracking.experiment to where the study logged")
     tags = {ROLE_TAG: "deployment", "trial_number": str(trial_number)}
     if parent := find_parent_run(client, found.experiment_id, study_name):
         tags["mlflow.parentRunId"] = parent

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from optuna.trial import FrozenTrial
 
 from slimsearch.search.review import StudyReview, knee_trial
+from slimsearch.spaces import RUNTIMES
 
 PREFERENCES = ("latency", "memory", "accuracy", "knee")
 _PREFERENCE_KEY = {"latency": ("latency_p95_ms", 1.0), "memory": ("memory_mb", 1.0), "accuracy": ("accuracy", -1.0)}
@@ -39,6 +40,11 @@ class Limits:
     def excess(self, metrics: dict[str, float]) -> float:
         """Total relative overshoot, to rank the closest candidates when none fits."""
         return sum(max(0.0, metrics[m] - b) / max(abs(b), 1e-3) for m, _, b in self._pairs())
+
+
+class DeploymentError(RuntimeError):
+    """No deployment can be made as asked (no trial meets the limits, the registry is not
+    where the study logged); the message says what was found and what to change."""
 
 
 @dataclass
@@ -83,8 +89,8 @@ def export_problem(trial: FrozenTrial, fmt: str) -> str | None:
     TorchScript only; ``torch.export`` and ONNX take float models."""
     candidate = trial.user_attrs.get("candidate", {})
     runtime, bits = candidate.get("runtime", "torch"), candidate.get("bits", 32)
-    if runtime == "onnxruntime":
-        return None if fmt == "onnx" else f"deployed on onnxruntime: exported as onnx, not {fmt}"
+    if RUNTIMES[runtime].export_format == "onnx":
+        return None if fmt == "onnx" else f"deployed on {runtime}: exported as onnx, not {fmt}"
     if fmt != "torchscript" and bits < 16:
         return f"an int{bits} torch graph exports as torchscript only, not {fmt}"
     return None

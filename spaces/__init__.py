@@ -8,9 +8,9 @@ silently wrong.
 """
 
 from slimsearch.spaces.candidate import Candidate, StudentChoice
+from slimsearch.spaces.runtimes import RUNTIMES, STRATEGIES, Runtime, RuntimeSpec, Strategy
 from slimsearch.spaces.spec import (
     FLOAT16_DTYPES,
-    STRATEGIES,
     ParallelSpec,
     PruneSpec,
     QuantizeSpec,
@@ -33,7 +33,11 @@ __all__ = [
     "Candidate",
     "StudentChoice",
     "FLOAT16_DTYPES",
+    "RUNTIMES",
+    "Runtime",
+    "RuntimeSpec",
     "STRATEGIES",
+    "Strategy",
     "ParallelSpec",
     "PruneSpec",
     "QuantizeSpec",

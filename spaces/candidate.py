@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from slimsearch.spaces.runtimes import Runtime, Strategy
+
 
 @dataclass(frozen=True)
 class StudentChoice:
@@ -45,14 +47,14 @@ class Candidate:
     prune_ratio: float
     bits: int
     float_dtype: str | None
-    strategy: str
+    strategy: Strategy
     degree: int
     threads: int
     prune_importance: str = "l1"
     prune_scope: str = "uniform"
     prune_steps: int = 1
     qat: bool = False
-    runtime: str = "torch"
+    runtime: Runtime = "torch"
 
     @property
     def simulated(self) -> bool:

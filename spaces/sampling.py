@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 
 from slimsearch.spaces.candidate import Candidate, StudentChoice
+from slimsearch.spaces.runtimes import RUNTIMES
 from slimsearch.spaces.spec import SpaceSpec
 
 class InvalidCandidate(ValueError):
@@ -85,9 +86,9 @@ def runtime_choices(spec: SpaceSpec, bits: int) -> tuple[str, list[str]] | None:
     graphs do not ``torch.export``). Optuna needs one fixed choice list per parameter
     name, so int8 asks under its own name when its list is shorter.
     """
-    if bits not in (32, 8):
+    choices = [r for r in spec.parallel.runtimes if bits in RUNTIMES[r].bits]
+    if len(choices) < 2:
         return None
-    choices = [r for r in spec.parallel.runtimes if bits == 32 or r != "torch_compile"] or ["torch"]
     return ("parallel.runtime" if choices == spec.parallel.runtimes else "parallel.int8_runtime"), choices
 
 
@@ -123,11 +124,8 @@ def rejection_reason(candidate: Candidate, batch_size: int, cpu_count: int | Non
             f"{candidate.strategy} needs degree x threads = {candidate.degree * candidate.threads} cores "
             f"but this host has {cores}; lower space.parallel.degree or threads"
         )
-    if candidate.runtime == "onnxruntime" and (candidate.strategy != "single" or candidate.bits not in (32, 8)
-                                               or candidate.qat):
-        return "the onnxruntime runtime serves single-process 32- or 8-bit models without QAT; use runtime torch"
-    if candidate.runtime == "torch_compile" and (candidate.strategy != "single" or candidate.bits != 32):
-        return "the torch_compile runtime serves single-process float32 models; use runtime torch"
+    if reason := RUNTIMES[candidate.runtime].rejection(candidate.strategy, candidate.bits, candidate.qat):
+        return reason
     if batch_size % candidate.degree:
         return f"batch size {batch_size} does not split evenly over {candidate.degree} ranks"
     return None

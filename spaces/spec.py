@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-STRATEGIES = ("single", "data_parallel", "tensor_parallel", "pipeline_parallel")
+from slimsearch.spaces.runtimes import Runtime, Strategy
+
 PRUNE_IMPORTANCE = ("l1", "l2", "taylor", "random")
 FLOAT16_DTYPES = ("float16", "bfloat16")
 SUPPORTED_BITS = (32, 16, 8, 6, 4, 3, 2)
@@ -150,12 +151,12 @@ class StudentSpec(_Strict):
 class ParallelSpec(_Strict):
     """How the compressed model is served: strategy, degree (ranks) and threads per rank."""
 
-    strategies: list[Literal["single", "data_parallel", "tensor_parallel", "pipeline_parallel"]] = Field(
+    strategies: list[Strategy] = Field(
         default_factory=lambda: ["single", "data_parallel"]
     )
     degree: list[int] = Field(default_factory=lambda: [2])
     threads: list[int] = Field(default_factory=lambda: [1, 2])
-    runtimes: list[Literal["torch", "onnxruntime", "torch_compile"]] = Field(
+    runtimes: list[Runtime] = Field(
         default_factory=lambda: ["torch", "onnxruntime"], min_length=1,
         description="torch = TorchScript artifact; onnxruntime = ONNX on onnxruntime (own int8), single process; "
                     "torch_compile = torch.export program compiled by inductor where served (fp32, single process)",

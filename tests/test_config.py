@@ -94,3 +94,18 @@ def test_passwords_in_storage_urls_are_redacted() -> None:
     assert redact_url("postgresql://user:s3cret@db:5432/optuna") == "postgresql://user:***@db:5432/optuna"
     assert redact_url("postgresql+psycopg://u@db/optuna") == "postgresql+psycopg://u@db/optuna"
     assert redact_url("sqlite:////tmp/o.db") == "sqlite:////tmp/o.db"
+
+
+def test_a_binary_config_file_is_one_error_line(tmp_path: Path) -> None:
+    path = tmp_path / "model.yaml"
+    path.write_bytes(b"\x80\x02\x8a\nPK\x03\x04\xff\xfe binary")
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2 and "not a text file" in cli_text(result.output)
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_validate_imports_the_task(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("task: no_such_module_anywhere:make_task\n")
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2 and "no_such_module_anywhere" in cli_text(result.output)
