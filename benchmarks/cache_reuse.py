@@ -16,7 +16,7 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from slimsearch.search.study import load_existing_study
+from slimsearch.search.store.study import load_existing_study
 
 from common import cell, goal, provenance, run_search
 

@@ -21,8 +21,8 @@ from torch import nn
 from slimsearch.evaluators import ServingMeasurement, TimingProtocol, hardware_identity, measure_serving, plan_ranks, save_artifact
 from slimsearch.pipelines import CompressionPipeline, Task, TrainingRecipe, load_task
 from slimsearch.search.config import SlimsearchConfig
-from slimsearch.search.driver import RunSummary, SearchDriver
-from slimsearch.search.study import open_study
+from slimsearch.search.loop.driver import RunSummary, SearchDriver
+from slimsearch.search.store.study import open_study
 from slimsearch.spaces import SpaceSpec
 
 CACHE = Path(__file__).resolve().parents[1] / "slimsearch-out" / "cache"

@@ -25,8 +25,8 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from slimsearch.search.config import SlimsearchConfig
-from slimsearch.search.pareto import front_trials
-from slimsearch.search.study import load_existing_study
+from slimsearch.search.store.pareto import front_trials
+from slimsearch.search.store.study import load_existing_study
 
 from common import cell, goal, provenance, run_search
 

@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 
 from slimsearch.search.config import SlimsearchConfig
-from slimsearch.search.pareto import front_trials, hypervolume
-from slimsearch.search.study import load_existing_study
+from slimsearch.search.store.pareto import front_trials, hypervolume
+from slimsearch.search.store.study import load_existing_study
 
 from common import goal, provenance, run_search
 

@@ -25,7 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from slimsearch.search.config import SlimsearchConfig
-from slimsearch.search.study import evaluated_count, load_existing_study
+from slimsearch.search.store.study import evaluated_count, load_existing_study
 from slimsearch.spaces import ParallelSpec, PruneSpec, QuantizeSpec, SpaceSpec, StudentSpec, grid_params
 
 from common import provenance, run_search

@@ -23,9 +23,9 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from slimsearch.search.driver import RunSummary
-from slimsearch.search.pareto import front_trials
-from slimsearch.search.study import load_existing_study
+from slimsearch.search.loop.driver import RunSummary
+from slimsearch.search.store.pareto import front_trials
+from slimsearch.search.store.study import load_existing_study
 from slimsearch.spaces import SpaceSpec, anchor_params
 
 from common import cell, goal, provenance, run_search

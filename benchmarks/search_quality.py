@@ -34,8 +34,8 @@ import optuna
 from optuna.trial import TrialState
 from scipy.stats import mannwhitneyu
 
-from slimsearch.search.pareto import hypervolume
-from slimsearch.search.study import SAMPLERS
+from slimsearch.search.store.pareto import hypervolume
+from slimsearch.search.store.study import SAMPLERS
 from slimsearch.spaces import SpaceSpec, anchor_params, suggest_candidate
 
 from common import goal, provenance

@@ -30,8 +30,8 @@ from scipy.stats import spearmanr
 
 from slimsearch.pipelines import CompressionPipeline, load_task
 from slimsearch.search.config import SlimsearchConfig
-from slimsearch.search.driver import RunSummary
-from slimsearch.search.study import load_existing_study
+from slimsearch.search.loop.driver import RunSummary
+from slimsearch.search.store.study import load_existing_study
 from slimsearch.spaces import Candidate, SpaceSpec, sample_trials
 
 from common import goal, provenance, run_search, serve

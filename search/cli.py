@@ -29,17 +29,17 @@ from slimsearch.evaluators import PlacementError
 from slimsearch.pipelines import TaskLoadError, load_task
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.export import FORMATS, ExportError
-from slimsearch.search.driver import SearchError, SearchInterrupted
+from slimsearch.search.loop.driver import SearchError, SearchInterrupted
 from slimsearch.search.config import ConfigError, SlimsearchConfig, format_validation_error, load_config, redact_url
 from slimsearch.dashboards.launch import LaunchError
-from slimsearch.search.pareto import FrontRow, front_rows, front_trials, hypervolume
-from slimsearch.search.selection import DeploymentError
-from slimsearch.search.study import StudyMismatch, evaluated_count, load_existing_study
+from slimsearch.search.store.pareto import FrontRow, front_rows, front_trials, hypervolume
+from slimsearch.search.review.selection import DeploymentError
+from slimsearch.search.store.study import StudyMismatch, evaluated_count, load_existing_study
 from slimsearch.spaces import RUNTIMES, describe_space, rejection_reason, sample_candidates
 
 if TYPE_CHECKING:  # imported lazily at run time so `slimsearch --help` stays fast
-    from slimsearch.search.review import StudyReview
-    from slimsearch.search.selection import Selection
+    from slimsearch.search.review.study_review import StudyReview
+    from slimsearch.search.review.selection import Selection
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Overnight multi-objective model-compression search.")
 # Logs of overnight runs are files, not terminals: give them room for the front table.
@@ -120,7 +120,7 @@ def run(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join with --backend ray"),
 ) -> None:
     """Run (or resume) the search: every trial goes to the Optuna study and to MLflow."""
-    from slimsearch.search.driver import SearchDriver
+    from slimsearch.search.loop.driver import SearchDriver
 
     cfg = load_config(config)
     overrides = {"workers": workers, "backend": backend}
@@ -169,7 +169,7 @@ def worker(
     index: Optional[int] = typer.Option(None, "--index", min=1, help="worker number (default: from the process id)"),
 ) -> None:
     """Join a running study (same config) from this or another host until its budget is used."""
-    from slimsearch.search.driver import SearchDriver
+    from slimsearch.search.loop.driver import SearchDriver
 
     cfg = load_config(config)
     stop = threading.Event()
@@ -232,7 +232,7 @@ def report(
     output: Path = typer.Option(None, "--output", "-o", help="HTML file (default: <output_dir>/report-STUDY.html)"),
 ) -> None:
     """Write one self-contained HTML report: Pareto plots, sortable front table, knee point."""
-    from slimsearch.search.review import StudyReview
+    from slimsearch.search.review.study_review import StudyReview
 
     study_name, storage_url = _study_source(target, study, storage)
     review = StudyReview(load_existing_study(storage_url, study_name))
@@ -263,11 +263,11 @@ def select(
     allow_simulated: bool = typer.Option(False, "--allow-simulated", help="also consider fake-quant (simulated) bit widths"),
 ) -> None:
     """Choose a deployment under limits, re-measure it, export it and register it in MLflow."""
-    from slimsearch.search.deployment import SelectionRefused, build_deployment
-    from slimsearch.search.registry import register_model
-    from slimsearch.search.review import StudyReview
-    from slimsearch.search.selection import PREFERENCES, Limits
-    from slimsearch.search.selection import select as choose
+    from slimsearch.search.deploy.deployment import SelectionRefused, build_deployment
+    from slimsearch.search.deploy.registry import register_model
+    from slimsearch.search.review.study_review import StudyReview
+    from slimsearch.search.review.selection import PREFERENCES, Limits
+    from slimsearch.search.review.selection import select as choose
 
     if prefer not in PREFERENCES:
         raise ConfigError(f"--prefer must be one of {', '.join(PREFERENCES)}, got '{prefer}'")

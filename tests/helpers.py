@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from slimsearch.search.cli import app
-from slimsearch.search.study import StudyMismatch, load_existing_study
+from slimsearch.search.store.study import StudyMismatch, load_existing_study
 
 runner = CliRunner()
 _BOX = re.compile(r"[│╭╮╰╯─┃━┏┓┗┛]")

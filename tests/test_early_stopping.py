@@ -10,7 +10,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from slimsearch.search.config import EarlyStoppingSettings
-from slimsearch.search.early_stopping import EarlyStopping, TrialStopped, required_accuracy
+from slimsearch.search.loop.early_stopping import EarlyStopping, TrialStopped, required_accuracy
 from slimsearch.search.objectives import Constraint
 from slimsearch.spaces import Candidate, StudentChoice
 from tests.conftest import write_config

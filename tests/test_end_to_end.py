@@ -320,8 +320,8 @@ def test_a_token_id_model_is_searched_served_on_its_own_rows_and_registered(tmp_
 
 
 def test_a_repeated_proposal_is_answered_from_the_study_not_re_measured(tmp_path: Path, fast_config: dict) -> None:
-    from slimsearch.search.pareto import front_trials
-    from slimsearch.search.study import evaluated_count
+    from slimsearch.search.store.pareto import front_trials
+    from slimsearch.search.store.study import evaluated_count
 
     fast_config["space"] = {"prune": {"low": 0.0, "high": 0.0}, "quantize": {"bits": [32, 8, 4]},
                             "student": {"distill": False},

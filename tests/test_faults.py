@@ -10,7 +10,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from slimsearch.search.storage import HEARTBEAT_ATTR, Heartbeats, fail_stale_trials, open_storage, stale_trials
+from slimsearch.search.store.storage import HEARTBEAT_ATTR, Heartbeats, fail_stale_trials, open_storage, stale_trials
 from tests.conftest import write_config
 from slimsearch.search.cli import app
 from tests.helpers import cli_text, count_trials, run_cli, runner, search_process, stores, wait_until

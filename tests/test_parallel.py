@@ -76,7 +76,7 @@ def test_wrong_rank_outputs_are_a_failed_measurement(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kind", "bits", "strategy", "degree", "fragment"),
     [
-        ("cnn", 32, "tensor_parallel", 2, "conv nets are not sharded"),
+        ("cnn", 32, "tensor_parallel", 2, "defines tensor_parallel_plan"),
         ("transformer", 8, "tensor_parallel", 2, "quantized layers cannot be sharded"),
         ("transformer", 32, "tensor_parallel", 3, "heads do not split evenly over 3 ranks"),
         ("cnn", 8, "pipeline_parallel", 2, "int8 graphs pass quantized tensors"),

@@ -6,7 +6,7 @@ import numpy as np
 import optuna
 import pytest
 
-from slimsearch.search.pareto import front_trials, hypervolume, reference_point
+from slimsearch.search.store.pareto import front_trials, hypervolume, reference_point
 
 
 def _direct_hypervolume(points: np.ndarray, ref: np.ndarray) -> float:

@@ -6,9 +6,9 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 
-from slimsearch.search.review import StudyReview, knee_trial, objective_bounds
+from slimsearch.search.review.study_review import StudyReview, knee_trial, objective_bounds
 from slimsearch.search.objectives import Constraint
-from slimsearch.search.selection import Limits, select
+from slimsearch.search.review.selection import Limits, select
 
 OBJECTIVES = {"accuracy": "maximize", "latency_p50_ms": "minimize", "memory_mb": "minimize"}
 TEACHER_ACCURACY = 0.99

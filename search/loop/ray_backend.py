@@ -42,13 +42,13 @@ from ray.tune.stopper import Stopper
 
 from slimsearch.pipelines import CompressionPipeline, load_task
 from slimsearch.search.config import SlimsearchConfig
-from slimsearch.search.early_stopping import TrialMonitor
-from slimsearch.search.study import evaluated_count
-from slimsearch.search.trial import TrialOutcome, make_placement, run_candidate
+from slimsearch.search.loop.early_stopping import TrialMonitor
+from slimsearch.search.store.study import evaluated_count
+from slimsearch.search.loop.trial import TrialOutcome, make_placement, run_candidate
 from slimsearch.spaces import Candidate, SpaceSpec, suggest_candidate
 
 if TYPE_CHECKING:
-    from slimsearch.search.driver import RunSummary, SearchDriver
+    from slimsearch.search.loop.driver import RunSummary, SearchDriver
 
 # Tune's own SIGINT handler and result loggers would compete with the driver's: Ctrl-C
 # goes through the driver's stop event, and results are recorded in Optuna and MLflow.

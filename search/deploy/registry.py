@@ -22,8 +22,8 @@ from mlflow.tracking import MlflowClient
 
 from slimsearch.evaluators.artifacts import load_artifact
 from slimsearch.search.config import redact_url
-from slimsearch.search.selection import DeploymentError
-from slimsearch.search.tracking import ROLE_TAG, find_parent_run
+from slimsearch.search.review.selection import DeploymentError
+from slimsearch.search.store.tracking import ROLE_TAG, find_parent_run
 
 
 class ServedClassifier(mlflow.pyfunc.PythonModel):

@@ -18,7 +18,7 @@ from slimsearch.evaluators import LocalPlacement, Placement, RayPlacement, Servi
 from slimsearch.evaluators.serving import MB
 from slimsearch.pipelines import AccuracyMonitor, BuiltModel, CompressionPipeline, Task
 from slimsearch.search.config import EvaluationSettings
-from slimsearch.search.early_stopping import SERVING_POINT, TrialMonitor, TrialStopped
+from slimsearch.search.loop.early_stopping import SERVING_POINT, TrialMonitor, TrialStopped
 from slimsearch.spaces import Candidate, InvalidCandidate
 
 

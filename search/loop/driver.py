@@ -39,15 +39,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from slimsearch.evaluators import hardware_identity, missing_compiler
 from slimsearch.pipelines import CompressionPipeline, Task, load_task
 from slimsearch.search.config import SlimsearchConfig, redact_url
-from slimsearch.search.early_stopping import EarlyStopping, TrialMonitor
-from slimsearch.search.pareto import front_rows, front_trials, hypervolume, reference_point
-from slimsearch.search import records
-from slimsearch.search.review import StudyReview
-from slimsearch.search.storage import Heartbeats, fail_stale_trials, mark_trial_owner
-from slimsearch.search.study import evaluated_count, open_study, running_count, stored_baseline
-from slimsearch.search.tracking import STUDY_UID_TAG, MlflowTracker, recorded_study
-from slimsearch.search.trial import TrialOutcome, make_placement, measure_candidate, run_candidate
-from slimsearch.search.workers import WorkerProcess, join_workers, signal_workers, spawn_workers
+from slimsearch.search.loop.early_stopping import EarlyStopping, TrialMonitor
+from slimsearch.search.store.pareto import front_rows, front_trials, hypervolume, reference_point
+from slimsearch.search.store import records
+from slimsearch.search.review.study_review import StudyReview
+from slimsearch.search.store.storage import Heartbeats, fail_stale_trials, mark_trial_owner
+from slimsearch.search.store.study import evaluated_count, open_study, running_count, stored_baseline
+from slimsearch.search.store.tracking import STUDY_UID_TAG, MlflowTracker, recorded_study
+from slimsearch.search.loop.trial import TrialOutcome, make_placement, measure_candidate, run_candidate
+from slimsearch.search.loop.workers import WorkerProcess, join_workers, signal_workers, spawn_workers
 from slimsearch.spaces import Candidate, InvalidCandidate, anchor_params, rejection_reason, suggest_candidate
 
 MAX_CONSECUTIVE_REJECTIONS = 50
@@ -182,7 +182,7 @@ class SearchDriver:
         started = time.monotonic()
         try:
             if cfg.search.backend == "ray":
-                from slimsearch.search.ray_backend import run_with_ray_tune  # Ray imports only when used
+                from slimsearch.search.loop.ray_backend import run_with_ray_tune  # Ray imports only when used
 
                 run_with_ray_tune(self, summary, self.study.user_attrs["budget"][1], timeout_s)
             else:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from optuna.trial import FrozenTrial
 
-from slimsearch.search.review import StudyReview, knee_trial
+from slimsearch.search.review.study_review import StudyReview, knee_trial
 from slimsearch.spaces import RUNTIMES
 
 PREFERENCES = ("latency", "memory", "accuracy", "knee")

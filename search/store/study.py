@@ -17,7 +17,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from slimsearch.search.config import SlimsearchConfig, redact_url
-from slimsearch.search.storage import open_storage
+from slimsearch.search.store.storage import open_storage
 
 SAMPLERS = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),

@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from slimsearch.search.config import EarlyStoppingSettings
 from slimsearch.search.objectives import Constraint
-from slimsearch.search.pareto import front_trials
+from slimsearch.search.store.pareto import front_trials
 from slimsearch.spaces import Candidate
 
 SERVING_POINT = "serving"

@@ -25,7 +25,7 @@ from slimsearch.dashboards import (
     report_html,
 )
 from slimsearch.search.objectives import Constraint
-from slimsearch.search.pareto import front_trials, is_feasible
+from slimsearch.search.store.pareto import front_trials, is_feasible
 
 MIN_TRIALS_FOR_IMPORTANCE = 5
 

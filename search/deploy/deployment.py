@@ -22,9 +22,9 @@ from slimsearch.evaluators import hardware_identity
 from slimsearch.pipelines import CompressionPipeline, load_task
 from slimsearch.pipelines.export import export_model
 from slimsearch.search.config import SlimsearchConfig
-from slimsearch.search.review import StudyReview
-from slimsearch.search.selection import DeploymentError, Limits
-from slimsearch.search.trial import TrialResult, make_placement, measure_built
+from slimsearch.search.review.study_review import StudyReview
+from slimsearch.search.review.selection import DeploymentError, Limits
+from slimsearch.search.loop.trial import TrialResult, make_placement, measure_built
 from slimsearch.spaces import Candidate
 
 
