@@ -49,6 +49,9 @@ class Task:
     training_defaults: dict[str, float] = field(default_factory=dict)
     """Training-recipe values this task needs (e.g. ``{"lr": 5e-5, "teacher_epochs": 3}``
     for a pretrained transformer); a value set in the config's ``training`` section wins."""
+    input_names: tuple[str, ...] = ()
+    """For a forward that takes several tensors: their names, in ``forward``'s order; the
+    splits' inputs are then dicts ``{name: tensor}`` (see ``pipelines.inputs``)."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -61,8 +64,14 @@ class Task:
         return self.train[0].dtype
 
     def input_signature(self) -> dict[str, object]:
-        """What a deployment feeds the model: one example's shape and the dtype, as plain data."""
-        return {"input_shape": list(self.input_shape), "input_dtype": str(self.input_dtype).removeprefix("torch.")}
+        """What a deployment feeds the model: one example's shape and the dtype (and, for several
+        inputs, their names: the served artifact takes them stacked along dimension 1), as plain data."""
+        signature: dict[str, object] = {"input_shape": list(self.input_shape),
+                                        "input_dtype": str(self.input_dtype).removeprefix("torch.")}
+        if self.input_names:
+            signature["input_names"] = list(self.input_names)
+            signature["packing"] = "the named inputs stacked along dimension 1, in this order"
+        return signature
 
     def serving_batch(self, size: int) -> torch.Tensor:
         """``size`` real validation rows (cycled when the split is smaller): what latency and
@@ -114,6 +123,9 @@ def load_task(spec: str, seed: int) -> Task:
         raise TaskLoadError(f"task '{spec}': {attr}(seed={seed}) raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(task, Task):
         raise TaskLoadError(f"task '{spec}': {attr}() returned {type(task).__name__}, expected slimsearch.pipelines.Task")
+    from slimsearch.pipelines.inputs import pack_task  # imports this module
+
+    task = pack_task(task, spec)
     check_task_data(task, spec)
     return task
 

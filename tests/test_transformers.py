@@ -157,3 +157,38 @@ def test_a_search_on_a_bert_classifier_runs_every_technique_without_an_error(tmp
     summaries = [t.user_attrs["summary"] for t in study.trials
                  if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
     assert len(summaries) == 8 and any("prune 0.5" in s for s in summaries)
+
+
+@pytest.mark.e2e
+def test_a_model_with_two_named_inputs_is_searched_deployed_and_served_by_name(tmp_path: Path,
+                                                                                fast_config: dict) -> None:
+    import mlflow
+    import numpy as np
+    import yaml
+
+    from slimsearch.search.cli import app
+    from tests.conftest import write_config
+    from tests.helpers import run_cli, runner, stores
+    from tests.tasks.tiny_bert import make_two_input_task
+
+    fast_config.update(task="tests.tasks.tiny_bert:make_two_input_task")
+    fast_config["space"] = {"prune": {"low": 0.0, "high": 0.5, "step": 0.5}, "quantize": {"bits": [32, 8]},
+                            "student": {"distill": False},
+                            "parallel": {"strategies": ["single"], "threads": [1], "runtimes": ["torch", "onnxruntime"]}}
+    fast_config["constraints"] = ["accuracy_drop <= 0.5"]
+    fast_config["search"].update(n_trials=4, study_name="two-inputs", sampler="random")
+    run_cli(write_config(tmp_path / "two.yaml", **fast_config))
+    out = Path(fast_config["output_dir"])
+    study, _, _, _ = stores(out, "two-inputs")
+    assert not [t.user_attrs["failure_reason"] for t in study.trials if t.user_attrs.get("failure_kind") == "error"]
+
+    result = runner.invoke(app, ["select", "two-inputs", "--storage", f"sqlite:///{out / 'optuna.db'}",
+                                 "--max-accuracy-drop", "0.5", "--output", str(tmp_path / "deploy")])
+    assert result.exit_code == 0, result.output
+    spec = yaml.safe_load((tmp_path / "deploy" / "deployment.yaml").read_text())
+    assert spec["serving"]["input_names"] == ["input_ids", "attention_mask"]
+    assert spec["serving"]["input_shape"] == [2, 8] and spec["serving"]["input_dtype"] == "int64"
+    rows = {name: tensor[:5].numpy() for name, tensor in make_two_input_task(0).test[0].items()}
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model("models:/slimsearch-two-inputs@champion").predict(rows)
+    assert np.asarray(served).shape == (5, 2)

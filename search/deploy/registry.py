@@ -30,14 +30,17 @@ class ServedClassifier(mlflow.pyfunc.PythonModel):
     """pyfunc: rows (flattened or shaped) in the task's input dtype -> logits, via the served
     artifact on its runtime (TorchScript, ONNX on onnxruntime, or a torch.export program compiled)."""
 
-    def __init__(self, input_shape: list[int], input_dtype: str = "float32"):
+    def __init__(self, input_shape: list[int], input_dtype: str = "float32", input_names: list[str] | None = None):
         self.input_shape = tuple(input_shape)
         self.input_dtype = input_dtype
+        self.input_names = input_names or []
 
     def load_context(self, context: Any) -> None:
         self.model = load_artifact(context.artifacts["model"])
 
     def predict(self, context: Any, model_input: Any, params: dict | None = None) -> np.ndarray:
+        if self.input_names and isinstance(model_input, dict):  # several named inputs, packed as served
+            model_input = np.stack([np.asarray(model_input[name]) for name in self.input_names], axis=1)
         rows = np.asarray(model_input, dtype=getattr(np, self.input_dtype))
         batch = torch.as_tensor(rows).reshape(-1, *self.input_shape)
         with torch.inference_mode():
@@ -78,7 +81,8 @@ def register_model(
             mlflow.log_artifact(str(path), artifact_path="deployment")
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=ServedClassifier(input_signature["input_shape"], input_signature["input_dtype"]),
+            python_model=ServedClassifier(input_signature["input_shape"], input_signature["input_dtype"],
+                                          input_signature.get("input_names")),
             artifacts={"model": str(served)},
             registered_model_name=model_name,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"],

@@ -37,3 +37,27 @@ def make_task(seed: int) -> Task:
     return Task(name="tiny-bert", train=(ids[:400], labels[:400]), val=(ids[400:500], labels[400:500]),
                 test=(ids[500:], labels[500:]), teacher_architecture=TinyBert,
                 student_architecture=lambda width, depth: TinyBert(layers=depth, hidden=max(4, round(32 * width))))
+
+
+class TinyBertTwoInputs(TinyBert):
+    """The same classifier with the Hugging Face calling convention: ids and mask as two inputs."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        tokens = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        weights = attention_mask.unsqueeze(-1).float()
+        return self.head((tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0))
+
+
+def make_two_input_task(seed: int) -> Task:
+    """``input_ids`` + ``attention_mask`` (last tokens padded), declared as named inputs."""
+    base = make_task(seed)
+
+    def named(ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        ids = ids.clone()
+        ids[:, -2:] = 0  # padding
+        return {"input_ids": ids, "attention_mask": (ids != 0).long()}
+
+    return Task(name="tiny-bert-2in", train=(named(base.train[0]), base.train[1]), val=(named(base.val[0]), base.val[1]),
+                test=(named(base.test[0]), base.test[1]), teacher_architecture=TinyBertTwoInputs,
+                student_architecture=lambda width, depth: TinyBertTwoInputs(layers=depth, hidden=max(4, round(32 * width))),
+                input_names=("input_ids", "attention_mask"), fingerprint="v1")

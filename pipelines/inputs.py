@@ -1,0 +1,79 @@
+"""Models whose forward takes several tensors (``input_ids`` + ``attention_mask``, ...).
+
+Everything downstream -- training batches, pruning's example inputs, tracing, ONNX export,
+the serving probe, parallel ranks -- moves one tensor per batch. A task that declares
+``input_names`` gives its splits' inputs as a dict ``{name: tensor}`` (or a tuple in that
+order) of tensors of one shape and dtype; they are stacked along dimension 1 into one
+``(rows, len(input_names), ...)`` tensor, and the teacher and students are wrapped in
+:class:`PackedInputs`, which unstacks them for ``forward(*inputs)``. Deployment specs and
+the registered pyfunc carry the names, so a client sends the named tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+from torch import nn
+
+from slimsearch.pipelines.task import Task, TaskLoadError
+
+
+class PackedInputs(nn.Module):
+    """``model`` served behind one tensor holding its inputs stacked along dimension 1."""
+
+    def __init__(self, model: nn.Module, names: tuple[str, ...]):
+        super().__init__()
+        self.model = model
+        self.input_names = names
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        return self.model(*packed.unbind(1))
+
+    def feature_stages(self) -> list[str]:
+        """The wrapped model's stages, if it names any (feature distillation)."""
+        inner = getattr(self.model, "feature_stages", None)
+        if not callable(inner):
+            raise AttributeError("the wrapped model has no feature_stages()")
+        return [f"model.{name}" for name in inner()]
+
+
+def pack_task(task: Task, spec: str) -> Task:
+    """``task`` with several named inputs packed into one tensor (unchanged without names)."""
+    names = tuple(task.input_names)
+    if not names:
+        return task
+    splits = {name: (_pack(getattr(task, name)[0], names, f"task '{spec}': {name}"), getattr(task, name)[1])
+              for name in ("train", "val", "test")}
+    pretrained = task.pretrained_teacher
+    return dataclasses.replace(
+        task, **splits,
+        teacher_architecture=_wrapped(task.teacher_architecture, names),
+        student_architecture=lambda width, depth: PackedInputs(task.student_architecture(width, depth), names),
+        pretrained_teacher=_wrapped(pretrained, names) if pretrained is not None else None,
+    )
+
+
+def _wrapped(factory: Callable[[], nn.Module], names: tuple[str, ...]) -> Callable[[], nn.Module]:
+    return lambda: PackedInputs(factory(), names)
+
+
+def _pack(inputs: object, names: tuple[str, ...], where: str) -> torch.Tensor:
+    if isinstance(inputs, dict):
+        if set(inputs) != set(names):
+            raise TaskLoadError(f"{where} inputs have keys {sorted(inputs)}, the task declares input_names {list(names)}")
+        tensors = [inputs[name] for name in names]
+    elif isinstance(inputs, (tuple, list)) and len(inputs) == len(names):
+        tensors = list(inputs)
+    else:
+        raise TaskLoadError(f"{where} inputs must be a dict {{name: tensor}} over input_names {list(names)} "
+                            f"(or a tuple in that order), got {type(inputs).__name__}")
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise TaskLoadError(f"{where} inputs must be torch tensors")
+    shapes = {(tuple(t.shape), t.dtype) for t in tensors}
+    if len(shapes) != 1:
+        raise TaskLoadError(f"{where} inputs {list(names)} have different shapes or dtypes "
+                            f"{sorted(str(s) for s in shapes)}; several inputs must share one shape and dtype "
+                            "(e.g. input_ids and attention_mask, both int64 rows x tokens)")
+    return torch.stack(tensors, dim=1)
