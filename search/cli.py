@@ -118,6 +118,8 @@ def run(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="processes sharing the study (default: search.workers)"),
     backend: Optional[str] = typer.Option(None, "--backend", help="optuna | ray (default: search.backend)"),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join with --backend ray"),
+    warm_start: Optional[str] = typer.Option(None, "--warm-start", metavar="STUDY",
+                                             help="a new study starts with STUDY's front (same storage)"),
 ) -> None:
     """Run (or resume) the search: every trial goes to the Optuna study and to MLflow."""
     from slimsearch.search.loop.driver import SearchDriver
@@ -131,7 +133,7 @@ def run(
         cfg = _with_search_settings(cfg, search)
     stop = threading.Event()
     with _graceful_stop(stop):
-        summary = SearchDriver(cfg, console, stop).run(n_trials, timeout)
+        summary = SearchDriver(cfg, console, stop).run(n_trials, timeout, warm_start)
     study = load_existing_study(cfg.storage_url, cfg.search.study_name)
     console.print(_front_table(front_rows(study, list(cfg.objectives)), list(cfg.objectives), study.user_attrs.get("baseline")))
     reasons = ", ".join(f"{k} x{v}" for k, v in summary.failure_reasons.items()) or "none"

@@ -44,7 +44,8 @@ def stores(out: Path, study_name: str, storage: str | None = None,
     client = MlflowClient(tracking_uri=tracking_uri or f"sqlite:///{out / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("slimsearch")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("slimsearch.role") == "study"]
+    parents = [r for r in runs if r.data.tags.get("slimsearch.role") == "study"
+               and r.data.tags.get("slimsearch.study") == study_name]
     assert len(parents) == 1, "one parent run per study, also after a resume"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     return study, client, children, parents[0]

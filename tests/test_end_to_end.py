@@ -343,3 +343,18 @@ def test_a_repeated_proposal_is_answered_from_the_study_not_re_measured(tmp_path
     assert not {t.number for t in repeated} & {t.number for t in front_trials(study)}
     states = {int(r.data.tags["trial_number"]): r.data.tags["state"] for r in children}
     assert {states[t.number] for t in repeated} == {"DUPLICATE"}
+
+
+def test_warm_start_enqueues_the_previous_study_s_front(tmp_path: Path, fast_config: dict) -> None:
+    fast_config["search"].update(n_trials=3, study_name="night-1", sampler="random")
+    run_cli(write_config(tmp_path / "n1.yaml", **fast_config))
+    out = Path(fast_config["output_dir"])
+    night1, _, _, _ = stores(out, "night-1")
+    front = [t.params for t in night1.best_trials]
+
+    fast_config["search"].update(n_trials=1, study_name="night-2")
+    output = run_cli(write_config(tmp_path / "n2.yaml", **fast_config), "--warm-start", "night-1")
+    assert f"warm start: {len(front)} front candidates of study 'night-1' enqueued" in cli_text(output)
+    night2, _, _, _ = stores(out, "night-2")
+    queued = [t.params or t.system_attrs.get("fixed_params") for t in night2.trials]  # waiting ones: enqueued params
+    assert all(params in queued for params in front)

@@ -44,7 +44,13 @@ from slimsearch.search.store.pareto import front_rows, front_trials, hypervolume
 from slimsearch.search.store import records
 from slimsearch.search.review.study_review import StudyReview
 from slimsearch.search.store.storage import Heartbeats, fail_stale_trials, mark_trial_owner
-from slimsearch.search.store.study import evaluated_count, open_study, running_count, stored_baseline
+from slimsearch.search.store.study import (
+    evaluated_count,
+    load_existing_study,
+    open_study,
+    running_count,
+    stored_baseline,
+)
 from slimsearch.search.store.tracking import STUDY_UID_TAG, MlflowTracker, recorded_study
 from slimsearch.search.loop.trial import TrialOutcome, make_placement, measure_candidate, run_candidate
 from slimsearch.search.loop.workers import WorkerProcess, join_workers, signal_workers, spawn_workers
@@ -107,8 +113,9 @@ class SearchDriver:
         """Why the last proposal was not run: "rejected" or "duplicate"."""
         self.exhausted = False
 
-    def run(self, n_trials: int | None = None, timeout_s: float | None = None) -> RunSummary:
-        """Run (or, as a worker, join) the search until the study's budget is used up."""
+    def run(self, n_trials: int | None = None, timeout_s: float | None = None, warm_start: str | None = None) -> RunSummary:
+        """Run (or, as a worker, join) the search until the study's budget is used up; a new
+        study with ``warm_start`` first measures that study's front (last night's model family)."""
         task = load_task(self.config.task, self.config.search.seed)  # before touching storage: a bad task records nothing
         self.config = cfg = self.config.with_task_defaults(task.training_defaults)
         if "torch_compile" in cfg.space.parallel.runtimes and (problem := missing_compiler()):
@@ -119,7 +126,7 @@ class SearchDriver:
             _remove_orphaned_workdirs(self.workdir.parent)
             try:
                 return self._run(task, n_trials or cfg.search.n_trials,
-                                 timeout_s if timeout_s is not None else cfg.search.timeout_s)
+                                 timeout_s if timeout_s is not None else cfg.search.timeout_s, warm_start)
             finally:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -142,7 +149,7 @@ class SearchDriver:
         finally:
             lock.release()
 
-    def _run(self, task: Task, n_trials: int, timeout_s: float | None) -> RunSummary:
+    def _run(self, task: Task, n_trials: int, timeout_s: float | None, warm_start: str | None) -> RunSummary:
         cfg = self.config
         torch.set_num_threads(max(1, len(_cores()) // cfg.search.workers))
         self.placement = make_placement(cfg.evaluation)  # an unreachable Ray cluster records nothing either
@@ -169,7 +176,7 @@ class SearchDriver:
                 self.console.print(repaired)
             self.tracker.log_parent_params({f"baseline.{k}": round(v, 6) for k, v in self.baseline["metrics"].items()})
             if not self.study.trials:
-                for params in anchor_params(cfg.space):
+                for params in anchor_params(cfg.space) + self._warm_start_params(warm_start):
                     self.study.enqueue_trial(params)
             start = evaluated_count(self.study)
             self.study.set_user_attr("budget", [start, start + n_trials])
@@ -251,6 +258,24 @@ class SearchDriver:
                 progress.update(bar, completed=evaluated_count(self.study) - start, status=status)
         if self.stop.is_set():
             signal_workers(workers)
+
+    def _warm_start_params(self, source: str | None) -> list[dict[str, Any]]:
+        """The front of study ``source`` (same storage) as params of this space: what worked
+        for the previous model of the family is measured first. Candidates this space
+        cannot express are left out, and said so."""
+        if source is None:
+            return []
+        front = front_trials(load_existing_study(self.config.storage_url, source))
+        params, skipped = [], 0
+        for trial in front:
+            try:
+                suggest_candidate(optuna.trial.FixedTrial(trial.params), self.config.space)
+                params.append(dict(trial.params))
+            except ValueError:  # a parameter or choice this space does not have
+                skipped += 1
+        self.console.print(f"warm start: {len(params)} front candidates of study '{source}' enqueued"
+                           + (f" ({skipped} not in this space)" if skipped else ""))
+        return params
 
     def check_rejections(self) -> None:
         """Stop a search whose space yields nothing this host can build or serve, or whose
