@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from slimsearch.search.config import SlimsearchConfig
@@ -45,6 +46,16 @@ def row(label: str, metrics: dict[str, Any], teacher: dict[str, Any], path: str,
             f"{100 * metrics['accuracy_drop']:+.2f} % | {path}{' (simulated)' if simulated else ''} |")
 
 
+def front_table(study: optuna.Study, teacher: dict[str, Any]) -> None:
+    """Print the teacher's row and every front point's, factors against the teacher."""
+    print("| point | model | MACs | p50 ms | p95 ms | memory MiB | accuracy | drop | quantization |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(row("teacher (fp32)", teacher, teacher, "fp32", False))
+    for trial in front_trials(study):
+        print(row(f"#{trial.number} {cell(trial.user_attrs['summary'])}", trial.user_attrs["metrics"], teacher,
+                  trial.user_attrs["tags"]["quant_path"], trial.user_attrs["simulated"]))
+
+
 def shrinks(trial: FrozenTrial, teacher: dict[str, Any], size: float, speed: float) -> bool:
     m = trial.user_attrs["metrics"]
     return (not trial.user_attrs["simulated"] and m["accuracy_drop"] <= 0.01
@@ -65,12 +76,7 @@ def main() -> None:
             teacher["accuracy_drop"] = 0.0
             print(f"\n{task}: model bytes, MACs (torch-pruning counter), p50 / p95 latency ms, memory MiB; "
                   "factors are the teacher's value over the row's.\n")
-            print("| point | model | MACs | p50 ms | p95 ms | memory MiB | accuracy | drop | quantization |")
-            print("|---|---|---|---|---|---|---|---|---|")
-            print(row("teacher (fp32)", teacher, teacher, "fp32", False))
-            for trial in front_trials(study):
-                print(row(f"#{trial.number} {cell(trial.user_attrs['summary'])}", trial.user_attrs["metrics"], teacher,
-                          trial.user_attrs["tags"]["quant_path"], trial.user_attrs["simulated"]))
+            front_table(study, teacher)
             complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
             if task == "digits":
                 found = [t for t in complete if shrinks(t, teacher, 3.5, 1.5)]

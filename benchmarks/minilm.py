@@ -24,12 +24,11 @@ import yaml
 from optuna.trial import TrialState
 
 from slimsearch.search.loop.driver import RunSummary
-from slimsearch.search.store.pareto import front_trials
 from slimsearch.search.store.study import load_existing_study
 from slimsearch.spaces import SpaceSpec, anchor_params
 
-from common import cell, goal, provenance, run_search
-from compression import row, shrinks
+from common import goal, provenance, run_search
+from compression import front_table, shrinks
 
 CONFIG = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "minilm.yaml").read_text())
 HEAD_TO_HEAD = [(0.5, 3), (1.0, 2)]
@@ -63,12 +62,7 @@ def report(summary: RunSummary, study: optuna.Study, trials: int) -> None:
     print(f"Search loop {summary.seconds / 60:.1f} min ({summary.evaluated / hours:.0f} trials/hour): "
           f"{summary.completed} complete, {summary.failed} failed, {summary.pruned} stopped early, "
           f"{summary.rejected} rejected, {summary.duplicates} repeated proposals answered from the study.\n")
-    print("| point | model | MACs | p50 ms | p95 ms | memory MiB | accuracy | drop | quantization |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(row("teacher (fp32)", teacher, teacher, "fp32", False))
-    for trial in front_trials(study):
-        print(row(f"#{trial.number} {cell(trial.user_attrs['summary'])}", trial.user_attrs["metrics"], teacher,
-                  trial.user_attrs["tags"]["quant_path"], trial.user_attrs["simulated"]))
+    front_table(study, teacher)
     print("\nStudents started from the teacher vs from scratch (same width, depth, distillation and epochs):\n")
     print("| student | from teacher: accuracy | from scratch: accuracy | distill s (teacher / scratch) |")
     print("|---|---|---|---|")

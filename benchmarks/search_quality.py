@@ -34,6 +34,7 @@ import optuna
 from optuna.trial import TrialState
 from scipy.stats import mannwhitneyu
 
+from slimsearch.search.objectives import minimising_signs
 from slimsearch.search.store.pareto import hypervolume
 from slimsearch.search.store.study import SAMPLERS
 from slimsearch.spaces import SpaceSpec, anchor_params, suggest_candidate
@@ -96,7 +97,7 @@ class Table:
 
     def normaliser(self) -> tuple[np.ndarray, np.ndarray]:
         """(ideal, nadir) in minimisation space over the feasible rows."""
-        signs = np.array([-1.0 if d == "maximize" else 1.0 for d in self.directions])
+        signs = np.array(minimising_signs(self.directions))
         points = np.array([r.values for r in self.rows.values() if r.feasible]) * signs
         return points.min(axis=0), points.max(axis=0)
 
@@ -120,7 +121,7 @@ def _hv(values: list[tuple[float, ...]], table: Table) -> float:
     if not values:
         return 0.0
     ideal, nadir = table.normaliser()
-    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in table.directions])
+    signs = np.array(minimising_signs(table.directions))
     scaled = (np.array(values) * signs - ideal) / np.where(nadir > ideal, nadir - ideal, 1.0)
     # hypervolume() expects raw values with directions; scaled points are all minimised.
     return hypervolume([_Point(tuple(p)) for p in scaled], ["minimize"] * len(signs), [REFERENCE] * len(signs))

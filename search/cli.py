@@ -36,6 +36,7 @@ from slimsearch.search.store.pareto import FrontRow, front_rows, front_trials, h
 from slimsearch.search.review.selection import DeploymentError
 from slimsearch.search.store.study import StudyMismatch, evaluated_count, load_existing_study
 from slimsearch.spaces import RUNTIMES, describe_space, rejection_reason, sample_candidates
+from slimsearch.search.store import records
 
 if TYPE_CHECKING:  # imported lazily at run time so `slimsearch --help` stays fast
     from slimsearch.search.review.study_review import StudyReview
@@ -294,7 +295,7 @@ def select(
     directory = output or Path(review.config.get("output_dir", ".")) / f"deploy-{study_name}"
     # The registered pyfunc serves what the trial measured: ONNX for onnxruntime candidates, the
     # torch.export program for torch_compile ones (compiled where it is loaded), else TorchScript.
-    runtime = chosen.user_attrs["candidate"].get("runtime", "torch")
+    runtime = chosen.user_attrs[records.CANDIDATE].get("runtime", "torch")
     served = RUNTIMES[runtime].export_format
     if (register or not formats) and served not in formats:
         formats = [*formats, served]
@@ -333,11 +334,11 @@ def _selection_table(selection: Selection, review: StudyReview) -> Table:
     for column in ("trial", "configuration", "accuracy", "p95 ms", "memory MB", "status"):
         table.add_column(column, justify="left" if column in ("configuration", "status") else "right")
     for trial in review.complete:
-        metrics = trial.user_attrs["metrics"]
+        metrics = trial.user_attrs[records.METRICS]
         status = ("[green]chosen[/]" if trial is selection.chosen else
                   "eligible" if trial.number not in selection.excluded else
                   "[dim]" + "; ".join(selection.excluded[trial.number]) + "[/]")
-        table.add_row(str(trial.number), trial.user_attrs.get("summary", ""), f"{metrics['accuracy']:.4f}",
+        table.add_row(str(trial.number), trial.user_attrs.get(records.SUMMARY, ""), f"{metrics['accuracy']:.4f}",
                       f"{metrics['latency_p95_ms']:.3f}", f"{metrics['memory_mb']:.1f}", status)
     return table
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Iterable, Literal
 
 Direction = Literal["maximize", "minimize"]
 
@@ -23,6 +23,17 @@ METRICS: dict[str, str] = {
 }
 CONSTRAINABLE = {**METRICS, "accuracy_drop": "teacher accuracy minus candidate accuracy"}
 _BOUNDS = {"accuracy": (0.0, 1.0), "accuracy_drop": (-1.0, 1.0)}
+
+def minimising_signs(directions: Iterable[str]) -> list[float]:
+    """Multiply objective values by these to minimise all of them: -1 where a direction is
+    ``maximize``. The one place the search turns directions into arithmetic."""
+    return [-1.0 if direction == "maximize" else 1.0 for direction in directions]
+
+
+def best_of(direction: str) -> Callable[..., float]:
+    """``max`` for a maximised objective, ``min`` for a minimised one."""
+    return max if direction == "maximize" else min
+
 
 _EXPRESSION = re.compile(r"^\s*([a-z_0-9]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 

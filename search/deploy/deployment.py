@@ -26,6 +26,7 @@ from slimsearch.search.review.study_review import StudyReview
 from slimsearch.search.review.selection import DeploymentError, Limits
 from slimsearch.search.loop.trial import TrialResult, make_placement, measure_built
 from slimsearch.spaces import Candidate
+from slimsearch.search.store import records
 
 
 class SelectionRefused(DeploymentError):
@@ -49,7 +50,7 @@ def build_deployment(
     task = load_task(config.task, config.search.seed)
     pipeline = CompressionPipeline(task, config.cache_dir, config.training.recipe(), config.search.seed,
                                    config.evaluation.calibration_size)
-    candidate = Candidate.from_dict(trial.user_attrs["candidate"])
+    candidate = Candidate.from_dict(trial.user_attrs[records.CANDIDATE])
     built = pipeline.build(candidate)
     directory.mkdir(parents=True, exist_ok=True)
     teacher_accuracy = review.baseline["metrics"].get("accuracy")
@@ -59,7 +60,7 @@ def build_deployment(
         remeasured.artifact.unlink()  # the verified exports below are what ships
     broken = limits.violations(remeasured.metrics)
     if broken:
-        searched = trial.user_attrs["metrics"]
+        searched = trial.user_attrs[records.METRICS]
         raise SelectionRefused(
             f"trial {trial.number} re-measured in isolation breaks {'; '.join(broken)} "
             f"(the search measured latency_p95_ms {searched['latency_p95_ms']:.4g}, memory_mb {searched['memory_mb']:.4g}); "
@@ -108,7 +109,7 @@ def _spec(
             "params": int(m["params"]),
             "macs": int(m["macs"]),
         },
-        "search_measured": {k: trial.user_attrs["metrics"][k] for k in ("accuracy", "latency_p50_ms", "latency_p95_ms", "memory_mb")},
+        "search_measured": {k: trial.user_attrs[records.METRICS][k] for k in ("accuracy", "latency_p50_ms", "latency_p95_ms", "memory_mb")},
         "hardware": {"measured_on": remeasured.hardware, "study_baseline_on": review.baseline.get("hardware", {}),
                      "this_host": hardware_identity()},
         "versions": _versions(),

@@ -39,6 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from slimsearch.evaluators import hardware_identity, missing_compiler
 from slimsearch.pipelines import CompressionPipeline, Task, load_task
 from slimsearch.search.config import SlimsearchConfig, redact_url
+from slimsearch.search.objectives import best_of
 from slimsearch.search.loop.early_stopping import EarlyStopping, TrialMonitor
 from slimsearch.search.store.pareto import front_rows, front_trials, hypervolume, reference_point
 from slimsearch.search.store import records
@@ -341,17 +342,17 @@ class SearchDriver:
         """Open the trial's MLflow run and resolve its candidate; a candidate that cannot
         exist here is recorded as rejected (``None``), without using up budget."""
         run_id = self.tracker.start_trial(trial.number)
-        trial.set_user_attr("mlflow_run_id", run_id)
-        trial.set_user_attr("worker", self.worker)
+        trial.set_user_attr(records.MLFLOW_RUN_ID, run_id)
+        trial.set_user_attr(records.WORKER, self.worker)
         mark_trial_owner(trial)
         summary.first_trial = trial.number if summary.first_trial is None else summary.first_trial
         summary.last_trial = trial.number
         candidate: Candidate | None = None
         try:
             candidate = suggest_candidate(trial, self.config.space)
-            trial.set_user_attr("candidate", candidate.to_dict())
-            trial.set_user_attr("summary", candidate.summary())
-            trial.set_user_attr("simulated", candidate.simulated)
+            trial.set_user_attr(records.CANDIDATE, candidate.to_dict())
+            trial.set_user_attr(records.SUMMARY, candidate.summary())
+            trial.set_user_attr(records.SIMULATED, candidate.simulated)
             if not self.config.search.remeasure and (earlier := self._measured_before(candidate)) is not None:
                 self._answer_duplicate(summary, trial, run_id, candidate, earlier)
                 return None
@@ -419,7 +420,7 @@ class SearchDriver:
         else:
             assert candidate is not None and outcome.result is not None
             if outcome.curve:
-                trial.set_user_attr("accuracy_curve", outcome.curve)  # what later trials' stopping rules learn from
+                trial.set_user_attr(records.ACCURACY_CURVE, outcome.curve)  # what later trials' stopping rules learn from
             self._record_success(trial, run_id, candidate, outcome.result)
             summary.completed += 1
         return outcome.kind
@@ -539,13 +540,13 @@ class SearchDriver:
         self.tracker.log_parent_metric("pareto_size", len(front), step=last)
         on_front = {t.number for t in front}
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        self.tracker.retag_pareto({t.user_attrs["mlflow_run_id"]: t.number in on_front
-                                   for t in complete if "mlflow_run_id" in t.user_attrs})
+        self.tracker.retag_pareto({t.user_attrs[records.MLFLOW_RUN_ID]: t.number in on_front
+                                   for t in complete if records.MLFLOW_RUN_ID in t.user_attrs})
         for staged in self.staged_models.glob("trial-*.ts.pt"):
             if int(staged.name.removeprefix("trial-").split(".")[0]) not in on_front:
                 staged.unlink()  # dominated now, dominated forever: its model is not needed
         best = " ".join(
-            f"{name} {(max if direction == 'maximize' else min)(t.values[i] for t in front):.4g}"
+            f"{name} {best_of(direction)(t.values[i] for t in front):.4g}"
             for i, (name, direction) in enumerate(self.config.objectives.items())
         ) if front else "no feasible trial yet"
         return f"front {len(front)} · hv {summary.hypervolume:.4g} · best {best}"
@@ -562,7 +563,7 @@ class SearchDriver:
         """Attach each front member's measured TorchScript model to its child run (once, size-bounded)."""
         for trial in front_trials(self.study):
             staged = self.staged_models / f"trial-{trial.number:04d}.ts.pt"
-            run_id = trial.user_attrs.get("mlflow_run_id")
+            run_id = trial.user_attrs.get(records.MLFLOW_RUN_ID)
             if not staged.exists() or not run_id or staged.stat().st_size > MAX_LOGGED_MODEL_BYTES:
                 continue
             self.tracker.client.log_artifact(run_id, str(staged), "model")

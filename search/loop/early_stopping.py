@@ -26,9 +26,10 @@ import optuna
 from optuna.trial import TrialState
 
 from slimsearch.search.config import EarlyStoppingSettings
-from slimsearch.search.objectives import Constraint
+from slimsearch.search.objectives import Constraint, best_of, minimising_signs
 from slimsearch.search.store.pareto import front_trials
 from slimsearch.spaces import Candidate
+from slimsearch.search.store import records
 
 SERVING_POINT = "serving"
 
@@ -66,18 +67,18 @@ class StudyHistory:
     def of(cls, study: optuna.Study, objectives: dict[str, str]) -> StudyHistory:
         history = cls(front=[list(t.values) for t in front_trials(study)])
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if "duplicate_of" in trial.user_attrs:
+            if records.DUPLICATE_OF in trial.user_attrs:
                 continue  # its curve is the original's: counting it twice would skew the gains
-            final = trial.user_attrs.get("metrics", {}).get("accuracy")
-            for point, accuracy in trial.user_attrs.get("accuracy_curve", {}).items():
+            final = trial.user_attrs.get(records.METRICS, {}).get("accuracy")
+            for point, accuracy in trial.user_attrs.get(records.ACCURACY_CURVE, {}).items():
                 if final is not None:
                     history.gains.setdefault(point, []).append(final - accuracy)
-            if "candidate" not in trial.user_attrs:
+            if records.CANDIDATE not in trial.user_attrs:
                 continue
-            key = Candidate.from_dict(trial.user_attrs["candidate"]).serving_key()
+            key = Candidate.from_dict(trial.user_attrs[records.CANDIDATE]).serving_key()
             best = history.known.setdefault(key, {})
             for name, value in zip(objectives, trial.values):
-                better = max if objectives[name] == "maximize" else min
+                better = best_of(objectives[name])
                 best[name] = better(best.get(name, value), value)
         return history
 
@@ -120,7 +121,7 @@ class TrialMonitor:
 
     @property
     def _signs(self) -> list[float]:
-        return [-1.0 if d == "maximize" else 1.0 for d in self.rules.objectives.values()]
+        return minimising_signs(self.rules.objectives.values())
 
     def _optimistic(self, point: str, accuracy: float) -> float | None:
         if point == SERVING_POINT:

@@ -42,6 +42,7 @@ from ray.tune.stopper import Stopper
 
 from slimsearch.pipelines import CompressionPipeline, load_task
 from slimsearch.search.config import SlimsearchConfig
+from slimsearch.search.objectives import minimising_signs
 from slimsearch.search.loop.early_stopping import TrialMonitor
 from slimsearch.search.store.study import evaluated_count
 from slimsearch.search.loop.trial import TrialOutcome, make_placement, run_candidate
@@ -121,7 +122,7 @@ class StudySearcher(_DriverBound, OptunaSearch):
         super().__init__(
             space=functools.partial(_define_candidate, spec=cfg.space),
             metric=list(cfg.objectives),
-            mode=["max" if d == "maximize" else "min" for d in cfg.objectives.values()],
+            mode=["min" if sign > 0 else "max" for sign in minimising_signs(cfg.objectives.values())],
             sampler=driver.study.sampler,
             study_name=cfg.search.study_name,
         )

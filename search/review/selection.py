@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial
 
 from slimsearch.search.review.study_review import StudyReview, knee_trial
 from slimsearch.spaces import RUNTIMES
+from slimsearch.search.store import records
 
 PREFERENCES = ("latency", "memory", "accuracy", "knee")
 _PREFERENCE_KEY = {"latency": ("latency_p95_ms", 1.0), "memory": ("memory_mb", 1.0), "accuracy": ("accuracy", -1.0)}
@@ -66,10 +67,10 @@ def select(review: StudyReview, limits: Limits, prefer: str = "knee", allow_simu
     eligible, excluded, considered = [], {}, []
     pool = [t for t in review.complete if trial_number is None or t.number == trial_number]
     for trial in pool:
-        metrics = trial.user_attrs.get("metrics", {})
+        metrics = trial.user_attrs.get(records.METRICS, {})
         reasons = limits.violations(metrics)
         reasons += [reason for fmt in exportable_as if (reason := export_problem(trial, fmt))]
-        if trial.user_attrs.get("simulated") and not allow_simulated:
+        if trial.user_attrs.get(records.SIMULATED) and not allow_simulated:
             reasons.append("simulated bit width (fake-quant); pass --allow-simulated to consider it")
         else:
             considered.append(trial)
@@ -78,7 +79,7 @@ def select(review: StudyReview, limits: Limits, prefer: str = "knee", allow_simu
         else:
             eligible.append(trial)
     if not eligible:
-        closest = sorted(considered, key=lambda t: limits.excess(t.user_attrs.get("metrics", {})))[:3]
+        closest = sorted(considered, key=lambda t: limits.excess(t.user_attrs.get(records.METRICS, {})))[:3]
         return Selection(None, [], excluded, closest)
     return Selection(_best(eligible, prefer, review), eligible, excluded)
 
@@ -87,7 +88,7 @@ def export_problem(trial: FrozenTrial, fmt: str) -> str | None:
     """Why the trial's model cannot be exported as ``fmt``, known from its candidate: a model
     deployed on onnxruntime is an ONNX file; int8 and fake-quant torch graphs trace to
     TorchScript only; ``torch.export`` and ONNX take float models."""
-    candidate = trial.user_attrs.get("candidate", {})
+    candidate = trial.user_attrs.get(records.CANDIDATE, {})
     runtime, bits = candidate.get("runtime", "torch"), candidate.get("bits", 32)
     if RUNTIMES[runtime].export_format == "onnx":
         return None if fmt == "onnx" else f"deployed on {runtime}: exported as onnx, not {fmt}"
@@ -103,4 +104,4 @@ def _best(eligible: list[FrozenTrial], prefer: str, review: StudyReview) -> Froz
         return knee
     metric, sign = _PREFERENCE_KEY[prefer]
     # Ties (same rounded metric) go to higher accuracy, then to the earlier trial.
-    return min(eligible, key=lambda t: (sign * t.user_attrs["metrics"][metric], -t.user_attrs["metrics"]["accuracy"], t.number))
+    return min(eligible, key=lambda t: (sign * t.user_attrs[records.METRICS][metric], -t.user_attrs[records.METRICS]["accuracy"], t.number))

@@ -24,8 +24,9 @@ from slimsearch.dashboards import (
     pareto_figure,
     report_html,
 )
-from slimsearch.search.objectives import Constraint
+from slimsearch.search.objectives import Constraint, minimising_signs
 from slimsearch.search.store.pareto import front_trials, is_feasible
+from slimsearch.search.store import records
 
 MIN_TRIALS_FOR_IMPORTANCE = 5
 
@@ -34,8 +35,7 @@ def knee_trial(trials: list[FrozenTrial], directions: list[str]) -> FrozenTrial 
     """The trial closest to the ideal point after min-max scaling each objective (best = 0)."""
     if not trials:
         return None
-    values = np.array([t.values for t in trials], dtype=float)
-    values[:, [i for i, d in enumerate(directions) if d == "maximize"]] *= -1
+    values = np.array([t.values for t in trials], dtype=float) * np.array(minimising_signs(directions))
     span = values.max(axis=0) - values.min(axis=0)
     scaled = (values - values.min(axis=0)) / np.where(span > 0, span, 1.0)
     return trials[int(np.argmin(np.linalg.norm(scaled, axis=1)))]
@@ -78,8 +78,8 @@ class StudyReview:
                 number=t.number,
                 values=dict(zip(self.objectives, t.values)),
                 status="front" if t.number in on_front else ("dominated" if is_feasible(t) else "infeasible"),
-                simulated=bool(t.user_attrs.get("simulated")),
-                label=t.user_attrs.get("summary", ""),
+                simulated=bool(t.user_attrs.get(records.SIMULATED)),
+                label=t.user_attrs.get(records.SUMMARY, ""),
                 knee=self.knee is not None and t.number == self.knee.number,
             )
             for t in self.complete
@@ -88,14 +88,14 @@ class StudyReview:
     def report_rows(self) -> list[ReportRow]:
         rows = []
         for trial in self.front:
-            metrics = trial.user_attrs.get("metrics", {})
-            cells: dict[str, str | float] = {"trial": float(trial.number), "configuration": trial.user_attrs.get("summary", "")}
+            metrics = trial.user_attrs.get(records.METRICS, {})
+            cells: dict[str, str | float] = {"trial": float(trial.number), "configuration": trial.user_attrs.get(records.SUMMARY, "")}
             cells.update({name: float(value) for name, value in zip(self.objectives, trial.values)})
             for extra in ("accuracy_drop", "test_accuracy", "latency_p95_ms", "model_mb", "params", "macs"):
                 if extra in metrics and extra not in cells:
                     cells[extra] = float(metrics[extra])
-            cells["quant path"] = trial.user_attrs.get("tags", {}).get("quant_path", "")
-            rows.append(ReportRow(cells, knee=trial is self.knee, simulated=bool(trial.user_attrs.get("simulated"))))
+            cells["quant path"] = trial.user_attrs.get(records.TAGS, {}).get("quant_path", "")
+            rows.append(ReportRow(cells, knee=trial is self.knee, simulated=bool(trial.user_attrs.get(records.SIMULATED))))
         return rows
 
     def facts(self) -> list[str]:
@@ -114,7 +114,7 @@ class StudyReview:
         """Searched parameters (resolved, so conditional ones always have a value) + objectives."""
         rows = []
         for trial in self.complete:
-            candidate = trial.user_attrs.get("candidate")
+            candidate = trial.user_attrs.get(records.CANDIDATE)
             if not candidate:
                 continue
             student = candidate["student"]

@@ -17,6 +17,9 @@ import optuna
 from optuna._hypervolume import compute_hypervolume
 from optuna.trial import FrozenTrial, TrialState
 
+from slimsearch.search.objectives import minimising_signs
+from slimsearch.search.store import records
+
 # Reference point = this multiple of the teacher's value for minimised objectives; 0 for
 # maximised ones (accuracy). Points outside the box add nothing.
 REFERENCE_MULTIPLE = 2.0
@@ -35,20 +38,15 @@ class FrontRow:
 
 def reference_point(objectives: dict[str, str], baseline: dict[str, float]) -> list[float]:
     """Reference point in minimisation space, derived from the teacher's measurement."""
-    point = []
-    for name, direction in objectives.items():
-        if direction == "maximize":
-            point.append(-0.0)
-        else:
-            point.append(REFERENCE_MULTIPLE * max(baseline[name], 1e-9))
-    return point
+    return [-0.0 if sign < 0 else REFERENCE_MULTIPLE * max(baseline[name], 1e-9)
+            for name, sign in zip(objectives, minimising_signs(objectives.values()))]
 
 
 def hypervolume(trials: list[FrozenTrial], directions: list[str], reference: list[float]) -> float:
     """Hypervolume of ``trials``' values (already feasible) w.r.t. ``reference``."""
     if not trials:
         return 0.0
-    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    signs = np.array(minimising_signs(directions))
     points = np.array([t.values for t in trials], dtype=float) * signs
     ref = np.array(reference, dtype=float)
     inside = points[(points < ref).all(axis=1)]
@@ -59,7 +57,7 @@ def hypervolume(trials: list[FrozenTrial], directions: list[str], reference: lis
 
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The measured Pareto front (answers given to repeated proposals are not members)."""
-    return sorted((t for t in study.best_trials if "duplicate_of" not in t.user_attrs), key=lambda t: t.number)
+    return sorted((t for t in study.best_trials if records.DUPLICATE_OF not in t.user_attrs), key=lambda t: t.number)
 
 
 def is_feasible(trial: FrozenTrial) -> bool:
@@ -69,16 +67,16 @@ def is_feasible(trial: FrozenTrial) -> bool:
 def front_rows(study: optuna.Study, objectives: list[str]) -> list[FrontRow]:
     rows = []
     for trial in front_trials(study):
-        metrics = trial.user_attrs.get("metrics", {})
+        metrics = trial.user_attrs.get(records.METRICS, {})
         rows.append(
             FrontRow(
                 number=trial.number,
-                summary=trial.user_attrs.get("summary", ""),
+                summary=trial.user_attrs.get(records.SUMMARY, ""),
                 values=dict(zip(objectives, trial.values)),
                 accuracy_drop=metrics.get("accuracy_drop", float("nan")),
                 test_accuracy=metrics.get("test_accuracy", float("nan")),
                 model_mb=metrics.get("model_mb", float("nan")),
-                simulated=bool(trial.user_attrs.get("simulated", False)),
+                simulated=bool(trial.user_attrs.get(records.SIMULATED, False)),
             )
         )
     return rows

@@ -33,6 +33,8 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from slimsearch.search.store import records
+
 JOURNAL_SCHEME = "journal:///"
 RETRIES_OF_A_DEAD_WORKER_S_TRIAL = 1
 HEARTBEAT_ATTR = "slimsearch:heartbeat"
@@ -83,8 +85,8 @@ def fail_stale_trials(study: optuna.Study, heartbeat_s: float) -> list[int]:
     for trial in stale_trials(study, heartbeat_s):
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # another worker was quicker
             # Before FAIL: a finished trial's attributes are read-only.
-            storage.set_trial_user_attr(trial._trial_id, "failure_kind", "stale")  # noqa: SLF001
-            storage.set_trial_user_attr(trial._trial_id, "failure_reason", STALE_REASON)  # noqa: SLF001
+            storage.set_trial_user_attr(trial._trial_id, records.FAILURE_KIND, "stale")  # noqa: SLF001
+            storage.set_trial_user_attr(trial._trial_id, records.FAILURE_REASON, STALE_REASON)  # noqa: SLF001
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):  # noqa: SLF001
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

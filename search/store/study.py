@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from slimsearch.search.config import SlimsearchConfig, redact_url
 from slimsearch.search.store.storage import open_storage
+from slimsearch.search.store import records
 
 SAMPLERS = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
@@ -122,8 +123,8 @@ def evaluated_count(study: optuna.Study) -> int:
     dead worker (failed by the heartbeat, then retried) do not count.
     """
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-    return sum((t.state != TrialState.FAIL or t.user_attrs.get("failure_kind") == "error")
-               and "duplicate_of" not in t.user_attrs for t in trials)
+    return sum((t.state != TrialState.FAIL or t.user_attrs.get(records.FAILURE_KIND) == "error")
+               and records.DUPLICATE_OF not in t.user_attrs for t in trials)
 
 
 def running_count(study: optuna.Study) -> int:
