@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import random
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ import optuna
 from optuna.trial import TrialState
 from scipy.stats import mannwhitneyu
 
+from slimsearch.search.loop.predictor import PREDICTED, CostPredictor
 from slimsearch.search.objectives import minimising_signs
 from slimsearch.search.store.pareto import hypervolume
 from slimsearch.search.store.study import SAMPLERS
@@ -50,6 +52,8 @@ MAX_PROPOSALS = 20  # per evaluated trial: a sampler stuck on measured candidate
 
 @dataclass(frozen=True)
 class Row:
+    params: dict[str, object]
+    metrics: dict[str, float]
     values: tuple[float, ...]
     constraints: dict[str, float]
     measure_s: float
@@ -90,8 +94,9 @@ class Table:
             stages = tuple((key, first_build.get(key, 0.0)) for stage in ("distill", "prune_finetune")
                            if (key := _stage_key(params, stage)))
             trained = sum(float(r[f"seconds_{s}"] or 0) for s in ("distill", "prune_finetune"))
-            rows[r["fingerprint"]] = Row(tuple(float(r[o]) for o in objectives), json.loads(r["constraints"]) or {},
-                                         float(r["seconds_trial"]) - trained, stages)
+            metrics = {name: float(r[name]) for name in PREDICTED}
+            rows[r["fingerprint"]] = Row(params, metrics, tuple(float(r[o]) for o in objectives),
+                                         json.loads(r["constraints"]) or {}, float(r["seconds_trial"]) - trained, stages)
         return cls(SpaceSpec.model_validate(meta["space"]), objectives, meta["directions"], rows, meta["candidates"],
                    meta["measured"], meta["measuring_hours"])
 
@@ -165,6 +170,18 @@ def replay(table: Table, sampler: str, seed: int, budget: int) -> tuple[list[flo
     return volumes, clock
 
 
+def predictor_error(table: Table, seed: int, learned: int = 20, judged: int = 20) -> dict[str, float]:
+    """MAPE of the cost predictor on ``judged`` trials predicted after ``learned`` measured
+    ones (random order of the table's rows), each prediction made before its row is learned."""
+    rows = list(table.rows.values())
+    random.Random(seed).shuffle(rows)
+    predictor = CostPredictor(seed)
+    for index, row in enumerate(rows[: learned + judged]):
+        candidate = suggest_candidate(optuna.trial.FixedTrial(row.params), table.space)
+        predictor.learn(candidate, row.metrics, predictor.predict(candidate) if index >= learned else None)
+    return predictor.mape()
+
+
 def at_hour(volumes: list[float], clock: list[float], hours: float) -> float:
     reached = [v for v, t in zip(volumes, clock) if t <= hours * 3600]
     return reached[-1] if reached else 0.0
@@ -219,6 +236,13 @@ def main() -> None:
         p = (mannwhitneyu(at(sampler, 40), at("random", 40), alternative="greater").pvalue
              if sampler != "random" and "random" in runs else float("nan"))
         print(f"| {sampler} | " + " | ".join(cells) + f" | {p:.3g} |")
+    errors = [predictor_error(table, seed) for seed in seeds]
+    print("\nCost predictor (Gaussian process on log structure features), error of predictions made before "
+          "measuring, trials 21-40 of a random order, median (IQR) over seeds: "
+          + ", ".join(f"{name} MAPE {cell([e[name] for e in errors])} %" for name in PREDICTED))
+    latency_mape = statistics.median(e["latency_p50_ms"] for e in errors)
+    goal("cost predictor: latency MAPE after 20 measured digits trials", f"{latency_mape:.1f} %", "<= 10 %",
+         latency_mape <= 10)
     if "random" not in runs:
         return
     default = optuna_default()

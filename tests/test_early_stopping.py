@@ -92,3 +92,26 @@ def test_stopped_trials_are_pruned_in_both_stores_and_use_budget(tmp_path: Path,
         assert run.data.tags["pruned_rule"] == trial.user_attrs["pruned_rule"]
         assert "accuracy_at_stop" in run.data.metrics
     assert "stopped early" in cli_text(output)
+
+
+def test_the_cost_predictor_learns_a_synthetic_cost_model_and_reports_out_of_sample_error() -> None:
+    """Latency proportional to the work left after pruning, halved by a second thread: after
+    enough trials the error of predictions made before each measurement falls below 10 %."""
+    import random
+
+    from slimsearch.search.loop.predictor import CostPredictor
+
+    rng = random.Random(0)
+    predictor = CostPredictor()
+    assert predictor.predict(Candidate(None, 0.0, 32, None, "single", 1, 1)) is None, "untrained"
+    for _ in range(36):
+        candidate = Candidate(StudentChoice(rng.choice([0.25, 0.5, 1.0]), rng.choice([2, 3]), 4.0, 0.5),
+                              rng.choice([0.0, 0.3, 0.6]), rng.choice([32, 8]), None, "single", 1, rng.choice([1, 2]))
+        s = candidate.student
+        latency = 10 * s.width * s.depth * (1 - candidate.prune_ratio) / candidate.threads * (0.5 if candidate.bits == 8 else 1)
+        metrics = {"latency_p50_ms": latency, "memory_mb": 5 + 20 * s.width * (1 - candidate.prune_ratio)}
+        predictor.learn(candidate, metrics, predictor.predict(candidate))
+    mape = predictor.mape()
+    assert set(mape) == {"latency_p50_ms", "memory_mb"}
+    assert mape["latency_p50_ms"] < 10 and mape["memory_mb"] < 10, mape
+    assert "predictor MAPE latency" in predictor.describe()

@@ -41,6 +41,7 @@ from slimsearch.pipelines import CompressionPipeline, Task, load_task
 from slimsearch.search.config import SlimsearchConfig, redact_url
 from slimsearch.search.objectives import best_of
 from slimsearch.search.loop.early_stopping import EarlyStopping, TrialMonitor
+from slimsearch.search.loop.predictor import CostPredictor
 from slimsearch.search.store.pareto import front_rows, front_trials, hypervolume, reference_point
 from slimsearch.search.store import records
 from slimsearch.search.review.study_review import StudyReview
@@ -113,6 +114,8 @@ class SearchDriver:
         self._last_skip = ""
         """Why the last proposal was not run: "rejected" or "duplicate"."""
         self.exhausted = False
+        self._predictions: dict[int, dict[str, tuple[float, float]] | None] = {}
+        """What the cost predictor said before each running trial was built."""
 
     def run(self, n_trials: int | None = None, timeout_s: float | None = None, warm_start: str | None = None) -> RunSummary:
         """Run (or, as a worker, join) the search until the study's budget is used up; a new
@@ -167,6 +170,10 @@ class SearchDriver:
             self.baseline = self._baseline()
         self.reference = self.study.user_attrs["reference_point"]
         stopping = cfg.search.early_stopping
+        self.predictor = CostPredictor(cfg.search.seed)
+        for done in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if (record := records.TrialRecord(done)).candidate and not records.is_duplicate(done):
+                self.predictor.learn(record.candidate, record.metrics, None)  # resumed: learn what was measured
         self.early_stopping = EarlyStopping(stopping, cfg.objectives, self.constraints,
                                             self.baseline["metrics"]["accuracy"]) if stopping.enabled else None
         self.tracker = MlflowTracker(cfg.tracking_uri, cfg.tracking.experiment, cfg.artifact_root, cfg.search.study_name,
@@ -299,6 +306,10 @@ class SearchDriver:
         self._rejected_in_a_row = self._duplicates_in_a_row = 0
         summary.evaluated += 1
         status = f"failed {summary.failed} · stopped early {summary.pruned} · " + self._update_front(summary)
+        if mape := self.predictor.mape():
+            status += " · " + self.predictor.describe()
+            for name, value in mape.items():
+                self.tracker.log_parent_metric(f"predictor_mape_{name}", value, step=summary.last_trial or 0)
         if self.worker == 0 and summary.evaluated % self.config.search.front_every == 0:
             self._publish_front(summary)
         return status
@@ -361,6 +372,7 @@ class SearchDriver:
         except InvalidCandidate as exc:
             reason = str(exc)
         if not reason:
+            self._predictions[trial.number] = self.predictor.predict(candidate)
             return run_id, candidate
         self.record_outcome(summary, trial, run_id, candidate, TrialOutcome("rejected", reason=reason))
         return None
@@ -426,6 +438,10 @@ class SearchDriver:
         return outcome.kind
 
     def _record_success(self, trial: optuna.Trial, run_id: str, candidate: Candidate, result: Any) -> None:
+        predicted = self._predictions.pop(trial.number, None)
+        if predicted:
+            trial.set_user_attr(records.PREDICTED, {name: value for name, (value, _) in predicted.items()})
+        self.predictor.learn(candidate, result.metrics, predicted)
         metrics = result.metrics
         feasible = True
         for constraint in self.constraints:

@@ -30,6 +30,8 @@ PRUNED_RULE = "pruned_rule"
 PRUNED_REASON = "pruned_reason"
 PRUNED_AT = "pruned_at"
 MLFLOW_RUN_ID = "mlflow_run_id"
+PREDICTED = "predicted"
+"""Latency/memory the cost predictor expected before the trial was built (for its error)."""
 DUPLICATE_OF = "duplicate_of"
 """A proposal equal to an earlier measured candidate: answered from that trial's record
 (the sampler learns the same values), not re-measured, not counted, not on the front."""

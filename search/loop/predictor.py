@@ -1,0 +1,104 @@
+"""A latency/memory predictor learned online from the trials a search has measured.
+
+Latency and memory follow a candidate's structure (architecture width and depth, pruning
+ratio, bit width) and its deployment (runtime, strategy, ranks, threads), roughly as a
+product of them (work x width x depth x kept channels / threads). A Gaussian process
+(scikit-learn; anisotropic RBF + noise kernel) on the logs of those features, refitted
+after every measured trial, predicts the log of each objective -- a product becomes a
+sum it learns from few trials (a random forest needed twice the trials for the same
+error on a synthetic cost model) -- and its posterior standard deviation is the
+uncertainty. Every prediction is made
+*before* the trial is measured and compared with the measurement afterwards, so the error
+it reports (MAPE per objective over the last ``WINDOW`` trials) is an honest out-of-sample
+figure. It informs (progress line, MLflow parent metrics, the benchmark); it never
+replaces a measurement.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+
+from slimsearch.spaces import RUNTIMES, STRATEGIES, Candidate
+
+PREDICTED = ("latency_p50_ms", "memory_mb")
+MIN_TRIALS = 8
+"""Trials measured before the first prediction."""
+WINDOW = 20
+"""Predictions the reported error is averaged over (the most recent)."""
+
+
+def features(candidate: Candidate) -> list[float]:
+    """Numbers describing what fixes a candidate's cost: its model and its deployment."""
+    student = candidate.student
+    return [
+        1.0 if student is None else 0.0,
+        0.0 if student is None else math.log(student.width),
+        0.0 if student is None else math.log(student.depth),
+        1.0 if student is not None and student.init == "teacher" else 0.0,
+        math.log(1.0 - candidate.prune_ratio),
+        math.log(candidate.bits),
+        1.0 if candidate.float_dtype == "bfloat16" else 0.0,
+        1.0 if candidate.qat else 0.0,
+        math.log(candidate.threads),
+        math.log(candidate.degree),
+        *(1.0 if candidate.runtime == name else 0.0 for name in RUNTIMES),
+        *(1.0 if candidate.strategy == name else 0.0 for name in STRATEGIES),
+    ]
+
+
+@dataclass
+class CostPredictor:
+    seed: int = 0
+    rows: list[list[float]] = field(default_factory=list)
+    targets: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in PREDICTED})
+    errors: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in PREDICTED})
+    _models: dict[str, GaussianProcessRegressor] = field(default_factory=dict)
+
+    def predict(self, candidate: Candidate) -> dict[str, tuple[float, float]] | None:
+        """``{objective: (prediction, relative uncertainty)}``, or ``None`` until trained."""
+        if not self._models:
+            return None
+        row = np.array([features(candidate)])
+        predicted = {}
+        for name, model in self._models.items():
+            mean, std = model.predict(row, return_std=True)
+            predicted[name] = (float(math.exp(mean[0])), float(math.expm1(std[0])))
+        return predicted
+
+    def learn(self, candidate: Candidate, metrics: dict[str, float],
+              predicted: dict[str, tuple[float, float]] | None) -> None:
+        """Record a measured trial (and the error of what was predicted for it), then refit."""
+        if not all(metrics.get(name, 0) > 0 for name in PREDICTED):
+            return  # a zero reading (e.g. memory below resolution) has no log
+        for name, (value, _) in (predicted or {}).items():
+            self.errors[name].append(abs(value - metrics[name]) / metrics[name])
+        self.rows.append(features(candidate))
+        for name in PREDICTED:
+            self.targets[name].append(math.log(metrics[name]))
+        if len(self.rows) >= MIN_TRIALS:
+            self._models = {name: self._fit(values) for name, values in self.targets.items()}
+
+    def _fit(self, values: list[float]) -> GaussianProcessRegressor:
+        width = len(self.rows[0])
+        kernel = ConstantKernel() * RBF(length_scale=np.ones(width), length_scale_bounds=(1e-2, 1e3)) \
+            + WhiteKernel(noise_level=1e-2, noise_level_bounds=(1e-6, 1.0))
+        model = GaussianProcessRegressor(kernel, normalize_y=True, random_state=self.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # bounds reached on tiny samples: still a fit
+            return model.fit(np.array(self.rows), np.array(values))
+
+    def mape(self) -> dict[str, float]:
+        """Mean absolute percentage error of the last ``WINDOW`` out-of-sample predictions."""
+        return {name: 100 * float(np.mean(errors[-WINDOW:])) for name, errors in self.errors.items() if errors}
+
+    def describe(self) -> str:
+        mape = self.mape()
+        return ("predictor MAPE " + ", ".join(f"{name.split('_')[0]} {value:.0f} %" for name, value in mape.items())
+                if mape else "")
