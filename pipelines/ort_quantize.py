@@ -14,9 +14,11 @@ and memory are all measured on onnxruntime, and its size is the ONNX file's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -54,13 +56,24 @@ def onnxruntime_bytes(model: nn.Module, bits: int, calibration: torch.Tensor) ->
         if bits == 32:
             return fp32.read_bytes()
         int8 = Path(workdir) / "model.int8.onnx"
-        if _has_conv(model):
-            _static_int8(fp32, int8, calibration)
-        else:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
+        with _quiet_root_logger():  # both quantizers advise pre-processing on the root logger, every call
+            if _has_conv(model):
+                _static_int8(fp32, int8, calibration)
+            else:
+                from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
+                quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
         return int8.read_bytes()
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _has_conv(model: nn.Module) -> bool:
@@ -83,10 +96,5 @@ def _static_int8(source: Path, target: Path, calibration: torch.Tensor) -> None:
     import onnx
 
     input_name = onnx.load(str(source)).graph.input[0].name
-    root, level = logging.getLogger(), logging.getLogger().level
-    root.setLevel(logging.ERROR)  # quantize_static advises pre-processing on the root logger, every call
-    try:
-        quantize_static(source, target, Batches(input_name), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    finally:
-        root.setLevel(level)
+    quantize_static(source, target, Batches(input_name), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)

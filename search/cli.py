@@ -32,6 +32,7 @@ from slimsearch.pipelines.export import FORMATS, ExportError
 from slimsearch.search.loop.driver import SearchError, SearchInterrupted
 from slimsearch.search.config import ConfigError, SlimsearchConfig, format_validation_error, load_config, redact_url
 from slimsearch.dashboards.launch import LaunchError
+from slimsearch.search.loop.library_logs import route_library_logs
 from slimsearch.search.store.pareto import FrontRow, front_rows, front_trials, hypervolume
 from slimsearch.search.review.selection import DeploymentError
 from slimsearch.search.store.study import StudyMismatch, evaluated_count, load_existing_study
@@ -279,6 +280,7 @@ def select(
         raise ConfigError(f"--format {unknown[0]} is not an export format; choose from {', '.join(FORMATS)}")
     study_name, storage_url = _study_source(target, study, storage)
     review = StudyReview(load_existing_study(storage_url, study_name))
+    route_library_logs(Path(review.config.get("output_dir", ".")) / "logs" / f"{study_name}-select.log")
     limits = Limits(max_latency_ms, max_memory_mb, max_accuracy_drop)
     selection = choose(review, limits, prefer, allow_simulated, trial_number, exportable_as=formats)
     if selection.chosen is None:

@@ -233,6 +233,7 @@ def test_select_exports_registers_and_refuses_impossible_limits(tmp_path: Path, 
     assert result.exit_code == 0, result.output
     assert "registered: models:/slimsearch-pick@champion (version 1" in cli_text(result.output)
     spec = yaml.safe_load((deploy_dir / "deployment.yaml").read_text())
+    assert not (deploy_dir / ".probe").exists(), "nothing but the deployment is left in its folder"
     assert spec["measured"]["source"].startswith("re-measured")
     assert spec["measured"]["accuracy_drop"] <= 0.2
     assert spec["measured"]["latency_ms"]["p50_ci95"][0] <= spec["measured"]["latency_ms"]["p50"]

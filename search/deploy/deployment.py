@@ -9,6 +9,7 @@ shipping a model whose search-time figure was luck.
 from __future__ import annotations
 
 import platform
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -54,10 +55,9 @@ def build_deployment(
     built = pipeline.build(candidate)
     directory.mkdir(parents=True, exist_ok=True)
     teacher_accuracy = review.baseline["metrics"].get("accuracy")
-    remeasured = measure_built(candidate, built, task, config.evaluation, make_placement(config.evaluation),
-                               directory / ".probe", teacher_accuracy)
-    if remeasured.artifact:
-        remeasured.artifact.unlink()  # the verified exports below are what ships
+    with tempfile.TemporaryDirectory(prefix="slimsearch-remeasure-") as scratch:  # nothing left in the deploy folder
+        remeasured = measure_built(candidate, built, task, config.evaluation, make_placement(config.evaluation),
+                                   Path(scratch), teacher_accuracy)
     broken = limits.violations(remeasured.metrics)
     if broken:
         searched = trial.user_attrs[records.METRICS]

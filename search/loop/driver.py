@@ -41,6 +41,7 @@ from slimsearch.pipelines import CompressionPipeline, Task, load_task
 from slimsearch.search.config import SlimsearchConfig, redact_url
 from slimsearch.search.objectives import best_of
 from slimsearch.search.loop.early_stopping import EarlyStopping, TrialMonitor
+from slimsearch.search.loop.library_logs import route_library_logs
 from slimsearch.search.loop.predictor import CostPredictor
 from slimsearch.search.store.pareto import front_rows, front_trials, hypervolume, reference_point
 from slimsearch.search.store import records
@@ -126,6 +127,7 @@ class SearchDriver:
             raise SearchError(f"{problem}; install one (e.g. apt install g++) or remove torch_compile from "
                               "space.parallel.runtimes")
         _check_writable(Path(cfg.output_dir))
+        route_library_logs(Path(cfg.output_dir) / "logs" / f"{cfg.search.study_name}.log")
         with self._owning_run():
             _remove_orphaned_workdirs(self.workdir.parent)
             try:
