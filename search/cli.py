@@ -446,14 +446,17 @@ def space(
 
 
 def _front_table(rows: list[FrontRow], objectives: list[str], baseline: Optional[dict]) -> Table:
-    table = Table(title=f"Pareto front ({len(rows)} feasible non-dominated trials)")
+    noisy = sum(row.within_noise_of is not None for row in rows)
+    table = Table(title=f"Pareto front ({len(rows) - noisy} feasible non-dominated trials"
+                        + (f"; {noisy} more win only within measurement noise" if noisy else "") + ")")
     for column in ("trial", "configuration", *objectives, "acc drop", "test acc", "model MB", "vs teacher"):
         table.add_column(column, justify="left" if column == "configuration" else "right")
     teacher = (baseline or {}).get("metrics", {})
     for row in rows:
         table.add_row(
             str(row.number),
-            row.summary + (" [magenta](simulated)[/]" if row.simulated else ""),
+            row.summary + (" [magenta](simulated)[/]" if row.simulated else "")
+            + (f" [dim](within noise of trial {row.within_noise_of})[/]" if row.within_noise_of is not None else ""),
             *(f"{row.values[o]:.4g}" for o in objectives),
             f"{row.accuracy_drop:+.4f}",
             f"{row.test_accuracy:.4f}",
@@ -467,11 +470,16 @@ def _versus_teacher(row: FrontRow, teacher: dict) -> str:
     """Measured ratios against the teacher's baseline, e.g. ``3.6x smaller 5.1x faster``."""
     parts = []
     if teacher.get("model_mb") and row.model_mb > 0:
-        parts.append(f"{teacher['model_mb'] / row.model_mb:.1f}x smaller")
+        parts.append(ratio_words(teacher["model_mb"] / row.model_mb, "smaller", "larger"))
     latency = row.values.get("latency_p50_ms")
     if teacher.get("latency_p50_ms") and latency:
-        parts.append(f"{teacher['latency_p50_ms'] / latency:.1f}x faster")
+        parts.append(ratio_words(teacher["latency_p50_ms"] / latency, "faster", "slower"))
     return " ".join(parts)
+
+
+def ratio_words(ratio: float, better: str, worse: str) -> str:
+    """``2.5x smaller`` / ``7.0x slower``, never ``0.1x faster``."""
+    return f"{ratio:.1f}x {better}" if ratio >= 1 else f"{1 / ratio:.1f}x {worse}"
 
 
 if __name__ == "__main__":  # `python -m slimsearch.search.cli`, same as the console script

@@ -52,3 +52,38 @@ def test_infeasible_trials_are_not_on_the_front() -> None:
         study.add_trial(optuna.trial.create_trial(
             values=values, params={}, distributions={}, system_attrs={"constraints": [violation]}))
     assert [t.values for t in front_trials(study)] == [[0.9, 2.0]]
+
+
+def _measured(study: optuna.Study, accuracy: float, p50: float, memory: float, ci: float, spread: float,
+              model_mb: float, val_rows: int = 359) -> None:
+    metrics = {"accuracy": accuracy, "latency_p50_ms": p50, "memory_mb": memory, "model_mb": model_mb,
+               "latency_p50_ci_low_ms": p50 - ci, "latency_p50_ci_high_ms": p50 + ci, "memory_spread_mb": spread,
+               "val_rows": val_rows}
+    study.add_trial(optuna.trial.create_trial(values=[accuracy, p50, memory], user_attrs={"metrics": metrics}))
+
+
+def test_a_point_that_wins_only_within_noise_is_not_a_front_member() -> None:
+    from slimsearch.search.store.pareto import noise_aware_front, uncertainty
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.set_user_attr("objectives", {"accuracy": "maximize", "latency_p50_ms": "minimize", "memory_mb": "minimize"})
+    _measured(study, 0.9861, 2.00, 10.0, ci=0.05, spread=0.3, model_mb=0.40)   # 0: the teacher
+    _measured(study, 0.9861, 14.0, 9.9, ci=0.40, spread=0.3, model_mb=0.20)    # 1: 7x slower, 0.1 MiB less memory
+    _measured(study, 0.9889, 9.00, 12.0, ci=0.30, spread=0.3, model_mb=0.40)   # 2: one validation image better, slower
+    _measured(study, 0.9500, 1.00, 6.0, ci=0.05, spread=0.3, model_mb=0.10)    # 3: a real trade-off
+    assert {t.number for t in study.best_trials} == {0, 1, 2, 3}, "the raw front keeps all four"
+    assert uncertainty(study.trials[2], "accuracy") > 0.0028, "one image of 359 is inside the binomial error"
+    members, within = noise_aware_front(study)
+    assert {t.number for t in members} == {0, 3}
+    assert within == {1: 0, 2: 0}
+
+
+def test_points_equal_within_noise_keep_the_smaller_model() -> None:
+    from slimsearch.search.store.pareto import noise_aware_front
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.set_user_attr("objectives", {"accuracy": "maximize", "latency_p50_ms": "minimize", "memory_mb": "minimize"})
+    _measured(study, 0.97, 3.00, 8.0, ci=0.2, spread=0.2, model_mb=0.4)
+    _measured(study, 0.97, 2.95, 8.1, ci=0.2, spread=0.2, model_mb=0.1)
+    members, within = noise_aware_front(study)
+    assert [t.number for t in members] == [1] and within == {0: 1}

@@ -43,7 +43,14 @@ from slimsearch.search.objectives import best_of
 from slimsearch.search.loop.early_stopping import EarlyStopping, TrialMonitor
 from slimsearch.search.loop.library_logs import route_library_logs
 from slimsearch.search.loop.predictor import CostPredictor
-from slimsearch.search.store.pareto import front_rows, front_trials, hypervolume, reference_point
+from slimsearch.search.store.pareto import (
+    front_rows,
+    front_trials,
+    hypervolume,
+    noise_aware_front,
+    pareto_tag,
+    reference_point,
+)
 from slimsearch.search.store import records
 from slimsearch.search.review.study_review import StudyReview
 from slimsearch.search.store.storage import Heartbeats, fail_stale_trials, mark_trial_owner
@@ -552,22 +559,25 @@ class SearchDriver:
     def _update_front(self, summary: RunSummary) -> str:
         """Refresh hypervolume, front-size metrics and ``pareto`` tags; return a progress line."""
         front = front_trials(self.study)
-        summary.hypervolume = hypervolume(front, self.directions, self.reference)
+        members, within = noise_aware_front(self.study)
+        summary.hypervolume = hypervolume(members, self.directions, self.reference)
         last = summary.last_trial or 0
         self.tracker.log_parent_metric("hypervolume", summary.hypervolume, step=last)
-        self.tracker.log_parent_metric("pareto_size", len(front), step=last)
+        self.tracker.log_parent_metric("hypervolume_raw", hypervolume(front, self.directions, self.reference), step=last)
+        self.tracker.log_parent_metric("pareto_size", len(members), step=last)
         on_front = {t.number for t in front}
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        self.tracker.retag_pareto({t.user_attrs[records.MLFLOW_RUN_ID]: t.number in on_front
+        self.tracker.retag_pareto({t.user_attrs[records.MLFLOW_RUN_ID]: pareto_tag(t.number, members, within)
                                    for t in complete if records.MLFLOW_RUN_ID in t.user_attrs})
         for staged in self.staged_models.glob("trial-*.ts.pt"):
             if int(staged.name.removeprefix("trial-").split(".")[0]) not in on_front:
                 staged.unlink()  # dominated now, dominated forever: its model is not needed
         best = " ".join(
-            f"{name} {best_of(direction)(t.values[i] for t in front):.4g}"
+            f"{name} {best_of(direction)(t.values[i] for t in members):.4g}"
             for i, (name, direction) in enumerate(self.config.objectives.items())
-        ) if front else "no feasible trial yet"
-        return f"front {len(front)} · hv {summary.hypervolume:.4g} · best {best}"
+        ) if members else "no feasible trial yet"
+        noise = f" (+{len(within)} within noise)" if within else ""
+        return f"front {len(members)}{noise} · hv {summary.hypervolume:.4g} · best {best}"
 
     def _publish_front(self, summary: RunSummary, final: bool = False) -> None:
         """Front table (CSV + JSON) and the self-contained HTML report on the parent run; at the
@@ -591,10 +601,12 @@ class SearchDriver:
 def front_csv(rows: list[dict[str, Any]], objectives: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["trial", "configuration", *objectives, "accuracy_drop", "test_accuracy", "model_mb", "simulated"])
+    writer.writerow(["trial", "configuration", *objectives, "accuracy_drop", "test_accuracy", "model_mb", "simulated",
+                     "within_noise_of"])
     for row in rows:
         writer.writerow([row["number"], row["summary"], *(row["values"][o] for o in objectives),
-                         row["accuracy_drop"], row["test_accuracy"], row["model_mb"], row["simulated"]])
+                         row["accuracy_drop"], row["test_accuracy"], row["model_mb"], row["simulated"],
+                         "" if row["within_noise_of"] is None else row["within_noise_of"]])
     return buffer.getvalue()
 
 

@@ -81,7 +81,11 @@ def select(review: StudyReview, limits: Limits, prefer: str = "knee", allow_simu
     if not eligible:
         closest = sorted(considered, key=lambda t: limits.excess(t.user_attrs.get(records.METRICS, {})))[:3]
         return Selection(None, [], excluded, closest)
-    return Selection(_best(eligible, prefer, review), eligible, excluded)
+    chosen = _best(eligible, prefer, review)
+    by_number = {t.number: t for t in eligible}
+    while (simpler := by_number.get(review.within_noise.get(chosen.number, -1))) is not None:
+        chosen = simpler  # equal within measurement noise: the simpler point ships
+    return Selection(chosen, eligible, excluded)
 
 
 def export_problem(trial: FrozenTrial, fmt: str) -> str | None:

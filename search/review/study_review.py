@@ -25,7 +25,7 @@ from slimsearch.dashboards import (
     report_html,
 )
 from slimsearch.search.objectives import Constraint, minimising_signs
-from slimsearch.search.store.pareto import front_trials, is_feasible
+from slimsearch.search.store.pareto import is_feasible, noise_aware_front
 from slimsearch.search.store import records
 
 MIN_TRIALS_FOR_IMPORTANCE = 5
@@ -64,7 +64,8 @@ class StudyReview:
             t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if all(math.isfinite(v) for v in t.values)
         ]
-        self.front = front_trials(study)
+        self.front, self.within_noise = noise_aware_front(study)
+        """Front members, and ``{trial: member}`` for points that win only within measurement noise."""
         self.knee = knee_trial(self.front, list(self.objectives.values()))
 
     @property
@@ -104,7 +105,9 @@ class StudyReview:
         shown = ", ".join(f"{k} {teacher[k]:.4g}" for k in (*self.objectives, "model_mb") if k in teacher)
         return [
             f"task {self.config.get('task', '?')} · {len(self.complete)} completed trials of {len(self.study.trials)} · "
-            f"front {len(self.front)}",
+            f"front {len(self.front)}" + (f" (+{len(self.within_noise)} within measurement noise of a member: "
+                                          + ", ".join(f"trial {a} of {b}" for a, b in sorted(self.within_noise.items()))
+                                          + ")" if self.within_noise else ""),
             f"teacher baseline: {shown}",
             f"constraints: {'; '.join(self.config.get('constraints', [])) or 'none'}",
             f"hardware: {hardware.get('cpu', '?')} ({hardware.get('cores', '?')} cores), torch {hardware.get('torch', '?')}",

@@ -10,6 +10,7 @@ the whole run and across resumes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,8 @@ class FrontRow:
     test_accuracy: float
     model_mb: float
     simulated: bool
+    within_noise_of: int | None = None
+    """Set for a point that wins only within measurement noise of that front member."""
 
 
 def reference_point(objectives: dict[str, str], baseline: dict[str, float]) -> list[float]:
@@ -60,13 +63,81 @@ def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted((t for t in study.best_trials if records.DUPLICATE_OF not in t.user_attrs), key=lambda t: t.number)
 
 
+def uncertainty(trial: FrozenTrial, objective: str) -> float:
+    """How far ``objective``'s measured value can move between two measurements of the same
+    candidate, from what the trial recorded: the binomial standard error of an accuracy on the
+    validation rows, the half-width of the bootstrap 95 % interval of a latency percentile,
+    the spread of the per-round memory peaks. 0 where nothing was recorded (older trials,
+    exact quantities such as model size)."""
+    m = trial.user_attrs.get(records.METRICS, {})
+    if objective in ("accuracy", "test_accuracy") and m.get("val_rows"):
+        p = m[objective]
+        return math.sqrt(max(p * (1 - p), 0.0) / m["val_rows"])
+    if objective in ("latency_p50_ms", "latency_p95_ms"):
+        stem = objective.removesuffix("_ms")
+        return max(0.0, m.get(f"{stem}_ci_high_ms", 0.0) - m.get(f"{stem}_ci_low_ms", 0.0)) / 2
+    if objective == "memory_mb":
+        return m.get("memory_spread_mb", 0.0)
+    return 0.0
+
+
+def within_noise(front: list[FrozenTrial], objectives: list[str], directions: list[str]) -> dict[int, int]:
+    """``{trial: the front member it is within noise of}`` for front members that win only
+    inside measurement noise.
+
+    ``a`` is within noise of ``b`` when every objective on which ``a`` beats ``b`` beats it by
+    no more than the two measurements' combined uncertainty, and ``b`` beats ``a`` beyond
+    noise somewhere -- or nowhere, and ``b`` is the smaller model (the simpler of two points
+    equal within noise stays). Larger models are judged first, so a chain keeps the simplest.
+    """
+    signs = minimising_signs(directions)
+    noise = {t.number: [uncertainty(t, o) for o in objectives] for t in front}
+    size = {t.number: t.user_attrs.get(records.METRICS, {}).get("model_mb", 0.0) for t in front}
+
+    def margins(a: FrozenTrial, b: FrozenTrial) -> list[float]:
+        """How much better ``a`` is than ``b`` per objective, in units of combined noise (>1: beyond)."""
+        return [sign * (vb - va) / max(noise[a.number][i] + noise[b.number][i], 1e-12)
+                for i, (va, vb, sign) in enumerate(zip(a.values, b.values, signs))]
+
+    dropped: dict[int, int] = {}
+    for a in sorted(front, key=lambda t: (-size[t.number], -t.number)):
+        for b in front:
+            if b.number == a.number or b.number in dropped:
+                continue
+            ahead = margins(a, b)
+            if any(m > 1 for m in ahead):
+                continue  # a wins somewhere beyond noise: a real trade-off
+            if any(m < -1 for m in ahead) or (size[b.number], b.number) < (size[a.number], a.number):
+                dropped[a.number] = b.number
+                break
+    return dropped
+
+
+def noise_aware_front(study: optuna.Study) -> tuple[list[FrozenTrial], dict[int, int]]:
+    """The front without the members that win only within noise, and those members' pairing."""
+    front = front_trials(study)
+    objectives = list(study.user_attrs.get("objectives", {})) or [f"objective {i}" for i in range(len(study.directions))]
+    dropped = within_noise(front, objectives, [d.name.lower() for d in study.directions])
+    return [t for t in front if t.number not in dropped], dropped
+
+
+def pareto_tag(number: int, members: list[FrozenTrial], within: dict[int, int]) -> str:
+    """The ``pareto`` tag of a trial: ``true``, ``within-noise`` (of a member) or ``false``."""
+    if number in within:
+        return "within-noise"
+    return "true" if any(t.number == number for t in members) else "false"
+
+
 def is_feasible(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values())
 
 
 def front_rows(study: optuna.Study, objectives: list[str]) -> list[FrontRow]:
+    """The noise-aware front, then the points within noise of a member (marked as such)."""
+    members, within = noise_aware_front(study)
+    dropped = [t for t in front_trials(study) if t.number in within]
     rows = []
-    for trial in front_trials(study):
+    for trial in members + dropped:
         metrics = trial.user_attrs.get(records.METRICS, {})
         rows.append(
             FrontRow(
@@ -77,6 +148,7 @@ def front_rows(study: optuna.Study, objectives: list[str]) -> list[FrontRow]:
                 test_accuracy=metrics.get("test_accuracy", float("nan")),
                 model_mb=metrics.get("model_mb", float("nan")),
                 simulated=bool(trial.user_attrs.get(records.SIMULATED, False)),
+                within_noise_of=within.get(trial.number),
             )
         )
     return rows

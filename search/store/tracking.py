@@ -91,10 +91,9 @@ class MlflowTracker:
     def log_parent_params(self, params: dict[str, Any]) -> None:
         self.client.log_batch(self.parent_run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
-    def retag_pareto(self, pareto_by_run: dict[str, bool]) -> None:
-        """Write ``pareto`` on the runs whose membership changed since the last call."""
-        for run_id, on_front in pareto_by_run.items():
-            value = str(on_front).lower()
+    def retag_pareto(self, pareto_by_run: dict[str, str]) -> None:
+        """Write ``pareto`` (true / within-noise / false) on the runs whose tag changed since the last call."""
+        for run_id, value in pareto_by_run.items():
             if self._pareto_tags.get(run_id) != value:
                 self.client.set_tag(run_id, "pareto", value)
                 self._pareto_tags[run_id] = value
