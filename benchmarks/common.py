@@ -71,7 +71,7 @@ def run_search(root: Path, name: str, *, task: str = "digits", space: SpaceSpec 
     stage cache, holding only a copy of the trained teacher, so no run profits from another's
     students. ``enqueue`` puts exact candidates (Optuna params) first in the study, so runs
     can be compared on equal work; ``search.*`` overrides go in as keywords."""
-    raw = SlimsearchConfig().model_dump()
+    raw = SlimsearchConfig().model_dump(exclude={"training"})  # unset: the task's training_defaults apply
     raw["output_dir"] = str(root / name)
     raw["task"] = task
     if space is not None:
