@@ -19,7 +19,7 @@ from rich.console import Console
 from torch import nn
 
 from slimsearch.evaluators import ServingMeasurement, TimingProtocol, hardware_identity, measure_serving, plan_ranks, save_artifact
-from slimsearch.pipelines import CompressionPipeline, Task, TrainingRecipe, load_task
+from slimsearch.pipelines import CompressionPipeline, Task, load_task
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.loop.driver import RunSummary, SearchDriver
 from slimsearch.search.store.study import open_study
@@ -37,10 +37,18 @@ def provenance() -> str:
             f"{hw['cpu']} ({hw['cores']} cores), torch {hw['torch']}")
 
 
-def teacher(task_name: str) -> tuple[Task, nn.Module]:
-    """The built-in task and its trained teacher (cached in the demo's stage cache)."""
+def pipeline(task_name: str) -> CompressionPipeline:
+    """The built-in task's pipeline on the bench cache, its teacher trained with the recipe a
+    search would use (the config's defaults under the task's own training_defaults)."""
     task = load_task(task_name, seed=0)
-    return task, CompressionPipeline(task, CACHE, TrainingRecipe(), seed=0).teacher.model
+    config = SlimsearchConfig().with_task_defaults(task.training_defaults)
+    return CompressionPipeline(task, CACHE, config.training.recipe(), seed=0)
+
+
+def teacher(task_name: str) -> tuple[Task, nn.Module]:
+    """The built-in task and its trained teacher (cached in the bench cache)."""
+    built = pipeline(task_name)
+    return built.task, built.teacher.model
 
 
 def serve(model: nn.Module, task: Task, strategy: str = "single", degree: int = 1, threads: int = 1,

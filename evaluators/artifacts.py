@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from slimsearch.evaluators.onnx_runtime import OnnxModule
+from slimsearch.evaluators.openvino_runtime import OpenVinoModule
 
 
 class CompiledRuntime(nn.Module):
@@ -65,6 +66,8 @@ def save_artifact(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
     onnxruntime, a torch.export program for torch_compile, else TorchScript at ``path``."""
     if isinstance(model, OnnxModule):
         return model.save(path.with_suffix(".onnx"))
+    if isinstance(model, OpenVinoModule):
+        return model.save(path.with_suffix(".ovz"))
     if isinstance(model, CompiledRuntime):
         return write_program(model.model, example, path.with_suffix(".pt2"))
     with warnings.catch_warnings():
@@ -93,6 +96,8 @@ def load_artifact(path: str | Path, threads: int | None = None, compiled: bool =
     path = str(path)
     if path.endswith(".onnx"):
         return OnnxModule.load(path, threads)
+    if path.endswith((".ovz", ".openvino")):  # the serving artifact, or an exported IR folder
+        return OpenVinoModule.load(path, threads)
     if path.endswith(".pt2"):
         return _Program(torch.export.load(path).module(), compiled)
     with warnings.catch_warnings():

@@ -23,10 +23,12 @@ from slimsearch.evaluators.accuracy import evaluate_accuracy
 from slimsearch.evaluators.artifacts import CompiledRuntime
 from slimsearch.evaluators.memory import state_dict_bytes
 from slimsearch.evaluators.onnx_runtime import OnnxModule
+from slimsearch.evaluators.openvino_runtime import OpenVinoModule
 from slimsearch.evaluators.rank_plans import deployment_problem
 from slimsearch.pipelines import stages
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.features import FeatureHints
+from slimsearch.pipelines.openvino_convert import openvino_ir, openvino_path
 from slimsearch.pipelines.ort_quantize import onnxruntime_bytes, onnxruntime_path
 from slimsearch.pipelines.pruning import PruningChoice, pruning_problem
 from slimsearch.pipelines.quantize import QuantizedModel, quantize
@@ -34,7 +36,7 @@ from slimsearch.pipelines.students import teacher_init_problem
 from slimsearch.pipelines.stages import StageResult, TrainingRecipe
 from slimsearch.pipelines.task import Task
 from slimsearch.pipelines.training import Distillation, EpochHook
-from slimsearch.spaces import Candidate
+from slimsearch.spaces import Candidate, InvalidCandidate
 
 AccuracyMonitor = Callable[[str, float], None]
 """Receives ``(point, validation accuracy)`` while a candidate trains — points are named
@@ -92,6 +94,9 @@ class CompressionPipeline:
                                     candidate.prune_steps)
             checks.append((("prune", architecture, pruning.ratio, pruning.scope, pruning.steps),
                            lambda: pruning_problem(self._untrained(candidate), pruning, self.task)))
+        if candidate.runtime == "openvino":
+            checks.append((("openvino", architecture),
+                           lambda: _conversion_problem(self._untrained(candidate), self.calibration[:2])))
         if candidate.strategy in ("tensor_parallel", "pipeline_parallel"):
             checks.append((("plan", architecture, candidate.strategy, candidate.degree),
                            lambda: deployment_problem(self._untrained(candidate), self.task.serving_batch(2 * candidate.degree),
@@ -134,6 +139,8 @@ class CompressionPipeline:
         with _timed(timings, "quantize"):
             if candidate.runtime == "onnxruntime":
                 quantized = self._onnxruntime(base, candidate.bits, hits)
+            elif candidate.runtime == "openvino":
+                quantized = self._openvino(base, candidate.bits, hits)
             else:
                 quantized = quantize(base.model, candidate.bits, candidate.float_dtype, self.calibration, qat)
         serving = CompiledRuntime(quantized.serving) if candidate.runtime == "torch_compile" else quantized.serving
@@ -160,6 +167,19 @@ class CompressionPipeline:
         )
         serving = OnnxModule(data.numpy().tobytes())
         return QuantizedModel(serving, onnxruntime_path(base.model, bits), state_dict_bytes(serving), simulated=False)
+
+    def _openvino(self, base: StageResult, bits: int, hits: dict[str, bool]) -> QuantizedModel:
+        """The OpenVINO IR, converted (and NNCF-quantized) once per base model and bit width."""
+        key = self.cache.key("openvino", base=base.key, bits=bits, calibration=len(self.calibration))
+
+        def build() -> dict[str, torch.Tensor]:
+            xml, weights = openvino_ir(base.model, bits, self.calibration)
+            return {name: torch.frombuffer(bytearray(data), dtype=torch.uint8) for name, data in
+                    (("xml", xml), ("bin", weights))}
+
+        ir, hits["openvino"] = self.cache.get_or_build(key, build)
+        serving = OpenVinoModule(ir["xml"].numpy().tobytes(), ir["bin"].numpy().tobytes())
+        return QuantizedModel(serving, openvino_path(bits), state_dict_bytes(serving), simulated=False)
 
     def _architecture(
         self, candidate: Candidate, timings: dict[str, float], hits: dict[str, bool], monitor: AccuracyMonitor | None
@@ -189,6 +209,15 @@ class CompressionPipeline:
             monitor(f"{stage} {epoch}/{epochs}", evaluate_accuracy(model, self.task.val, self.task.metric))
 
         return report
+
+
+def _conversion_problem(model: nn.Module, rows: torch.Tensor) -> str | None:
+    """Why OpenVINO cannot convert this architecture (found once, before training), or ``None``."""
+    try:
+        openvino_ir(model, 32, rows)
+    except InvalidCandidate as exc:
+        return str(exc)
+    return None
 
 
 @contextmanager

@@ -2,8 +2,10 @@
 
 Formats: ``torchscript`` (works for every candidate, int8 FX graphs included),
 ``torch_export`` (``torch.export`` program; int8 FX graphs are not exportable this way),
-and ``onnx`` (dynamo exporter, verified with onnxruntime; float models only, or the
-candidate's own ONNX file when it is deployed on onnxruntime).
+``onnx`` (dynamo exporter, verified with onnxruntime; float models only, or the
+candidate's own ONNX file when it is deployed on onnxruntime) and ``openvino`` (an IR
+folder, ``model.xml`` + ``model.bin``: converted from a float model, or the candidate's
+own IR when it is deployed on OpenVINO).
 Every export is loaded back and its outputs compared with the in-memory model on the
 same batch; a mismatch beyond the tolerance is an error, not a warning.
 """
@@ -21,9 +23,11 @@ from torch import nn
 
 from slimsearch.evaluators.artifacts import load_artifact, write_program
 from slimsearch.evaluators.onnx_runtime import OnnxModule
+from slimsearch.evaluators.openvino_runtime import OpenVinoModule
+from slimsearch.pipelines.openvino_convert import openvino_model
 
-FORMATS = ("torchscript", "torch_export", "onnx")
-SUFFIX = {"torchscript": ".ts.pt", "torch_export": ".pt2", "onnx": ".onnx"}
+FORMATS = ("torchscript", "torch_export", "onnx", "openvino")
+SUFFIX = {"torchscript": ".ts.pt", "torch_export": ".pt2", "onnx": ".onnx", "openvino": ".openvino"}
 # int8 and 16-bit graphs may round differently once re-traced; logits are compared with this
 # absolute tolerance, which is far below any decision-changing difference on normalised logits.
 ATOL = 1e-3
@@ -41,6 +45,9 @@ def export_model(model: nn.Module, example: torch.Tensor, fmt: str, stem: Path) 
     if isinstance(model, OnnxModule) and fmt != "onnx":
         raise ExportError(f"this candidate is deployed on onnxruntime, so its artifact is ONNX, not {fmt}; "
                           "export it with --format onnx")
+    if isinstance(model, OpenVinoModule) and fmt != "openvino":
+        raise ExportError(f"this candidate is deployed on OpenVINO, so its artifact is an IR, not {fmt}; "
+                          "export it with --format openvino")
     path = stem.with_suffix(SUFFIX[fmt])
     model = model.eval()
     with torch.no_grad():
@@ -87,4 +94,10 @@ def _onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Callable[[torc
     return OnnxModule.load(written)
 
 
-_WRITERS = {"torchscript": _torchscript, "torch_export": _torch_export, "onnx": _onnx}
+def _openvino(model: nn.Module, example: torch.Tensor, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The IR pair (``model.xml`` + ``model.bin``) in the folder ``path``; float models convert here."""
+    served = model if isinstance(model, OpenVinoModule) else openvino_model(model, 32, example)
+    return OpenVinoModule.load(served.export_ir(path))
+
+
+_WRITERS = {"torchscript": _torchscript, "torch_export": _torch_export, "onnx": _onnx, "openvino": _openvino}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-Runtime = Literal["torch", "onnxruntime", "torch_compile"]
+Runtime = Literal["torch", "onnxruntime", "torch_compile", "openvino"]
 Strategy = Literal["single", "data_parallel", "tensor_parallel", "pipeline_parallel"]
 
 
@@ -47,6 +47,8 @@ RUNTIMES: dict[str, RuntimeSpec] = {spec.name: spec for spec in (
                 description="dynamo ONNX export on an onnxruntime session; onnxruntime's own int8"),
     RuntimeSpec("torch_compile", (32,), parallel=False, qat=False, suffix=".pt2", export_format="torch_export",
                 description="torch.export program compiled by inductor where served (needs a C++ compiler)"),
+    RuntimeSpec("openvino", (32, 8), parallel=False, qat=False, suffix=".ovz", export_format="openvino",
+                description="OpenVINO IR (convert_model; NNCF int8), compiled with explicit threads and f32 precision"),
 )}
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 MULTI_RANK: tuple[Strategy, ...] = tuple(s for s in STRATEGIES if s != "single")

@@ -87,7 +87,7 @@ def runtime_choices(spec: SpaceSpec, bits: int) -> tuple[str, list[str]] | None:
     name, so int8 asks under its own name when its list is shorter.
     """
     choices = [r for r in spec.parallel.runtimes if bits in RUNTIMES[r].bits]
-    if len(choices) < 2:
+    if not choices:
         return None
     return ("parallel.runtime" if choices == spec.parallel.runtimes else "parallel.int8_runtime"), choices
 

@@ -159,7 +159,8 @@ class ParallelSpec(_Strict):
     runtimes: list[Runtime] = Field(
         default_factory=lambda: ["torch", "onnxruntime"], min_length=1,
         description="torch = TorchScript artifact; onnxruntime = ONNX on onnxruntime (own int8), single process; "
-                    "torch_compile = torch.export program compiled by inductor where served (fp32, single process)",
+                    "torch_compile = torch.export program compiled by inductor where served (fp32, single process); "
+                    "openvino = OpenVINO IR (NNCF int8), single process",
     )
 
     @field_validator("degree", "threads")

@@ -157,6 +157,8 @@ def measure_built(
     }
     tags = {
         "quant_path": built.quant_path,
+        **({"inference_precision": precision} if (precision := getattr(built.serving, "inference_precision", None))
+           else {}),
         "simulated": str(built.simulated).lower(),
         "noisy": str(serving.noisy).lower(),
         **{f"cache_hit.{stage}": str(hit).lower() for stage, hit in built.cache_hits.items()},
