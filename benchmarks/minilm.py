@@ -36,7 +36,7 @@ HEAD_TO_HEAD = [(0.5, 3), (1.0, 2)]
 
 def student(width: float, depth: int, init: str) -> dict[str, object]:
     return {"student": "distilled", "student.width": width, "student.depth": depth, "student.temperature": 2.0,
-            "student.alpha": 0.5, "student.init": init, "prune.ratio": 0.0, "quantize.bits": 32,
+            "student.alpha": 0.5, "student.init": init, "prune.ratio": 0.0, "lowrank.rank_ratio": 0.0, "quantize.bits": 32,
             "parallel.strategy": "single", "parallel.threads": 2, "parallel.runtime": "torch"}
 
 

@@ -79,6 +79,7 @@ class Table:
     @classmethod
     def load(cls, path: Path) -> Table:
         meta = json.loads(path.with_suffix(".json").read_text())
+        space = SpaceSpec.model_validate(meta["space"])
         objectives = list(meta["objectives"])
         raw = list(csv.DictReader(path.open()))
         complete = [r for r in raw if r["state"] == "COMPLETE"]
@@ -95,9 +96,12 @@ class Table:
                            if (key := _stage_key(params, stage)))
             trained = sum(float(r[f"seconds_{s}"] or 0) for s in ("distill", "prune_finetune"))
             metrics = {name: float(r[name]) for name in PREDICTED}
-            rows[r["fingerprint"]] = Row(params, metrics, tuple(float(r[o]) for o in objectives),
+            # Keyed by the candidate this code resolves from the stored params (a fingerprint
+            # written by an older version may hash fields differently).
+            fingerprint = suggest_candidate(optuna.trial.FixedTrial(params), space).fingerprint()
+            rows[fingerprint] = Row(params, metrics, tuple(float(r[o]) for o in objectives),
                                          json.loads(r["constraints"]) or {}, float(r["seconds_trial"]) - trained, stages)
-        return cls(SpaceSpec.model_validate(meta["space"]), objectives, meta["directions"], rows, meta["candidates"],
+        return cls(space, objectives, meta["directions"], rows, meta["candidates"],
                    meta["measured"], meta["measuring_hours"])
 
     def normaliser(self) -> tuple[np.ndarray, np.ndarray]:

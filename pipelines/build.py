@@ -28,6 +28,7 @@ from slimsearch.evaluators.rank_plans import deployment_problem
 from slimsearch.pipelines import stages
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.features import FeatureHints
+from slimsearch.pipelines.lowrank import factorizable
 from slimsearch.pipelines.openvino_convert import openvino_ir, openvino_path
 from slimsearch.pipelines.ort_quantize import onnxruntime_bytes, onnxruntime_path
 from slimsearch.pipelines.pruning import PruningChoice, pruning_problem
@@ -94,6 +95,11 @@ class CompressionPipeline:
                                     candidate.prune_steps)
             checks.append((("prune", architecture, pruning.ratio, pruning.scope, pruning.steps),
                            lambda: pruning_problem(self._untrained(candidate), pruning, self.task)))
+        if candidate.rank_ratio > 0:
+            checks.append((("lowrank", architecture),
+                           lambda: None if factorizable(self._untrained(candidate), self.task) else
+                           "low-rank factorisation needs Linear layers besides the head; this model has none: "
+                           "set space.lowrank.ratios: [0]"))
         if candidate.runtime == "openvino":
             checks.append((("openvino", architecture),
                            lambda: _conversion_problem(self._untrained(candidate), self.calibration[:2])))
@@ -131,6 +137,14 @@ class CompressionPipeline:
             if base.cache_hit and hook:
                 epochs = self.recipe.finetune_epochs * candidate.prune_steps
                 hook(epochs, epochs, base.model)
+        if candidate.rank_ratio > 0:
+            hook = self._epoch_hook("lowrank", monitor)
+            with _timed(timings, "lowrank"):
+                base = stages.factorized_and_finetuned(self.task, self.cache, self.recipe, self.seed, base,
+                                                       candidate.rank_ratio, distillation, hook)
+            hits["lowrank"] = base.cache_hit
+            if base.cache_hit and hook:
+                hook(self.recipe.finetune_epochs, self.recipe.finetune_epochs, base.model)
         macs, params = stages.count_macs_and_params(base.model, self.task.train[0][:1])
         qat, qat_hits = None, []
         if candidate.qat:

@@ -19,6 +19,7 @@ from torch import nn
 
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.features import FeatureHints, stage_names, teacher_stage_outputs
+from slimsearch.pipelines.lowrank import factorize
 from slimsearch.pipelines.pruning import PruningChoice, make_pruner, prune_step, prune_to_shapes
 from slimsearch.pipelines.students import student_from_teacher
 from slimsearch.pipelines.task import Task, check_teacher
@@ -192,6 +193,31 @@ def pruned_and_finetuned(
     state, hit = cache.get_or_build(key, build)
     if hit:
         prune_to_shapes(model, state, task.train[0][:1])
+    model.load_state_dict(state)
+    return StageResult(model.eval(), key, hit)
+
+
+def factorized_and_finetuned(
+    task: Task,
+    cache: StageCache,
+    recipe: TrainingRecipe,
+    seed: int,
+    base: StageResult,
+    ratio: float,
+    distillation: Distillation | None,
+    on_epoch: EpochHook | None = None,
+) -> StageResult:
+    """``base`` with its Linear layers replaced by rank-``ratio`` SVD pairs, then fine-tuned
+    (``recipe.finetune_epochs``). The factorised architecture follows from ``base`` and the
+    ratio, so a cache hit rebuilds it the same way and loads the fine-tuned weights."""
+    key = cache.key("lowrank", base=base.key, ratio=ratio, epochs=recipe.finetune_epochs, lr=recipe.lr, seed=seed,
+                    distill=None if distillation is None else [distillation.temperature, distillation.alpha])
+    model = factorize(copy.deepcopy(base.model), ratio, task)
+    state, hit = cache.get_or_build(
+        key,
+        lambda: train_model(model, task.train, recipe.finetune_epochs, seed=seed, lr=recipe.lr / 3,
+                            batch_size=recipe.batch_size, distillation=distillation, on_epoch=on_epoch).state_dict(),
+    )
     model.load_state_dict(state)
     return StageResult(model.eval(), key, hit)
 

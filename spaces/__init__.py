@@ -11,6 +11,7 @@ from slimsearch.spaces.candidate import Candidate, StudentChoice
 from slimsearch.spaces.runtimes import RUNTIMES, STRATEGIES, Runtime, RuntimeSpec, Strategy
 from slimsearch.spaces.spec import (
     FLOAT16_DTYPES,
+    LowRankSpec,
     ParallelSpec,
     PruneSpec,
     QuantizeSpec,
@@ -38,6 +39,7 @@ __all__ = [
     "RuntimeSpec",
     "STRATEGIES",
     "Strategy",
+    "LowRankSpec",
     "ParallelSpec",
     "PruneSpec",
     "QuantizeSpec",

@@ -55,6 +55,8 @@ class Candidate:
     prune_steps: int = 1
     qat: bool = False
     runtime: Runtime = "torch"
+    rank_ratio: float = 0.0
+    """Low-rank factorisation of Linear layers (fraction of full rank kept; 0 = none)."""
 
     @property
     def simulated(self) -> bool:
@@ -80,6 +82,7 @@ class Candidate:
         deployment, but not the distillation or QAT settings, which only change weight values."""
         student = (self.student.width, self.student.depth) if self.student else None
         return json.dumps([student, self.prune_ratio, self.prune_importance, self.prune_scope, self.prune_steps,
+                           *([self.rank_ratio] if self.rank_ratio else []),
                            self.bits, self.float_dtype, self.strategy, self.degree, self.threads, self.runtime])
 
     def flat(self) -> dict[str, Any]:
@@ -98,6 +101,7 @@ class Candidate:
             "prune.importance": self.prune_importance if self.prune_ratio else None,
             "prune.scope": self.prune_scope if self.prune_ratio else None,
             "prune.steps": self.prune_steps if self.prune_ratio else None,
+            "lowrank.rank_ratio": self.rank_ratio,
             "quantize.bits": self.bits,
             "quantize.float_dtype": self.float_dtype,
             "quantize.qat": self.qat if self.bits == 8 else None,
@@ -123,6 +127,7 @@ class Candidate:
         prune = f"prune {self.prune_ratio:g}"
         if self.prune_ratio and (self.prune_importance, self.prune_scope, self.prune_steps) != ("l1", "uniform", 1):
             prune += f" {self.prune_importance} {self.prune_scope}" + (f" x{self.prune_steps}" if self.prune_steps > 1 else "")
+        prune += f" | rank {self.rank_ratio:g}" if self.rank_ratio else ""
         return (
             f"{arch} | {prune} | {precision} | "
             f"{self.strategy} x{self.degree} t{self.threads}" + (f" | {self.runtime}" if self.runtime != "torch" else "")

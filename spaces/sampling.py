@@ -41,6 +41,7 @@ def suggest_candidate(trial: optuna.trial.BaseTrial, spec: SpaceSpec, cpu_count:
         importance = str(_choose(trial, "prune.importance", prune.importance))
         scope = str(_choose(trial, "prune.scope", prune.scope))
         steps = int(_choose(trial, "prune.steps", prune.steps))
+    rank_ratio = float(_choose(trial, "lowrank.rank_ratio", spec.lowrank.ratios))
     bits = int(trial.suggest_categorical("quantize.bits", spec.quantize.bits))
     float_dtype = (
         str(trial.suggest_categorical("quantize.float_dtype", spec.quantize.float16_dtypes))
@@ -68,6 +69,7 @@ def suggest_candidate(trial: optuna.trial.BaseTrial, spec: SpaceSpec, cpu_count:
         degree=degree,
         threads=threads,
         runtime=runtime,
+        rank_ratio=round(rank_ratio, 6),
     )
 
 
@@ -240,6 +242,7 @@ def describe_space(spec: SpaceSpec) -> list[tuple[str, str, str]]:
         ("prune.importance", _join(pr.importance), "prune.ratio > 0"),
         ("prune.scope", _join(pr.scope), "prune.ratio > 0"),
         ("prune.steps", _join(pr.steps) + "  (1 = one-shot)", "prune.ratio > 0"),
+        ("lowrank.rank_ratio", _join(spec.lowrank.ratios) + "  (0 = not factorised)", "always"),
         ("quantize.bits", _join(q.bits) + "  (<8 = simulated fake-quant)", "always"),
         ("quantize.float_dtype", _join(q.float16_dtypes), "quantize.bits = 16"),
         ("quantize.qat", _join(q.qat) + "  (int8 quantization-aware fine-tuning)", "quantize.bits = 8"),

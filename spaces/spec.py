@@ -76,6 +76,20 @@ class QuantizeSpec(_Strict):
         return bits
 
 
+class LowRankSpec(_Strict):
+    """Low-rank factorisation of Linear layers (truncated SVD, then fine-tuned): the fraction
+    of each layer's full rank kept; 0 = not factorised."""
+
+    ratios: list[float] = Field(default_factory=lambda: [0.0], min_length=1)
+
+    @field_validator("ratios")
+    @classmethod
+    def _in_unit(cls, ratios: list[float]) -> list[float]:
+        if any(not 0.0 <= r < 1.0 for r in ratios):
+            raise ValueError("rank ratios must be in [0, 1) (0 = no factorisation)")
+        return ratios
+
+
 class StudentSpec(_Strict):
     """Distil into a member of the task's student family, or keep the teacher."""
 
@@ -182,6 +196,7 @@ class SpaceSpec(_Strict):
     """The four dimensions searched together in one study."""
 
     prune: PruneSpec = Field(default_factory=PruneSpec)
+    lowrank: LowRankSpec = Field(default_factory=LowRankSpec)
     quantize: QuantizeSpec = Field(default_factory=QuantizeSpec)
     student: StudentSpec = Field(default_factory=StudentSpec)
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)

@@ -203,3 +203,27 @@ def test_runs_left_running_by_a_kill_after_tell_are_repaired_from_optuna_on_resu
     assert "repaired 1 MLflow run" in cli_text(output)
     run = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}").get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["state"] == "COMPLETE" and "feasible" in run.data.tags
+
+
+@pytest.mark.e2e
+def test_a_storage_password_appears_nowhere_it_could_be_read(tmp_path: Path, fast_config: dict, postgres: str) -> None:
+    """The throwaway server trusts loopback, so any password connects: it must not leak into
+    the terminal, the run's logs, the owner-only worker config or MLflow."""
+    import stat
+
+    from mlflow.tracking import MlflowClient
+
+    secret = "s3cret-Passw0rd"
+    base = postgres.replace("slimsearch@", f"slimsearch:{secret}@")
+    fast_config["search"].update(n_trials=2, study_name="secret", storage=base + "optuna", workers=2)
+    fast_config["tracking"] = {"tracking_uri": base + "mlflow"}
+    output = run_cli(write_config(tmp_path / "secret.yaml", **fast_config))
+    assert secret not in output and "slimsearch:***@" in output
+    logs = Path(fast_config["output_dir"]) / "logs"
+    assert not [p.name for p in logs.iterdir() if secret in p.read_text(errors="replace")
+                and not p.name.endswith("worker-config.yaml")]
+    config_file = logs / "secret-worker-config.yaml"
+    assert stat.S_IMODE(config_file.stat().st_mode) == 0o600, "the worker config holds the URL: owner-only"
+    client = MlflowClient(tracking_uri=base + "mlflow")
+    for run in client.search_runs([client.get_experiment_by_name("slimsearch").experiment_id]):
+        assert secret not in str(run.data.tags) + str(run.data.params)

@@ -43,6 +43,7 @@ def features(candidate: Candidate) -> list[float]:
         0.0 if student is None else math.log(student.depth),
         1.0 if student is not None and student.init == "teacher" else 0.0,
         math.log(1.0 - candidate.prune_ratio),
+        candidate.rank_ratio,
         math.log(candidate.bits),
         1.0 if candidate.float_dtype == "bfloat16" else 0.0,
         1.0 if candidate.qat else 0.0,
