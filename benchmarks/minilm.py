@@ -66,16 +66,18 @@ def report(summary: RunSummary, study: optuna.Study, trials: int) -> None:
     print("\nStudents started from the teacher vs from scratch (same width, depth, distillation and epochs):\n")
     print("| student | from teacher: accuracy | from scratch: accuracy | distill s (teacher / scratch) |")
     print("|---|---|---|---|")
-    by_params = {tuple(sorted(t.params.items())): t for t in complete}
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    by_params = {tuple(sorted(t.params.items())): t for t in finished}
     gains = []
     for width, depth in HEAD_TO_HEAD:
         found = [by_params.get(tuple(sorted(student(width, depth, init).items()))) for init in ("teacher", "scratch")]
         if None in found:
             continue
-        cut, scratch = (t.user_attrs["metrics"] for t in found)  # type: ignore[union-attr]
-        gains.append(cut["accuracy"] - scratch["accuracy"])
-        print(f"| w{width:g} d{depth} | {cut['accuracy']:.4f} | {scratch['accuracy']:.4f} | "
-              f"{cut.get('seconds_distill', 0):.0f} / {scratch.get('seconds_distill', 0):.0f} |")
+        (cut, cut_text), (scratch, scratch_text) = (last_accuracy(t) for t in found)  # type: ignore[arg-type]
+        gains.append(cut - scratch)
+        seconds = [t.user_attrs.get("metrics", {}).get("seconds_distill") for t in found]  # type: ignore[union-attr]
+        print(f"| w{width:g} d{depth} | {cut_text} | {scratch_text} | "
+              + " / ".join(f"{s:.0f}" if s else "-" for s in seconds) + " |")
     errors = [t for t in study.trials if t.state == TrialState.FAIL and t.user_attrs.get("failure_kind") == "error"]
     goal("MiniLM: trials failing with an error", f"{len(errors)} of {len(study.trials)}", "0", not errors)
     found = [t for t in complete if shrinks(t, teacher, 3.0, 4.0)]
@@ -85,6 +87,15 @@ def report(summary: RunSummary, study: optuna.Study, trials: int) -> None:
     if gains:
         goal("MiniLM: accuracy of teacher-initialised over from-scratch students (mean gain)",
              f"{100 * statistics.mean(gains):+.1f} points", "> 0", statistics.mean(gains) > 0)
+
+
+def last_accuracy(trial: optuna.trial.FrozenTrial) -> tuple[float, str]:
+    """The trial's validation accuracy, or, for one stopped early, the last it reported."""
+    if trial.state == TrialState.COMPLETE:
+        accuracy = trial.user_attrs["metrics"]["accuracy"]
+        return accuracy, f"{accuracy:.4f}"
+    point, accuracy = list(trial.user_attrs.get("accuracy_curve", {"-": float("nan")}).items())[-1]
+    return accuracy, f"{accuracy:.4f} (stopped early at {point})"
 
 
 if __name__ == "__main__":
