@@ -109,7 +109,10 @@ class CompressionPipeline:
                                                       candidate.strategy, candidate.degree)))
         for key, check in checks:
             if key not in self._problems:
-                self._problems[key] = check()
+                try:
+                    self._problems[key] = check()
+                except Exception:  # noqa: BLE001 - e.g. the task's architecture itself raises: the
+                    self._problems[key] = None  # trial builds it again and fails with that error, recorded
             if self._problems[key]:
                 return self._problems[key]
         return None
