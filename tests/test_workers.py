@@ -18,8 +18,9 @@ pytestmark = pytest.mark.e2e  # whole searches: deselect with -m 'not e2e' for a
 
 
 def _evaluated(study) -> list:
-    return [t for t in study.trials
-            if t.state == TrialState.COMPLETE or t.user_attrs.get("failure_kind") == "error"]
+    """Trials that used budget (answers to repeated proposals do not)."""
+    return [t for t in study.trials if "duplicate_of" not in t.user_attrs
+            and (t.state == TrialState.COMPLETE or t.user_attrs.get("failure_kind") == "error")]
 
 
 def _storage_urls(kind: str, request: pytest.FixtureRequest, out: Path) -> tuple[str | None, str | None]:
