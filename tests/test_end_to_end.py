@@ -39,9 +39,13 @@ def test_search_records_agree_and_resume_continues_numbering(tmp_path: Path, fas
             assert run.data.tags["simulated"] == str(trial.user_attrs["simulated"]).lower()
     assert study.trials[0].user_attrs["summary"].startswith("teacher | prune 0 | fp32 | single"), "teacher enqueued"
 
+    from slimsearch.search.store.pareto import noise_aware_front
+
     front_numbers = {t.number for t in study.best_trials}
-    tagged = {n for n, r in by_number.items() if r.data.tags.get("pareto") == "true"}
-    assert tagged == front_numbers and front_numbers
+    members, within = noise_aware_front(study)
+    tags = {n: r.data.tags.get("pareto") for n, r in by_number.items()}
+    assert {n for n, tag in tags.items() if tag == "true"} == {t.number for t in members} and members
+    assert {n for n, tag in tags.items() if tag == "within-noise"} == set(within) <= front_numbers
 
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")}
     assert {"pareto/front.csv", "pareto/front.json", "pareto/front.html"} <= artifacts
