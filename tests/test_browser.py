@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from slimsearch.dashboards.launch import start_mlflow_ui
+from slimsearch.search.store.pareto import noise_aware_front
 from slimsearch.search.cli import app
 from tests.conftest import write_config
 
@@ -44,7 +45,8 @@ def test_mlflow_ui_shows_the_study_and_its_pareto_report(tmp_path: Path, fast_co
     kind = client.get_experiment(experiment_id).tags.get("mlflow.experimentKind")
     assert kind == "custom_model_development", "the UI opens on the training-runs view, not the GenAI one"
     parent = client.search_runs([experiment_id], "tags.`slimsearch.role` = 'study'")[0].info.run_id
-    front_size = len(optuna.load_study(study_name="browser-check", storage=f"sqlite:///{out / 'optuna.db'}").best_trials)
+    study = optuna.load_study(study_name="browser-check", storage=f"sqlite:///{out / 'optuna.db'}")
+    front_size = len(noise_aware_front(study)[0])  # the report's front table: members, not points within noise
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     server = start_mlflow_ui(tracking_uri, port=_free_port())
