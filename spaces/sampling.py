@@ -136,18 +136,59 @@ def rejection_reason(candidate: Candidate, batch_size: int, cpu_count: int | Non
 def teacher_params(spec: SpaceSpec, bits: int = 32) -> dict[str, Any] | None:
     """Optuna params of the teacher, unpruned, served single-process at ``bits`` (by torch
     where the space offers it), if the space contains that candidate."""
-    if not (spec.student.keep_teacher and bits in spec.quantize.bits and "single" in spec.parallel.strategies):
+    if not spec.student.keep_teacher:
         return None
-    if spec.prune.low > 0 or (bits == 8 and False not in spec.quantize.qat):
+    plain = _plainly_served(spec, bits)
+    return None if plain is None else {"student": "teacher", **plain}
+
+
+def cut_student_params(spec: SpaceSpec) -> dict[str, Any] | None:
+    """Optuna params of the smallest student cut from the teacher's own layers (the
+    space's least width and depth, ``student.init: teacher``) with post-training int8
+    where the space has it, if the space contains that candidate.
+
+    For a pretrained teacher this is the far end of the front that a from-scratch search
+    reaches last: the DistilBERT recipe (keep some of the teacher's layers, distil) plus
+    the cheapest quantization. Measured like any other trial; if it misses the accuracy
+    constraint the morning review says so.
+    """
+    s = spec.student
+    if not (s.distill and "teacher" in s.init):
+        return None
+    plain = _plainly_served(spec, 8) or _plainly_served(spec, 32)
+    if plain is None:
         return None
     params: dict[str, Any] = {
-        "student": "teacher",
+        "student": "distilled",
+        "student.width": min(s.width),
+        "student.depth": min(s.depth),
+        "student.temperature": s.temperature[0],
+        "student.alpha": s.alpha[0],
+    }
+    for name, choices, pick in (("student.feature_weight", s.feature_weight, min), ("student.epochs", s.epochs, max),
+                                ("student.init", s.init, lambda _: "teacher")):
+        if len(choices) > 1:
+            params[name] = pick(choices)
+    return {**params, **plain}
+
+
+def _plainly_served(spec: SpaceSpec, bits: int) -> dict[str, Any] | None:
+    """The compression and deployment params of an anchor: unpruned, not factorised, no
+    QAT, single process at the most threads, served by torch where the space offers it --
+    or ``None`` if the space has no such candidate at ``bits``."""
+    if bits not in spec.quantize.bits or "single" not in spec.parallel.strategies:
+        return None
+    if spec.prune.low > 0 or 0.0 not in spec.lowrank.ratios or (bits == 8 and False not in spec.quantize.qat):
+        return None
+    params: dict[str, Any] = {
         "quantize.bits": bits,
         "parallel.strategy": "single",
         "parallel.threads": max(spec.parallel.threads),
     }
     if spec.prune.high > spec.prune.low:
         params["prune.ratio"] = 0.0
+    if len(spec.lowrank.ratios) > 1:
+        params["lowrank.rank_ratio"] = 0.0
     if bits == 8 and len(spec.quantize.qat) > 1:
         params["quantize.qat"] = False
     name, runtimes = runtime_choices(spec, bits) or ("", [])
@@ -157,15 +198,17 @@ def teacher_params(spec: SpaceSpec, bits: int = 32) -> dict[str, Any] | None:
 
 
 def anchor_params(spec: SpaceSpec) -> list[dict[str, Any]]:
-    """The first trials of a fresh study: the teacher as it is, and the teacher with
-    post-training int8 -- whichever the space contains.
+    """The first trials of a fresh study: the teacher as it is, the teacher with
+    post-training int8 and, where students may start from the teacher's layers, the
+    smallest such student with int8 -- whichever the space contains.
 
     The uncompressed teacher is the point every front is judged against; plain int8 of
-    the teacher is the cheapest compression any deployment considers first, so the
-    morning review always shows how far the search got beyond it. Both are measured like
-    any other trial, never assumed.
+    the teacher is the cheapest compression any deployment considers first, and the cut
+    student the far end of the front; so the morning review always shows how far the
+    search got beyond them. All are measured like any other trial, never assumed.
     """
-    return [params for bits in (32, 8) if (params := teacher_params(spec, bits))]
+    anchors = [teacher_params(spec, 32), teacher_params(spec, 8), cut_student_params(spec)]
+    return [params for params in anchors if params]
 
 
 def sample_candidates(spec: SpaceSpec, n: int, seed: int = 0) -> list[Candidate]:

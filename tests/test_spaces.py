@@ -110,6 +110,18 @@ def test_anchor_trials_are_the_teacher_as_is_then_its_plain_int8_each_a_valid_ca
     assert anchor_params(SpaceSpec.model_validate({"quantize": {"bits": [8], "qat": [True]}})) == []
 
 
+def test_spaces_with_teacher_initialised_students_also_anchor_the_smallest_cut_student_in_int8() -> None:
+    spec = SpaceSpec.model_validate({
+        "student": {"init": ["teacher", "scratch"], "width": [0.5, 1.0], "depth": [2, 4], "epochs": [2, 6]},
+        "lowrank": {"ratios": [0.0, 0.5]}, "parallel": {"runtimes": ["torch", "onnxruntime"]}})
+    candidates = [suggest_candidate(optuna.trial.FixedTrial(params), spec) for params in anchor_params(spec)]
+    assert all(c.rank_ratio == 0.0 and c.prune_ratio == 0.0 and c.runtime == "torch" for c in candidates)
+    cut = candidates[-1]
+    assert len(candidates) == 3 and cut.student is not None and cut.bits == 8
+    assert (cut.student.init, cut.student.width, cut.student.depth, cut.student.epochs) == ("teacher", 0.5, 2, 6)
+    assert len(anchor_params(SpaceSpec())) == 2  # scratch-only students: no cut anchor
+
+
 @pytest.mark.parametrize(
     "bad",
     [
