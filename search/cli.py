@@ -38,6 +38,7 @@ from slimsearch.search.review.selection import DeploymentError
 from slimsearch.search.store.study import StudyMismatch, evaluated_count, load_existing_study
 from slimsearch.spaces import RUNTIMES, describe_space, rejection_reason, sample_candidates
 from slimsearch.search.store import records
+from slimsearch.search.store.tracking import trials_view_path
 
 if TYPE_CHECKING:  # imported lazily at run time so `slimsearch --help` stays fast
     from slimsearch.search.review.study_review import StudyReview
@@ -148,10 +149,8 @@ def run(
         f"({summary.trials_per_minute:.2f} trials/min); hypervolume {summary.hypervolume:.4g}"
     )
     console.print(
-        "Review in MLflow: [bold]mlflow ui --backend-store-uri "
-        f"{redact_url(cfg.tracking_uri)} --host 127.0.0.1 --port 5000[/]  then open experiment "
-        f"'{cfg.tracking.experiment}', parent run '{cfg.search.study_name}' (id {summary.parent_run_id}); "
-        "filter child runs with tags.pareto = 'true'.",
+        f"Review in MLflow: [bold]slimsearch ui {config or ''}[/] opens the trials of '{cfg.search.study_name}' "
+        f"(parent run {summary.parent_run_id}) with the objectives as columns; filter with tags.pareto = 'true'.",
         soft_wrap=True,
     )
 
@@ -363,10 +362,11 @@ def ui(
         servers.append(start_mlflow_ui(cfg.tracking_uri, host, port))
         if optuna_dashboard:
             servers.append(start_optuna_dashboard(cfg.storage_url, host, optuna_port))
+        pages = {"MLflow UI": trials_view_path(cfg.tracking_uri, cfg.tracking.experiment, cfg.search.study_name)}
         for server in servers:
-            console.print(f"{server.name}: [bold]{server.url}[/]")
-        console.print(f"experiment '{cfg.tracking.experiment}', parent run '{cfg.search.study_name}'; "
-                      "filter child runs with tags.pareto = 'true'. Ctrl-C to stop.")
+            console.print(f"{server.name}: [bold]{server.url}{pages.get(server.name, '')}[/]", soft_wrap=True)
+        console.print(f"the trials of '{cfg.search.study_name}' (experiment '{cfg.tracking.experiment}') with the "
+                      "objectives as columns; filter with tags.pareto = 'true'. Ctrl-C to stop.", soft_wrap=True)
         while all(server.process.poll() is None for server in servers):
             time.sleep(0.5)
         raise LaunchError("a server stopped unexpectedly")

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from slimsearch.dashboards.launch import start_mlflow_ui
 from slimsearch.search.store.pareto import noise_aware_front
+from slimsearch.search.store.tracking import trials_view_path
 from slimsearch.search.cli import app
 from tests.conftest import write_config
 
@@ -53,10 +54,15 @@ def test_mlflow_ui_shows_the_study_and_its_pareto_report(tmp_path: Path, fast_co
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 1000})
-            page.goto(f"{server.url}/#/experiments/{experiment_id}/runs")
-            page.get_by_role("link", name="browser-check", exact=True).first.wait_for(timeout=60_000)
-            page.screenshot(path=str(ARTIFACTS / "mlflow-runs.png"))
+            page = browser.new_page(viewport={"width": 2400, "height": 1000})  # no column virtualised away
+            page.goto(server.url + trials_view_path(tracking_uri, "slimsearch", "browser-check"))
+            page.get_by_role("link", name="trial-0000", exact=True).first.wait_for(timeout=60_000)
+            for column in ("summary", "accuracy", "latency_p50_ms", "memory_mb", "accuracy_drop", "pareto"):
+                header = page.locator(".ag-header-cell", has_text=column)
+                assert header.count() >= 1, f"the trials view has no '{column}' column"
+            assert page.get_by_role("link", name="trial-0002", exact=True).count() == 1, "every trial listed, no click"
+            assert page.get_by_text("Group: true").count() == 1, "the front is a group of its own"
+            page.screenshot(path=str(ARTIFACTS / "mlflow-trials-view.png"))
 
             page.goto(f"{server.url}/#/experiments/{experiment_id}/runs/{parent}/artifacts/pareto/front.html")
             report = page.frame_locator("iframe.mlflow-html-iframe")
@@ -66,7 +72,7 @@ def test_mlflow_ui_shows_the_study_and_its_pareto_report(tmp_path: Path, fast_co
             browser.close()
     finally:
         server.stop()
-    assert (ARTIFACTS / "mlflow-pareto-report.png").stat().st_size > 10_000
+    assert all((ARTIFACTS / f"mlflow-{name}.png").stat().st_size > 10_000 for name in ("trials-view", "pareto-report"))
 
 
 def _free_port() -> int:

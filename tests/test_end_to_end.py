@@ -22,7 +22,7 @@ def test_search_records_agree_and_resume_continues_numbering(tmp_path: Path, fas
     config = write_config(tmp_path / "search.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
     output = run_cli(config)
-    assert "Pareto front" in cli_text(output) and "mlflow ui --backend-store-uri" in cli_text(output)
+    assert "Pareto front" in cli_text(output) and "Review in MLflow: slimsearch ui" in cli_text(output)
 
     study, client, children, parent = stores(out, "e2e")
     finished = [t for t in study.trials if t.state.is_finished()]

@@ -192,6 +192,7 @@ class SearchDriver:
             if repaired := self.repair_records():
                 self.console.print(repaired)
             self.tracker.log_parent_params({f"baseline.{k}": round(v, 6) for k, v in self.baseline["metrics"].items()})
+            self.tracker.share_trials_view(list(dict.fromkeys([*cfg.objectives, *(c.metric for c in self.constraints)])))
             if not self.study.trials:
                 for params in anchor_params(cfg.space) + self._warm_start_params(warm_start):
                     self.study.enqueue_trial(params)

@@ -10,6 +10,7 @@ the UI shows exactly the current front.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ STUDY_UID_TAG = "slimsearch.study_uid"
 """Which Optuna study a parent run records: a study recreated in a lost or replaced
 storage has another uid, so its runs are never mixed into the old parent."""
 ROLE_TAG = "slimsearch.role"
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+"""MLflow's own mechanism for a shareable runs-view state (its "Share" button): an
+experiment tag holding the view as JSON, opened by ``?viewStateShareKey=<key>``."""
+TRIAL_VIEW_TAGS = ("summary", "pareto", "feasible", "state")
 
 
 class MlflowTracker:
@@ -51,6 +56,27 @@ class MlflowTracker:
             ).info.run_id
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         return run_id
+
+    def share_trials_view(self, metrics: list[str]) -> None:
+        """Store the runs view ``slimsearch ui`` opens: this study's trials grouped by their
+        ``pareto`` tag (front, within noise, dominated), oldest first, with ``metrics``
+        (objectives and constrained values) and the review tags as columns.
+
+        Without it the runs table shows the parent run collapsed and no metric column.
+        MLflow does not share which rows are expanded, but it does share grouping, and
+        groups open expanded -- so the trials are listed without a click.
+        """
+        state = {
+            "searchFilter": f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'",
+            "orderByKey": "attributes.start_time",
+            "orderByAsc": True,
+            "selectedColumns": [f"tags.`{t}`" for t in TRIAL_VIEW_TAGS[:1]] + [f"metrics.`{m}`" for m in metrics]
+                               + [f"tags.`{t}`" for t in TRIAL_VIEW_TAGS[1:]],
+            "columnWidths": {"tags.`summary`": 420},  # the candidate in words: worth the room
+            "runsHiddenMode": "SHOW_ALL",
+            "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "pareto"}]},
+        }
+        self.client.set_experiment_tag(self.experiment_id, SHARED_VIEW_PREFIX + self.parent_run_id, json.dumps(state))
 
     def start_trial(self, number: int) -> str:
         run = self.client.create_run(
@@ -119,6 +145,17 @@ def recorded_study(tracking_uri: str, experiment: str, study_name: str) -> tuple
     children = client.search_runs([found.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
                                   max_results=1000)
     return parent, client.get_run(parent).data.tags.get(STUDY_UID_TAG), len(children)
+
+
+def trials_view_path(tracking_uri: str, experiment: str, study_name: str) -> str:
+    """The MLflow UI path (after the server's address) of the study's trials view, or of
+    the experiment list where the study has logged nothing yet."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    parent = find_parent_run(client, found.experiment_id, study_name) if found else None
+    if parent is None or SHARED_VIEW_PREFIX + parent not in client.get_experiment(found.experiment_id).tags:
+        return "/" if found is None else f"/#/experiments/{found.experiment_id}/runs"
+    return f"/#/experiments/{found.experiment_id}/runs?viewStateShareKey={parent}"
 
 
 def find_parent_run(client: MlflowClient, experiment_id: str, study_name: str) -> str | None:
