@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from slimsearch.search.config import SlimsearchConfig
-from slimsearch.search.store.pareto import front_trials
+from slimsearch.search.store.pareto import front_trials, noise_aware_front
 from slimsearch.search.store.study import load_existing_study
 
 from common import cell, goal, provenance, run_search
@@ -47,12 +47,15 @@ def row(label: str, metrics: dict[str, Any], teacher: dict[str, Any], path: str,
 
 
 def front_table(study: optuna.Study, teacher: dict[str, Any]) -> None:
-    """Print the teacher's row and every front point's, factors against the teacher."""
+    """Print the teacher's row and every front point's, factors against the teacher; a point that
+    wins only within measurement noise says so (the product's review does the same)."""
     print("| point | model | MACs | p50 ms | p95 ms | memory MiB | accuracy | drop | quantization |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(row("teacher (fp32)", teacher, teacher, "fp32", False))
+    _, within = noise_aware_front(study)
     for trial in front_trials(study):
-        print(row(f"#{trial.number} {cell(trial.user_attrs['summary'])}", trial.user_attrs["metrics"], teacher,
+        noise = f" (within noise of #{within[trial.number]})" if trial.number in within else ""
+        print(row(f"#{trial.number} {cell(trial.user_attrs['summary'])}{noise}", trial.user_attrs["metrics"], teacher,
                   trial.user_attrs["tags"]["quant_path"], trial.user_attrs["simulated"]))
 
 

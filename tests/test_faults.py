@@ -178,6 +178,24 @@ def test_a_second_run_of_the_same_study_is_refused_while_the_first_runs(tmp_path
         first.communicate()
 
 
+
+@pytest.mark.e2e
+def test_two_runs_started_together_on_a_fresh_then_an_existing_study_run_once_and_lose_nothing(
+        tmp_path: Path, fast_config: dict) -> None:
+    fast_config["search"].update(n_trials=2, study_name="together")
+    config = write_config(tmp_path / "together.yaml", **fast_config)
+    out = Path(fast_config["output_dir"])
+    for rounds in (1, 2):  # a fresh output_dir, then the study the first round left
+        both = [search_process(config, tmp_path) for _ in range(2)]
+        outputs = [process.communicate(timeout=600)[0] for process in both]
+        assert sorted(process.returncode for process in both) == [0, 2], outputs
+        refused = next(text for process, text in zip(both, outputs) if process.returncode == 2)
+        assert "already being run" in cli_text(refused) and "Traceback" not in refused, refused
+        assert count_trials(out, "together", lambda t: t.state == TrialState.FAIL) == 0
+        finished = count_trials(out, "together", lambda t: t.state.is_finished() and "duplicate_of" not in t.user_attrs)
+        assert finished >= 2 * rounds, outputs
+    assert not [p for p in out.rglob("*") if "artifacts-tmp" in p.parts and p.is_file()], "temp files left behind"
+
 def test_reading_a_study_that_does_not_exist_creates_no_storage(tmp_path: Path) -> None:
     result = runner.invoke(app, ["report", "nothing-here", "--storage", f"sqlite:///{tmp_path / 'none' / 'optuna.db'}"])
     assert result.exit_code == 2 and "no Optuna storage" in cli_text(result.output)
