@@ -36,10 +36,10 @@ from optuna.trial import TrialState
 from scipy.stats import mannwhitneyu
 
 from slimsearch.search.loop.predictor import PREDICTED, CostPredictor
-from slimsearch.search.objectives import minimising_signs
+from slimsearch.search.objectives import accurate_enough, minimising_signs
 from slimsearch.search.store.pareto import hypervolume
 from slimsearch.search.store.study import SAMPLERS
-from slimsearch.spaces import SpaceSpec, anchor_params, suggest_candidate
+from slimsearch.spaces import SpaceSpec, anchor_params, deployment_variants, suggest_candidate
 
 from common import goal, provenance
 
@@ -47,6 +47,7 @@ TABLES = Path(__file__).resolve().parent / "tables"
 CHECKPOINTS = (20, 40, 80, 160)
 HOURS = (0.25, 0.5, 1.0)
 REFERENCE = 1.1
+BATCH = 64  # the evaluation batch size the tables were measured at
 MAX_PROPOSALS = 20  # per evaluated trial: a sampler stuck on measured candidates ends its replay
 
 
@@ -141,8 +142,10 @@ class _Point:
     values: tuple[float, ...]
 
 
-def replay(table: Table, sampler: str, seed: int, budget: int) -> tuple[list[float], list[float]]:
-    """HV after each evaluated trial, and the simulated seconds at each."""
+def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0) -> tuple[list[float], list[float]]:
+    """HV after each evaluated trial, and the simulated seconds at each. With ``variants``,
+    as ``search.deployment_variants`` does: each new model that meets the accuracy
+    constraints has that many other deployments of it enqueued (paying no training)."""
     study = optuna.create_study(directions=table.directions, sampler=SAMPLERS[sampler](seed))
     for params in anchor_params(table.space):
         study.enqueue_trial(params)
@@ -165,6 +168,9 @@ def replay(table: Table, sampler: str, seed: int, budget: int) -> tuple[list[flo
         if fingerprint in seen:  # answered from the study: no cost, not counted
             continue
         seen[fingerprint] = row.values
+        if variants and "variant_of" not in trial.user_attrs and accurate_enough(row.constraints):
+            for params in deployment_variants(table.space, trial.params, variants, seed + trial.number, BATCH):
+                study.enqueue_trial(params, user_attrs={"variant_of": trial.number})
         elapsed += row.measure_s + sum(cost for key, cost in row.stages if key not in built)
         built.update(key for key, _ in row.stages)
         if row.feasible:
@@ -202,13 +208,14 @@ def main() -> None:
     parser.add_argument("--sampler", action="append", choices=sorted(SAMPLERS))
     parser.add_argument("--seeds", default="0-19")
     parser.add_argument("--json", action="store_true", help="per-checkpoint HV of every seed, as JSON")
+    parser.add_argument("--variants", type=int, default=0, help="search.deployment_variants of the replayed search")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     table = Table.load(args.table)
     samplers = args.sampler or sorted(SAMPLERS)
     seeds = parse_seeds(args.seeds)
     budget = max(max(CHECKPOINTS), int(0.1 * table.candidates))
-    runs = {s: [replay(table, s, seed, budget) for seed in seeds] for s in samplers}
+    runs = {s: [replay(table, s, seed, budget, args.variants) for seed in seeds] for s in samplers}
     full = table.front_hv()
     if args.json:
         print(json.dumps({s: {"hv_at": {n: [v[n - 1] if len(v) >= n else v[-1] for v, _ in r] for n in CHECKPOINTS},

@@ -63,6 +63,9 @@ class SearchSettings(_Strict):
     heartbeat_s: int = Field(10, ge=1, description="a trial silent for 3 heartbeats is failed and retried once")
     remeasure: bool = Field(False, description="measure a repeated proposal again (else it is answered from the "
                             "study: not re-run, not counted)")
+    deployment_variants: int = Field(
+        0, ge=0, description="after a new model meets the accuracy constraints, measure this many other deployments "
+        "of it (runtime, threads, strategy) next: they re-use its built stages, so cost a probe, not a training run")
     early_stopping: EarlyStoppingSettings = Field(default_factory=EarlyStoppingSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
 

@@ -68,3 +68,10 @@ class Constraint:
         if (op == "<=" and bound < low) or (op == ">=" and bound > high):
             raise ValueError(f"'{text}' can never hold ({metric} lies in [{low:g}, {high:g}])")
         return cls(metric, op, bound)  # type: ignore[arg-type]
+
+
+def accurate_enough(violations: dict[str, float]) -> bool:
+    """Whether every accuracy constraint holds, given Optuna's violations keyed by
+    :attr:`Constraint.name`. Accuracy is the model's alone: another deployment of a model
+    that misses it cannot meet it either, so it is not worth measuring."""
+    return all(value <= 0 for name, value in violations.items() if name.split(" ")[0] in ("accuracy", "accuracy_drop"))

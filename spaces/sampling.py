@@ -9,6 +9,7 @@ that do nothing); MLflow gets the candidate's resolved view (``Candidate.flat``)
 from __future__ import annotations
 
 import os
+import random
 from typing import Any
 
 import optuna
@@ -228,11 +229,13 @@ def sample_trials(spec: SpaceSpec, n: int, seed: int = 0) -> list[tuple[Candidat
     return drawn
 
 
-def grid_params(spec: SpaceSpec, cpu_count: int | None = None) -> list[dict[str, Any]]:
-    """Every candidate of the space as Optuna params: the exhaustive grid, conditional
-    parameters included only where they exist. Meant for small spaces (benchmarks)."""
+def grid_params(spec: SpaceSpec, cpu_count: int | None = None,
+                fixed_params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every candidate of the space as Optuna params (or every one that shares
+    ``fixed_params``): the exhaustive grid, conditional parameters included only where
+    they exist. Meant for small spaces (benchmarks) or few free parameters."""
     grid: list[dict[str, Any]] = []
-    pending: list[dict[str, Any]] = [{}]
+    pending: list[dict[str, Any]] = [dict(fixed_params or {})]
     while pending:
         fixed = pending.pop()
         trial = _BranchingTrial(fixed)
@@ -243,6 +246,26 @@ def grid_params(spec: SpaceSpec, cpu_count: int | None = None) -> list[dict[str,
             continue
         grid.append(fixed)
     return grid
+
+
+DEPLOYMENT_PREFIX = "parallel."
+"""Parameters that choose how a built model is served (strategy, degree, threads,
+runtime), not which model is built: changing only these needs no training."""
+
+
+def deployment_variants(spec: SpaceSpec, params: dict[str, Any], limit: int, seed: int, batch_size: int,
+                        cpu_count: int | None = None) -> list[dict[str, Any]]:
+    """Up to ``limit`` other ways the space serves the model of ``params`` (seeded random
+    order): candidates that re-use its built stages and cost a conversion and a probe,
+    not a training run. Plans this host or ``batch_size`` cannot serve are left out."""
+    model = {name: value for name, value in params.items() if not name.startswith(DEPLOYMENT_PREFIX)}
+    variants = []
+    for variant in grid_params(spec, cpu_count, model):
+        candidate = suggest_candidate(optuna.trial.FixedTrial(variant), spec, cpu_count)
+        if variant != params and rejection_reason(candidate, batch_size, cpu_count) is None:
+            variants.append(variant)
+    random.Random(seed).shuffle(variants)
+    return variants[:limit]
 
 
 class _Unfixed(Exception):

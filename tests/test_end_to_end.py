@@ -350,6 +350,23 @@ def test_a_repeated_proposal_is_answered_from_the_study_not_re_measured(tmp_path
     assert {states[t.number] for t in repeated} == {"DUPLICATE"}
 
 
+
+def test_an_accurate_new_model_s_deployment_variants_are_measured_next(tmp_path: Path, fast_config: dict) -> None:
+    fast_config["search"].update(n_trials=4, study_name="variants", deployment_variants=2)
+    fast_config["space"]["parallel"] = {"strategies": ["single"], "threads": [1, 2], "runtimes": ["torch", "onnxruntime"]}
+    run_cli(write_config(tmp_path / "v.yaml", **fast_config))
+    study, _, children, _ = stores(Path(fast_config["output_dir"]), "variants")
+    teacher = study.trials[0]  # the first anchor: the teacher itself, accurate by definition
+    variants = [t for t in study.trials if t.user_attrs.get("variant_of") == 0 and t.state.is_finished()]
+    assert len(variants) == 2, [(t.number, t.params, t.user_attrs.get("variant_of")) for t in study.trials]
+
+    def model(params: dict) -> dict:
+        return {k: v for k, v in params.items() if not k.startswith("parallel.")}
+
+    assert all(model(t.params) == model(teacher.params) and t.params != teacher.params for t in variants)
+    tags = {int(r.data.tags["trial_number"]): r.data.tags.get("variant_of") for r in children}
+    assert {tags[t.number] for t in variants} == {"0"}
+
 def test_warm_start_enqueues_the_previous_study_s_front(tmp_path: Path, fast_config: dict) -> None:
     fast_config["search"].update(n_trials=3, study_name="night-1", sampler="random")
     run_cli(write_config(tmp_path / "n1.yaml", **fast_config))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import time
 from pathlib import Path
 
@@ -195,6 +196,32 @@ def test_two_runs_started_together_on_a_fresh_then_an_existing_study_run_once_an
         finished = count_trials(out, "together", lambda t: t.state.is_finished() and "duplicate_of" not in t.user_attrs)
         assert finished >= 2 * rounds, outputs
     assert not [p for p in out.rglob("*") if "artifacts-tmp" in p.parts and p.is_file()], "temp files left behind"
+
+
+@pytest.mark.e2e
+def test_a_full_disk_stops_the_run_with_one_line_and_the_resume_completes_the_budget(
+        tmp_path: Path, fast_config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slimsearch.search.loop import trial as trial_module
+    from slimsearch.search.store.study import evaluated_count, load_existing_study
+
+    def disk_full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "cache/students/x.pt")
+
+    fast_config["search"].update(n_trials=2, study_name="full")
+    config = write_config(tmp_path / "full.yaml", **fast_config)
+    storage = f"sqlite:///{Path(fast_config['output_dir']) / 'optuna.db'}"
+    with monkeypatch.context() as patch:
+        patch.setattr(trial_module, "measure_candidate", disk_full)  # the teacher's baseline is measured first
+        stopped = runner.invoke(app, ["run", str(config)])
+    text = cli_text(stopped.output)
+    assert stopped.exit_code == 2 and "No space left on device" in text and "run the same command again" in text, text
+    assert "Traceback" not in stopped.output
+    study = load_existing_study(storage, "full")
+    assert [t.user_attrs.get("failure_kind") for t in study.trials] == ["host"] and evaluated_count(study) == 0
+    resumed = runner.invoke(app, ["run", str(config)])
+    assert resumed.exit_code == 0, resumed.output
+    study = load_existing_study(storage, "full")
+    assert evaluated_count(study) == 2 and study.trials[1].params == study.trials[0].params  # the lost trial re-run
 
 def test_reading_a_study_that_does_not_exist_creates_no_storage(tmp_path: Path) -> None:
     result = runner.invoke(app, ["report", "nothing-here", "--storage", f"sqlite:///{tmp_path / 'none' / 'optuna.db'}"])

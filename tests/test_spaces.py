@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from slimsearch.spaces import (
     anchor_params,
+    deployment_variants,
     Candidate,
     ParallelSpec,
     PruneSpec,
@@ -183,3 +184,22 @@ def test_torch_compile_is_offered_for_float32_only_and_int8_keeps_the_other_runt
     compiled_int8 = Candidate(None, 0.0, 8, None, "single", 1, 1, runtime="torch_compile")
     assert "float32" in rejection_reason(compiled_int8, 64)
     assert [p.get("parallel.int8_runtime", p.get("parallel.runtime")) for p in anchor_params(spec)] == ["torch", "torch"]
+
+
+def test_deployment_variants_serve_the_same_model_another_way_that_the_host_can_hold() -> None:
+    spec = SpaceSpec.model_validate({"parallel": {"strategies": ["single", "data_parallel"], "degree": [2],
+                                                  "threads": [1, 2], "runtimes": ["torch", "onnxruntime"]}})
+    params = anchor_params(spec)[0]
+    variants = deployment_variants(spec, params, limit=100, seed=0, batch_size=64, cpu_count=2)
+
+    def model(p: dict) -> dict:
+        return {k: v for k, v in p.items() if not k.startswith("parallel.")}
+
+    assert params not in variants and all(model(v) == model(params) for v in variants)
+    candidates = [suggest_candidate(optuna.trial.FixedTrial(v), spec, 2) for v in variants]
+    assert len({c.fingerprint() for c in candidates}) == len(candidates) == 4  # 3 single + data_parallel x2 t1
+    assert all(c.degree * c.threads <= 2 for c in candidates)
+    assert deployment_variants(spec, params, 2, 7, 64, 2) == deployment_variants(spec, params, 2, 7, 64, 2)
+    assert len(deployment_variants(spec, params, 2, 7, 64, 2)) == 2
+    odd_batch = deployment_variants(spec, params, 100, 0, batch_size=63, cpu_count=2)  # 63 rows: no 2 ranks
+    assert sorted(map(str, odd_batch)) == sorted(str(v) for v in variants if v["parallel.strategy"] == "single")

@@ -4,7 +4,9 @@ Uses Optuna's ask/tell interface so the driver decides the order of records: the
 trial's outcome is told to Optuna first, then the MLflow child run is completed with the
 same values. A candidate that cannot exist here is recorded as a FAIL with
 ``failure_kind=rejected`` and does not use up the trial budget; any other exception is a
-FAIL with ``failure_kind=error`` and the study continues. A stop request (first Ctrl-C)
+FAIL with ``failure_kind=error`` and the study continues -- except a full disk, which is
+the host's fault: that trial is FAIL with ``failure_kind=host`` (not counted) and the run
+stops with one line saying what to free. A stop request (first Ctrl-C)
 ends the run after the running trial; an interrupt (second Ctrl-C) marks the running trial
 as failed (``interrupted``). Either way the front is written and the parent run ends KILLED.
 
@@ -39,7 +41,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from slimsearch.evaluators import hardware_identity, missing_compiler
 from slimsearch.pipelines import CompressionPipeline, Task, load_task
 from slimsearch.search.config import SlimsearchConfig, redact_url
-from slimsearch.search.objectives import best_of
+from slimsearch.search.objectives import accurate_enough, best_of
 from slimsearch.search.loop.early_stopping import EarlyStopping, TrialMonitor
 from slimsearch.search.loop.library_logs import route_library_logs
 from slimsearch.search.loop.predictor import CostPredictor
@@ -64,7 +66,14 @@ from slimsearch.search.store.study import (
 from slimsearch.search.store.tracking import STUDY_UID_TAG, MlflowTracker, recorded_study
 from slimsearch.search.loop.trial import TrialOutcome, make_placement, measure_candidate, run_candidate
 from slimsearch.search.loop.workers import WorkerProcess, join_workers, signal_workers, spawn_workers
-from slimsearch.spaces import Candidate, InvalidCandidate, anchor_params, rejection_reason, suggest_candidate
+from slimsearch.spaces import (
+    Candidate,
+    InvalidCandidate,
+    anchor_params,
+    deployment_variants,
+    rejection_reason,
+    suggest_candidate,
+)
 
 MAX_CONSECUTIVE_REJECTIONS = 50
 MAX_CONSECUTIVE_DUPLICATES = 200
@@ -122,6 +131,8 @@ class SearchDriver:
         self._last_skip = ""
         """Why the last proposal was not run: "rejected" or "duplicate"."""
         self.exhausted = False
+        self.host_fault = ""
+        """Why the machine (not a candidate) stopped the run, e.g. a full disk; empty while it can go on."""
         self._predictions: dict[int, dict[str, tuple[float, float]] | None] = {}
         """What the cost predictor said before each running trial was built."""
 
@@ -221,6 +232,10 @@ class SearchDriver:
         problems = join_workers(workers)
         for problem in problems:
             self.console.print(f"[red]{problem}[/]")
+        if self.host_fault:  # publishing the front would meet the same full disk
+            if self.worker == 0:
+                self.tracker.end("FAILED")
+            raise SearchError(self.host_fault)
         if workers:
             self._update_front(summary)  # the workers' last trials
         if self.worker == 0:
@@ -266,6 +281,8 @@ class SearchDriver:
                 with self.heartbeats.beating(trial):
                     outcome = self._one_trial(summary, trial)
                 summary.seconds = time.monotonic() - started
+                if outcome == "host":
+                    break
                 if outcome == "rejected":
                     self.check_rejections()
                     if self.exhausted:
@@ -429,6 +446,13 @@ class SearchDriver:
             self.record_failure(trial, run_id, "rejected", outcome.reason)
             summary.rejected += 1
             self._print_trial(trial.number, candidate, f"[yellow]rejected[/]: {outcome.reason}")
+        elif outcome.kind == "host":
+            self.record_failure(trial, run_id, "host", outcome.reason)
+            self.study.enqueue_trial(trial.params)  # the resumed run measures it first
+            self.host_fault = (f"trial {trial.number} was stopped by the host, not by its candidate ({outcome.reason}); "
+                               f"free space under {self.config.output_dir} (slimsearch cache clear frees the stage "
+                               "cache) and run the same command again to resume: the trial is not counted")
+            self._print_trial(trial.number, candidate, f"[red]stopped by the host[/]: {outcome.reason}")
         elif outcome.kind == "failed":
             self.record_failure(trial, run_id, "error", outcome.reason, outcome.trace)
             summary.failed += 1
@@ -445,7 +469,21 @@ class SearchDriver:
                 trial.set_user_attr(records.ACCURACY_CURVE, outcome.curve)  # what later trials' stopping rules learn from
             self._record_success(trial, run_id, candidate, outcome.result)
             summary.completed += 1
+            self._enqueue_deployment_variants(trial, outcome.result.metrics)
         return outcome.kind
+
+    def _enqueue_deployment_variants(self, trial: optuna.Trial, metrics: dict[str, float]) -> None:
+        """Measure other deployments of a new model next (``search.deployment_variants``):
+        its built stages are cached, so each costs a probe, not a training run. Not for a
+        model that misses an accuracy constraint: no deployment of it can meet it."""
+        limit = self.config.search.deployment_variants
+        if not limit or records.VARIANT_OF in trial.user_attrs:
+            return
+        if not accurate_enough({c.name: c.violation(metrics) for c in self.constraints}):
+            return
+        for params in deployment_variants(self.config.space, trial.params, limit, self.config.search.seed + trial.number,
+                                          self.config.evaluation.batch_size):
+            self.study.enqueue_trial(params, user_attrs={records.VARIANT_OF: trial.number})
 
     def _record_success(self, trial: optuna.Trial, run_id: str, candidate: Candidate, result: Any) -> None:
         predicted = self._predictions.pop(trial.number, None)

@@ -2,11 +2,14 @@
 
 :func:`run_candidate` turns everything that can happen to a trial into a picklable
 :class:`TrialOutcome` (complete, stopped early, rejected, failed) that the study driver
-records, whether the trial ran in the driver's process or in a Ray Tune actor.
+records, whether the trial ran in the driver's process or in a Ray Tune actor. A fault of
+the machine rather than of the candidate (a full disk) is its own kind, ``host``: the
+driver stops there instead of failing every later trial the same way.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import time
 import traceback
@@ -33,7 +36,7 @@ class TrialResult:
 
 @dataclass
 class TrialOutcome:
-    kind: Literal["complete", "pruned", "rejected", "failed"]
+    kind: Literal["complete", "pruned", "rejected", "failed", "host"]
     result: TrialResult | None = None
     curve: dict[str, float] = field(default_factory=dict)
     """Validation accuracy reported while training (and at serving), for early stopping."""
@@ -64,8 +67,20 @@ def run_candidate(
         return TrialOutcome("rejected", reason=str(exc))
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        return TrialOutcome("failed", reason=reason, rule=type(exc).__name__, trace=traceback.format_exc())
+        kind: Literal["failed", "host"] = "host" if host_fault(exc) else "failed"
+        return TrialOutcome(kind, reason=reason, rule=type(exc).__name__, trace=traceback.format_exc())
     return TrialOutcome("complete", result=result, curve=curve)
+
+
+HOST_FAULTS = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "Disk quota exceeded"}
+
+
+def host_fault(exc: BaseException) -> bool:
+    """A full disk or quota, raised here or reported by a subprocess (the serving probe,
+    onnx export): every later trial would fail the same way, so it is not the candidate's."""
+    if isinstance(exc, OSError) and exc.errno in HOST_FAULTS:
+        return True
+    return any(text in str(exc) for text in HOST_FAULTS.values())
 
 
 def make_placement(evaluation: EvaluationSettings) -> Placement:

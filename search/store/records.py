@@ -36,8 +36,10 @@ DUPLICATE_OF = "duplicate_of"
 """A proposal equal to an earlier measured candidate: answered from that trial's record
 (the sampler learns the same values), not re-measured, not counted, not on the front."""
 WORKER = "worker"
+VARIANT_OF = "variant_of"
+"""Number of the trial whose model this one serves another way (``search.deployment_variants``)."""
 
-KILLED_KINDS = ("interrupted", "stale")
+KILLED_KINDS = ("interrupted", "stale", "host")
 """Failures that are the process's, not the candidate's: their MLflow runs end KILLED."""
 
 
@@ -78,6 +80,8 @@ class TrialRecord:
         base = {"state": self.trial.state.name, "feasible": str(self.feasible).lower(), "pareto": "false"}
         if candidate:
             base["summary"] = candidate.summary()
+        if VARIANT_OF in self.attrs:
+            base[VARIANT_OF] = str(self.attrs[VARIANT_OF])
         if self.trial.state == TrialState.COMPLETE:
             return params, self.metrics, {**self.attrs.get(TAGS, {}), **base}, "FINISHED"
         if self.trial.state == TrialState.PRUNED:
