@@ -9,7 +9,7 @@ bit-width stage; ``build`` chains them per candidate.
 
 from slimsearch.pipelines.build import AccuracyMonitor, BuiltModel, CompressionPipeline
 from slimsearch.pipelines.stages import TrainingRecipe
-from slimsearch.pipelines.task import BUILTIN_TASKS, Task, TaskLoadError, load_task, top1_accuracy
+from slimsearch.pipelines.task import BUILTIN_TASKS, Task, TaskLoadError, load_task, space_problem, top1_accuracy
 
 __all__ = [
     "AccuracyMonitor",
@@ -18,6 +18,7 @@ __all__ = [
     "CompressionPipeline",
     "Task",
     "TaskLoadError",
+    "space_problem",
     "TrainingRecipe",
     "load_task",
     "top1_accuracy",

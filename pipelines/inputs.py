@@ -46,17 +46,16 @@ def pack_task(task: Task, spec: str) -> Task:
         return task
     splits = {name: (_pack(getattr(task, name)[0], names, f"task '{spec}': {name}"), getattr(task, name)[1])
               for name in ("train", "val", "test")}
-    pretrained = task.pretrained_teacher
     return dataclasses.replace(
         task, **splits,
         teacher_architecture=_wrapped(task.teacher_architecture, names),
-        student_architecture=lambda width, depth: PackedInputs(task.student_architecture(width, depth), names),
-        pretrained_teacher=_wrapped(pretrained, names) if pretrained is not None else None,
+        student_architecture=_wrapped(task.student_architecture, names),
+        pretrained_teacher=_wrapped(task.pretrained_teacher, names),
     )
 
 
-def _wrapped(factory: Callable[[], nn.Module], names: tuple[str, ...]) -> Callable[[], nn.Module]:
-    return lambda: PackedInputs(factory(), names)
+def _wrapped(factory: Callable[..., nn.Module] | None, names: tuple[str, ...]) -> Callable[..., nn.Module] | None:
+    return None if factory is None else lambda *args: PackedInputs(factory(*args), names)
 
 
 def _pack(inputs: object, names: tuple[str, ...], where: str) -> torch.Tensor:

@@ -25,7 +25,7 @@ from slimsearch.pipelines.students import student_from_teacher
 from slimsearch.pipelines.task import Task, check_teacher
 from slimsearch.evaluators.accuracy import predict
 from slimsearch.pipelines.training import Distillation, EpochHook, train_model
-from slimsearch.spaces import StudentChoice
+from slimsearch.spaces import InvalidCandidate, StudentChoice
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,8 @@ def student_architecture(task: Task, choice: StudentChoice, teacher: nn.Module) 
     """The untrained student: a member of the task's family, or cut from the teacher's layers."""
     if choice.init == "teacher":
         return student_from_teacher(teacher, choice.width, choice.depth, task)
+    if task.student_architecture is None:
+        raise InvalidCandidate("the task has no student_architecture; set space.student.init: [teacher]")
     return task.student_architecture(choice.width, choice.depth)
 
 

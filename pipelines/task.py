@@ -31,7 +31,9 @@ class Task:
     """A model to compress, the data to judge it on, and how to score it.
 
     ``student_architecture(width, depth)`` builds an untrained member of the student
-    family; ``width`` multiplies channel/feature counts and ``depth`` counts stages.
+    family; ``width`` multiplies channel/feature counts and ``depth`` counts stages. A
+    pretrained transformer may leave it out: its students are then only cut from the
+    teacher's own layers (``space.student.init: [teacher]``).
     ``fingerprint`` identifies the task's data + architecture version in cache keys:
     change it when either changes so stale cached weights are not reused.
     """
@@ -41,7 +43,7 @@ class Task:
     val: Split
     test: Split
     teacher_architecture: Callable[[], nn.Module]
-    student_architecture: Callable[[float, int], nn.Module]
+    student_architecture: Callable[[float, int], nn.Module] | None = None
     metric: Callable[[torch.Tensor, torch.Tensor], float] = top1_accuracy
     pretrained_teacher: Callable[[], nn.Module] | None = None
     fingerprint: str = ""
@@ -125,9 +127,11 @@ def load_task(spec: str, seed: int) -> Task:
         raise TaskLoadError(f"task '{spec}': {attr}() returned {type(task).__name__}, expected slimsearch.pipelines.Task")
     from slimsearch.pipelines.inputs import pack_task  # imports this module
 
+    from slimsearch.pipelines.outputs import with_logits_outputs  # imports this module
+
     task = pack_task(task, spec)
     check_task_data(task, spec)
-    return task
+    return with_logits_outputs(task)
 
 
 def check_task_data(task: Task, spec: str) -> None:
@@ -154,6 +158,15 @@ def check_task_data(task: Task, spec: str) -> None:
             raise TaskLoadError(f"{where} inputs are {str(inputs.dtype).removeprefix('torch.')} "
                                 f"{tuple(inputs.shape[1:])}, train's are {str(task.input_dtype).removeprefix('torch.')} "
                                 f"{task.input_shape}; every split needs the same shape and dtype")
+
+
+def space_problem(task: Task, students_from_scratch: bool) -> str | None:
+    """Why this task cannot serve the configured space, found before anything is trained."""
+    if students_from_scratch and task.student_architecture is None:
+        return (f"task '{task.name}' has no student_architecture, but space.student.init includes scratch; "
+                "set space.student.init: [teacher] (students cut from the teacher's layers) or give the task a "
+                "student_architecture(width, depth)")
+    return None
 
 
 def check_teacher(task: Task, teacher: nn.Module, origin: str) -> None:

@@ -23,10 +23,11 @@ import typer
 from optuna.trial import TrialState
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from slimsearch.evaluators import PlacementError
-from slimsearch.pipelines import TaskLoadError, load_task
+from slimsearch.pipelines import TaskLoadError, load_task, space_problem
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.export import FORMATS, ExportError
 from slimsearch.search.loop.driver import SearchError, SearchInterrupted
@@ -100,10 +101,10 @@ def _clean_errors(command: F) -> F:
                 return command(*args, **kwargs)
         except (ConfigError, TaskLoadError, StudyMismatch, SearchError, ExportError, PlacementError, DeploymentError,
                 LaunchError) as exc:
-            errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from None
         except SearchInterrupted as exc:
-            errors.print(f"[yellow]stopped:[/] {exc}", soft_wrap=True)
+            errors.print(f"[yellow]stopped:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(130) from None
         except KeyboardInterrupt:
             errors.print("[yellow]stopped:[/] interrupted before the first trial; run the same command again")
@@ -421,6 +422,8 @@ def validate(config: Path = typer.Argument(..., help="YAML config to check")) ->
     """Check a config file and that its task imports and builds; exit 2 with one line naming the problem."""
     cfg = load_config(config)
     task = load_task(cfg.task, cfg.search.seed)  # an unimportable task is found now, not at run time
+    if problem := space_problem(task, cfg.space.students_from_scratch):
+        raise ConfigError(problem)
     console.print(f"{config}: ok (task {cfg.task}: {len(task.train[1])} training rows, {task.num_classes} classes; "
                   f"{len(cfg.objectives)} objectives, study {cfg.search.study_name})")
 

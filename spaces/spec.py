@@ -200,3 +200,8 @@ class SpaceSpec(_Strict):
     quantize: QuantizeSpec = Field(default_factory=QuantizeSpec)
     student: StudentSpec = Field(default_factory=StudentSpec)
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
+
+    @property
+    def students_from_scratch(self) -> bool:
+        """Whether some candidate trains a student of the task's own family from scratch."""
+        return self.student.distill and "scratch" in self.student.init

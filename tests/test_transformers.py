@@ -192,3 +192,31 @@ def test_a_model_with_two_named_inputs_is_searched_deployed_and_served_by_name(t
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
     served = mlflow.pyfunc.load_model("models:/slimsearch-two-inputs@champion").predict(rows)
     assert np.asarray(served).shape == (5, 2)
+
+
+@pytest.mark.e2e
+def test_a_hugging_face_classifier_used_as_it_comes_is_searched_and_deployed(tmp_path: Path, fast_config: dict) -> None:
+    """ModelOutput instead of a tensor, two named inputs, no student_architecture."""
+    from slimsearch.search.cli import app
+    from tests.conftest import write_config
+    from tests.helpers import cli_text, run_cli, runner, stores
+
+    fast_config.update(task="tests.tasks.tiny_bert:make_hf_classifier_task")
+    fast_config["space"] = {"prune": {"low": 0.0, "high": 0.5, "step": 0.5}, "quantize": {"bits": [32, 8]},
+                            "student": {"width": [0.5], "depth": [1], "temperature": [2.0], "alpha": [0.5],
+                                        "init": ["teacher", "scratch"]},
+                            "parallel": {"strategies": ["single"], "threads": [1], "runtimes": ["torch", "onnxruntime"]}}
+    fast_config["constraints"] = ["accuracy_drop <= 0.5"]
+    fast_config["search"].update(n_trials=5, study_name="hf", sampler="random", seed=2)
+    config = write_config(tmp_path / "hf.yaml", **fast_config)
+    refused = runner.invoke(app, ["validate", str(config)])
+    assert refused.exit_code == 2 and "set space.student.init: [teacher]" in cli_text(refused.output), refused.output
+
+    fast_config["space"]["student"]["init"] = ["teacher"]
+    config = write_config(tmp_path / "hf.yaml", **fast_config)
+    run_cli(config)
+    study, _, _, _ = stores(Path(fast_config["output_dir"]), "hf")
+    assert not [t.user_attrs["failure_reason"] for t in study.trials if t.state.name == "FAIL"]
+    assert any("onnxruntime" in t.user_attrs["summary"] for t in study.trials if t.state.name == "COMPLETE")
+    chosen = runner.invoke(app, ["select", str(config), "--max-accuracy-drop", "0.5", "--format", "onnx"])
+    assert chosen.exit_code == 0 and "registered: models:/" in cli_text(chosen.output), chosen.output

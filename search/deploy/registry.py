@@ -11,6 +11,9 @@ an alias (``champion`` by default) and the measured objectives as tags, so
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,14 +82,17 @@ def register_model(
     with mlflow.start_run(experiment_id=found.experiment_id, run_name=f"deploy-trial-{trial_number:04d}", tags=tags) as run:
         for path in extra_files:
             mlflow.log_artifact(str(path), artifact_path="deployment")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=ServedClassifier(input_signature["input_shape"], input_signature["input_dtype"],
-                                          input_signature.get("input_names")),
-            artifacts={"model": str(served)},
-            registered_model_name=model_name,
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"],
-        )
+        printed = io.StringIO()  # MLflow prints "Successfully registered ..." itself; the line after says it
+        with contextlib.redirect_stderr(printed):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=ServedClassifier(input_signature["input_shape"], input_signature["input_dtype"],
+                                              input_signature.get("input_names")),
+                artifacts={"model": str(served)},
+                registered_model_name=model_name,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"],
+            )
+        logging.getLogger("mlflow").info(printed.getvalue().strip())
     version = str(info.registered_model_version)
     client.set_registered_model_alias(model_name, alias, version)
     for key, value in version_tags.items():

@@ -36,10 +36,11 @@ import torch
 from filelock import FileLock, Timeout
 from optuna.trial import TrialState
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from slimsearch.evaluators import hardware_identity, missing_compiler
-from slimsearch.pipelines import CompressionPipeline, Task, load_task
+from slimsearch.pipelines import CompressionPipeline, Task, load_task, space_problem
 from slimsearch.search.config import SlimsearchConfig, redact_url
 from slimsearch.search.objectives import accurate_enough, best_of
 from slimsearch.search.loop.early_stopping import EarlyStopping, TrialMonitor
@@ -141,6 +142,8 @@ class SearchDriver:
         study with ``warm_start`` first measures that study's front (last night's model family)."""
         task = load_task(self.config.task, self.config.search.seed)  # before touching storage: a bad task records nothing
         self.config = cfg = self.config.with_task_defaults(task.training_defaults)
+        if problem := space_problem(task, cfg.space.students_from_scratch):
+            raise SearchError(problem)
         if "torch_compile" in cfg.space.parallel.runtimes and (problem := missing_compiler()):
             raise SearchError(f"{problem}; install one (e.g. apt install g++) or remove torch_compile from "
                               "space.parallel.runtimes")
@@ -445,19 +448,19 @@ class SearchDriver:
             self._last_skip, self._last_reason = "rejected", outcome.reason
             self.record_failure(trial, run_id, "rejected", outcome.reason)
             summary.rejected += 1
-            self._print_trial(trial.number, candidate, f"[yellow]rejected[/]: {outcome.reason}")
+            self._print_trial(trial.number, candidate, f"[yellow]rejected[/]: {escape(outcome.reason)}")
         elif outcome.kind == "host":
             self.record_failure(trial, run_id, "host", outcome.reason)
             self.study.enqueue_trial(trial.params)  # the resumed run measures it first
             self.host_fault = (f"trial {trial.number} was stopped by the host, not by its candidate ({outcome.reason}); "
                                f"free space under {self.config.output_dir} (slimsearch cache clear frees the stage "
                                "cache) and run the same command again to resume: the trial is not counted")
-            self._print_trial(trial.number, candidate, f"[red]stopped by the host[/]: {outcome.reason}")
+            self._print_trial(trial.number, candidate, f"[red]stopped by the host[/]: {escape(outcome.reason)}")
         elif outcome.kind == "failed":
             self.record_failure(trial, run_id, "error", outcome.reason, outcome.trace)
             summary.failed += 1
             summary.failure_reasons[outcome.rule] = summary.failure_reasons.get(outcome.rule, 0) + 1
-            self._print_trial(trial.number, candidate, f"[red]failed[/]: {outcome.reason}")
+            self._print_trial(trial.number, candidate, f"[red]failed[/]: {escape(outcome.reason)}")
         elif outcome.kind == "pruned":
             assert candidate is not None
             self._record_pruned(trial, run_id, candidate, outcome)
@@ -516,7 +519,7 @@ class SearchDriver:
         trial.set_user_attr(records.PRUNED_AT, stop.point)
         self.study.tell(trial, state=TrialState.PRUNED)
         self._finish_run(run_id, trial)
-        self._print_trial(trial.number, candidate, f"[cyan]stopped early[/] ({stop.rule}): {stop.reason}")
+        self._print_trial(trial.number, candidate, f"[cyan]stopped early[/] ({stop.rule}): {escape(stop.reason)}")
 
     def record_failure(self, trial: optuna.Trial, run_id: str, kind: str, reason: str, trace: str | None = None) -> None:
         trial.set_user_attr(records.FAILURE_KIND, kind)

@@ -19,6 +19,8 @@ def route_library_logs(path: Path) -> Path:
     """Send warnings and library loggers to ``path`` (appended); returns it. Idempotent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # transformers adds its own stderr handler when it first logs (after this runs); its level is read here.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.captureWarnings(True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import math
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ class TrialResult:
     """The measured TorchScript file; the caller keeps (front members) or deletes it."""
 
 
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 @dataclass
 class TrialOutcome:
     kind: Literal["complete", "pruned", "rejected", "failed", "host"]
@@ -45,6 +49,10 @@ class TrialOutcome:
     """The early-stopping rule that fired (pruned) or the exception type (failed)."""
     point: str = ""
     trace: str = ""
+
+    def __post_init__(self) -> None:
+        # Exporters colour their messages for a terminal; a reason is stored and shown as one plain line.
+        self.reason = _TERMINAL_CODES.sub("", self.reason).strip().split("\n")[0]
 
 
 def run_candidate(

@@ -61,3 +61,17 @@ def make_two_input_task(seed: int) -> Task:
                 test=(named(base.test[0]), base.test[1]), teacher_architecture=TinyBertTwoInputs,
                 student_architecture=lambda width, depth: TinyBertTwoInputs(layers=depth, hidden=max(4, round(32 * width))),
                 input_names=("input_ids", "attention_mask"), fingerprint="v1")
+
+
+def make_hf_classifier_task(seed: int) -> Task:
+    """A Hugging Face ``BertForSequenceClassification`` used as it comes: its forward returns a
+    ``SequenceClassifierOutput``, it takes ``input_ids`` + ``attention_mask``, and the task gives
+    no student family (students can only be cut from the teacher)."""
+    from transformers import BertForSequenceClassification
+
+    two = make_two_input_task(seed)
+    config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=LENGTH, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0, num_labels=2)
+    return Task(name="tiny-bert-hf", train=two.train, val=two.val, test=two.test, input_names=two.input_names,
+                teacher_architecture=lambda: BertForSequenceClassification(config))

@@ -1,0 +1,78 @@
+"""Models whose forward returns more than logits, used as they come.
+
+A Hugging Face ``...ForSequenceClassification`` returns a ``ModelOutput`` (``.logits``,
+maybe hidden states), many models return a tuple whose first element is the logits.
+Training, pruning, tracing, ONNX export and the serving probe all need one
+``(rows, classes)`` tensor, so such a model is wrapped in :class:`LogitsOf` when it is
+built -- decided once per built model by running it on two validation rows -- and its
+state, caches and exports are those of the wrapper. Models that already return a tensor
+are left exactly as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from slimsearch.pipelines.task import Task
+
+
+class LogitsOf(nn.Module):
+    """``model`` with its output reduced to the logits tensor."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:  # one tensor: several inputs arrive packed
+        return logits_of(self.model(batch))
+
+    def feature_stages(self) -> list[str]:
+        """The wrapped model's stages, if it names any (feature distillation)."""
+        inner = getattr(self.model, "feature_stages", None)
+        if not callable(inner):
+            raise AttributeError("the wrapped model has no feature_stages()")
+        return [f"model.{name}" for name in inner()]
+
+
+def logits_of(output: Any) -> Any:
+    """The logits in ``output``: itself if a tensor, else ``.logits``, else a tuple's first
+    tensor; anything else is returned as is (the teacher check names the problem)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    return output
+
+
+def with_logits_outputs(task: Task) -> Task:
+    """``task`` whose model factories wrap, where needed, what they build in :class:`LogitsOf`."""
+    rows = task.val[0][:2]
+
+    def adapt(factory: Callable[..., nn.Module] | None) -> Callable[..., nn.Module] | None:
+        if factory is None:
+            return None
+        return lambda *args: _returning_logits(factory(*args), rows)
+
+    return dataclasses.replace(task, teacher_architecture=adapt(task.teacher_architecture),
+                               student_architecture=adapt(task.student_architecture),
+                               pretrained_teacher=adapt(task.pretrained_teacher))
+
+
+def _returning_logits(model: nn.Module, rows: torch.Tensor) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        return model  # the teacher check says what it is
+    training = model.training
+    try:
+        with torch.no_grad():
+            output = model.eval()(rows)
+    except Exception:  # noqa: BLE001 - the teacher check (or the trial) reports the model's own error
+        return model.train(training)
+    model.train(training)
+    return model if isinstance(output, torch.Tensor) else LogitsOf(model)
