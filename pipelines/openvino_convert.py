@@ -13,11 +13,14 @@ the converter's reason.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Iterator
 
+import rich
 import torch
 from torch import nn
 
@@ -74,4 +77,18 @@ def _nncf_int8(converted: object, calibration: torch.Tensor, transformer: bool) 
     logging.getLogger("nncf").setLevel(logging.ERROR)  # progress bars and subset-size notes
     batches = [calibration[i : i + CALIBRATION_BATCH].numpy() for i in range(0, len(calibration), CALIBRATION_BATCH)]
     options = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
-    return nncf.quantize(converted, nncf.Dataset(batches), subset_size=len(batches), **options)
+    with _rich_default_console_quiet():
+        return nncf.quantize(converted, nncf.Dataset(batches), subset_size=len(batches), **options)
+
+
+@contextlib.contextmanager
+def _rich_default_console_quiet() -> Iterator[None]:
+    """NNCF draws its progress bars on rich's default console (stdout), over the search's
+    own display; slimsearch prints through consoles of its own, so this one may be muted."""
+    console = rich.get_console()
+    saved = dict(console.__dict__)
+    rich.reconfigure(quiet=True)  # replaces the default console's settings (rich's public API)
+    try:
+        yield
+    finally:
+        console.__dict__.update(saved)

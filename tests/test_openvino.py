@@ -70,6 +70,14 @@ class NotConvertible(nn.Module):
         return self.head(x.flatten(1))
 
 
+
+def test_nncf_draws_no_progress_bars_over_the_search_display(capsys: pytest.CaptureFixture[str]) -> None:
+    from slimsearch.pipelines.openvino_convert import openvino_model
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    openvino_model(model, 8, torch.randn(64, 16))
+    assert capsys.readouterr().out == ""
+
 def test_an_unconvertible_model_is_rejected_with_the_converters_reason(digits: CompressionPipeline) -> None:
     from slimsearch.spaces import InvalidCandidate
     from slimsearch.pipelines.openvino_convert import openvino_ir
