@@ -17,26 +17,19 @@ from typing import Callable
 import torch
 from torch import nn
 
+from slimsearch.pipelines.outputs import ModelWrapper
 from slimsearch.pipelines.task import Task, TaskLoadError
 
 
-class PackedInputs(nn.Module):
+class PackedInputs(ModelWrapper):
     """``model`` served behind one tensor holding its inputs stacked along dimension 1."""
 
     def __init__(self, model: nn.Module, names: tuple[str, ...]):
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.input_names = names
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
         return self.model(*packed.unbind(1))
-
-    def feature_stages(self) -> list[str]:
-        """The wrapped model's stages, if it names any (feature distillation)."""
-        inner = getattr(self.model, "feature_stages", None)
-        if not callable(inner):
-            raise AttributeError("the wrapped model has no feature_stages()")
-        return [f"model.{name}" for name in inner()]
 
 
 def pack_task(task: Task, spec: str) -> Task:

@@ -20,15 +20,12 @@ from torch import nn
 from slimsearch.pipelines.task import Task
 
 
-class LogitsOf(nn.Module):
-    """``model`` with its output reduced to the logits tensor."""
+class ModelWrapper(nn.Module):
+    """A user's model behind an adapter (``self.model``) that keeps its named feature stages."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:  # one tensor: several inputs arrive packed
-        return logits_of(self.model(batch))
 
     def feature_stages(self) -> list[str]:
         """The wrapped model's stages, if it names any (feature distillation)."""
@@ -36,6 +33,13 @@ class LogitsOf(nn.Module):
         if not callable(inner):
             raise AttributeError("the wrapped model has no feature_stages()")
         return [f"model.{name}" for name in inner()]
+
+
+class LogitsOf(ModelWrapper):
+    """``model`` with its output reduced to the logits tensor."""
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:  # one tensor: several inputs arrive packed
+        return logits_of(self.model(batch))
 
 
 def logits_of(output: Any) -> Any:
