@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import time
+import uuid
 from pathlib import Path
 
 import optuna
@@ -17,9 +18,12 @@ from slimsearch.search.cli import app
 from tests.helpers import cli_text, count_trials, run_cli, runner, search_process, stores, wait_until
 
 
-def _sqlite_study(tmp_path: Path) -> optuna.Study:
-    """A study on the storage wrapper Optuna really hands out for an RDB URL."""
-    return optuna.create_study(study_name="faults", storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def rdb_study(request: pytest.FixtureRequest, tmp_path: Path) -> optuna.Study:
+    """A fresh study on the storage wrapper Optuna really hands out for an RDB URL: a SQLite
+    file, or the PostgreSQL server several hosts would share."""
+    url = request.getfixturevalue("postgres") + "optuna" if request.param == "postgresql" else f"sqlite:///{tmp_path / 'o.db'}"
+    return optuna.create_study(study_name=f"faults-{uuid.uuid4().hex[:8]}", storage=open_storage(url))
 
 
 def _running(study: optuna.Study, **user_attrs: object) -> optuna.Trial:
@@ -30,8 +34,8 @@ def _running(study: optuna.Study, **user_attrs: object) -> optuna.Trial:
     return trial
 
 
-def test_heartbeats_are_recorded_on_the_wrapped_rdb_storage(tmp_path: Path) -> None:
-    study = _sqlite_study(tmp_path)
+def test_heartbeats_are_recorded_on_the_wrapped_rdb_storage(rdb_study: optuna.Study) -> None:
+    study = rdb_study
     assert not isinstance(study._storage, optuna.storages.RDBStorage), "Optuna wraps it (_CachedStorage)"
     trial = _running(study)
     beats = Heartbeats(study, interval_s=1)
@@ -42,8 +46,8 @@ def test_heartbeats_are_recorded_on_the_wrapped_rdb_storage(tmp_path: Path) -> N
     beats.close()
 
 
-def test_a_silent_trial_of_another_host_or_with_no_owner_is_failed_and_re_enqueued(tmp_path: Path) -> None:
-    study = _sqlite_study(tmp_path)
+def test_a_silent_trial_of_another_host_or_with_no_owner_is_failed_and_re_enqueued(rdb_study: optuna.Study) -> None:
+    study = rdb_study
     foreign = _running(study, host="another-host", pid=1)
     study._storage.set_trial_system_attr(foreign._trial_id, HEARTBEAT_ATTR, time.time())
     ownerless = _running(study)  # killed between ask() and recording its owner
