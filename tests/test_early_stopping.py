@@ -115,3 +115,29 @@ def test_the_cost_predictor_learns_a_synthetic_cost_model_and_reports_out_of_sam
     assert set(mape) == {"latency_p50_ms", "memory_mb"}
     assert mape["latency_p50_ms"] < 10 and mape["memory_mb"] < 10, mape
     assert "predictor MAPE latency" in predictor.describe()
+
+
+def test_the_cost_predictor_claims_no_cost_far_outside_what_it_has_measured() -> None:
+    """Eight readings between 1 and 2 ms, and a fit that extrapolates wildly (a fake standing
+    in for a GP far from its data): the prediction stays within half the least and twice the
+    most measured cost."""
+    import math
+    import random
+
+    import numpy as np
+
+    from slimsearch.search.loop.predictor import CostPredictor
+
+    class Extrapolating:
+        def predict(self, rows: np.ndarray, return_std: bool) -> tuple[np.ndarray, np.ndarray]:
+            return np.array([math.log(1000.0)]), np.array([0.1])
+
+    rng = random.Random(1)
+    predictor = CostPredictor()
+    for _ in range(8):
+        candidate = Candidate(StudentChoice(rng.choice([0.5, 1.0]), 2, 4.0, 0.5), 0.0, 32, None, "single", 1, 1)
+        predictor.learn(candidate, {"latency_p50_ms": rng.uniform(1, 2), "memory_mb": rng.uniform(1, 2)}, None)
+    predictor._models = {name: Extrapolating() for name in predictor._models}  # type: ignore[misc]
+    predicted = predictor.predict(Candidate(None, 0.9, 4, None, "single", 1, 16))
+    assert predicted is not None
+    assert all(0.5 <= value <= 4.0 for value, _ in predicted.values()), predicted

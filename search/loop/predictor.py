@@ -70,7 +70,11 @@ class CostPredictor:
         predicted = {}
         for name, model in self._models.items():
             mean, std = model.predict(row, return_std=True)
-            predicted[name] = (float(math.exp(mean[0])), float(math.expm1(std[0])))
+            seen = self.targets[name]
+            # Far from its data a GP on ~20 noisy rows can extrapolate a log-latency to 20x
+            # anything measured; a cost outside what was measured by more than 2x is not claimed.
+            bounded = min(max(float(mean[0]), min(seen) - math.log(2)), max(seen) + math.log(2))
+            predicted[name] = (float(math.exp(bounded)), float(math.expm1(std[0])))
         return predicted
 
     def learn(self, candidate: Candidate, metrics: dict[str, float],
