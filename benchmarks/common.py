@@ -73,12 +73,14 @@ def goal(name: str, measured: str, target: str, met: bool) -> None:
 
 
 def run_search(root: Path, name: str, *, task: str = "digits", space: SpaceSpec | None = None,
-               enqueue: list[dict[str, object]] | None = None, evaluation: dict[str, object] | None = None,
+               enqueue: list[dict[str, object]] | None = None, enqueue_attrs: dict[str, object] | None = None,
+               evaluation: dict[str, object] | None = None,
                constraints: list[str] | None = None, **search: object) -> tuple[RunSummary, SlimsearchConfig]:
     """A search of ``task`` (default space unless ``space``) in ``root/name``: own stores and
     stage cache, holding only a copy of the trained teacher, so no run profits from another's
     students. ``enqueue`` puts exact candidates (Optuna params) first in the study, so runs
-    can be compared on equal work; ``search.*`` overrides go in as keywords."""
+    can be compared on equal work (each with ``enqueue_attrs`` as user attributes);
+    ``search.*`` overrides go in as keywords."""
     raw = SlimsearchConfig().model_dump(exclude={"training"})  # unset: the task's training_defaults apply
     raw["output_dir"] = str(root / name)
     raw["task"] = task
@@ -94,7 +96,7 @@ def run_search(root: Path, name: str, *, task: str = "digits", space: SpaceSpec 
     if enqueue:
         study = open_study(config)
         for params in enqueue:
-            study.enqueue_trial(params)
+            study.enqueue_trial(params, user_attrs=enqueue_attrs)
     return SearchDriver(config, Console(quiet=True)).run(), config
 
 

@@ -3,7 +3,7 @@
 The table (``benchmarks/tables/<task>.csv``, measured once by ``measure_table.py`` with
 the real driver) holds each candidate's objectives, constraint values and the seconds its
 build and measurement cost. A replay asks a sampler for candidates exactly as a search
-does (``suggest_candidate`` on the table's space, the two anchor trials first, a repeated
+does (``suggest_candidate`` on the table's space, the anchor trials first, a repeated
 proposal answered from the study and not counted) and tells it the table's measurements.
 So every hypervolume here is made of measurements, and 20 seeds x 5 samplers cost
 minutes, not nights.
@@ -36,7 +36,7 @@ from optuna.trial import TrialState
 from scipy.stats import mannwhitneyu
 
 from slimsearch.search.loop.predictor import PREDICTED, CostPredictor
-from slimsearch.search.objectives import accurate_enough, minimising_signs
+from slimsearch.search.objectives import Constraint, accurate_enough, minimising_signs
 from slimsearch.search.store.pareto import hypervolume
 from slimsearch.search.store.study import SAMPLERS
 from slimsearch.spaces import SpaceSpec, anchor_params, deployment_variants, suggest_candidate
@@ -76,6 +76,8 @@ class Table:
     candidates: int
     provenance: str
     measuring_hours: float
+    retest: dict[str, object] | None
+    """Second idle measurements of clean rows (``measure_table.py --retest``): the noise floor."""
 
     @classmethod
     def load(cls, path: Path) -> Table:
@@ -84,6 +86,9 @@ class Table:
         objectives = list(meta["objectives"])
         raw = list(csv.DictReader(path.open()))
         complete = [r for r in raw if r["state"] == "COMPLETE"]
+        # The constraints the table was measured under, applied to each row's metrics here
+        # (a table written before this recorded no per-row violations).
+        constraints = [Constraint.parse(text) for text in meta["constraints"]]
         first_build: dict[str, float] = {}  # a training stage costs what it took when the table first built it
         for r in complete:
             for stage in ("distill", "prune_finetune"):
@@ -100,10 +105,12 @@ class Table:
             # Keyed by the candidate this code resolves from the stored params (a fingerprint
             # written by an older version may hash fields differently).
             fingerprint = suggest_candidate(optuna.trial.FixedTrial(params), space).fingerprint()
+            measured = {c.metric: float(r[c.metric]) for c in constraints}
             rows[fingerprint] = Row(params, metrics, tuple(float(r[o]) for o in objectives),
-                                         json.loads(r["constraints"]) or {}, float(r["seconds_trial"]) - trained, stages)
+                                    {c.name: c.violation(measured) for c in constraints},
+                                    float(r["seconds_trial"]) - trained, stages)
         return cls(space, objectives, meta["directions"], rows, meta["candidates"],
-                   meta["measured"], meta["measuring_hours"])
+                   meta["measured"], meta["measuring_hours"], meta.get("retest"))
 
     def normaliser(self) -> tuple[np.ndarray, np.ndarray]:
         """(ideal, nadir) in minimisation space over the feasible rows."""
@@ -251,6 +258,11 @@ def main() -> None:
     print("\nCost predictor (Gaussian process on log structure features), error of predictions made before "
           "measuring, trials 21-40 of a random order, median (IQR) over seeds: "
           + ", ".join(f"{name} MAPE {cell([e[name] for e in errors])} %" for name in PREDICTED))
+    if table.retest:
+        print(f"Noise floor: {table.retest['candidates']} clean rows measured a second time "
+              f"({' to '.join(table.retest['measured_between'])}) differ from the table's reading by MAPE "
+              + ", ".join(f"{name} {table.retest[f'{name}_mape']:.1f} %" for name in PREDICTED)
+              + " -- no prediction can be judged closer than that.")
     latency_mape = statistics.median(e["latency_p50_ms"] for e in errors)
     goal("cost predictor: latency MAPE after 20 measured digits trials", f"{latency_mape:.1f} %", "<= 10 %",
          latency_mape <= 10)

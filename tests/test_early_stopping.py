@@ -117,6 +117,26 @@ def test_the_cost_predictor_learns_a_synthetic_cost_model_and_reports_out_of_sam
     assert "predictor MAPE latency" in predictor.describe()
 
 
+def test_a_resumed_study_teaches_the_cost_predictor_with_one_fit_not_one_per_trial() -> None:
+    """Resuming a study of 680 trials refitted the GP after each (minutes before the first
+    new trial); now the recorded trials are learned first, then fitted once -- on the most
+    recent MAX_ROWS of them."""
+    from slimsearch.search.loop import predictor as module
+
+    predictor = module.CostPredictor()
+    fitted: list[int] = []
+    original = predictor._fit
+    predictor._fit = lambda values: fitted.append(len(values)) or original(values)  # type: ignore[method-assign]
+    for index in range(module.MAX_ROWS + 20):
+        candidate = Candidate(StudentChoice(0.5, 2, 4.0, 0.5), 0.0, 32, None, "single", 1, 1 + index % 2)
+        predictor.learn(candidate, {"latency_p50_ms": 1.0 + index % 2, "memory_mb": 2.0}, None, refit=False)
+    assert fitted == [] and predictor.predict(candidate) is None
+    predictor.refit()
+    assert fitted == [module.MAX_ROWS, module.MAX_ROWS]  # one fit per predicted objective
+    predicted = predictor.predict(candidate)
+    assert predicted is not None and abs(predicted["latency_p50_ms"][0] - 2.0) < 0.2
+
+
 def test_the_cost_predictor_claims_no_cost_far_outside_what_it_has_measured() -> None:
     """Eight readings between 1 and 2 ms, and a fit that extrapolates wildly (a fake standing
     in for a GP far from its data): the prediction stays within half the least and twice the

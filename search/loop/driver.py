@@ -196,7 +196,8 @@ class SearchDriver:
         self.predictor = CostPredictor(cfg.search.seed)
         for done in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if (record := records.TrialRecord(done)).candidate and not records.is_duplicate(done):
-                self.predictor.learn(record.candidate, record.metrics, None)  # resumed: learn what was measured
+                self.predictor.learn(record.candidate, record.metrics, None, refit=False)  # resumed: what was measured
+        self.predictor.refit()
         self.early_stopping = EarlyStopping(stopping, cfg.objectives, self.constraints,
                                             self.baseline["metrics"]["accuracy"]) if stopping.enabled else None
         self.tracker = MlflowTracker(cfg.tracking_uri, cfg.tracking.experiment, cfg.artifact_root, cfg.search.study_name,

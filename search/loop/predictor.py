@@ -32,6 +32,9 @@ MIN_TRIALS = 8
 """Trials measured before the first prediction."""
 WINDOW = 20
 """Predictions the reported error is averaged over (the most recent)."""
+MAX_ROWS = 200
+"""Trials a fit uses (the most recent): a GP's fit grows with the cube of its rows, and a
+resumed study of thousands of trials must not stall every trial on it."""
 
 
 def features(candidate: Candidate) -> list[float]:
@@ -78,8 +81,9 @@ class CostPredictor:
         return predicted
 
     def learn(self, candidate: Candidate, metrics: dict[str, float],
-              predicted: dict[str, tuple[float, float]] | None) -> None:
-        """Record a measured trial (and the error of what was predicted for it), then refit."""
+              predicted: dict[str, tuple[float, float]] | None, refit: bool = True) -> None:
+        """Record a measured trial (and the error of what was predicted for it), then refit
+        (``refit=False`` while replaying a resumed study's trials: :meth:`refit` once after)."""
         if not all(metrics.get(name, 0) > 0 for name in PREDICTED):
             return  # a zero reading (e.g. memory below resolution) has no log
         for name, (value, _) in (predicted or {}).items():
@@ -87,17 +91,22 @@ class CostPredictor:
         self.rows.append(features(candidate))
         for name in PREDICTED:
             self.targets[name].append(math.log(metrics[name]))
+        if refit:
+            self.refit()
+
+    def refit(self) -> None:
         if len(self.rows) >= MIN_TRIALS:
-            self._models = {name: self._fit(values) for name, values in self.targets.items()}
+            self._models = {name: self._fit(values[-MAX_ROWS:]) for name, values in self.targets.items()}
 
     def _fit(self, values: list[float]) -> GaussianProcessRegressor:
-        width = len(self.rows[0])
+        rows = self.rows[-MAX_ROWS:]
+        width = len(rows[0])
         kernel = ConstantKernel() * RBF(length_scale=np.ones(width), length_scale_bounds=(1e-2, 1e3)) \
             + WhiteKernel(noise_level=1e-2, noise_level_bounds=(1e-6, 1.0))
         model = GaussianProcessRegressor(kernel, normalize_y=True, random_state=self.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # bounds reached on tiny samples: still a fit
-            return model.fit(np.array(self.rows), np.array(values))
+            return model.fit(np.array(rows), np.array(values))
 
     def mape(self) -> dict[str, float]:
         """Mean absolute percentage error of the last ``WINDOW`` out-of-sample predictions."""
