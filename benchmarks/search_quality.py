@@ -44,8 +44,8 @@ from slimsearch.spaces import SpaceSpec, anchor_params, deployment_variants, sug
 from common import goal, provenance
 
 TABLES = Path(__file__).resolve().parent / "tables"
-CHECKPOINTS = (20, 40, 80, 160)
-HOURS = (0.25, 0.5, 1.0)
+CHECKPOINTS = (20, 40, 80)  # 160 made one 20-seed replay of the constrained table run for hours
+HOURS = (0.05, 0.1)  # simulated; a digits trial costs ~6 s, so 80 trials reach ~0.13 h
 REFERENCE = 1.1
 BATCH = 64  # the evaluation batch size the tables were measured at
 # GPSampler is left out unless asked: one seed of 160 trials on the 680-row table ran over
@@ -203,6 +203,9 @@ def predictor_error(table: Table, seed: int, learned: int = 20, judged: int = 20
 
 
 def at_hour(volumes: list[float], clock: list[float], hours: float) -> float:
+    """HV when the replay's clock passed ``hours`` (nan: its budget ran out before)."""
+    if not clock or clock[-1] < hours * 3600:
+        return float("nan")
     reached = [v for v, t in zip(volumes, clock) if t <= hours * 3600]
     return reached[-1] if reached else 0.0
 
@@ -238,6 +241,8 @@ def main() -> None:
         return [v[min(n, len(v)) - 1] for v, _ in runs[sampler]]
 
     def cell(values: list[float]) -> str:
+        if any(np.isnan(values)):
+            return "n/a (budget ran out first)"
         q1, med, q3 = np.percentile(values, [25, 50, 75])
         return f"{med:.3f} ({q1:.3f}-{q3:.3f})"
 
@@ -263,26 +268,33 @@ def main() -> None:
           + ", ".join(f"{name} MAPE {cell([e[name] for e in errors])} %" for name in PREDICTED))
     if table.retest:
         print(f"Noise floor: {table.retest['candidates']} clean rows measured a second time "
-              f"({' to '.join(table.retest['measured_between'])}) differ from the table's reading by MAPE "
+              f"({' to '.join(t[:16] for t in table.retest['measured_between'])}) differ from the table's reading by MAPE "
               + ", ".join(f"{name} {table.retest[f'{name}_mape']:.1f} %" for name in PREDICTED)
               + " -- no prediction can be judged closer than that.")
     latency_mape = statistics.median(e["latency_p50_ms"] for e in errors)
-    goal("cost predictor: latency MAPE after 20 measured digits trials", f"{latency_mape:.1f} %", "<= 10 %",
+    # The issue's goals are set on the digits table; on another table the same figures are
+    # printed as facts, so the README's goal table holds each goal once.
+    judge = goal if args.table.resolve() == (TABLES / "digits.csv").resolve() else fact
+    judge(f"cost predictor: latency MAPE after 20 measured {args.table.stem} trials", f"{latency_mape:.1f} %", "<= 10 %",
          latency_mape <= 10)
-    if "random" not in runs:
-        return
     default = optuna_default()
+    if not {"random", default} <= set(runs):
+        return
     ratio = statistics.median(at(default, 40)) / statistics.median(at("random", 40))
     p = mannwhitneyu(at(default, 40), at("random", 40), alternative="greater").pvalue
-    goal(f"HV({default})/HV(random) at N=40, median of {len(seeds)} seeds", f"{ratio:.3f} (p={p:.3g})",
+    judge(f"HV({default})/HV(random) at N=40, median of {len(seeds)} seeds", f"{ratio:.3f} (p={p:.3g})",
          ">= 1.15, p < 0.05", ratio >= 1.15 and p < 0.05)
     share = statistics.median(at(default, tenth)) / full
-    goal(f"{default}: share of the table's HV at {tenth} of {table.candidates} evaluations", f"{100 * share:.1f} %",
+    judge(f"{default}: share of the table's HV at {tenth} of {table.candidates} evaluations", f"{100 * share:.1f} %",
          ">= 95 %", share >= 0.95)
-    hour = HOURS[0]
+    hour = HOURS[-1]
     timed = (statistics.median(at_hour(v, c, hour) for v, c in runs[default])
              / max(statistics.median(at_hour(v, c, hour) for v, c in runs["random"]), 1e-12))
-    goal(f"HV({default})/HV(random) at {hour:g} simulated hours", f"{timed:.3f}", ">= 1.3", timed >= 1.3)
+    judge(f"HV({default})/HV(random) at {hour:g} simulated hours", f"{timed:.3f}", ">= 1.3", timed >= 1.3)
+
+
+def fact(name: str, measured: str, target: str, met: bool) -> None:
+    print(f"{name}: {measured} (the digits goal: {target}, {'reached' if met else 'not reached'} here)")
 
 
 def optuna_default() -> str:
