@@ -5,8 +5,8 @@ the real driver) holds each candidate's objectives, constraint values and the se
 build and measurement cost. A replay asks a sampler for candidates exactly as a search
 does (``suggest_candidate`` on the table's space, the anchor trials first, a repeated
 proposal answered from the study and not counted) and tells it the table's measurements.
-So every hypervolume here is made of measurements, and 20 seeds x 5 samplers cost
-minutes, not nights.
+So every hypervolume here is made of measurements, and 20 seeds x 4 samplers cost
+about 20 minutes on 2 cores (TPE most of it), not nights.
 
 Hypervolume is Optuna's, of the feasible front, with every objective normalised to the
 table's ideal (0) and nadir (1) over its feasible rows and the reference point at 1.1.
@@ -290,8 +290,10 @@ def main() -> None:
     judge(f"{default}: share of the table's HV at {tenth} of {table.candidates} evaluations", f"{100 * share:.1f} %",
          ">= 95 %", share >= 0.95)
     hour = HOURS[-1]
-    timed = (statistics.median(at_hour(v, c, hour, budget) for v, c in runs[default])
-             / max(statistics.median(at_hour(v, c, hour, budget) for v, c in runs["random"]), 1e-12))
+    mine, theirs = ([at_hour(v, c, hour, budget) for v, c in runs[name]] for name in (default, "random"))
+    # A budget that ended before the hour leaves no figure: printed as nan, and not met.
+    timed = (float("nan") if np.isnan(mine + theirs).any()
+             else statistics.median(mine) / max(statistics.median(theirs), 1e-12))
     judge(f"HV({default})/HV(random) at {hour:g} simulated hours", f"{timed:.3f}", ">= 1.3", timed >= 1.3)
 
 
