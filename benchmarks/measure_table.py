@@ -95,7 +95,7 @@ def remeasure_noisy(task: str) -> optuna.Study:
     """Measure again every candidate of the task's table whose latest reading is noisy."""
     study = table_study(task)
     noisy = [t.params for t in latest_measurements(study).values()
-             if t.state == TrialState.COMPLETE and t.user_attrs.get("tags", {}).get("noisy") == "true"]
+             if t.state == TrialState.COMPLETE and _noisy(t)]
     return _measure_again(task, study, noisy, {})
 
 
@@ -105,7 +105,7 @@ def retest(task: str, count: int, seed: int = 0) -> optuna.Study:
     candidate lie apart is the floor under any cost predictor's error."""
     study = table_study(task)
     clean = sorted((t for t in latest_measurements(study).values()
-                    if t.state == TrialState.COMPLETE and t.user_attrs.get("tags", {}).get("noisy") != "true"),
+                    if t.state == TrialState.COMPLETE and not _noisy(t)),
                    key=lambda t: t.number)
     chosen = random.Random(seed).sample(clean, min(count, len(clean)))
     return _measure_again(task, study, [t.params for t in chosen], {RETEST: True})
@@ -169,6 +169,11 @@ def row(trial: FrozenTrial, first: FrozenTrial) -> dict[str, object]:
     }
 
 
+def _noisy(trial: FrozenTrial) -> bool:
+    """Whether the trial's latency reading was flagged as disturbed by other load."""
+    return trial.user_attrs.get(records.TAGS, {}).get("noisy") == "true"
+
+
 def _fingerprint(trial: FrozenTrial) -> str:
     return Candidate.from_dict(trial.user_attrs[records.CANDIDATE]).fingerprint()
 
@@ -197,7 +202,7 @@ def write_table(task: str, study: optuna.Study, provenance_note: dict[str, str])
         "sum_seconds_trial": round(sum(t.user_attrs.get("metrics", {}).get("seconds_trial", 0.0) for t in firsts), 1),
         "candidates": len(grid_params(TABLE_SPACES[task])), "rows": len(latest),
         "complete": sum(t.state == TrialState.COMPLETE for t in latest.values()),
-        "noisy": sum(t.user_attrs.get("tags", {}).get("noisy") == "true" for t in latest.values()),
+        "noisy": sum(map(_noisy, latest.values())),
         "remeasured": len(again),
         "remeasured_between": _span(again),
         "retest": _retest_summary(study, latest),
@@ -223,7 +228,7 @@ def _retest_summary(study: optuna.Study, latest: dict[str, FrozenTrial]) -> dict
     pairs = {name: [(fp, latest[fp].user_attrs["metrics"][name], t.user_attrs["metrics"][name])
                     for t in retests if (fp := _fingerprint(t)) in latest] for name in PREDICTED}
     return {"candidates": len(retests), "measured_between": _span(retests),
-            "noisy": sum(t.user_attrs.get("tags", {}).get("noisy") == "true" for t in retests),
+            "noisy": sum(map(_noisy, retests)),
             **{f"{name}_mape": round(100 * statistics.mean(abs(b - a) / a for _, a, b in values), 2)
                for name, values in pairs.items()},
             "pairs": pairs}
