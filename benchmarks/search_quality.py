@@ -4,7 +4,8 @@ The table (``benchmarks/tables/<task>.csv``, measured once by ``measure_table.py
 the real driver) holds each candidate's objectives, constraint values and the seconds its
 build and measurement cost. A replay asks a sampler for candidates exactly as a search
 does (``suggest_candidate`` on the table's space, the anchor trials first, a repeated
-proposal answered from the study and not counted) and tells it the table's measurements.
+proposal answered from the study and not counted, a random unmeasured candidate after
+ten repeats in a row) and tells it the table's measurements.
 So every hypervolume here is made of measurements, and 20 seeds x 4 samplers cost
 about 20 minutes on 2 cores (TPE most of it), not nights.
 
@@ -36,11 +37,12 @@ import optuna
 from optuna.trial import TrialState
 from scipy.stats import mannwhitneyu
 
+from slimsearch.search.loop.driver import EXPLORE_AFTER_DUPLICATES, EXPLORE_DRAWS
 from slimsearch.search.loop.predictor import PREDICTED, CostPredictor
 from slimsearch.search.objectives import Constraint, accurate_enough, minimising_signs
 from slimsearch.search.store.pareto import hypervolume
 from slimsearch.search.store.study import SAMPLERS
-from slimsearch.spaces import SpaceSpec, anchor_params, deployment_variants, suggest_candidate
+from slimsearch.spaces import SpaceSpec, anchor_params, deployment_variants, suggest_candidate, unmeasured_params
 
 from common import goal, provenance
 
@@ -166,6 +168,8 @@ def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0
         study.enqueue_trial(params)
     built: set[str] = set()
     seen: dict[str, tuple[float, ...]] = {}
+    proposed: set[str] = set()
+    duplicates_in_a_row = 0
     feasible: list[tuple[float, ...]] = []
     volumes, clock, elapsed = [], [], 0.0
     proposals = 0
@@ -173,6 +177,7 @@ def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0
         proposals += 1
         trial = study.ask()
         fingerprint = suggest_candidate(trial, table.space).fingerprint()
+        proposed.add(fingerprint)
         row = table.rows.get(fingerprint)
         if row is None:  # the table could not build or serve it: failed, as in a search
             study.tell(trial, state=TrialState.FAIL)
@@ -181,7 +186,14 @@ def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0
             trial.set_constraint(name, violation)
         study.tell(trial, row.values)
         if fingerprint in seen:  # answered from the study: no cost, not counted
+            duplicates_in_a_row += 1
+            if duplicates_in_a_row % EXPLORE_AFTER_DUPLICATES == 0:  # as the driver does
+                params = unmeasured_params(table.space, proposed, seed + len(study.trials), EXPLORE_DRAWS)
+                if params is None:
+                    break
+                study.enqueue_trial(params)
             continue
+        duplicates_in_a_row = 0
         seen[fingerprint] = row.values
         if variants and "variant_of" not in trial.user_attrs and accurate_enough(row.constraints):
             for params in deployment_variants(table.space, trial.params, variants, seed + trial.number, BATCH):

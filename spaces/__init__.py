@@ -29,6 +29,7 @@ from slimsearch.spaces.sampling import (
     sample_trials,
     suggest_candidate,
     teacher_params,
+    unmeasured_params,
 )
 
 __all__ = [
@@ -56,4 +57,5 @@ __all__ = [
     "sample_trials",
     "suggest_candidate",
     "teacher_params",
+    "unmeasured_params",
 ]

@@ -74,10 +74,15 @@ from slimsearch.spaces import (
     deployment_variants,
     rejection_reason,
     suggest_candidate,
+    unmeasured_params,
 )
 
 MAX_CONSECUTIVE_REJECTIONS = 50
 MAX_CONSECUTIVE_DUPLICATES = 200
+# After this many proposals in a row repeated measured candidates, a random unmeasured one
+# is measured next (found within EXPLORE_DRAWS random draws, else the space is exhausted).
+EXPLORE_AFTER_DUPLICATES = 10
+EXPLORE_DRAWS = 200
 MAX_LOGGED_MODEL_BYTES = 200 * 1024 * 1024  # front models larger than this stay out of the tracking store
 
 
@@ -321,7 +326,9 @@ class SearchDriver:
         sampler only proposes candidates already measured (the space is exhausted)."""
         if self._last_skip == "duplicate":
             self._duplicates_in_a_row += 1
-            self.exhausted = self._duplicates_in_a_row >= MAX_CONSECUTIVE_DUPLICATES
+            if self._duplicates_in_a_row % EXPLORE_AFTER_DUPLICATES == 0:
+                self._explore()
+            self.exhausted = self.exhausted or self._duplicates_in_a_row >= MAX_CONSECUTIVE_DUPLICATES
             if self.exhausted:
                 self.console.print(f"{self._duplicates_in_a_row} proposals in a row repeated measured candidates: the "
                                    "space looks exhausted; stopping (widen the space or set search.remeasure: true)")
@@ -330,6 +337,21 @@ class SearchDriver:
         if self._rejected_in_a_row >= MAX_CONSECUTIVE_REJECTIONS:
             raise SearchError(f"{self._rejected_in_a_row} candidates in a row were rejected "
                               f"(e.g. {self._last_reason}); narrow the space section of the config")
+
+    def _explore(self) -> None:
+        """Enqueue a random candidate no trial has proposed yet: the sampler keeps repeating
+        measured ones (converged on a discrete space), which is not the space's end. None
+        left in ``EXPLORE_DRAWS`` random draws: the space is exhausted."""
+        proposed = {Candidate.from_dict(t.user_attrs[records.CANDIDATE]).fingerprint()
+                    for t in self.study.get_trials(deepcopy=False) if records.CANDIDATE in t.user_attrs}
+        params = unmeasured_params(self.config.space, proposed, self.config.search.seed + len(self.study.trials),
+                                   EXPLORE_DRAWS)
+        if params is None:
+            self.exhausted = True
+            return
+        self.study.enqueue_trial(params, user_attrs={records.EXPLORES: self._duplicates_in_a_row})
+        self.console.print(f"{self._duplicates_in_a_row} proposals in a row repeated measured candidates: "
+                           "a random unmeasured one is measured next")
 
     def after_evaluated(self, summary: RunSummary) -> str:
         """Count an evaluated trial, refresh the front (published every ``front_every``

@@ -38,6 +38,8 @@ DUPLICATE_OF = "duplicate_of"
 WORKER = "worker"
 VARIANT_OF = "variant_of"
 """Number of the trial whose model this one serves another way (``search.deployment_variants``)."""
+EXPLORES = "explores"
+"""A random unmeasured candidate, enqueued after this many proposals in a row repeated measured ones."""
 
 KILLED_KINDS = ("interrupted", "stale", "host")
 """Failures that are the process's, not the candidate's: their MLflow runs end KILLED."""
@@ -80,8 +82,9 @@ class TrialRecord:
         base = {"state": self.trial.state.name, "feasible": str(self.feasible).lower(), "pareto": "false"}
         if candidate:
             base["summary"] = candidate.summary()
-        if VARIANT_OF in self.attrs:
-            base[VARIANT_OF] = str(self.attrs[VARIANT_OF])
+        for key in (VARIANT_OF, EXPLORES):
+            if key in self.attrs:
+                base[key] = str(self.attrs[key])
         if self.trial.state == TrialState.COMPLETE:
             return params, self.metrics, {**self.attrs.get(TAGS, {}), **base}, "FINISHED"
         if self.trial.state == TrialState.PRUNED:
