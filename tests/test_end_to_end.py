@@ -351,6 +351,32 @@ def test_a_repeated_proposal_is_answered_from_the_study_not_re_measured(tmp_path
 
 
 
+def test_a_sampler_stuck_on_measured_candidates_is_sent_to_an_unmeasured_one(tmp_path: Path,
+                                                                              fast_config: dict) -> None:
+    from slimsearch.search.loop.driver import EXPLORE_AFTER_DUPLICATES
+
+    fast_config["space"] = {"prune": {"low": 0.0, "high": 0.0}, "quantize": {"bits": [32, 8, 4]},
+                            "student": {"distill": False},
+                            "parallel": {"strategies": ["single"], "threads": [1], "runtimes": ["torch"]}}
+    fast_config["search"].update(n_trials=2, study_name="stuck", sampler="random")
+    config = write_config(tmp_path / "stuck.yaml", **fast_config)
+    run_cli(config)  # the two anchors: teacher fp32 and int8; teacher int4 is the one left
+    out = Path(fast_config["output_dir"])
+    study, _, _, _ = stores(out, "stuck")
+    for _ in range(EXPLORE_AFTER_DUPLICATES):  # a sampler that keeps proposing the teacher
+        study.enqueue_trial(dict(study.trials[0].params))
+
+    output = run_cli(config, "--n-trials", "1")
+    study, _, children, _ = stores(out, "stuck")
+    assert sum("duplicate_of" in t.user_attrs for t in study.trials) == EXPLORE_AFTER_DUPLICATES
+    explored = [t for t in study.trials if "explores" in t.user_attrs]
+    assert len(explored) == 1 and explored[0].state == TrialState.COMPLETE
+    assert explored[0].user_attrs["explores"] == EXPLORE_AFTER_DUPLICATES and "int4" in explored[0].user_attrs["summary"]
+    assert "a random unmeasured one is measured next" in cli_text(output)
+    tags = {int(r.data.tags["trial_number"]): r.data.tags for r in children}
+    assert tags[explored[0].number]["explores"] == str(EXPLORE_AFTER_DUPLICATES)
+
+
 def test_an_accurate_new_model_s_deployment_variants_are_measured_next(tmp_path: Path, fast_config: dict) -> None:
     fast_config["search"].update(n_trials=4, study_name="variants", deployment_variants=2)
     fast_config["space"]["parallel"] = {"strategies": ["single"], "threads": [1, 2], "runtimes": ["torch", "onnxruntime"]}

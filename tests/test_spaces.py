@@ -21,6 +21,7 @@ from slimsearch.spaces import (
     sample_candidates,
     suggest_candidate,
     teacher_params,
+    unmeasured_params,
 )
 
 
@@ -66,6 +67,18 @@ def test_random_samples_cover_the_dimensions_and_are_valid_candidates() -> None:
     assert any(c.student is None for c in candidates) and any(c.student for c in candidates)
     assert all((c.float_dtype is not None) == (c.bits == 16) for c in candidates)
     assert all((c.degree > 1) == (c.strategy != "single") for c in candidates)
+
+
+def test_an_unmeasured_candidate_is_drawn_until_the_space_is_used_up() -> None:
+    spec = SpaceSpec(prune=PruneSpec(low=0.0, high=0.0), quantize=QuantizeSpec(bits=[32, 8, 4]),
+                     student=StudentSpec(distill=False),
+                     parallel=ParallelSpec(strategies=["single"], threads=[1], runtimes=["torch"]))
+    every = {suggest_candidate(_trial_with(p), spec).fingerprint(): p for p in grid_params(spec)}
+    assert len(every) == 3
+    measured = set(list(every)[:2])
+    fresh = unmeasured_params(spec, measured, seed=0, draws=50)
+    assert fresh is not None and suggest_candidate(_trial_with(fresh), spec).fingerprint() not in measured
+    assert unmeasured_params(spec, set(every), seed=0, draws=50) is None
 
 
 def test_candidate_is_hashable_and_round_trips_through_json() -> None:
