@@ -5,7 +5,7 @@ the real driver) holds each candidate's objectives, constraint values and the se
 build and measurement cost. A replay asks a sampler for candidates exactly as a search
 does (``suggest_candidate`` on the table's space, the anchor trials first, a repeated
 proposal answered from the study and not counted, a random unmeasured candidate after
-ten repeats in a row) and tells it the table's measurements.
+30 repeats in a row, as the driver does) and tells it the table's measurements.
 So every hypervolume here is made of measurements, and 20 seeds x 4 samplers cost
 about 20 minutes on 2 cores (TPE most of it), not nights.
 

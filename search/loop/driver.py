@@ -81,7 +81,7 @@ MAX_CONSECUTIVE_REJECTIONS = 50
 MAX_CONSECUTIVE_DUPLICATES = 200
 # After this many proposals in a row repeated measured candidates, a random unmeasured one
 # is measured next (found within EXPLORE_DRAWS random draws, else the space is exhausted).
-EXPLORE_AFTER_DUPLICATES = 10
+EXPLORE_AFTER_DUPLICATES = 30
 EXPLORE_DRAWS = 200
 MAX_LOGGED_MODEL_BYTES = 200 * 1024 * 1024  # front models larger than this stay out of the tracking store
 
