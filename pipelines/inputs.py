@@ -69,3 +69,13 @@ def _pack(inputs: object, names: tuple[str, ...], where: str) -> torch.Tensor:
                             f"{sorted(str(s) for s in shapes)}; several inputs must share one shape and dtype "
                             "(e.g. input_ids and attention_mask, both int64 rows x tokens)")
     return torch.stack(tensors, dim=1)
+
+
+def float32_features(task: Task) -> Task:
+    """``task`` with float64 inputs (numpy's default: ``torch.from_numpy`` of a data frame)
+    as float32, the dtype a model's weights, every runtime and every quantizer here work
+    in; without it the teacher fails on its first batch with a dtype mismatch."""
+    if task.input_dtype != torch.float64:
+        return task
+    return dataclasses.replace(task, **{name: (getattr(task, name)[0].float(), getattr(task, name)[1])
+                                        for name in ("train", "val", "test")})

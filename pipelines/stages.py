@@ -54,8 +54,10 @@ def teacher(task: Task, cache: StageCache, recipe: TrainingRecipe, seed: int) ->
         pretrained = task.pretrained_teacher()
         check_teacher(task, pretrained, "pretrained")
         return StageResult(pretrained.eval(), f"pretrained-{task.cache_identity}", True)
+    architecture = task.teacher_architecture
+    assert architecture is not None, "load_task refuses a task with neither teacher"
     key = cache.key("teacher", task=task.cache_identity, seed=seed, epochs=recipe.teacher_epochs, lr=recipe.lr)
-    model = _seeded(task.teacher_architecture, seed)
+    model = _seeded(architecture, seed)
     check_teacher(task, model, "untrained")  # before spending the training time
     state, hit = cache.get_or_build(
         key,

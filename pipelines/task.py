@@ -30,7 +30,9 @@ def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 class Task:
     """A model to compress, the data to judge it on, and how to score it.
 
-    ``student_architecture(width, depth)`` builds an untrained member of the student
+    ``teacher_architecture()`` builds the untrained teacher slimsearch trains; a user
+    who already has the trained model gives ``pretrained_teacher`` instead (one of the
+    two is needed). ``student_architecture(width, depth)`` builds an untrained member of the student
     family; ``width`` multiplies channel/feature counts and ``depth`` counts stages. A
     pretrained transformer may leave it out: its students are then only cut from the
     teacher's own layers (``space.student.init: [teacher]``).
@@ -42,7 +44,7 @@ class Task:
     train: Split
     val: Split
     test: Split
-    teacher_architecture: Callable[[], nn.Module]
+    teacher_architecture: Callable[[], nn.Module] | None = None
     student_architecture: Callable[[float, int], nn.Module] | None = None
     metric: Callable[[torch.Tensor, torch.Tensor], float] = top1_accuracy
     pretrained_teacher: Callable[[], nn.Module] | None = None
@@ -125,19 +127,22 @@ def load_task(spec: str, seed: int) -> Task:
         raise TaskLoadError(f"task '{spec}': {attr}(seed={seed}) raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(task, Task):
         raise TaskLoadError(f"task '{spec}': {attr}() returned {type(task).__name__}, expected slimsearch.pipelines.Task")
-    from slimsearch.pipelines.inputs import pack_task  # imports this module
+    from slimsearch.pipelines.inputs import float32_features, pack_task  # imports this module
 
     from slimsearch.pipelines.outputs import with_logits_outputs  # imports this module
 
     task = pack_task(task, spec)
     check_task_data(task, spec)
-    return with_logits_outputs(task)
+    return with_logits_outputs(float32_features(task))
 
 
 def check_task_data(task: Task, spec: str) -> None:
     """Refuse data a search would only trip over after hours of training: each split an
     ``(inputs, labels)`` tuple of tensors of equal, non-zero length, integer class labels
-    in ``0..C-1``, one input shape and dtype across the splits."""
+    in ``0..C-1``, one input shape and dtype across the splits; and a teacher to start from."""
+    if task.teacher_architecture is None and task.pretrained_teacher is None:
+        raise TaskLoadError(f"task '{spec}' has no teacher; give it pretrained_teacher=lambda: model (your trained "
+                            "model) or teacher_architecture=ModelClass (trained by slimsearch)")
     for name in ("train", "val", "test"):
         split = getattr(task, name)
         where = f"task '{spec}': {name}"
@@ -164,7 +169,8 @@ def space_problem(task: Task, students_from_scratch: bool) -> str | None:
     """Why this task cannot serve the configured space, found before anything is trained."""
     if students_from_scratch and task.student_architecture is None:
         return (f"task '{task.name}' has no student_architecture, but space.student.init includes scratch; "
-                "set space.student.init: [teacher] (students cut from the teacher's layers) or give the task a "
+                "set space.student.distill: false (prune and quantize the teacher itself), space.student.init: "
+                "[teacher] (a transformer's students cut from its layers) or give the task a "
                 "student_architecture(width, depth)")
     return None
 

@@ -91,7 +91,7 @@ def test_a_run_fails_a_dead_foreign_worker_s_trial_and_completes_its_budget(tmp_
 
 BROKEN_TASKS = ["labels_out_of_range", "negative_labels", "float_labels", "splits_as_lists", "mismatched_lengths",
                 "empty_validation", "teacher_not_a_module", "nan_pretrained_teacher", "nan_teacher_architecture",
-                "teacher_with_wrong_inputs", "untraceable_teacher", "named_inputs_of_different_shapes"]
+                "teacher_with_wrong_inputs", "untraceable_teacher", "named_inputs_of_different_shapes", "no_teacher"]
 
 
 @pytest.mark.parametrize("factory", BROKEN_TASKS)

@@ -316,6 +316,18 @@ def test_readme_task_example_loads(user_task: str) -> None:
     assert task.num_classes == 3 and task.input_shape == (20,)
 
 
+def test_a_trained_model_alone_with_numpy_features_is_compressed(tmp_path: Path) -> None:
+    """No teacher_architecture, float64 inputs: the features arrive as float32, the given
+    model is the teacher, and it is pruned and quantized as it is."""
+    task = load_task("tests.tasks.tabular:make_task", 0)
+    assert task.teacher_architecture is None and task.val[0].dtype == torch.float32
+    pipeline = CompressionPipeline(task, tmp_path, TrainingRecipe(finetune_epochs=1), seed=0)
+    assert pipeline.teacher.cache_hit, "a pretrained teacher is not trained again"
+    built = pipeline.build(Candidate(None, 0.25, 8, None, "single", 1, 1))
+    assert built.params < sum(p.numel() for p in pipeline.teacher.model.parameters())
+    assert built.serving(task.val[0]).argmax(1).eq(task.val[1]).float().mean() > 0.8
+
+
 def test_task_loading_errors_are_one_line_and_actionable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "broken_task.py").write_text("import not_a_module_anywhere\n")
     (tmp_path / "wrong_task.py").write_text("def make_task(seed):\n    return 42\n")

@@ -98,3 +98,7 @@ def named_inputs_of_different_shapes(seed: int) -> Task:
     task = _good(seed)
     split = lambda s: ({"a": s[0], "b": s[0][:, :5]}, s[1])  # noqa: E731
     return _with(seed, train=split(task.train), val=split(task.val), test=split(task.test), input_names=("a", "b"))
+
+
+def no_teacher(seed: int) -> Task:
+    return _with(seed, teacher_architecture=None)
