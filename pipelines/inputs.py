@@ -71,11 +71,13 @@ def _pack(inputs: object, names: tuple[str, ...], where: str) -> torch.Tensor:
     return torch.stack(tensors, dim=1)
 
 
-def float32_features(task: Task) -> Task:
+def standard_dtypes(task: Task) -> Task:
     """``task`` with float64 inputs (numpy's default: ``torch.from_numpy`` of a data frame)
     as float32, the dtype a model's weights, every runtime and every quantizer here work
-    in; without it the teacher fails on its first batch with a dtype mismatch."""
-    if task.input_dtype != torch.float64:
-        return task
-    return dataclasses.replace(task, **{name: (getattr(task, name)[0].float(), getattr(task, name)[1])
-                                        for name in ("train", "val", "test")})
+    in, and integer labels of any width as int64, the only ones a cross-entropy loss takes;
+    without it the teacher or the first training step fails on a dtype mismatch."""
+    def split(pair: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, labels = pair
+        return inputs.float() if inputs.dtype == torch.float64 else inputs, labels.long()
+
+    return dataclasses.replace(task, train=split(task.train), val=split(task.val), test=split(task.test))

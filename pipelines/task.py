@@ -127,13 +127,13 @@ def load_task(spec: str, seed: int) -> Task:
         raise TaskLoadError(f"task '{spec}': {attr}(seed={seed}) raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(task, Task):
         raise TaskLoadError(f"task '{spec}': {attr}() returned {type(task).__name__}, expected slimsearch.pipelines.Task")
-    from slimsearch.pipelines.inputs import float32_features, pack_task  # imports this module
+    from slimsearch.pipelines.inputs import pack_task, standard_dtypes  # imports this module
 
     from slimsearch.pipelines.outputs import with_logits_outputs  # imports this module
 
     task = pack_task(task, spec)
     check_task_data(task, spec)
-    return with_logits_outputs(float32_features(task))
+    return with_logits_outputs(standard_dtypes(task))
 
 
 def check_task_data(task: Task, spec: str) -> None:

@@ -317,10 +317,11 @@ def test_readme_task_example_loads(user_task: str) -> None:
 
 
 def test_a_trained_model_alone_with_numpy_features_is_compressed(tmp_path: Path) -> None:
-    """No teacher_architecture, float64 inputs: the features arrive as float32, the given
-    model is the teacher, and it is pruned and quantized as it is."""
+    """No teacher_architecture, float64 inputs, int32 labels: they arrive as float32 and
+    int64, the given model is the teacher, and it is pruned, fine-tuned and quantized as it is."""
     task = load_task("tests.tasks.tabular:make_task", 0)
     assert task.teacher_architecture is None and task.val[0].dtype == torch.float32
+    assert task.train[1].dtype == torch.int64
     pipeline = CompressionPipeline(task, tmp_path, TrainingRecipe(finetune_epochs=1), seed=0)
     assert pipeline.teacher.cache_hit, "a pretrained teacher is not trained again"
     built = pipeline.build(Candidate(None, 0.25, 8, None, "single", 1, 1))

@@ -210,7 +210,7 @@ def test_a_hugging_face_classifier_used_as_it_comes_is_searched_and_deployed(tmp
     fast_config["search"].update(n_trials=5, study_name="hf", sampler="random", seed=2)
     config = write_config(tmp_path / "hf.yaml", **fast_config)
     refused = runner.invoke(app, ["validate", str(config)])
-    assert refused.exit_code == 2 and "set space.student.init: [teacher]" in cli_text(refused.output), refused.output
+    assert refused.exit_code == 2 and "space.student.init: [teacher]" in cli_text(refused.output), refused.output
 
     fast_config["space"]["student"]["init"] = ["teacher"]
     config = write_config(tmp_path / "hf.yaml", **fast_config)
