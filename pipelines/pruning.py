@@ -5,7 +5,14 @@ Channels are physically removed (params, MACs and latency fall). What is never c
 * the classifier head, the task's ``protected_modules`` and a model's ``unprunable`` names;
 * for models with attention, the residual width: it couples every block, so the
   embeddings (``nn.Embedding``) and ``nn.MultiheadAttention`` modules are kept whole,
-  which makes torch-pruning leave their whole group alone.
+  which makes torch-pruning leave their whole group alone;
+* recurrent layers (LSTM, GRU, RNN) and the embeddings feeding them: torch-pruning's
+  recurrent pruner broke the forward of a one-layer LSTM token classifier (IndexError in
+  the embedding lookup), while with both kept whole the Linear layers after them prune
+  cleanly.
+
+A ratio that removes nothing (every layer it could cut is kept whole, or too narrow for
+the ratio to take a channel) is rejected rather than measured as a pruned model.
 
 Attention written the Hugging Face way (a module with ``query``/``key``/``value`` (or
 ``q_proj``/``k_proj``/``v_proj``) Linear layers and ``num_attention_heads`` / ``num_heads``)
@@ -79,12 +86,14 @@ def make_pruner(model: nn.Module, pruning: PruningChoice, task: Task, seed: int)
     unprunable = set(task.protected_modules) | set(getattr(model, "unprunable", ()))
     attention = attention_projections(model)
     has_attention = bool(attention) or any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
+    recurrent = any(isinstance(m, nn.RNNBase) for m in model.modules())
     protected = [
         module
         for name, module in model.named_modules()
         if name in unprunable
         or (isinstance(module, nn.Linear) and module.out_features == task.num_classes)
         or (has_attention and isinstance(module, (nn.Embedding, nn.MultiheadAttention)))
+        or (recurrent and isinstance(module, (nn.Embedding, nn.RNNBase)))
     ]
     heads = {layer: getattr(owner, count) for owner, layers, count in attention for layer in layers}
     torch.manual_seed(seed)  # the random baseline is reproducible, so its cache entry is too
@@ -160,6 +169,7 @@ def pruning_problem(model: nn.Module, pruning: PruningChoice, task: Task) -> str
     (it must still run on a validation batch with the same output shape), or ``None``."""
     trial = copy.deepcopy(model).eval()
     rows = task.val[0][:2]
+    size = sum(p.numel() for p in trial.parameters())
     try:
         with torch.no_grad():
             expected = trial(rows).shape
@@ -175,4 +185,7 @@ def pruning_problem(model: nn.Module, pruning: PruningChoice, task: Task) -> str
                 "in an 'unprunable' attribute, or set space.prune.high: 0")
     if shape != expected:
         return f"pruning {type(model).__name__} at ratio {pruning.ratio:g} changes its output shape {tuple(expected)} -> {tuple(shape)}"
+    if sum(p.numel() for p in trial.parameters()) == size:
+        return (f"pruning {type(model).__name__} at ratio {pruning.ratio:g} removes nothing (its layers are kept whole "
+                "or too narrow for this ratio); set space.prune.low higher or space.prune.high: 0")
     return None

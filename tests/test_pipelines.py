@@ -17,12 +17,13 @@ from slimsearch.pipelines.cache import StageCache
 from slimsearch.search.cli import app
 from slimsearch.pipelines.digits import DigitsCNN, load_splits
 from slimsearch.pipelines.digits_transformer import DigitsTransformer
+from slimsearch.pipelines.task import Task
 from slimsearch.evaluators.memory import state_dict_bytes
 from slimsearch.pipelines.export import ExportError, export_model
 from slimsearch.pipelines.ort_quantize import onnxruntime_model
 from slimsearch.pipelines.quantize import quantize
 from slimsearch.pipelines.features import FeatureHints, HintLoss, teacher_stage_outputs
-from slimsearch.pipelines.pruning import PruningChoice, prune_channels
+from slimsearch.pipelines.pruning import PruningChoice, prune_channels, pruning_problem
 from slimsearch.pipelines.stages import (
     StageResult,
     count_macs_and_params,
@@ -327,6 +328,32 @@ def test_a_trained_model_alone_with_numpy_features_is_compressed(tmp_path: Path)
     built = pipeline.build(Candidate(None, 0.25, 8, None, "single", 1, 1))
     assert built.params < sum(p.numel() for p in pipeline.teacher.model.parameters())
     assert built.serving(task.val[0]).argmax(1).eq(task.val[1]).float().mean() > 0.8
+
+
+class TokenLSTM(nn.Module):
+    """Token ids -> embedding -> LSTM -> (optionally a hidden Linear) -> head."""
+
+    def __init__(self, hidden_linear: bool):
+        super().__init__()
+        self.embed, self.rnn = nn.Embedding(50, 8), nn.LSTM(8, 16, batch_first=True)
+        self.mid = nn.Linear(16, 12) if hidden_linear else nn.Identity()
+        self.head = nn.Linear(12 if hidden_linear else 16, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.embed(ids))
+        return self.head(torch.relu(self.mid(out[:, -1])))
+
+
+def test_a_recurrent_model_prunes_its_linear_layers_and_keeps_the_lstm_whole() -> None:
+    ids = torch.randint(1, 50, (20, 6), generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(20) % 2
+    task = Task(name="lstm", train=(ids, labels), val=(ids, labels), test=(ids, labels),
+                teacher_architecture=lambda: TokenLSTM(True))
+    half = PruningChoice(0.5, "l1", "uniform", 1)
+    assert pruning_problem(TokenLSTM(True), half, task) is None
+    model = prune_channels(TokenLSTM(True), half, task)
+    assert model.mid.out_features == 6 and model.rnn.hidden_size == 16 and model(ids).shape == (20, 2)
+    assert "removes nothing" in pruning_problem(TokenLSTM(False), half, task)  # only the LSTM and the head
 
 
 def test_task_loading_errors_are_one_line_and_actionable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
