@@ -58,6 +58,8 @@ IMPORTANCE: dict[str, Callable[[], tp.importance.Importance]] = {
 TAYLOR_BATCH = 256
 _PROJECTIONS = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"))
 _HEAD_COUNTS = ("num_attention_heads", "num_heads")
+RESTORABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
+"""Layers whose output channels :func:`prune_to_shapes` cuts back to a cached pruned model's."""
 
 
 def attention_projections(model: nn.Module) -> list[tuple[nn.Module, tuple[nn.Linear, nn.Linear, nn.Linear], str]]:
@@ -132,18 +134,22 @@ def prune_step(model: nn.Module, pruner: tp.pruner.MetaPruner, pruning: PruningC
 
 
 def prune_to_shapes(model: nn.Module, state: dict[str, torch.Tensor], example: torch.Tensor) -> None:
-    """Remove output channels of ``model``'s Conv/Linear layers (and, through torch-pruning's
-    dependency graph, everything coupled to them) until they match ``state``. Attention
-    projections lose trailing channels, i.e. whole heads (the cached weights replace them)."""
+    """Remove output channels of ``model``'s Linear, Conv (1-3 d) and Embedding layers (and,
+    through torch-pruning's dependency graph, everything coupled to them) until they match
+    ``state``. Attention projections lose trailing channels, i.e. whole heads (the cached
+    weights replace them). Every layer kind the pruner can cut is restored here, or a
+    cached pruned model of that kind would not load (a Conv1d net did not)."""
     head_sizes = _head_sizes(model)
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     for name, module in model.named_modules():
-        if not isinstance(module, (nn.Conv2d, nn.Linear)) or f"{name}.weight" not in state:
+        cached = state.get(f"{name}.weight")
+        if cached is None or not isinstance(module, RESTORABLE):
             continue
-        target, current = state[f"{name}.weight"].shape[0], module.weight.shape[0]
+        pruner = graph.get_pruner_of_module(module)
+        target = cached.shape[1] if isinstance(module, nn.Embedding) else cached.shape[0]  # embedding_dim is dim 1
+        current = pruner.get_out_channels(module)
         if target < current:
-            prune_out = tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
-            graph.get_pruning_group(module, prune_out, idxs=list(range(target, current))).prune()
+            graph.get_pruning_group(module, pruner.prune_out_channels, idxs=list(range(target, current))).prune()
     _sync_head_counts(model, head_sizes)
 
 

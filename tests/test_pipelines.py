@@ -23,7 +23,7 @@ from slimsearch.pipelines.export import ExportError, export_model
 from slimsearch.pipelines.ort_quantize import onnxruntime_model
 from slimsearch.pipelines.quantize import quantize
 from slimsearch.pipelines.features import FeatureHints, HintLoss, teacher_stage_outputs
-from slimsearch.pipelines.pruning import PruningChoice, prune_channels, pruning_problem
+from slimsearch.pipelines.pruning import PruningChoice, prune_channels, prune_to_shapes, pruning_problem
 from slimsearch.pipelines.stages import (
     StageResult,
     count_macs_and_params,
@@ -35,6 +35,7 @@ from slimsearch.pipelines.training import Distillation, train_model
 from slimsearch.spaces import Candidate, InvalidCandidate, StudentChoice, StudentSpec
 from tests.conftest import write_config
 from tests.helpers import cli_text
+from tests.tasks.token_bag import TokenBag
 
 
 @pytest.fixture(scope="module")
@@ -354,6 +355,36 @@ def test_a_recurrent_model_prunes_its_linear_layers_and_keeps_the_lstm_whole() -
     model = prune_channels(TokenLSTM(True), half, task)
     assert model.mid.out_features == 6 and model.rnn.hidden_size == 16 and model(ids).shape == (20, 2)
     assert "removes nothing" in pruning_problem(TokenLSTM(False), half, task)  # only the LSTM and the head
+
+
+class SignalNet(nn.Module):
+    """A 1-D conv net (audio, sensors): Conv1d + BatchNorm1d stages, pooled, then the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv1d(1, 16, 5, padding=2), nn.BatchNorm1d(16), nn.ReLU(),
+                                  nn.Conv1d(16, 16, 5, padding=2), nn.BatchNorm1d(16), nn.ReLU())
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).mean(-1))
+
+
+@pytest.mark.parametrize("make, inputs", [(SignalNet, lambda: torch.randn(12, 1, 32)),
+                                          (lambda: TokenBag(1.0, 1), lambda: torch.randint(0, 2400, (12, 7)))],
+                         ids=["conv1d", "embedding"])
+def test_a_pruned_model_of_every_prunable_layer_kind_is_restored_from_its_cached_weights(make, inputs) -> None:
+    """The stage cache stores pruned weights; reloading them cuts a fresh model to their shapes."""
+    torch.manual_seed(0)
+    x = inputs()
+    labels = torch.arange(12) % 2
+    task = Task(name="kinds", train=(x, labels), val=(x, labels), test=(x, labels), teacher_architecture=make)
+    pruned = prune_channels(make().eval(), PruningChoice(0.5, "l1", "uniform", 1), task)
+    fresh = make().eval()
+    prune_to_shapes(fresh, pruned.state_dict(), x[:1])
+    fresh.load_state_dict(pruned.state_dict())
+    assert sum(p.numel() for p in fresh.parameters()) < sum(p.numel() for p in make().parameters())
+    assert torch.equal(fresh(x), pruned(x))
 
 
 def test_task_loading_errors_are_one_line_and_actionable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
