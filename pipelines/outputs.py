@@ -1,7 +1,8 @@
 """Models whose forward returns more than logits, used as they come.
 
 A Hugging Face ``...ForSequenceClassification`` returns a ``ModelOutput`` (``.logits``,
-maybe hidden states), many models return a tuple whose first element is the logits.
+maybe hidden states), many models return a tuple whose first element is the logits or a
+dict with a ``"logits"`` entry.
 Training, pruning, tracing, ONNX export and the serving probe all need one
 ``(rows, classes)`` tensor, so such a model is wrapped in :class:`LogitsOf` when it is
 built -- decided once per built model by running it on two validation rows -- and its
@@ -43,11 +44,12 @@ class LogitsOf(ModelWrapper):
 
 
 def logits_of(output: Any) -> Any:
-    """The logits in ``output``: itself if a tensor, else ``.logits``, else a tuple's first
-    tensor; anything else is returned as is (the teacher check names the problem)."""
+    """The logits in ``output``: itself if a tensor, else ``.logits`` (or a dict's
+    ``"logits"``), else a tuple's first tensor; anything else is returned as is (the
+    teacher check names the problem)."""
     if isinstance(output, torch.Tensor):
         return output
-    logits = getattr(output, "logits", None)
+    logits = output.get("logits") if isinstance(output, dict) else getattr(output, "logits", None)
     if isinstance(logits, torch.Tensor):
         return logits
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from slimsearch.pipelines.task import Task
 from slimsearch.evaluators.memory import state_dict_bytes
 from slimsearch.pipelines.export import ExportError, export_model
 from slimsearch.pipelines.ort_quantize import onnxruntime_model
+from slimsearch.pipelines.outputs import with_logits_outputs
 from slimsearch.pipelines.quantize import quantize
 from slimsearch.pipelines.features import FeatureHints, HintLoss, teacher_stage_outputs
 from slimsearch.pipelines.pruning import PruningChoice, prune_channels, prune_to_shapes, pruning_problem
@@ -385,6 +387,31 @@ def test_a_pruned_model_of_every_prunable_layer_kind_is_restored_from_its_cached
     fresh.load_state_dict(pruned.state_dict())
     assert sum(p.numel() for p in fresh.parameters()) < sum(p.numel() for p in make().parameters())
     assert torch.equal(fresh(x), pruned(x))
+
+
+class ReturnsMore(nn.Module):
+    """A classifier whose forward returns its logits with other outputs, as a dict or tuple."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind, self.body, self.head = kind, nn.Sequential(nn.Linear(20, 32), nn.ReLU()), nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> object:
+        hidden = self.body(x)
+        logits = self.head(hidden)
+        return {"logits": logits, "hidden": hidden} if self.kind == "dict" else (logits, hidden)
+
+
+@pytest.mark.parametrize("kind", ["dict", "tuple"])
+def test_a_teacher_returning_logits_among_other_outputs_is_compressed(tmp_path: Path, user_task: str, kind: str) -> None:
+    task = load_task(user_task, 0)
+    raw = dataclasses.replace(task, teacher_architecture=lambda: ReturnsMore(kind), student_architecture=None)
+    pipeline = CompressionPipeline(with_logits_outputs(raw), tmp_path, TrainingRecipe(teacher_epochs=2, finetune_epochs=1),
+                                   seed=0)
+    built = pipeline.build(Candidate(None, 0.25, 8, None, "single", 1, 1))
+    logits = built.serving(task.val[0])
+    assert isinstance(logits, torch.Tensor) and logits.shape == (len(task.val[1]), 3)
+    assert built.params < sum(p.numel() for p in pipeline.teacher.model.parameters())
 
 
 def test_task_loading_errors_are_one_line_and_actionable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
