@@ -224,16 +224,16 @@ def sample_trials(spec: SpaceSpec, n: int, seed: int = 0) -> list[tuple[Candidat
     return list(itertools.islice(_random_trials(spec, seed), n))
 
 
-def unmeasured_params(spec: SpaceSpec, measured: set[str], seed: int, draws: int) -> dict[str, Any] | None:
-    """Optuna params of a random candidate whose fingerprint is not in ``measured``, or None
-    if ``draws`` random draws found none.
+def unmeasured_params(spec: SpaceSpec, proposed: set[str], seed: int, draws: int) -> dict[str, Any] | None:
+    """Optuna params of a random candidate whose fingerprint is not in ``proposed`` (measured,
+    or tried and rejected), or None if ``draws`` random draws found none.
 
     A sampler that has converged on a discrete space proposes only measured candidates
     (TPE on the 680-candidate digits table: 1,600 proposals for 74 new ones); a random
     unmeasured candidate keeps the night's run exploring instead of stopping early.
     """
     for candidate, params in itertools.islice(_random_trials(spec, seed), draws):
-        if candidate.fingerprint() not in measured:
+        if candidate.fingerprint() not in proposed:
             return params
     return None
 
