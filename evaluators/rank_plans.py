@@ -30,6 +30,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from slimsearch.evaluators.families import KNOWN_FAMILIES, named_transformer_layers
+from slimsearch.evaluators.families import tensor_parallel_plan as family_plan
 from slimsearch.evaluators.memory import state_dict_bytes
 from slimsearch.spaces import InvalidCandidate
 
@@ -79,47 +81,26 @@ def deployment_problem(model: nn.Module, example: torch.Tensor, strategy: str, d
 
 def tensor_parallel_plans(model: nn.Module, degree: int) -> list[tuple[str, dict[str, str]]]:
     """(path of the module owning a plan, its plan) for every planning module in ``model``;
-    Hugging Face BERT-like layers get the Megatron plan without one (see :func:`_bert_layer_plan`)."""
+    layers of a known transformer family get the Megatron plan without one (``families``)."""
     plans = []
-    for path, module in model.named_modules():
-        make_plan = getattr(module, "tensor_parallel_plan", None)
-        try:
+    try:
+        for path, module in model.named_modules():
+            make_plan = getattr(module, "tensor_parallel_plan", None)
             if callable(make_plan):
                 plans.append((path, make_plan(degree)))
-            elif (plan := _bert_layer_plan(module, degree)) is not None:
-                plans.append((path, plan))
-        except ValueError as exc:
-            raise InvalidCandidate(f"tensor_parallel at degree {degree}: {exc}") from exc
+        plans += [(path, family_plan(layer, degree)) for path, layer in named_transformer_layers(model)]
+    except ValueError as exc:
+        raise InvalidCandidate(f"tensor_parallel at degree {degree}: {exc}; use single or data_parallel") from exc
     return plans
-
-
-_BERT_LAYER = {"attention.self.query": "colwise", "attention.self.key": "colwise", "attention.self.value": "colwise",
-               "attention.output.dense": "rowwise", "intermediate.dense": "colwise", "output.dense": "rowwise"}
-
-
-def _bert_layer_plan(module: nn.Module, degree: int) -> dict[str, str] | None:
-    """The plan of a Hugging Face BERT-family encoder layer: Q/K/V and the FFN input sharded
-    by output columns, the attention output and FFN output by input rows (one all-reduce per
-    sub-layer); ranks must hold whole heads. ``None`` for any other module."""
-    try:
-        layers = {name: module.get_submodule(name) for name in _BERT_LAYER}
-    except AttributeError:
-        return None
-    if not all(isinstance(layer, nn.Linear) for layer in layers.values()):
-        return None
-    heads = getattr(module.get_submodule("attention.self"), "num_attention_heads", None)
-    if not isinstance(heads, int) or heads % degree:
-        raise ValueError(f"{heads} attention heads do not split evenly over {degree} ranks")
-    return dict(_BERT_LAYER)
 
 
 def _check_tensor_parallel(model: nn.Module, degree: int) -> None:
     plans = tensor_parallel_plans(model, degree)
     if not plans:
         raise InvalidCandidate(
-            f"tensor_parallel needs to know which Linear layers to shard, and {type(model).__name__} neither is "
-            "Hugging Face BERT-like nor defines tensor_parallel_plan(degree) returning {layer name: 'colwise' | "
-            "'rowwise'} (README: Parallel strategies); add one or use another strategy"
+            f"tensor_parallel needs to know which Linear layers to shard, and {type(model).__name__} neither has "
+            f"transformer layers of a known family ({KNOWN_FAMILIES}) nor defines tensor_parallel_plan(degree) "
+            "returning {layer name: 'colwise' | 'rowwise'} (README: Parallel strategies); add one or use another strategy"
         )
     for owner, plan in plans:
         for name in plan:

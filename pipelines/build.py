@@ -36,7 +36,7 @@ from slimsearch.pipelines.quantize import QuantizedModel, quantize
 from slimsearch.pipelines.students import teacher_init_problem
 from slimsearch.pipelines.stages import StageResult, TrainingRecipe
 from slimsearch.pipelines.task import Task
-from slimsearch.pipelines.training import Distillation, EpochHook
+from slimsearch.pipelines.training import Distillation, EpochHook, TrainingProgress
 from slimsearch.spaces import Candidate, InvalidCandidate
 
 AccuracyMonitor = Callable[[str, float], None]
@@ -61,13 +61,14 @@ class BuiltModel:
 class CompressionPipeline:
     """Builds candidates for one task; the teacher is trained (or loaded) on construction."""
 
-    def __init__(self, task: Task, cache_dir: str | Path, recipe: TrainingRecipe, seed: int, calibration_size: int = 256):
+    def __init__(self, task: Task, cache_dir: str | Path, recipe: TrainingRecipe, seed: int, calibration_size: int = 256,
+                 teacher_progress: TrainingProgress | None = None):
         self.task = task
         self.cache = StageCache(cache_dir)
         self.recipe = recipe
         self.seed = seed
         self.calibration = task.train[0][:calibration_size]
-        self.teacher = stages.teacher(task, self.cache, recipe, seed)
+        self.teacher = stages.teacher(task, self.cache, recipe, seed, teacher_progress)
         self._soft_targets: torch.Tensor | None = None
         self._problems: dict[tuple[object, ...], str | None] = {}
 
@@ -88,7 +89,8 @@ class CompressionPipeline:
         student = (candidate.student.width, candidate.student.depth) if candidate.student else None
         checks: list[tuple[tuple[object, ...], Callable[[], str | None]]] = []
         if candidate.student and candidate.student.init == "teacher":
-            checks.append((("init", student), lambda: teacher_init_problem(self.teacher.model, *student)))
+            checks.append((("init", student), lambda: teacher_init_problem(
+                self.teacher.model, *student, has_student_family=self.task.student_architecture is not None)))
         architecture = ("teacher" if candidate.student is None else candidate.student.init, student)
         if candidate.prune_ratio > 0:
             pruning = PruningChoice(candidate.prune_ratio, candidate.prune_importance, candidate.prune_scope,

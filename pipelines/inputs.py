@@ -5,20 +5,22 @@ the serving probe, parallel ranks -- moves one tensor per batch. A task that dec
 ``input_names`` gives its splits' inputs as a dict ``{name: tensor}`` (or a tuple in that
 order) of tensors of one shape and dtype; they are stacked along dimension 1 into one
 ``(rows, len(input_names), ...)`` tensor, and the teacher and students are wrapped in
-:class:`PackedInputs`, which unstacks them for ``forward(*inputs)``. Deployment specs and
-the registered pyfunc carry the names, so a client sends the named tensors.
+:class:`PackedInputs`, which unstacks them and calls ``forward(name=tensor, ...)`` by
+keyword: Hugging Face forwards differ in what their second positional parameter is
+(GPT-2's is the key/value cache, not ``attention_mask``), and only names reach the right
+parameter in every family. Each unstacked tensor is made contiguous, as quantized
+embedding lookups require. Deployment specs and the registered pyfunc carry the names,
+so a client sends the named tensors.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
-
 import torch
 from torch import nn
 
 from slimsearch.pipelines.outputs import ModelWrapper
-from slimsearch.pipelines.task import Task, TaskLoadError
+from slimsearch.pipelines.task import Task, TaskLoadError, map_models
 
 
 class PackedInputs(ModelWrapper):
@@ -29,7 +31,7 @@ class PackedInputs(ModelWrapper):
         self.input_names = names
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
-        return self.model(*packed.unbind(1))
+        return self.model(**{name: tensor.contiguous() for name, tensor in zip(self.input_names, packed.unbind(1))})
 
 
 def pack_task(task: Task, spec: str) -> Task:
@@ -39,16 +41,7 @@ def pack_task(task: Task, spec: str) -> Task:
         return task
     splits = {name: (_pack(getattr(task, name)[0], names, f"task '{spec}': {name}"), getattr(task, name)[1])
               for name in ("train", "val", "test")}
-    return dataclasses.replace(
-        task, **splits,
-        teacher_architecture=_wrapped(task.teacher_architecture, names),
-        student_architecture=_wrapped(task.student_architecture, names),
-        pretrained_teacher=_wrapped(task.pretrained_teacher, names),
-    )
-
-
-def _wrapped(factory: Callable[..., nn.Module] | None, names: tuple[str, ...]) -> Callable[..., nn.Module] | None:
-    return None if factory is None else lambda *args: PackedInputs(factory(*args), names)
+    return map_models(dataclasses.replace(task, **splits), lambda model: PackedInputs(model, names))
 
 
 def _pack(inputs: object, names: tuple[str, ...], where: str) -> torch.Tensor:

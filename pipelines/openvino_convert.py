@@ -24,8 +24,8 @@ import rich
 import torch
 from torch import nn
 
+from slimsearch.evaluators.families import transformer_layers
 from slimsearch.evaluators.openvino_runtime import OpenVinoModule
-from slimsearch.pipelines.pruning import attention_projections
 from slimsearch.spaces import InvalidCandidate
 
 CALIBRATION_BATCH = 64
@@ -49,7 +49,7 @@ def openvino_ir(model: nn.Module, bits: int, calibration: torch.Tensor) -> tuple
     except Exception as exc:  # a property of the model (an op the converter lacks), not a crash
         raise InvalidCandidate(f"cannot convert this model to OpenVINO: {_reason(exc)}") from exc
     if bits == 8:
-        converted = _nncf_int8(converted, calibration, transformer=bool(attention_projections(model)))
+        converted = _nncf_int8(converted, calibration, transformer=bool(transformer_layers(model)))
     with tempfile.TemporaryDirectory(prefix="slimsearch-ov-") as workdir:
         xml = Path(workdir) / "model.xml"
         ov.save_model(converted, str(xml), compress_to_fp16=False)

@@ -49,7 +49,7 @@ def onnxruntime_bytes(model: nn.Module, bits: int, calibration: torch.Tensor) ->
     with tempfile.TemporaryDirectory(prefix="slimsearch-ort-") as workdir:
         fp32 = Path(workdir) / "model.onnx"
         try:
-            write_onnx(model.eval(), calibration[:1], fp32)
+            write_onnx(model.eval(), calibration[:2], fp32)  # a batch of 1 would be specialised as a constant
         except Exception as exc:  # a property of the model (an op the exporter lacks), not a crash
             first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise InvalidCandidate(f"cannot export this model to ONNX for onnxruntime: {first_line}") from exc

@@ -12,13 +12,12 @@ are left exactly as they are.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from slimsearch.pipelines.task import Task
+from slimsearch.pipelines.task import Task, map_models
 
 
 class ModelWrapper(nn.Module):
@@ -34,6 +33,13 @@ class ModelWrapper(nn.Module):
         if not callable(inner):
             raise AttributeError("the wrapped model has no feature_stages()")
         return [f"model.{name}" for name in inner()]
+
+
+def user_model_name(model: nn.Module) -> str:
+    """The class name of the user's model inside any adapters, for messages a user reads."""
+    while isinstance(model, ModelWrapper):
+        model = model.model
+    return type(model).__name__
 
 
 class LogitsOf(ModelWrapper):
@@ -60,20 +66,10 @@ def logits_of(output: Any) -> Any:
 def with_logits_outputs(task: Task) -> Task:
     """``task`` whose model factories wrap, where needed, what they build in :class:`LogitsOf`."""
     rows = task.val[0][:2]
-
-    def adapt(factory: Callable[..., nn.Module] | None) -> Callable[..., nn.Module] | None:
-        if factory is None:
-            return None
-        return lambda *args: _returning_logits(factory(*args), rows)
-
-    return dataclasses.replace(task, teacher_architecture=adapt(task.teacher_architecture),
-                               student_architecture=adapt(task.student_architecture),
-                               pretrained_teacher=adapt(task.pretrained_teacher))
+    return map_models(task, lambda model: _returning_logits(model, rows))
 
 
 def _returning_logits(model: nn.Module, rows: torch.Tensor) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        return model  # the teacher check says what it is
     training = model.training
     try:
         with torch.no_grad():

@@ -14,13 +14,12 @@ Channels are physically removed (params, MACs and latency fall). What is never c
 A ratio that removes nothing (every layer it could cut is kept whole, or too narrow for
 the ratio to take a channel) is rejected rather than measured as a pruned model.
 
-Attention written the Hugging Face way (a module with ``query``/``key``/``value`` (or
-``q_proj``/``k_proj``/``v_proj``) Linear layers and ``num_attention_heads`` / ``num_heads``)
-loses whole heads: torch-pruning is told the head count (``prune_num_heads``, head dims
-kept), and the module's head count is updated afterwards. Without that information Q/K/V
-would be cut to sizes that are not multiples of the head size (a view error, or heads
-silently regrouped). :func:`pruning_problem` prunes an untrained copy once before any
-training, so an architecture that cannot be pruned safely is rejected with the reason.
+Transformers of a known family (``evaluators.families``: BERT, RoBERTa, DistilBERT, GPT-2,
+ViT, LLaMA-style, ...) are pruned by ``head_pruning`` instead: whole attention heads and
+FFN channels of every layer, the residual width kept. Any other model goes through
+torch-pruning's dependency graph; :func:`pruning_problem` prunes an untrained copy once
+before any training, so an architecture that cannot be pruned safely is rejected with
+the reason.
 """
 
 from __future__ import annotations
@@ -35,6 +34,9 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
+from slimsearch.evaluators.families import KNOWN_FAMILIES, transformer_layers
+from slimsearch.pipelines.head_pruning import LayerPruner, restore_shapes
+from slimsearch.pipelines.outputs import user_model_name
 from slimsearch.pipelines.task import Task
 from slimsearch.spaces import InvalidCandidate
 
@@ -56,22 +58,8 @@ IMPORTANCE: dict[str, Callable[[], tp.importance.Importance]] = {
     "random": lambda: tp.importance.RandomImportance(),
 }
 TAYLOR_BATCH = 256
-_PROJECTIONS = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"))
-_HEAD_COUNTS = ("num_attention_heads", "num_heads")
 RESTORABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
 """Layers whose output channels :func:`prune_to_shapes` cuts back to a cached pruned model's."""
-
-
-def attention_projections(model: nn.Module) -> list[tuple[nn.Module, tuple[nn.Linear, nn.Linear, nn.Linear], str]]:
-    """``(attention module, (q, k, v), head-count attribute)`` for every head-aware attention."""
-    found = []
-    for module in model.modules():
-        for names in _PROJECTIONS:
-            layers = tuple(getattr(module, name, None) for name in names)
-            count = next((attr for attr in _HEAD_COUNTS if isinstance(getattr(module, attr, None), int)), None)
-            if count and all(isinstance(layer, nn.Linear) for layer in layers):
-                found.append((module, layers, count))  # type: ignore[arg-type]
-    return found
 
 
 def prune_channels(model: nn.Module, pruning: PruningChoice, task: Task, seed: int = 0) -> nn.Module:
@@ -82,12 +70,14 @@ def prune_channels(model: nn.Module, pruning: PruningChoice, task: Task, seed: i
     return model
 
 
-def make_pruner(model: nn.Module, pruning: PruningChoice, task: Task, seed: int) -> tp.pruner.MetaPruner:
-    """torch-pruning's dependency-graph pruner for this choice (see the module docstring)."""
+def make_pruner(model: nn.Module, pruning: PruningChoice, task: Task, seed: int) -> tp.pruner.MetaPruner | LayerPruner:
+    """The pruner for this choice: by heads and FFN channels for a known transformer family,
+    else torch-pruning's dependency-graph pruner (see the module docstring)."""
     model.eval()
+    if transformer_layers(model):
+        return LayerPruner(model, pruning.ratio, pruning.importance, pruning.scope, pruning.steps, seed)
     unprunable = set(task.protected_modules) | set(getattr(model, "unprunable", ()))
-    attention = attention_projections(model)
-    has_attention = bool(attention) or any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
+    has_attention = any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
     recurrent = any(isinstance(m, nn.RNNBase) for m in model.modules())
     protected = [
         module
@@ -97,7 +87,6 @@ def make_pruner(model: nn.Module, pruning: PruningChoice, task: Task, seed: int)
         or (has_attention and isinstance(module, (nn.Embedding, nn.MultiheadAttention)))
         or (recurrent and isinstance(module, (nn.Embedding, nn.RNNBase)))
     ]
-    heads = {layer: getattr(owner, count) for owner, layers, count in attention for layer in layers}
     torch.manual_seed(seed)  # the random baseline is reproducible, so its cache entry is too
     with warnings.catch_warnings():
         # Free parameters (e.g. learned positions) are pruned along with their coupled
@@ -111,22 +100,18 @@ def make_pruner(model: nn.Module, pruning: PruningChoice, task: Task, seed: int)
             pruning_ratio=pruning.ratio,
             iterative_steps=pruning.steps,
             ignored_layers=protected,
-            **({"num_heads": heads, "prune_num_heads": True, "prune_head_dims": False,
-                "head_pruning_ratio": pruning.ratio} if heads else {}),
         )
 
 
-def prune_step(model: nn.Module, pruner: tp.pruner.MetaPruner, pruning: PruningChoice, task: Task) -> None:
+def prune_step(model: nn.Module, pruner: tp.pruner.MetaPruner | LayerPruner, pruning: PruningChoice, task: Task) -> None:
     """One increment of the pruning schedule; a layer left with no channels makes the
     candidate invalid (global pruning can empty a layer a uniform ratio would not)."""
     if pruning.importance == "taylor":  # |w * dL/dw| needs the gradient of the task loss
         model.zero_grad()
         inputs, labels = task.train[0][:TAYLOR_BATCH], task.train[1][:TAYLOR_BATCH]
         F.cross_entropy(model(inputs), labels).backward()
-    head_sizes = _head_sizes(model)
     pruner.step()
     model.zero_grad(set_to_none=True)
-    _sync_head_counts(model, head_sizes)
     for name, module in model.named_modules():
         if min(getattr(module, "out_channels", 1), getattr(module, "out_features", 1)) < 1:
             raise InvalidCandidate(f"pruning ratio {pruning.ratio} ({pruning.scope}) leaves layer '{name}' "
@@ -136,10 +121,12 @@ def prune_step(model: nn.Module, pruner: tp.pruner.MetaPruner, pruning: PruningC
 def prune_to_shapes(model: nn.Module, state: dict[str, torch.Tensor], example: torch.Tensor) -> None:
     """Remove output channels of ``model``'s Linear, Conv (1-3 d) and Embedding layers (and,
     through torch-pruning's dependency graph, everything coupled to them) until they match
-    ``state``. Attention projections lose trailing channels, i.e. whole heads (the cached
-    weights replace them). Every layer kind the pruner can cut is restored here, or a
-    cached pruned model of that kind would not load (a Conv1d net did not)."""
-    head_sizes = _head_sizes(model)
+    ``state`` (the cached weights replace the kept ones). Every layer kind the pruner can
+    cut is restored here, or a cached pruned model of that kind would not load (a Conv1d
+    net did not); transformers of a known family lose trailing heads and FFN channels."""
+    if transformer_layers(model):
+        restore_shapes(model, state)
+        return
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     for name, module in model.named_modules():
         cached = state.get(f"{name}.weight")
@@ -150,24 +137,6 @@ def prune_to_shapes(model: nn.Module, state: dict[str, torch.Tensor], example: t
         current = pruner.get_out_channels(module)
         if target < current:
             graph.get_pruning_group(module, pruner.prune_out_channels, idxs=list(range(target, current))).prune()
-    _sync_head_counts(model, head_sizes)
-
-
-def _head_sizes(model: nn.Module) -> dict[nn.Module, int]:
-    return {owner: layers[0].out_features // getattr(owner, count) for owner, layers, count in attention_projections(model)}
-
-
-def _sync_head_counts(model: nn.Module, head_sizes: dict[nn.Module, int]) -> None:
-    """Whole heads were removed: tell each attention module how many it has left."""
-    for owner, layers, count in attention_projections(model):
-        heads, rest = divmod(layers[0].out_features, head_sizes[owner])
-        if rest or any(layer.out_features != layers[0].out_features for layer in layers):
-            raise InvalidCandidate(f"pruning cut attention projections to {[l.out_features for l in layers]} "
-                                   f"channels, not whole heads of {head_sizes[owner]}")
-        setattr(owner, count, heads)
-        for attribute in ("all_head_size", "embed_dim"):
-            if isinstance(getattr(owner, attribute, None), int):
-                setattr(owner, attribute, layers[0].out_features)
 
 
 def pruning_problem(model: nn.Module, pruning: PruningChoice, task: Task) -> str | None:
@@ -186,12 +155,13 @@ def pruning_problem(model: nn.Module, pruning: PruningChoice, task: Task) -> str
         return str(exc)
     except Exception as exc:  # a view/reshape the dependency graph could not follow
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        return (f"pruning {type(model).__name__} at ratio {pruning.ratio:g} breaks its forward ({type(exc).__name__}: "
-                f"{first}); give its attention modules num_attention_heads (Hugging Face style) or list the layers "
-                "in an 'unprunable' attribute, or set space.prune.high: 0")
+        return (f"pruning {user_model_name(model)} at ratio {pruning.ratio:g} breaks its forward ({type(exc).__name__}: "
+                f"{first}); attention is pruned by whole heads only in layers laid out like a known family "
+                f"({KNOWN_FAMILIES}); list the layers that must stay whole in an 'unprunable' attribute of the "
+                "model, or set space.prune.high: 0")
     if shape != expected:
-        return f"pruning {type(model).__name__} at ratio {pruning.ratio:g} changes its output shape {tuple(expected)} -> {tuple(shape)}"
+        return f"pruning {user_model_name(model)} at ratio {pruning.ratio:g} changes its output shape {tuple(expected)} -> {tuple(shape)}"
     if sum(p.numel() for p in trial.parameters()) == size:
-        return (f"pruning {type(model).__name__} at ratio {pruning.ratio:g} removes nothing (its layers are kept whole "
+        return (f"pruning {user_model_name(model)} at ratio {pruning.ratio:g} removes nothing (its layers are kept whole "
                 "or too narrow for this ratio); set space.prune.low higher or space.prune.high: 0")
     return None

@@ -9,6 +9,10 @@
   deprecated in torch 2.13, but it is the path that really runs int8 convolutions fast
   on this CPU (torchao's PT2E path needs static shapes under torch.compile; uncompiled
   it was slower than fp32).
+* 8 bits, models with convolutions that torch.fx cannot trace (e.g. a ViT: its patch
+  embedding is a convolution, its attention has data-dependent Python): the dynamic path
+  below for their Linear layers, the convolutions staying float32 (``quant_path`` says
+  ``dynamic-int8``), instead of no int8 at all.
 * 8 bits, Linear-only models (e.g. Transformers): dynamic int8 (int8 weights,
   activations quantized per call), the fbgemm path that was faster than fp32 here;
   torchao's int8 configs were 2-15x slower on this CPU. Weights are per-tensor: the
@@ -89,8 +93,7 @@ def quantize(model: nn.Module, bits: int, float_dtype: str | None, calibration: 
                                    "this model quantizes dynamically: drop true from space.quantize.qat")
         serving = _qat_int8(model, calibration, qat)
         return QuantizedModel(serving, "fx-qat-int8-x86", state_dict_bytes(serving), simulated=False)
-    if bits == 8 and has_conv:
-        serving = _static_int8(model, calibration)
+    if bits == 8 and has_conv and (serving := _static_int8(model, calibration)) is not None:
         return QuantizedModel(serving, "fx-static-int8-x86", state_dict_bytes(serving), simulated=False)
     if bits == 8:
         serving, tables = _dynamic_int8(model)
@@ -99,7 +102,8 @@ def quantize(model: nn.Module, bits: int, float_dtype: str | None, calibration: 
     return _fake_quant_weights(model, bits)
 
 
-def _static_int8(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
+def _static_int8(model: nn.Module, calibration: torch.Tensor) -> nn.Module | None:
+    """The FX static int8 model, or ``None`` when the model cannot be traced by torch.fx."""
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
@@ -108,9 +112,9 @@ def _static_int8(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
         # the path still runs real int8 kernels, and the trial's quant_path tag records it.
         warnings.simplefilter("ignore")
         try:
-            prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), (calibration[:1],))
-        except Exception as exc:  # not FX-traceable: a property of the model, not a crash
-            raise InvalidCandidate(f"int8 static quantization cannot trace this model: {exc}") from exc
+            prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), (calibration[:1],))
+        except Exception:  # noqa: BLE001 - not FX-traceable: a property of the model, served dynamically instead
+            return None
         with torch.inference_mode():
             for start in range(0, len(calibration), 64):
                 prepared(calibration[start : start + 64])
@@ -138,13 +142,14 @@ segment tables stay float: they are small, and torch's int8 lookup needs contigu
 
 
 def _dynamic_int8(model: nn.Module) -> tuple[nn.Module, list[str]]:
-    """Linear layers with int8 weights and per-call activation scales, plus int8 vocabulary
-    tables; returns the model and the names of the tables it quantized."""
+    """Linear and recurrent (LSTM, GRU) layers with int8 weights and per-call activation
+    scales, plus int8 vocabulary tables; returns the model and the names of the tables it quantized."""
     from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig, quantize_dynamic
 
     tables = [name for name, module in model.named_modules()
               if isinstance(module, nn.Embedding) and module.num_embeddings >= VOCABULARY_ROWS]
-    spec: dict[object, object] = {nn.Linear: default_dynamic_qconfig,
+    spec: dict[object, object] = {nn.Linear: default_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig,
+                                  nn.GRU: default_dynamic_qconfig,
                                   **{name: float_qparams_weight_only_qconfig for name in tables}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation notice, as for the static path

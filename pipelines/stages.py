@@ -24,7 +24,7 @@ from slimsearch.pipelines.pruning import PruningChoice, make_pruner, prune_step,
 from slimsearch.pipelines.students import student_from_teacher
 from slimsearch.pipelines.task import Task, check_teacher
 from slimsearch.evaluators.accuracy import predict
-from slimsearch.pipelines.training import Distillation, EpochHook, train_model
+from slimsearch.pipelines.training import Distillation, EpochHook, TrainingProgress, train_model
 from slimsearch.spaces import InvalidCandidate, StudentChoice
 
 
@@ -48,21 +48,33 @@ class StageResult:
     cache_hit: bool
 
 
-def teacher(task: Task, cache: StageCache, recipe: TrainingRecipe, seed: int) -> StageResult:
-    """The trained teacher: the task's pretrained one, or trained once and cached."""
+def checked_teacher(task: Task, seed: int) -> nn.Module:
+    """The teacher as the task builds it -- the pretrained one, or ``teacher_architecture()``
+    untrained -- after the teacher check; ``run`` and ``validate`` refuse the same tasks."""
     if task.pretrained_teacher is not None:
         pretrained = task.pretrained_teacher()
         check_teacher(task, pretrained, "pretrained")
-        return StageResult(pretrained.eval(), f"pretrained-{task.cache_identity}", True)
+        return pretrained
     architecture = task.teacher_architecture
     assert architecture is not None, "load_task refuses a task with neither teacher"
-    key = cache.key("teacher", task=task.cache_identity, seed=seed, epochs=recipe.teacher_epochs, lr=recipe.lr)
     model = _seeded(architecture, seed)
     check_teacher(task, model, "untrained")  # before spending the training time
+    return model
+
+
+def teacher(task: Task, cache: StageCache, recipe: TrainingRecipe, seed: int,
+            progress: TrainingProgress | None = None) -> StageResult:
+    """The trained teacher: the task's pretrained one, or trained once and cached (its
+    batches and epochs reported to ``progress``, which may stop it)."""
+    model = checked_teacher(task, seed)
+    if task.pretrained_teacher is not None:
+        return StageResult(model.eval(), f"pretrained-{task.cache_identity}", True)
+    key = cache.key("teacher", task=task.cache_identity, seed=seed, epochs=recipe.teacher_epochs, lr=recipe.lr)
     state, hit = cache.get_or_build(
         key,
         lambda: train_model(
-            model, task.train, recipe.teacher_epochs, seed=seed, lr=recipe.lr, batch_size=recipe.batch_size
+            model, task.train, recipe.teacher_epochs, seed=seed, lr=recipe.lr, batch_size=recipe.batch_size,
+            on_epoch=progress.on_epoch if progress else None, on_batch=progress.on_batch if progress else None,
         ).state_dict(),
     )
     model.load_state_dict(state)

@@ -15,30 +15,22 @@ import copy
 
 from torch import nn
 
-from slimsearch.pipelines.pruning import PruningChoice, attention_projections, prune_channels
+from slimsearch.evaluators.families import KNOWN_FAMILIES, layer_stack
+from slimsearch.pipelines.pruning import PruningChoice, prune_channels
 from slimsearch.pipelines.task import Task
 from slimsearch.spaces import InvalidCandidate
 
 
-def encoder_layers(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList] | None:
-    """``(owner, attribute, layers)`` of the model's stack of attention layers: the longest
-    ``nn.ModuleList`` whose every entry holds head-aware attention, or ``None``."""
-    best = None
-    for owner in model.modules():
-        for attribute, child in owner.named_children():
-            if (isinstance(child, nn.ModuleList) and len(child) > 0
-                    and all(attention_projections(layer) for layer in child)
-                    and (best is None or len(child) > len(best[2]))):
-                best = (owner, attribute, child)
-    return best
-
-
-def teacher_init_problem(teacher: nn.Module, width: float, depth: int) -> str | None:
-    """Why a student of ``width`` x ``depth`` cannot be cut from this teacher, or ``None``."""
-    found = encoder_layers(teacher)
+def teacher_init_problem(teacher: nn.Module, width: float, depth: int, has_student_family: bool = True) -> str | None:
+    """Why a student of ``width`` x ``depth`` cannot be cut from this teacher, or ``None``;
+    the advice names only what this task can do (init scratch needs a student family)."""
+    found = layer_stack(teacher)
     if found is None:
-        return ("student.init teacher needs a transformer teacher whose layers are an nn.ModuleList of "
-                "Hugging Face-style attention blocks (query/key/value + num_attention_heads); use init scratch")
+        instead = ("use space.student.init: [scratch]" if has_student_family else
+                   "set space.student.distill: false (compress the teacher itself) or give the task a "
+                   "student_architecture(width, depth) and use space.student.init: [scratch]")
+        return (f"student.init teacher cuts a transformer's layer stack, and this teacher has no nn.ModuleList of "
+                f"layers laid out like a known family ({KNOWN_FAMILIES}); {instead}")
     if depth > len(found[2]):
         return f"student.init teacher: depth {depth} is more than the teacher's {len(found[2])} layers"
     if width > 1:
@@ -51,13 +43,19 @@ def student_from_teacher(teacher: nn.Module, width: float, depth: int, task: Tas
     if problem := teacher_init_problem(teacher, width, depth):
         raise InvalidCandidate(problem)
     student = copy.deepcopy(teacher)
-    owner, attribute, layers = encoder_layers(student)  # type: ignore[misc]
+    owner, attribute, layers = layer_stack(student)  # type: ignore[misc]
     keep = [index * len(layers) // depth for index in range(depth)]
     setattr(owner, attribute, nn.ModuleList(layers[index] for index in keep))
+    for position, layer in enumerate(getattr(owner, attribute)):
+        for module in layer.modules():  # decoder layers index their key/value cache by layer_idx
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = position
     for module in student.modules():  # Hugging Face modules read the layer count from their config
         config = getattr(module, "config", None)
         if config is not None and hasattr(config, "num_hidden_layers"):
             config.num_hidden_layers = depth
+            if isinstance(getattr(config, "layer_types", None), list):
+                config.layer_types = [config.layer_types[index] for index in keep]
     if width < 1:
         prune_channels(student, PruningChoice(round(1 - width, 6)), task)
     return student.train()

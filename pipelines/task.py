@@ -9,6 +9,7 @@ config's training recipe and caches the weights.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import warnings
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from slimsearch.evaluators.families import plain_linear_layers
 
 Split = tuple[torch.Tensor, torch.Tensor]
 """(inputs, integer labels) for one split, already preprocessed."""
@@ -92,6 +95,19 @@ class Task:
         return f"{self.name}:{self.fingerprint or 'v1'}"
 
 
+def map_models(task: Task, adapt: Callable[[nn.Module], nn.Module]) -> Task:
+    """``task`` whose model factories pass what they build through ``adapt`` (anything
+    that is not a module is left for the teacher check to name)."""
+    def adapted(factory: Callable[..., nn.Module] | None) -> Callable[..., nn.Module] | None:
+        if factory is None:
+            return None
+        return lambda *args: (lambda model: adapt(model) if isinstance(model, nn.Module) else model)(factory(*args))
+
+    return dataclasses.replace(task, teacher_architecture=adapted(task.teacher_architecture),
+                               student_architecture=adapted(task.student_architecture),
+                               pretrained_teacher=adapted(task.pretrained_teacher))
+
+
 BUILTIN_TASKS = {
     "digits": "slimsearch.pipelines.digits:make_task",
     "digits-transformer": "slimsearch.pipelines.digits_transformer:make_task",
@@ -131,7 +147,7 @@ def load_task(spec: str, seed: int) -> Task:
 
     from slimsearch.pipelines.outputs import with_logits_outputs  # imports this module
 
-    task = pack_task(task, spec)
+    task = pack_task(map_models(task, plain_linear_layers), spec)
     check_task_data(task, spec)
     return with_logits_outputs(standard_dtypes(task))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,17 @@ from slimsearch.pipelines.task import Split
 EpochHook = Callable[[int, int, nn.Module], None]
 """Called after each epoch with ``(epoch, epochs, model)`` (model in eval mode); raising
 stops the training (early stopping of a hopeless trial)."""
+BatchHook = Callable[[float], None]
+"""Called after each batch with its loss; raising stops the training within one batch
+(a stop request during a long teacher training)."""
+
+
+class TrainingProgress(Protocol):
+    """Where a long training (the teacher's) reports its batches and epochs."""
+
+    def on_batch(self, loss: float) -> None: ...
+
+    def on_epoch(self, epoch: int, epochs: int, model: nn.Module) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,7 @@ def train_model(
     distillation: Distillation | None = None,
     hints: FeatureHints | None = None,
     on_epoch: EpochHook | None = None,
+    on_batch: BatchHook | None = None,
 ) -> nn.Module:
     """Train in place with AdamW + cosine schedule; deterministic for a given seed. With
     ``hints``, student stages also learn to match the teacher's (through projections
@@ -75,6 +87,8 @@ def train_model(
                 loss.backward()
                 optimizer.step()
                 schedule.step()
+                if on_batch is not None:
+                    on_batch(float(loss.detach()))
             if on_epoch is not None:
                 on_epoch(epoch, epochs, model.eval())
                 model.train()

@@ -29,6 +29,7 @@ from rich.table import Table
 from slimsearch.evaluators import PlacementError
 from slimsearch.pipelines import TaskLoadError, load_task, space_problem
 from slimsearch.pipelines.cache import StageCache
+from slimsearch.pipelines.stages import checked_teacher
 from slimsearch.pipelines.export import FORMATS, ExportError
 from slimsearch.search.loop.driver import SearchError, SearchInterrupted
 from slimsearch.search.config import ConfigError, SlimsearchConfig, format_validation_error, load_config, redact_url
@@ -81,7 +82,8 @@ def _graceful_stop(stop: threading.Event | None = None) -> Iterator[None]:
         if stop is None or stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        errors.print("[yellow]stopping after the running trial[/] (Ctrl-C again to abort it)")
+        errors.print("[yellow]stopping:[/] a running trial finishes first, a teacher in training stops at its next "
+                     "batch (Ctrl-C again to abort at once)", soft_wrap=True)
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -424,6 +426,7 @@ def validate(config: Path = typer.Argument(..., help="YAML config to check")) ->
     task = load_task(cfg.task, cfg.search.seed)  # an unimportable task is found now, not at run time
     if problem := space_problem(task, cfg.space.students_from_scratch):
         raise ConfigError(problem)
+    checked_teacher(task, cfg.search.seed)  # the check run does before training, on the untrained teacher
     console.print(f"{config}: ok (task {cfg.task}: {len(task.train[1])} training rows, {task.num_classes} classes; "
                   f"{len(cfg.objectives)} objectives, study {cfg.search.study_name})")
 

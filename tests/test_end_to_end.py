@@ -199,7 +199,7 @@ def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path: Path, fast_config:
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
-    assert "stopping after the running trial" in cli_text(output) and "run the same command again to resume" in cli_text(output)
+    assert "a running trial finishes first" in cli_text(output) and "run the same command again to resume" in cli_text(output)
 
     study, client, children, parent = stores(out, "interrupted")
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
@@ -274,7 +274,7 @@ def test_a_second_sigint_aborts_the_running_trial_and_marks_it(tmp_path: Path, f
         process = search_process(config, tmp_path, stdout=stdout)
         wait_until(lambda: count_trials(out, "aborted", _measuring) == 1)
         process.send_signal(signal.SIGINT)
-        wait_until(lambda: "stopping after the running trial" in log.read_text())  # the first signal was heard
+        wait_until(lambda: "a running trial finishes first" in " ".join(log.read_text().split()))  # the first signal was heard
         process.send_signal(signal.SIGINT)
         process.wait(timeout=120)
     output = log.read_text()

@@ -108,6 +108,16 @@ def test_a_broken_task_exits_2_with_one_error_line_and_records_no_trial(tmp_path
         assert not stores_trials(out), "no trial was recorded"
 
 
+@pytest.mark.parametrize("factory", BROKEN_TASKS)
+def test_validate_refuses_every_task_run_refuses(tmp_path: Path, fast_config: dict, factory: str) -> None:
+    """validate runs run's teacher check (untrained, a few rows): it never says ok to a task run refuses."""
+    fast_config.update(task=f"tests.tasks.broken:{factory}")
+    result = runner.invoke(app, ["validate", str(write_config(tmp_path / "broken.yaml", **fast_config))])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert not (Path(fast_config["output_dir"]) / "cache").exists(), "nothing was trained"
+
+
 def test_an_output_dir_that_is_a_file_exits_2_before_training(tmp_path: Path, fast_config: dict) -> None:
     (tmp_path / "taken").write_text("a file, not a folder")
     fast_config["output_dir"] = str(tmp_path / "taken")

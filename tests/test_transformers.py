@@ -15,7 +15,8 @@ from torch import nn
 
 from slimsearch.evaluators import TimingProtocol, measure_serving, plan_ranks, save_artifact
 from slimsearch.pipelines import CompressionPipeline, TrainingRecipe
-from slimsearch.pipelines.pruning import PruningChoice, attention_projections, prune_channels, pruning_problem
+from slimsearch.evaluators.families import transformer_layers
+from slimsearch.pipelines.pruning import PruningChoice, prune_channels, pruning_problem
 from slimsearch.pipelines.stages import count_macs_and_params
 from slimsearch.spaces import Candidate
 from tests.tasks.tiny_bert import TinyBert, make_task
@@ -37,8 +38,9 @@ def bert() -> nn.Module:
 def test_attention_is_pruned_by_whole_heads_and_the_residual_width_is_kept(task, bert: nn.Module) -> None:
     macs, params = count_macs_and_params(bert, task.train[0][:1])
     pruned = prune_channels(copy.deepcopy(bert), PruningChoice(0.5), task)
-    heads = [(getattr(owner, count), layers[0].out_features) for owner, layers, count in attention_projections(pruned)]
-    assert heads == [(2, 16), (2, 16)], "4 heads of 8 dims -> 2 whole heads per layer"
+    heads = [(layer.attention.num_attention_heads, layer.projections[0].out_features, layer.part(layer.layout.output).in_features)
+             for layer in transformer_layers(pruned)]
+    assert heads == [(2, 16, 16), (2, 16, 16)], "4 heads of 8 dims -> 2 whole heads per layer, output columns with them"
     layer = pruned.encoder.encoder.layer[0]
     assert layer.intermediate.dense.out_features == 32, "the feed-forward width is pruned too"
     assert pruned.encoder.embeddings.word_embeddings.embedding_dim == 32, "the residual width is untouched"
@@ -54,7 +56,7 @@ def test_a_cached_pruned_bert_reloads_with_its_head_counts(tmp_path: Path, task)
     first = pipeline.build(candidate)
     again = CompressionPipeline(task, tmp_path, TrainingRecipe(teacher_epochs=1, finetune_epochs=1), seed=0).build(candidate)
     assert again.cache_hits["prune_finetune"] and not first.cache_hits["prune_finetune"]
-    assert [getattr(o, c) for o, _, c in attention_projections(again.serving)] == [2, 2]
+    assert [layer.attention.num_attention_heads for layer in transformer_layers(again.serving)] == [2, 2]
     rows = task.val[0][:6]
     with torch.no_grad():
         assert torch.allclose(first.serving(rows), again.serving(rows), atol=1e-5)
@@ -79,7 +81,7 @@ class OpaqueAttention(nn.Module):
 
 def test_an_architecture_that_pruning_would_break_is_named_before_training(task) -> None:
     reason = pruning_problem(OpaqueAttention(), PruningChoice(0.3), task)
-    assert reason and "breaks its forward" in reason and "num_attention_heads" in reason
+    assert reason and "breaks its forward" in reason and "OpaqueAttention" in reason and "BERT-style" in reason
     assert pruning_problem(TinyBert(), PruningChoice(0.3), task) is None
 
 
@@ -129,7 +131,7 @@ def test_teacher_initialisation_is_refused_before_training_where_it_cannot_apply
     assert "more than the teacher's 2 layers" in pipeline.rejection(deep)
     digits = CompressionPipeline(load_task("digits-transformer", 0), tmp_path, TrainingRecipe(teacher_epochs=1), seed=0)
     custom = Candidate(StudentChoice(0.5, 1, 2.0, 0.5, init="teacher"), 0.0, 32, None, "single", 1, 1)
-    assert "Hugging Face-style attention" in digits.rejection(custom)
+    assert "laid out like a known family" in digits.rejection(custom)
 
 
 @pytest.mark.e2e

@@ -44,6 +44,7 @@ from slimsearch.pipelines import CompressionPipeline, Task, load_task, space_pro
 from slimsearch.search.config import SlimsearchConfig, redact_url
 from slimsearch.search.objectives import accurate_enough, best_of
 from slimsearch.search.loop.early_stopping import EarlyStopping, TrialMonitor
+from slimsearch.search.loop.teacher_progress import TeacherProgress, TeacherTrainingStopped
 from slimsearch.search.loop.library_logs import route_library_logs
 from slimsearch.search.loop.predictor import CostPredictor
 from slimsearch.search.store.pareto import (
@@ -187,9 +188,14 @@ class SearchDriver:
         self.placement = make_placement(cfg.evaluation)  # an unreachable Ray cluster records nothing either
         with self.console.status("preparing the teacher (trained once, then cached)"):
             # Before the study is opened: a teacher that cannot train or run records nothing.
-            self.pipeline = CompressionPipeline(
-                task, cfg.cache_dir, cfg.training.recipe(), cfg.search.seed, cfg.evaluation.calibration_size
-            )
+            try:
+                self.pipeline = CompressionPipeline(
+                    task, cfg.cache_dir, cfg.training.recipe(), cfg.search.seed, cfg.evaluation.calibration_size,
+                    teacher_progress=TeacherProgress(task, self.console, self.stop),
+                )
+            except TeacherTrainingStopped as exc:
+                raise SearchInterrupted(f"{exc}; run the same command again to start study "
+                                        f"'{cfg.search.study_name}'") from None
         self.study = open_study(cfg, self.worker)
         self._check_tracking_matches()
         self.console.print(f"[bold]study[/] {cfg.search.study_name} ({len(self.study.trials)} trials so far) "

@@ -1,0 +1,141 @@
+"""Every common model family through every compression technique (``tests/tasks/families.py``).
+
+Tiny random-init Hugging Face configs (BERT, RoBERTa, DistilBERT, GPT-2, LLaMA with shared
+key/value heads, ViT), a torchvision-style residual CNN and an LSTM: each is loaded as a
+user's task, its teacher trained for one epoch, then pruned, quantized on each runtime and,
+for transformers, cut into a student -- as a search would build them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from io import StringIO
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from torch import nn
+
+from slimsearch.evaluators.families import transformer_layers
+from slimsearch.pipelines import CompressionPipeline, TrainingRecipe, load_task
+from slimsearch.spaces import Candidate, StudentChoice
+
+pytest.importorskip("transformers")
+
+TRANSFORMERS = {"bert": "bert", "roberta": "roberta", "distilbert": "distilbert", "gpt2": "gpt2", "llama": "llama",
+                "vit": "vit_task"}
+FAMILIES = {**TRANSFORMERS, "resnet": "resnet_task", "lstm": "lstm_task"}
+RECIPE = TrainingRecipe(teacher_epochs=1, distill_epochs=1, finetune_epochs=1)
+
+
+def _candidate(prune: float = 0.0, bits: int = 32, runtime: str = "torch", student: StudentChoice | None = None) -> Candidate:
+    return Candidate(student, prune, bits, None, "single", 1, 1, runtime=runtime)
+
+
+def _linear_weights(model: nn.Module) -> int:
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_is_pruned_quantized_on_every_runtime_and_counted(tmp_path: Path, family: str) -> None:
+    task = load_task(f"tests.tasks.families:{FAMILIES[family]}", 0)
+    pipeline = CompressionPipeline(task, tmp_path, RECIPE, seed=0)
+    teacher = pipeline.build(_candidate())
+    assert teacher.macs > _linear_weights(pipeline.teacher.model), "every Linear (GPT-2's Conv1D too) is counted"
+
+    pruned = pipeline.build(_candidate(prune=0.5))
+    assert pruned.params < teacher.params  # an LSTM keeps its recurrent layer whole: only its head shrinks
+    for layer in transformer_layers(pruned.serving):
+        assert layer.key_value_heads * 2 == transformer_layers(pipeline.teacher.model)[0].key_value_heads
+        assert layer.part(layer.layout.output).out_features == layer.part(layer.layout.output).weight.shape[0]
+    assert bool(transformer_layers(pruned.serving)) == (family in TRANSFORMERS)
+
+    int8 = pipeline.build(_candidate(bits=8))
+    assert int8.quant_path != "fp32" and int8.model_bytes < 0.7 * teacher.model_bytes, int8.quant_path  # float embeddings stay
+    rows = task.val[0]
+    for built in (pruned, int8, pipeline.build(_candidate(prune=0.5, bits=8, runtime="onnxruntime")),
+                  pipeline.build(_candidate(bits=8, runtime="openvino"))):
+        with torch.no_grad():
+            logits = built.serving(rows)
+        assert logits.shape == (len(rows), task.num_classes) and torch.isfinite(logits).all(), built.quant_path
+
+
+@pytest.mark.parametrize("family", TRANSFORMERS)
+def test_a_student_is_cut_from_every_transformer_family_with_whole_heads_and_fewer_layers(tmp_path: Path,
+                                                                                         family: str) -> None:
+    task = load_task(f"tests.tasks.families:{FAMILIES[family]}", 0)
+    pipeline = CompressionPipeline(task, tmp_path, RECIPE, seed=0)
+    student = pipeline.build(_candidate(student=StudentChoice(0.5, 1, 2.0, 0.5, init="teacher")))
+    teacher_layers, student_layers = transformer_layers(pipeline.teacher.model), transformer_layers(student.serving)
+    assert len(student_layers) == 1 and len(teacher_layers) == 2
+    assert student_layers[0].heads * 2 == teacher_layers[0].heads
+    assert student_layers[0].head_dim == teacher_layers[0].head_dim, "heads are removed whole"
+    with torch.no_grad():
+        assert torch.isfinite(student.serving(task.val[0][:4])).all()
+
+
+class KeywordSpy(nn.Module):
+    """Records how the wrapped GPT-2 classifier is called: by keyword, never by position."""
+
+    calls: list[tuple[int, tuple[str, ...]]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        from tests.tasks.families import _hf_text_model
+
+        self.model = _hf_text_model("gpt2")
+
+    def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        KeywordSpy.calls.append((len(args), tuple(sorted(kwargs))))
+        return self.model(*args, **kwargs).logits
+
+
+def test_two_named_inputs_reach_a_gpt2_classifier_as_keywords_in_every_stage(tmp_path: Path, monkeypatch) -> None:
+    from tests.tasks import families
+
+    base = families.text_task("gpt2")
+    monkeypatch.setattr(families, "spy_task", lambda seed: dataclasses.replace(base, teacher_architecture=KeywordSpy),
+                        raising=False)
+    KeywordSpy.calls.clear()
+    task = load_task("tests.tasks.families:spy_task", 0)
+    pipeline = CompressionPipeline(task, tmp_path, RECIPE, seed=0)  # teacher check, trace, training
+    for candidate in (_candidate(prune=0.5), _candidate(bits=8), _candidate(bits=8, runtime="onnxruntime"),
+                      _candidate(runtime="openvino")):
+        pipeline.build(candidate)
+    assert KeywordSpy.calls and set(KeywordSpy.calls) == {(0, ("attention_mask", "input_ids"))}
+    ids, mask = task.val[0][:4].unbind(1)
+    hidden_first = mask.clone()
+    hidden_first[:, 0] = 0
+    with torch.no_grad():  # the mask reaches GPT-2's attention_mask (not its key/value cache) and is used
+        as_given = pipeline.teacher.model(torch.stack([ids, mask], dim=1))
+        first_token_masked = pipeline.teacher.model(torch.stack([ids, hidden_first], dim=1))
+    assert not torch.allclose(as_given, first_token_masked)
+
+
+def test_teacher_training_reports_every_epoch_and_stops_within_a_batch(tmp_path: Path) -> None:
+    from slimsearch.search.loop.teacher_progress import TeacherProgress, TeacherTrainingStopped
+
+    task = load_task("tests.tasks.families:lstm_task", 0)
+    output = StringIO()
+    console = Console(file=output, width=200)
+    CompressionPipeline(task, tmp_path / "a", TrainingRecipe(teacher_epochs=2), seed=0,
+                        teacher_progress=TeacherProgress(task, console, threading.Event()))
+    lines = [line for line in output.getvalue().splitlines() if line.startswith("teacher epoch")]
+    assert [line.split(":")[0] for line in lines] == ["teacher epoch 1/2", "teacher epoch 2/2"]
+    assert all("loss" in line and "validation accuracy" in line and "min left" in line for line in lines)
+
+    stop = threading.Event()
+    progress = TeacherProgress(task, console, stop)
+    heard = progress.on_batch
+
+    def stop_after_two(loss: float) -> None:
+        if progress.batches == 2:
+            stop.set()  # what a first Ctrl-C does
+        heard(loss)
+
+    progress.on_batch = stop_after_two  # type: ignore[method-assign]
+    with pytest.raises(TeacherTrainingStopped, match="after 3 batches"):
+        CompressionPipeline(task, tmp_path / "b", TrainingRecipe(teacher_epochs=50), seed=0, teacher_progress=progress)
+    assert not list((tmp_path / "b").rglob("*.pt")), "a stopped teacher is not cached"
