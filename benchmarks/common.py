@@ -41,7 +41,7 @@ def pipeline(task_name: str) -> CompressionPipeline:
     """The built-in task's pipeline on the bench cache, its teacher trained with the recipe a
     search would use (the config's defaults under the task's own training_defaults)."""
     task = load_task(task_name, seed=0)
-    config = SlimsearchConfig().with_task_defaults(task.training_defaults)
+    config = SlimsearchConfig().for_task(task)
     return CompressionPipeline(task, CACHE, config.training.recipe(), seed=0)
 
 
@@ -91,7 +91,7 @@ def run_search(root: Path, name: str, *, task: str = "digits", space: SpaceSpec 
     raw["constraints"] = constraints if constraints is not None else raw["constraints"]
     task_object = load_task(task, SlimsearchConfig.model_validate(raw).search.seed)
     # Resolved as the driver resolves it, so the study stores the same training section.
-    config = SlimsearchConfig.model_validate(raw).with_task_defaults(task_object.training_defaults)
+    config = SlimsearchConfig.model_validate(raw).for_task(task_object)
     _copy_teacher(config, task_object)
     if enqueue:
         study = open_study(config)

@@ -67,10 +67,11 @@ def _pack(inputs: object, names: tuple[str, ...], where: str) -> torch.Tensor:
 def standard_dtypes(task: Task) -> Task:
     """``task`` with float64 inputs (numpy's default: ``torch.from_numpy`` of a data frame)
     as float32, the dtype a model's weights, every runtime and every quantizer here work
-    in, and integer labels of any width as int64, the only ones a cross-entropy loss takes;
-    without it the teacher or the first training step fails on a dtype mismatch."""
+    in, and integer labels of any width as int64, the only ones a cross-entropy loss takes
+    (a regression's targets as float32); without it the teacher or the first training step
+    fails on a dtype mismatch."""
     def split(pair: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, labels = pair
-        return inputs.float() if inputs.dtype == torch.float64 else inputs, labels.long()
+        return inputs.float() if inputs.dtype == torch.float64 else inputs, labels.float() if task.regression else labels.long()
 
     return dataclasses.replace(task, train=split(task.train), val=split(task.val), test=split(task.test))

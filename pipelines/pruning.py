@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
@@ -38,6 +37,7 @@ from slimsearch.evaluators.families import KNOWN_FAMILIES, transformer_layers
 from slimsearch.pipelines.head_pruning import LayerPruner, restore_shapes
 from slimsearch.pipelines.outputs import user_model_name
 from slimsearch.pipelines.task import Task
+from slimsearch.pipelines.training import task_loss
 from slimsearch.spaces import InvalidCandidate
 
 
@@ -109,7 +109,7 @@ def prune_step(model: nn.Module, pruner: tp.pruner.MetaPruner | LayerPruner, pru
     if pruning.importance == "taylor":  # |w * dL/dw| needs the gradient of the task loss
         model.zero_grad()
         inputs, labels = task.train[0][:TAYLOR_BATCH], task.train[1][:TAYLOR_BATCH]
-        F.cross_entropy(model(inputs), labels).backward()
+        task_loss(model(inputs), labels, task.regression).backward()
     pruner.step()
     model.zero_grad(set_to_none=True)
     for name, module in model.named_modules():

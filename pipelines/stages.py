@@ -73,7 +73,7 @@ def teacher(task: Task, cache: StageCache, recipe: TrainingRecipe, seed: int,
     state, hit = cache.get_or_build(
         key,
         lambda: train_model(
-            model, task.train, recipe.teacher_epochs, seed=seed, lr=recipe.lr, batch_size=recipe.batch_size,
+            model, task.train, recipe.teacher_epochs, seed=seed, lr=recipe.lr, batch_size=recipe.batch_size, regression=task.regression,
             on_epoch=progress.on_epoch if progress else None, on_batch=progress.on_batch if progress else None,
         ).state_dict(),
     )
@@ -140,7 +140,7 @@ def distilled_student(
             student_epochs(choice, recipe),
             seed=seed,
             lr=recipe.lr,
-            batch_size=recipe.batch_size,
+            batch_size=recipe.batch_size, regression=task.regression,
             distillation=distillation,
             hints=hints() if hints else None,
             on_epoch=on_epoch,
@@ -200,7 +200,7 @@ def pruned_and_finetuned(
                 recipe.finetune_epochs,
                 seed=seed + step,
                 lr=recipe.lr / 3,
-                batch_size=recipe.batch_size,
+                batch_size=recipe.batch_size, regression=task.regression,
                 distillation=distillation,
                 on_epoch=_offset(on_epoch, step * recipe.finetune_epochs, pruning.steps * recipe.finetune_epochs),
             )
@@ -232,7 +232,7 @@ def factorized_and_finetuned(
     state, hit = cache.get_or_build(
         key,
         lambda: train_model(model, task.train, recipe.finetune_epochs, seed=seed, lr=recipe.lr / 3,
-                            batch_size=recipe.batch_size, distillation=distillation, on_epoch=on_epoch).state_dict(),
+                            batch_size=recipe.batch_size, regression=task.regression, distillation=distillation, on_epoch=on_epoch).state_dict(),
     )
     model.load_state_dict(state)
     return StageResult(model.eval(), key, hit)
@@ -257,7 +257,7 @@ def qat_trainer(
         state, hit = cache.get_or_build(
             key,
             lambda: train_model(prepared, task.train, recipe.finetune_epochs, seed=seed, lr=recipe.lr / 10,
-                                batch_size=recipe.batch_size, distillation=distillation,
+                                batch_size=recipe.batch_size, regression=task.regression, distillation=distillation,
                                 on_epoch=on_epoch).state_dict(),
         )
         prepared.load_state_dict(state)

@@ -1,6 +1,9 @@
 """The public Task API: what a user plugs in to compress their own model.
 
-A task is a teacher + its data + an accuracy metric. Point the config's ``task:`` at a
+A task is a teacher + its data + a quality metric: top-1 accuracy by default, or any
+metric the task names with its direction (``metric_name="r2"``, ``"mae"`` minimised, ...).
+A regression task (``regression=True``) has float targets, trains with mean squared error
+and distils by matching the teacher's outputs. Point the config's ``task:`` at a
 ``module:callable`` that returns a :class:`Task` (it is called with ``seed=``), or use a
 built-in name (``digits``, ``digits-transformer``). If ``pretrained_teacher`` is given
 it is used as is; otherwise slimsearch trains ``teacher_architecture()`` once with the
@@ -11,9 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -21,12 +25,27 @@ from torch import nn
 from slimsearch.evaluators.families import plain_linear_layers
 
 Split = tuple[torch.Tensor, torch.Tensor]
-"""(inputs, integer labels) for one split, already preprocessed."""
+"""(inputs, targets) for one split, already preprocessed: integer class labels, or float
+values for a regression task."""
+Direction = Literal["maximize", "minimize"]
 
 
 def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of rows whose arg-max equals the label (the default task metric)."""
     return float((logits.argmax(dim=1) == labels).float().mean())
+
+
+def r2_score(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Coefficient of determination of a regression (1 is perfect; maximise)."""
+    predicted = outputs.reshape(targets.shape).float()
+    residual = (targets - predicted).pow(2).sum()
+    total = (targets - targets.mean(dim=0)).pow(2).sum()
+    return float(1 - residual / total.clamp(min=1e-12))
+
+
+def mean_absolute_error(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean absolute error of a regression, in the targets' units (minimise)."""
+    return float((outputs.reshape(targets.shape).float() - targets).abs().mean())
 
 
 @dataclass(frozen=True)
@@ -50,6 +69,8 @@ class Task:
     teacher_architecture: Callable[[], nn.Module] | None = None
     student_architecture: Callable[[float, int], nn.Module] | None = None
     metric: Callable[[torch.Tensor, torch.Tensor], float] = top1_accuracy
+    """``metric(outputs, targets) -> float`` on a whole split; a module-level function, so
+    evaluators on other processes (Ray) can receive it."""
     pretrained_teacher: Callable[[], nn.Module] | None = None
     fingerprint: str = ""
     protected_modules: tuple[str, ...] = field(default_factory=tuple)
@@ -59,6 +80,14 @@ class Task:
     input_names: tuple[str, ...] = ()
     """For a forward that takes several tensors: their names, in ``forward``'s order; the
     splits' inputs are then dicts ``{name: tensor}`` (see ``pipelines.inputs``)."""
+
+    metric_name: str = "accuracy"
+    """What ``metric`` measures, as objectives, constraints (``<name>_drop``), columns and
+    ``select`` limits call it; lowercase letters, digits and ``_``."""
+    metric_direction: Direction = "maximize"
+    regression: bool = False
+    """Float targets (rows, or rows x outputs), trained with mean squared error; the
+    model's outputs are the predictions."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -88,6 +117,9 @@ class Task:
 
     @property
     def num_classes(self) -> int:
+        """Output columns the model must give: classes, or regression targets per row."""
+        if self.regression:
+            return 1 if self.train[1].dim() == 1 else int(self.train[1].shape[1])
         return int(self.train[1].max()) + 1
 
     @property
@@ -156,6 +188,9 @@ def check_task_data(task: Task, spec: str) -> None:
     """Refuse data a search would only trip over after hours of training: each split an
     ``(inputs, labels)`` tuple of tensors of equal, non-zero length, integer class labels
     in ``0..C-1``, one input shape and dtype across the splits; and a teacher to start from."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", task.metric_name) or task.metric_direction not in ("maximize", "minimize"):
+        raise TaskLoadError(f"task '{spec}': metric_name '{task.metric_name}' / metric_direction "
+                            f"'{task.metric_direction}' must be lowercase letters, digits and _ / maximize or minimize")
     if task.teacher_architecture is None and task.pretrained_teacher is None:
         raise TaskLoadError(f"task '{spec}' has no teacher; give it pretrained_teacher=lambda: model (your trained "
                             "model) or teacher_architecture=ModelClass (trained by slimsearch)")
@@ -169,10 +204,19 @@ def check_task_data(task: Task, spec: str) -> None:
         if len(labels) == 0 or len(inputs) != len(labels):
             raise TaskLoadError(f"{where} has {len(inputs)} input rows and {len(labels)} labels; "
                                 "each split needs the same, non-zero number of both")
-        if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        if task.regression:
+            if not labels.is_floating_point() or labels.dim() not in (1, 2):
+                raise TaskLoadError(f"{where} targets are {str(labels.dtype).removeprefix('torch.')} "
+                                    f"{tuple(labels.shape)}; a regression task needs float targets, one value "
+                                    "(rows,) or several (rows, outputs) per row")
+        elif labels.is_floating_point():
+            raise TaskLoadError(f"{where} labels are {str(labels.dtype).removeprefix('torch.')}; a classification "
+                                "task needs integer classes 0..C-1 (labels.long()); for continuous targets declare "
+                                "Task(..., regression=True, metric=r2_score, metric_name='r2')")
+        elif labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
             raise TaskLoadError(f"{where} labels are {str(labels.dtype).removeprefix('torch.')}; class labels must be "
                                 "integers 0..C-1 (labels.long())")
-        if labels.dim() != 1 or int(labels.min()) < 0:
+        elif labels.dim() != 1 or int(labels.min()) < 0:
             raise TaskLoadError(f"{where} labels must be a 1-D tensor of class indices >= 0 "
                                 f"(got shape {tuple(labels.shape)}, min {int(labels.min())})")
         if inputs.shape[1:] != task.train[0].shape[1:] or inputs.dtype != task.train[0].dtype:
@@ -205,13 +249,20 @@ def check_teacher(task: Task, teacher: nn.Module, origin: str) -> None:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise TaskLoadError(f"{where} fails on a validation batch ({type(exc).__name__}: {first}); "
                             "check that it takes the task's inputs") from exc
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != len(rows):
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise TaskLoadError(f"{where} returned {shape} for {len(rows)} rows; it must return logits (rows, classes)")
-    classes = max(int(split[1].max()) for split in (task.train, task.val, task.test)) + 1
-    if logits.shape[1] < classes:
-        raise TaskLoadError(f"{where} returns {logits.shape[1]} logits per row but the labels go up to "
-                            f"{classes - 1}; labels must lie in 0..{logits.shape[1] - 1}")
+    if task.regression:
+        if (not isinstance(logits, torch.Tensor) or logits.shape[:1] != (len(rows),)
+                or logits[0].numel() != task.num_classes):
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise TaskLoadError(f"{where} returned {shape} for {len(rows)} rows; a regression model must return "
+                                f"(rows, {task.num_classes}) predictions, one per target")
+    else:
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != len(rows):
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise TaskLoadError(f"{where} returned {shape} for {len(rows)} rows; it must return logits (rows, classes)")
+        classes = max(int(split[1].max()) for split in (task.train, task.val, task.test)) + 1
+        if logits.shape[1] < classes:
+            raise TaskLoadError(f"{where} returns {logits.shape[1]} logits per row but the labels go up to "
+                                f"{classes - 1}; labels must lie in 0..{logits.shape[1] - 1}")
     if not torch.isfinite(logits).all():
         raise TaskLoadError(f"{where} returns NaN or infinite logits on validation rows; check its weights "
                             "(or the training recipe, e.g. a lower training.lr)")

@@ -3,7 +3,9 @@
 Distillation uses teacher logits computed once per teacher and passed in as a tensor:
 running the teacher on every batch made distillation ~8x slower on the target CPU.
 The loss is ``(1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T)``,
-so ``alpha = 0`` is plain supervised training with the same budget. Feature hints
+so ``alpha = 0`` is plain supervised training with the same budget. A regression task
+trains with ``(1 - alpha) * MSE(targets) + alpha * MSE(teacher outputs)`` (output
+matching: there are no class probabilities to soften, so the temperature does not apply). Feature hints
 (``hints``) add a weighted loss on intermediate stages.
 """
 
@@ -58,6 +60,7 @@ def train_model(
     hints: FeatureHints | None = None,
     on_epoch: EpochHook | None = None,
     on_batch: BatchHook | None = None,
+    regression: bool = False,
 ) -> nn.Module:
     """Train in place with AdamW + cosine schedule; deterministic for a given seed. With
     ``hints``, student stages also learn to match the teacher's (through projections
@@ -80,7 +83,7 @@ def train_model(
                 batch = order[start : start + batch_size]
                 stage_outputs.clear()
                 logits = model(inputs[batch])
-                loss = _loss(logits, labels[batch], distillation, batch)
+                loss = task_loss(logits, labels[batch], regression, distillation, batch)
                 if hint_loss is not None:
                     loss = loss + hint_loss(stage_outputs, batch)
                 optimizer.zero_grad(set_to_none=True)
@@ -95,12 +98,19 @@ def train_model(
     return model.eval()
 
 
-def _loss(
-    logits: torch.Tensor, labels: torch.Tensor, distillation: Distillation | None, rows: torch.Tensor
-) -> torch.Tensor:
-    hard = F.cross_entropy(logits, labels)
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool,
+              distillation: Distillation | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The training loss of one batch (see the module docstring); ``rows`` index the
+    distillation targets."""
+    if regression:
+        hard = F.mse_loss(logits.reshape(labels.shape), labels)
+    else:
+        hard = F.cross_entropy(logits, labels)
     if distillation is None or distillation.alpha == 0.0:
         return hard
+    if regression:
+        soft = F.mse_loss(logits, distillation.teacher_logits[rows])
+        return (1.0 - distillation.alpha) * hard + distillation.alpha * soft
     t = distillation.temperature
     soft = F.kl_div(
         F.log_softmax(logits / t, dim=1),

@@ -35,6 +35,7 @@ from slimsearch.search.loop.driver import SearchError, SearchInterrupted
 from slimsearch.search.config import ConfigError, SlimsearchConfig, format_validation_error, load_config, redact_url
 from slimsearch.dashboards.launch import LaunchError
 from slimsearch.search.loop.library_logs import route_library_logs
+from slimsearch.search.objectives import QualityMetric
 from slimsearch.search.store.pareto import FrontRow, front_rows, front_trials, hypervolume
 from slimsearch.search.review.selection import DeploymentError
 from slimsearch.search.store.study import StudyMismatch, evaluated_count, load_existing_study
@@ -141,7 +142,9 @@ def run(
     with _graceful_stop(stop):
         summary = SearchDriver(cfg, console, stop).run(n_trials, timeout, warm_start)
     study = load_existing_study(cfg.storage_url, cfg.search.study_name)
-    console.print(_front_table(front_rows(study, list(cfg.objectives)), list(cfg.objectives), study.user_attrs.get("baseline")))
+    objectives = list(study.user_attrs["objectives"])  # as the run resolved them for the task's metric
+    console.print(_front_table(front_rows(study, objectives), objectives, study.user_attrs.get("baseline"),
+                               QualityMetric.of(study.user_attrs)))
     reasons = ", ".join(f"{k} x{v}" for k, v in summary.failure_reasons.items()) or "none"
     rules = ", ".join(f"{k} x{v}" for k, v in summary.pruned_rules.items()) or "none"
     console.print(
@@ -226,7 +229,8 @@ def front(
     cfg = load_config(config)
     study = load_existing_study(storage or cfg.storage_url, study_name or cfg.search.study_name)
     objectives = list(study.user_attrs.get("objectives") or cfg.objectives)
-    console.print(_front_table(front_rows(study, objectives), objectives, study.user_attrs.get("baseline")))
+    console.print(_front_table(front_rows(study, objectives), objectives, study.user_attrs.get("baseline"),
+                               QualityMetric.of(study.user_attrs)))
 
 
 @app.command()
@@ -258,8 +262,10 @@ def select(
     trial_number: Optional[int] = typer.Option(None, "--trial", help="deploy this trial (limits still checked)"),
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="limit on p95 latency of one batch"),
     max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="limit on serving memory (MiB)"),
-    max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="limit on teacher minus candidate accuracy"),
-    prefer: str = typer.Option("knee", "--prefer", help="latency | memory | accuracy | knee"),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", "--max-accuracy-drop",
+                                             help="limit on how much worse than the teacher on the task's metric, in "
+                                                  "its units (accuracy: teacher minus candidate)"),
+    prefer: str = typer.Option("knee", "--prefer", help="latency | memory | knee | the task's metric (e.g. accuracy)"),
     formats: list[str] = typer.Option([], "--format", help="torchscript | torch_export | onnx (repeatable); only "
                                       "trials exportable so are chosen (default: the format the trial was served in)"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="directory (default: <output_dir>/deploy-STUDY)"),
@@ -275,15 +281,15 @@ def select(
     from slimsearch.search.review.selection import PREFERENCES, Limits
     from slimsearch.search.review.selection import select as choose
 
-    if prefer not in PREFERENCES:
-        raise ConfigError(f"--prefer must be one of {', '.join(PREFERENCES)}, got '{prefer}'")
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ConfigError(f"--format {unknown[0]} is not an export format; choose from {', '.join(FORMATS)}")
     study_name, storage_url = _study_source(target, study, storage)
     review = StudyReview(load_existing_study(storage_url, study_name))
+    if prefer not in (*PREFERENCES, review.quality.name):
+        raise ConfigError(f"--prefer must be one of {', '.join(PREFERENCES)}, {review.quality.name}; got '{prefer}'")
     route_library_logs(Path(review.config.get("output_dir", ".")) / "logs" / f"{study_name}-select.log")
-    limits = Limits(max_latency_ms, max_memory_mb, max_accuracy_drop)
+    limits = Limits(max_latency_ms, max_memory_mb, max_drop, review.quality)
     selection = choose(review, limits, prefer, allow_simulated, trial_number, exportable_as=formats)
     if selection.chosen is None:
         closest = "; ".join(
@@ -308,8 +314,8 @@ def select(
     except SelectionRefused as exc:
         errors.print(f"[red]refused:[/] {exc}", soft_wrap=True)
         raise typer.Exit(3) from None
-    m = deployment.remeasured.metrics
-    console.print(f"re-measured: accuracy {m['accuracy']:.4f} (drop {m['accuracy_drop']:+.4f}), latency p50 "
+    m, quality = deployment.remeasured.metrics, review.quality
+    console.print(f"re-measured: {quality.name} {m[quality.name]:.4f} (drop {m[quality.drop]:+.4f}), latency p50 "
                   f"{m['latency_p50_ms']:.3f} ms [95% CI {m['latency_p50_ci_low_ms']:.3f}-{m['latency_p50_ci_high_ms']:.3f}], "
                   f"p95 {m['latency_p95_ms']:.3f} ms, memory {m['memory_mb']:.1f} MiB, model {m['model_mb']:.3f} MiB")
     for fmt, path in deployment.files.items():
@@ -327,7 +333,7 @@ def select(
             deployment.files[served],
             [deployment.spec_path, *deployment.files.values()],
             deployment.spec["serving"],
-            {k: f"{m[k]:.6g}" for k in ("accuracy", "latency_p50_ms", "latency_p95_ms", "memory_mb", "model_mb")},
+            {k: f"{m[k]:.6g}" for k in (quality.name, "latency_p50_ms", "latency_p95_ms", "memory_mb", "model_mb")},
         )
         console.print(f"registered: models:/{registration.model_name}@{registration.alias} "
                       f"(version {registration.version}, run {registration.run_id})")
@@ -335,14 +341,14 @@ def select(
 
 def _selection_table(selection: Selection, review: StudyReview) -> Table:
     table = Table(title=f"{len(selection.eligible)} eligible, {len(selection.excluded)} excluded")
-    for column in ("trial", "configuration", "accuracy", "p95 ms", "memory MB", "status"):
+    for column in ("trial", "configuration", review.quality.name, "p95 ms", "memory MB", "status"):
         table.add_column(column, justify="left" if column in ("configuration", "status") else "right")
     for trial in review.complete:
         metrics = trial.user_attrs[records.METRICS]
         status = ("[green]chosen[/]" if trial is selection.chosen else
                   "eligible" if trial.number not in selection.excluded else
                   "[dim]" + "; ".join(selection.excluded[trial.number]) + "[/]")
-        table.add_row(str(trial.number), trial.user_attrs.get(records.SUMMARY, ""), f"{metrics['accuracy']:.4f}",
+        table.add_row(str(trial.number), trial.user_attrs.get(records.SUMMARY, ""), f"{metrics[review.quality.name]:.4f}",
                       f"{metrics['latency_p95_ms']:.3f}", f"{metrics['memory_mb']:.1f}", status)
     return table
 
@@ -424,10 +430,12 @@ def validate(config: Path = typer.Argument(..., help="YAML config to check")) ->
     """Check a config file and that its task imports and builds; exit 2 with one line naming the problem."""
     cfg = load_config(config)
     task = load_task(cfg.task, cfg.search.seed)  # an unimportable task is found now, not at run time
+    cfg = cfg.for_task(task)  # objectives and constraints speak the task's metric
     if problem := space_problem(task, cfg.space.students_from_scratch):
         raise ConfigError(problem)
     checked_teacher(task, cfg.search.seed)  # the check run does before training, on the untrained teacher
-    console.print(f"{config}: ok (task {cfg.task}: {len(task.train[1])} training rows, {task.num_classes} classes; "
+    outputs = f"{task.num_classes} {'outputs' if task.regression else 'classes'}, {task.metric_name} ({task.metric_direction})"
+    console.print(f"{config}: ok (task {cfg.task}: {len(task.train[1])} training rows, {outputs}; "
                   f"{len(cfg.objectives)} objectives, study {cfg.search.study_name})")
 
 
@@ -451,11 +459,11 @@ def space(
         console.print(f"  {candidate.summary():<60} " + (f"[yellow]rejected: {reason}[/]" if reason else "[green]ok[/]"))
 
 
-def _front_table(rows: list[FrontRow], objectives: list[str], baseline: Optional[dict]) -> Table:
+def _front_table(rows: list[FrontRow], objectives: list[str], baseline: Optional[dict], quality: QualityMetric) -> Table:
     noisy = sum(row.within_noise_of is not None for row in rows)
     table = Table(title=f"Pareto front ({len(rows) - noisy} feasible non-dominated trials"
                         + (f"; {noisy} more win only within measurement noise" if noisy else "") + ")")
-    for column in ("trial", "configuration", *objectives, "acc drop", "test acc", "model MB", "vs teacher"):
+    for column in ("trial", "configuration", *objectives, quality.drop, quality.test, "model MB", "vs teacher"):
         table.add_column(column, justify="left" if column == "configuration" else "right")
     teacher = (baseline or {}).get("metrics", {})
     for row in rows:
@@ -464,8 +472,8 @@ def _front_table(rows: list[FrontRow], objectives: list[str], baseline: Optional
             row.summary + (" [magenta](simulated)[/]" if row.simulated else "")
             + (f" [dim](within noise of trial {row.within_noise_of})[/]" if row.within_noise_of is not None else ""),
             *(f"{row.values[o]:.4g}" for o in objectives),
-            f"{row.accuracy_drop:+.4f}",
-            f"{row.test_accuracy:.4f}",
+            f"{row.quality_drop:+.4f}",
+            f"{row.test_quality:.4f}",
             f"{row.model_mb:.3f}",
             _versus_teacher(row, teacher),
         )

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator, ValidationInfo
 
 from slimsearch.evaluators import TimingProtocol
 from slimsearch.pipelines import TrainingRecipe
-from slimsearch.search.objectives import METRICS, Constraint, Direction
+from slimsearch.pipelines import Task
+from slimsearch.search.objectives import SERVING_METRICS, Constraint, Direction, QualityMetric, quality_name
 from slimsearch.spaces import SpaceSpec
 
 
@@ -140,23 +141,66 @@ class SlimsearchConfig(_Strict):
     @field_validator("objectives")
     @classmethod
     def _known_objectives(cls, objectives: dict[str, Direction]) -> dict[str, Direction]:
-        unknown = sorted(set(objectives) - set(METRICS))
-        if unknown:
-            raise ValueError(f"unknown objective(s) {unknown}; choose from {sorted(METRICS)}")
+        derived = sorted(name for name in objectives if name.endswith("_drop") or name.startswith("test_"))
+        if derived:
+            raise ValueError(f"objective(s) {derived} are derived columns; optimise the task's metric itself "
+                             f"(e.g. accuracy) or one of {sorted(SERVING_METRICS)}")
         if len(objectives) < 2:
             raise ValueError("a multi-objective search needs at least two objectives")
+        tasks = sorted({name for name in objectives if name not in SERVING_METRICS})
+        if len(tasks) > 1:
+            raise ValueError(f"{tasks} would be {len(tasks)} task metrics; a task has one quality metric (e.g. "
+                             f"accuracy), the others must be serving metrics {sorted(SERVING_METRICS)}")
         return objectives
+
+    @property
+    def quality_name(self) -> str | None:
+        """The task metric the objectives and constraints name, if any."""
+        names = {quality_name(m) for m in [*self.objectives, *(c.metric for c in self.parsed_constraints)]} - {None}
+        return next(iter(names), None)
+
+    def with_task_metric(self, quality: QualityMetric, task: str) -> SlimsearchConfig:
+        """This config speaking the task's metric: the defaults (``accuracy``) renamed where
+        the config leaves objectives and constraints unset, else checked against it."""
+        unset = {"objectives", "constraints"} - self.model_fields_set
+        changes: dict[str, object] = {}
+        if "objectives" in unset:
+            changes["objectives"] = {quality.name: quality.direction,
+                                     **{k: v for k, v in self.objectives.items() if k != "accuracy"}}
+        if "constraints" in unset:
+            changes["constraints"] = [text.replace("accuracy_drop", quality.drop) for text in self.constraints]
+        config = self.model_copy(update=changes) if quality.name != "accuracy" and changes else self
+        fix = (f"write '{quality.name}: {quality.direction}' in objectives and '{quality.drop} <= ...' in constraints "
+               f"(a drop is how much worse than the teacher, in {quality.name}'s units)")
+        if config.quality_name not in (None, quality.name):
+            raise ConfigError(f"the config measures '{config.quality_name}' but task '{task}' scores "
+                              f"'{quality.name}' ({quality.direction}); {fix}")
+        if config.objectives.get(quality.name, quality.direction) != quality.direction:
+            raise ConfigError(f"objectives say '{quality.name}: {config.objectives[quality.name]}' but task '{task}' "
+                              f"says {quality.name} is to {quality.direction}; {fix}")
+        return config
 
     @field_validator("constraints")
     @classmethod
-    def _parseable_constraints(cls, constraints: list[str]) -> list[str]:
+    def _parseable_constraints(cls, constraints: list[str], info: ValidationInfo) -> list[str]:
+        named = {quality_name(name) for name in info.data.get("objectives", {})} - {None}
         for text in constraints:
-            Constraint.parse(text)
+            metric = Constraint.parse(text).metric
+            if (task := quality_name(metric)) is not None and named and task not in named:
+                (quality,) = named
+                raise ValueError(f"'{metric}' in '{text}' is neither a serving metric {sorted(SERVING_METRICS)} nor "
+                                 f"the objectives' task metric ({quality}, {quality}_drop, test_{quality})")
+            named |= {task} - {None}
         return constraints
 
     @property
     def parsed_constraints(self) -> list[Constraint]:
         return [Constraint.parse(text) for text in self.constraints]
+
+    def for_task(self, task: Task) -> SlimsearchConfig:
+        """This config resolved for ``task``: its training defaults and its metric."""
+        quality = QualityMetric(task.metric_name, task.metric_direction)
+        return self.with_task_defaults(task.training_defaults).with_task_metric(quality, self.task)
 
     def with_task_defaults(self, defaults: dict[str, float]) -> SlimsearchConfig:
         """This config with the task's training defaults (a pretrained transformer fine-tunes

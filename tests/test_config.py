@@ -68,10 +68,20 @@ def test_constraint_violation_follows_optunas_sign(text: str, metrics: dict, vio
     assert Constraint.parse(text).violation(metrics) == pytest.approx(violation)
 
 
-@pytest.mark.parametrize("text", ["accuracy >= 1.5", "memory_mb <= -1", "accuracy_drop < 0.1", "speed <= 3"])
+@pytest.mark.parametrize("text", ["accuracy >= 1.5", "memory_mb <= -1", "accuracy_drop < 0.1", "Speed! <= 3"])
 def test_impossible_or_malformed_constraints_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         Constraint.parse(text)
+
+
+def test_a_second_task_metric_beside_accuracy_is_refused_with_one_name_to_use() -> None:
+    from slimsearch.search.config import SlimsearchConfig
+
+    with pytest.raises(ValueError, match="'speed' in 'speed <= 3' is neither a serving metric .* nor the objectives' "
+                                         "task metric \\(accuracy, accuracy_drop, test_accuracy\\)"):
+        SlimsearchConfig.model_validate({"constraints": ["speed <= 3"]})
+    with pytest.raises(ValueError, match="2 task metrics"):
+        SlimsearchConfig.model_validate({"objectives": {"accuracy": "maximize", "r2": "maximize"}})
 
 
 def test_space_command_prints_parameters_and_candidates() -> None:

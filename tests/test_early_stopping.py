@@ -10,8 +10,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from slimsearch.search.config import EarlyStoppingSettings
-from slimsearch.search.loop.early_stopping import EarlyStopping, TrialStopped, required_accuracy
-from slimsearch.search.objectives import Constraint
+from slimsearch.search.loop.early_stopping import EarlyStopping, TrialStopped, required_score
+from slimsearch.search.objectives import Constraint, QualityMetric
 from slimsearch.spaces import Candidate, StudentChoice
 from tests.conftest import write_config
 from tests.helpers import cli_text, run_cli, stores
@@ -34,14 +34,26 @@ def _study(completed: list[tuple[Candidate, list[float], dict[str, float]]]) -> 
 
 def _rules(min_history: int = 2, slack: float = 0.0) -> EarlyStopping:
     constraints = [Constraint.parse("accuracy_drop <= 0.05")]
-    return EarlyStopping(EarlyStoppingSettings(min_history=min_history, slack=slack), OBJECTIVES, constraints, 0.95)
+    return EarlyStopping(EarlyStoppingSettings(min_history=min_history, slack=slack), OBJECTIVES, constraints,
+                         QualityMetric(), 0.95)
 
 
 def test_required_accuracy_is_the_tightest_accuracy_bound() -> None:
     constraints = [Constraint.parse("accuracy_drop <= 0.05"), Constraint.parse("accuracy >= 0.92"),
                    Constraint.parse("latency_p50_ms <= 3")]
-    assert required_accuracy(constraints, 0.95) == pytest.approx(0.92)
-    assert required_accuracy(constraints[2:], 0.95) is None
+    assert required_score(constraints, QualityMetric(), 0.95) == pytest.approx(0.92)
+    assert required_score(constraints[2:], QualityMetric(), 0.95) is None
+
+
+def test_a_minimised_metric_is_required_below_the_teacher_plus_its_drop_and_stopped_above() -> None:
+    mae = QualityMetric("mae", "minimize")
+    constraints = [Constraint.parse("mae_drop <= 5"), Constraint.parse("mae <= 52")]
+    assert required_score(constraints, mae, 50.0) == pytest.approx(-52.0), "mae <= min(50 + 5, 52)"
+    objectives = {"mae": "minimize", "latency_p50_ms": "minimize"}
+    rules = EarlyStopping(EarlyStoppingSettings(min_history=1), objectives, constraints, mae, 50.0)
+    rules.for_trial(_study([]), SMALL)("serving", 51.0)  # within both bounds: goes on
+    with pytest.raises(TrialStopped, match="mae 53.0000 at serving can reach at best 53.0000, the constraints need <= 52"):
+        rules.for_trial(_study([]), SMALL)("serving", 53.0)
 
 
 def test_epoch_points_need_history_but_the_serving_accuracy_is_exact() -> None:
@@ -49,7 +61,7 @@ def test_epoch_points_need_history_but_the_serving_accuracy_is_exact() -> None:
     monitor("distill 1/2", 0.10)  # no history: nothing is stopped mid-training
     with pytest.raises(TrialStopped) as stopped:
         monitor("serving", 0.89)
-    assert stopped.value.rule == "accuracy-constraint" and "0.9000 required" in str(stopped.value)
+    assert stopped.value.rule == "accuracy-constraint" and "need >= 0.9000" in str(stopped.value)
     assert monitor.curve == {"distill 1/2": 0.10, "serving": 0.89}
 
 
@@ -90,7 +102,7 @@ def test_stopped_trials_are_pruned_in_both_stores_and_use_budget(tmp_path: Path,
         run = runs[trial.number]
         assert run.info.status == "FINISHED" and run.data.tags["state"] == "PRUNED"
         assert run.data.tags["pruned_rule"] == trial.user_attrs["pruned_rule"]
-        assert "accuracy_at_stop" in run.data.metrics
+        assert "metric_at_stop" in run.data.metrics
     assert "stopped early" in cli_text(output)
 
 

@@ -249,7 +249,7 @@ def test_select_exports_registers_and_refuses_impossible_limits(tmp_path: Path, 
     served = mlflow.pyfunc.load_model("models:/slimsearch-pick@champion").predict(rows.numpy())
     assert np.allclose(served, exported(rows).detach().numpy(), atol=1e-6)
     version = MlflowClient().get_model_version_by_alias("slimsearch-pick", "champion")
-    assert float(version.tags["accuracy"]) == pytest.approx(spec["measured"]["accuracy_val"], rel=1e-5)
+    assert float(version.tags["accuracy"]) == pytest.approx(spec["measured"]["accuracy"], rel=1e-5)
 
     # The config alone finds the study (its own output_dir, no --storage), like run does.
     config = tmp_path / "pick.yaml"

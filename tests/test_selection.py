@@ -45,11 +45,11 @@ def review() -> StudyReview:
     [
         (Limits(max_latency_ms=2.0), "accuracy", 3),
         (Limits(max_latency_ms=3.0), "accuracy", 2),
-        (Limits(max_accuracy_drop=0.006), "latency", 1),
-        (Limits(max_accuracy_drop=0.01, max_memory_mb=17.0), "memory", 2),
+        (Limits(max_drop=0.006), "latency", 1),
+        (Limits(max_drop=0.01, max_memory_mb=17.0), "memory", 2),
         (Limits(), "latency", 5),
         (Limits(), "accuracy", 0),
-        (Limits(max_accuracy_drop=0.02), "memory", 3),
+        (Limits(max_drop=0.02), "memory", 3),
     ],
 )
 def test_select_picks_the_right_candidate(review: StudyReview, limits: Limits, prefer: str, expected: int) -> None:
@@ -69,7 +69,7 @@ def test_every_exclusion_says_which_limit_and_by_how_much(review: StudyReview) -
 
 
 def test_impossible_limits_choose_nothing_and_rank_the_closest(review: StudyReview) -> None:
-    selection = select(review, Limits(max_latency_ms=0.5, max_accuracy_drop=0.001), "knee")
+    selection = select(review, Limits(max_latency_ms=0.5, max_drop=0.001), "knee")
     assert selection.chosen is None and not selection.eligible
     assert [t.number for t in selection.closest] == [1, 2, 3], "ranked by relative overshoot, simulated left out"
 

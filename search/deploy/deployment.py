@@ -54,10 +54,10 @@ def build_deployment(
     candidate = Candidate.from_dict(trial.user_attrs[records.CANDIDATE])
     built = pipeline.build(candidate)
     directory.mkdir(parents=True, exist_ok=True)
-    teacher_accuracy = review.baseline["metrics"].get("accuracy")
+    teacher_quality = review.baseline["metrics"].get(review.quality.name)
     with tempfile.TemporaryDirectory(prefix="slimsearch-remeasure-") as scratch:  # nothing left in the deploy folder
         remeasured = measure_built(candidate, built, task, config.evaluation, make_placement(config.evaluation),
-                                   Path(scratch), teacher_accuracy)
+                                   Path(scratch), teacher_quality)
     broken = limits.violations(remeasured.metrics)
     if broken:
         searched = trial.user_attrs[records.METRICS]
@@ -84,7 +84,7 @@ def _spec(
     files: dict[str, Path],
     input_signature: dict[str, Any],
 ) -> dict[str, Any]:
-    m = remeasured.metrics
+    m, quality = remeasured.metrics, review.quality
     return {
         "study": review.study.study_name,
         "trial": trial.number,
@@ -96,9 +96,10 @@ def _spec(
         "serving": {"batch_size": config.evaluation.batch_size, **input_signature},
         "measured": {
             "source": "re-measured in an isolated probe process at selection time",
-            "accuracy_val": m["accuracy"],
-            "accuracy_test": m["test_accuracy"],
-            "accuracy_drop": m["accuracy_drop"],
+            "metric": {"name": quality.name, "direction": quality.direction},
+            quality.name: m[quality.name],
+            quality.test: m[quality.test],
+            quality.drop: m[quality.drop],
             "latency_ms": {"p50": m["latency_p50_ms"], "p95": m["latency_p95_ms"], "p99": m["latency_p99_ms"],
                            "mean": m["latency_mean_ms"], "cv": m["latency_cv"],
                            "p50_ci95": [m["latency_p50_ci_low_ms"], m["latency_p50_ci_high_ms"]]},
@@ -109,7 +110,7 @@ def _spec(
             "params": int(m["params"]),
             "macs": int(m["macs"]),
         },
-        "search_measured": {k: trial.user_attrs[records.METRICS][k] for k in ("accuracy", "latency_p50_ms", "latency_p95_ms", "memory_mb")},
+        "search_measured": {k: trial.user_attrs[records.METRICS][k] for k in (quality.name, "latency_p50_ms", "latency_p95_ms", "memory_mb")},
         "hardware": {"measured_on": remeasured.hardware, "study_baseline_on": review.baseline.get("hardware", {}),
                      "this_host": hardware_identity()},
         "versions": _versions(),

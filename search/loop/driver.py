@@ -42,7 +42,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from slimsearch.evaluators import hardware_identity, missing_compiler
 from slimsearch.pipelines import CompressionPipeline, Task, load_task, space_problem
 from slimsearch.search.config import SlimsearchConfig, redact_url
-from slimsearch.search.objectives import accurate_enough, best_of
+from slimsearch.search.objectives import QualityMetric, accurate_enough, best_of
 from slimsearch.search.loop.early_stopping import EarlyStopping, TrialMonitor
 from slimsearch.search.loop.teacher_progress import TeacherProgress, TeacherTrainingStopped
 from slimsearch.search.loop.library_logs import route_library_logs
@@ -126,9 +126,7 @@ class SearchDriver:
         self.console = console or Console()
         # Set (e.g. by a first Ctrl-C) to stop after the running trial, at a point where nothing is half-written.
         self.stop = stop or threading.Event()
-        self.objectives = list(config.objectives)
-        self.directions = list(config.objectives.values())
-        self.constraints = config.parsed_constraints
+        self._use_config(config)
         # Per process: two processes measuring the same candidate must not share its files.
         self.workdir = Path(config.output_dir) / "artifacts-tmp" / str(os.getpid())
         # Measured models of trials that may still be on the front, until logged or dominated.
@@ -147,7 +145,9 @@ class SearchDriver:
         """Run (or, as a worker, join) the search until the study's budget is used up; a new
         study with ``warm_start`` first measures that study's front (last night's model family)."""
         task = load_task(self.config.task, self.config.search.seed)  # before touching storage: a bad task records nothing
-        self.config = cfg = self.config.with_task_defaults(task.training_defaults)
+        self._use_config(self.config.for_task(task))
+        cfg = self.config
+        self.quality = QualityMetric(task.metric_name, task.metric_direction)
         if problem := space_problem(task, cfg.space.students_from_scratch):
             raise SearchError(problem)
         if "torch_compile" in cfg.space.parallel.runtimes and (problem := missing_compiler()):
@@ -162,6 +162,13 @@ class SearchDriver:
                                  timeout_s if timeout_s is not None else cfg.search.timeout_s, warm_start)
             finally:
                 shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _use_config(self, config: SlimsearchConfig) -> None:
+        """Adopt ``config`` (resolved for the task once it is loaded: its metric's name)."""
+        self.config = config
+        self.objectives = list(config.objectives)
+        self.directions = list(config.objectives.values())
+        self.constraints = config.parsed_constraints
 
     @contextlib.contextmanager
     def _owning_run(self) -> Iterator[None]:
@@ -197,6 +204,8 @@ class SearchDriver:
                 raise SearchInterrupted(f"{exc}; run the same command again to start study "
                                         f"'{cfg.search.study_name}'") from None
         self.study = open_study(cfg, self.worker)
+        if "quality" not in self.study.user_attrs:
+            self.study.set_user_attr("quality", self.quality.as_attr())  # read commands name its columns
         self._check_tracking_matches()
         self.console.print(f"[bold]study[/] {cfg.search.study_name} ({len(self.study.trials)} trials so far) "
                            f"in {redact_url(cfg.storage_url)}" + (f" as worker {self.worker}" if self.worker else ""))
@@ -209,8 +218,8 @@ class SearchDriver:
             if (record := records.TrialRecord(done)).candidate and not records.is_duplicate(done):
                 self.predictor.learn(record.candidate, record.metrics, None, refit=False)  # resumed: what was measured
         self.predictor.refit()
-        self.early_stopping = EarlyStopping(stopping, cfg.objectives, self.constraints,
-                                            self.baseline["metrics"]["accuracy"]) if stopping.enabled else None
+        self.early_stopping = EarlyStopping(stopping, cfg.objectives, self.constraints, self.quality,
+                                            self.teacher_quality) if stopping.enabled else None
         self.tracker = MlflowTracker(cfg.tracking_uri, cfg.tracking.experiment, cfg.artifact_root, cfg.search.study_name,
                                      self._parent_tags())
         workers: list[WorkerProcess] = []
@@ -402,7 +411,7 @@ class SearchDriver:
         run_id, candidate = started
         try:
             outcome = run_candidate(candidate, self.pipeline, self.config.evaluation, self.placement, self.workdir,
-                                    self.baseline["metrics"]["accuracy"], self.monitor(candidate))
+                                    self.teacher_quality, self.monitor(candidate))
         except KeyboardInterrupt:
             self.record_failure(trial, run_id, "interrupted", "interrupted by the user")
             raise
@@ -507,11 +516,11 @@ class SearchDriver:
     def _enqueue_deployment_variants(self, trial: optuna.Trial, metrics: dict[str, float]) -> None:
         """Measure other deployments of a new model next (``search.deployment_variants``):
         its built stages are cached, so each costs a probe, not a training run. Not for a
-        model that misses an accuracy constraint: no deployment of it can meet it."""
+        model that misses a constraint on the task's metric: no deployment of it can meet it."""
         limit = self.config.search.deployment_variants
         if not limit or records.VARIANT_OF in trial.user_attrs:
             return
-        if not accurate_enough({c.name: c.violation(metrics) for c in self.constraints}):
+        if not accurate_enough({c.name: c.violation(metrics) for c in self.constraints}, self.quality):
             return
         for params in deployment_variants(self.config.space, trial.params, limit, self.config.search.seed + trial.number,
                                           self.config.evaluation.batch_size):
@@ -566,6 +575,11 @@ class SearchDriver:
     def _print_trial(self, number: int, candidate: Candidate | None, text: str) -> None:
         what = candidate.summary() if candidate else "?"
         self.console.print(f"trial {number:>4}  {what:<58} {text}")
+
+    @property
+    def teacher_quality(self) -> float:
+        """The teacher's value of the task's metric, every trial's ``_drop`` is taken from."""
+        return float(self.baseline["metrics"][self.quality.name])
 
     def _baseline(self) -> dict[str, Any]:
         """The teacher's measurement, taken once per study and reused on resume."""
@@ -657,7 +671,7 @@ class SearchDriver:
         """Front table (CSV + JSON) and the self-contained HTML report on the parent run; at the
         end of the run (``final``) also the front members' models."""
         rows = [asdict(r) for r in front_rows(self.study, self.objectives)]
-        self.tracker.log_front(front_csv(rows, self.objectives), rows, StudyReview(self.study).html())
+        self.tracker.log_front(front_csv(rows, self.objectives, self.quality), rows, StudyReview(self.study).html())
         if final:
             self._log_front_models()
 
@@ -672,14 +686,14 @@ class SearchDriver:
             staged.unlink()
 
 
-def front_csv(rows: list[dict[str, Any]], objectives: list[str]) -> str:
+def front_csv(rows: list[dict[str, Any]], objectives: list[str], quality: QualityMetric) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["trial", "configuration", *objectives, "accuracy_drop", "test_accuracy", "model_mb", "simulated",
+    writer.writerow(["trial", "configuration", *objectives, quality.drop, quality.test, "model_mb", "simulated",
                      "within_noise_of"])
     for row in rows:
         writer.writerow([row["number"], row["summary"], *(row["values"][o] for o in objectives),
-                         row["accuracy_drop"], row["test_accuracy"], row["model_mb"], row["simulated"],
+                         row["quality_drop"], row["test_quality"], row["model_mb"], row["simulated"],
                          "" if row["within_noise_of"] is None else row["within_noise_of"]])
     return buffer.getvalue()
 

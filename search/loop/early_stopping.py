@@ -2,7 +2,8 @@
 
 Optuna's pruners do not support multi-objective studies (``trial.report`` raises), so
 the search stops trials itself. While a candidate trains, the pipeline reports its
-validation accuracy after every epoch (``"distill 3/10"``, ``"finetune 1/3"``), and the
+validation metric (the task's: accuracy unless it names another; a minimised metric is
+handled on a negated, higher-is-better score) after every epoch (``"distill 3/10"``, ``"finetune 1/3"``), and the
 trial reports the serving artifact's exact accuracy (``"serving"``) before latency and
 memory are measured. The *optimistic* final accuracy at a point is the reported accuracy
 plus the largest gain from that point to the final accuracy seen in the study's completed
@@ -26,7 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from slimsearch.search.config import EarlyStoppingSettings
-from slimsearch.search.objectives import Constraint, best_of, minimising_signs
+from slimsearch.search.objectives import Constraint, QualityMetric, best_of, minimising_signs
 from slimsearch.search.store.pareto import front_trials
 from slimsearch.spaces import Candidate
 from slimsearch.search.store import records
@@ -47,10 +48,12 @@ class TrialStopped(Exception):
         return self.message
 
 
-def required_accuracy(constraints: list[Constraint], teacher_accuracy: float) -> float | None:
-    """The lowest validation accuracy every accuracy constraint allows (None: unconstrained)."""
-    bounds = [c.bound for c in constraints if c.metric == "accuracy" and c.op == ">="]
-    bounds += [teacher_accuracy - c.bound for c in constraints if c.metric == "accuracy_drop" and c.op == "<="]
+def required_score(constraints: list[Constraint], quality: QualityMetric, teacher: float) -> float | None:
+    """The lowest score (:meth:`QualityMetric.score`: the metric, negated when minimised)
+    every constraint on the task's metric allows (None: unconstrained)."""
+    bounds = [quality.score(c.bound) for c in constraints
+              if c.metric == quality.name and c.op == (">=" if quality.direction == "maximize" else "<=")]
+    bounds += [quality.score(teacher) - c.bound for c in constraints if c.metric == quality.drop and c.op == "<="]
     return max(bounds) if bounds else None
 
 
@@ -64,15 +67,16 @@ class StudyHistory:
     front: list[list[float]] = field(default_factory=list)
 
     @classmethod
-    def of(cls, study: optuna.Study, objectives: dict[str, str]) -> StudyHistory:
+    def of(cls, study: optuna.Study, objectives: dict[str, str], quality: QualityMetric) -> StudyHistory:
+        """Gains are on the score scale (higher is better, whatever the metric's direction)."""
         history = cls(front=[list(t.values) for t in front_trials(study)])
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if records.DUPLICATE_OF in trial.user_attrs:
                 continue  # its curve is the original's: counting it twice would skew the gains
-            final = trial.user_attrs.get(records.METRICS, {}).get("accuracy")
-            for point, accuracy in trial.user_attrs.get(records.ACCURACY_CURVE, {}).items():
+            final = trial.user_attrs.get(records.METRICS, {}).get(quality.name)
+            for point, value in trial.user_attrs.get(records.ACCURACY_CURVE, {}).items():
                 if final is not None:
-                    history.gains.setdefault(point, []).append(final - accuracy)
+                    history.gains.setdefault(point, []).append(quality.score(final) - quality.score(value))
             if records.CANDIDATE not in trial.user_attrs:
                 continue
             key = Candidate.from_dict(trial.user_attrs[records.CANDIDATE]).serving_key()
@@ -87,17 +91,18 @@ class EarlyStopping:
     """The rules of one study; :meth:`for_trial` gives the monitor one trial reports to."""
 
     def __init__(self, settings: EarlyStoppingSettings, objectives: dict[str, str], constraints: list[Constraint],
-                 teacher_accuracy: float):
+                 quality: QualityMetric, teacher: float):
         self.settings = settings
         self.objectives = objectives
-        self.required = required_accuracy(constraints, teacher_accuracy)
+        self.quality = quality
+        self.required = required_score(constraints, quality, teacher)
 
     def for_trial(self, study: optuna.Study, candidate: Candidate) -> TrialMonitor:
-        return TrialMonitor(self, StudyHistory.of(study, self.objectives), candidate.serving_key())
+        return TrialMonitor(self, StudyHistory.of(study, self.objectives, self.quality), candidate.serving_key())
 
 
 class TrialMonitor:
-    """Collects one trial's accuracy curve and raises :class:`TrialStopped` when a rule fires."""
+    """Collects one trial's curve of the task's metric and raises :class:`TrialStopped` when a rule fires."""
 
     def __init__(self, rules: EarlyStopping, history: StudyHistory, serving_key: str):
         self.rules = rules
@@ -105,38 +110,40 @@ class TrialMonitor:
         self.serving_key = serving_key
         self.curve: dict[str, float] = {}
 
-    def __call__(self, point: str, accuracy: float) -> None:
-        self.curve[point] = accuracy
-        optimistic = self._optimistic(point, accuracy)
+    def __call__(self, point: str, value: float) -> None:
+        self.curve[point] = value
+        quality = self.rules.quality
+        optimistic = self._optimistic(point, quality.score(value))
         if optimistic is None:
             return
         required = self.rules.required
         if required is not None and optimistic < required:
-            raise TrialStopped("accuracy-constraint", point, f"accuracy {accuracy:.4f} at {point} can reach at best "
-                               f"{optimistic:.4f} < {required:.4f} required by the constraints")
-        best_case = self._best_case(optimistic)
+            raise TrialStopped("accuracy-constraint", point, f"{quality.name} {value:.4f} at {point} can reach at best "
+                               f"{quality.score(optimistic):.4f}, the constraints need "
+                               f"{'>=' if quality.direction == 'maximize' else '<='} {quality.score(required):.4f}")
+        best_case = self._best_case(quality.score(optimistic))
         if best_case is not None and any(_dominates(q, best_case, self._signs) for q in self.history.front):
-            raise TrialStopped("dominated", point, f"accuracy {accuracy:.4f} at {point}: even its best case "
+            raise TrialStopped("dominated", point, f"{quality.name} {value:.4f} at {point}: even its best case "
                                f"{json.dumps(dict(zip(self.rules.objectives, best_case)))} is dominated by the front")
 
     @property
     def _signs(self) -> list[float]:
         return minimising_signs(self.rules.objectives.values())
 
-    def _optimistic(self, point: str, accuracy: float) -> float | None:
+    def _optimistic(self, point: str, score: float) -> float | None:
         if point == SERVING_POINT:
-            return accuracy
+            return score
         gains = self.history.gains.get(point, [])
         if len(gains) < self.rules.settings.min_history:
             return None
-        return accuracy + max(max(gains), 0.0) + self.rules.settings.slack
+        return score + max(max(gains), 0.0) + self.rules.settings.slack
 
-    def _best_case(self, optimistic_accuracy: float) -> list[float] | None:
+    def _best_case(self, optimistic_value: float) -> list[float] | None:
         """Objective values at best, or None when some objective is not known yet."""
         known = self.history.known.get(self.serving_key, {})
         values = []
         for name in self.rules.objectives:
-            value = optimistic_accuracy if name == "accuracy" else known.get(name)
+            value = optimistic_value if name == self.rules.quality.name else known.get(name)
             if value is None:
                 return None
             values.append(value)

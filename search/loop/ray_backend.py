@@ -80,7 +80,7 @@ def run_with_ray_tune(driver: SearchDriver, summary: RunSummary, target: int, ti
 def _fit(driver: SearchDriver, summary: RunSummary, cfg: SlimsearchConfig, remaining: int,
          timeout_s: float | None) -> None:
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, study_config=cfg, teacher_accuracy=driver.baseline["metrics"]["accuracy"]),
+        tune.with_parameters(tune_trial, study_config=cfg, teacher_quality=driver.teacher_quality),
         {"cpu": cfg.search.ray.cpus_per_trial},
     )
     tuner = tune.Tuner(
@@ -197,13 +197,13 @@ def _pipeline(config_json: str) -> CompressionPipeline:
                                cfg.evaluation.calibration_size)
 
 
-def tune_trial(config: dict[str, Any], study_config: SlimsearchConfig, teacher_accuracy: float) -> None:
+def tune_trial(config: dict[str, Any], study_config: SlimsearchConfig, teacher_quality: float) -> None:
     """The Tune trainable: build and measure one candidate in a Ray actor, report the outcome."""
     torch.set_num_threads(study_config.search.ray.cpus_per_trial)
     monitor: TrialMonitor | None = config["monitor"]
     outcome = run_candidate(Candidate.from_dict(config["candidate"]), _pipeline(study_config.model_dump_json()),
                             study_config.evaluation, make_placement(study_config.evaluation),
-                            Path(study_config.output_dir) / "artifacts-tmp" / str(os.getpid()), teacher_accuracy,
+                            Path(study_config.output_dir) / "artifacts-tmp" / str(os.getpid()), teacher_quality,
                             monitor)
     values = ({name: outcome.result.metrics[name] for name in study_config.objectives}
               if outcome.result is not None else {})

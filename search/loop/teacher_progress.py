@@ -4,7 +4,7 @@ Training a teacher can take an hour (a fine-tuned transformer on a large split);
 a line per epoch a run looks hung, and a first Ctrl-C that only asks to "stop after the
 running trial" would wait for the whole training. :class:`TeacherProgress` prints each
 epoch's mean training loss, validation metric, time per epoch and the time left, to the
-console and the ``slimsearch`` log (the task's metric, named accuracy like every column), and ends the training at the next batch once a stop
+console and the ``slimsearch`` log, and ends the training at the next batch once a stop
 was requested (nothing is cached, so the next run trains the teacher again).
 """
 
@@ -48,7 +48,7 @@ class TeacherProgress:
         quality = self.task.metric(predict(model, self.task.val[0]), self.task.val[1])
         per_epoch = (now - self.started) / epoch
         loss = sum(self.losses) / max(1, len(self.losses))
-        line = (f"teacher epoch {epoch}/{epochs}: loss {loss:.4f}, validation accuracy {quality:.4f}, "
+        line = (f"teacher epoch {epoch}/{epochs}: loss {loss:.4f}, validation {self.task.metric_name} {quality:.4f}, "
                 f"{now - self.epoch_started:.1f} s, about {per_epoch * (epochs - epoch) / 60:.1f} min left")
         self.console.print(line)
         log.info(line)

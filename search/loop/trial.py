@@ -22,6 +22,7 @@ from slimsearch.evaluators import LocalPlacement, Placement, RayPlacement, Servi
 from slimsearch.evaluators.serving import MB
 from slimsearch.pipelines import AccuracyMonitor, BuiltModel, CompressionPipeline, Task
 from slimsearch.search.config import EvaluationSettings
+from slimsearch.search.objectives import QualityMetric
 from slimsearch.search.loop.early_stopping import SERVING_POINT, TrialMonitor, TrialStopped
 from slimsearch.spaces import Candidate, InvalidCandidate
 
@@ -61,14 +62,14 @@ def run_candidate(
     evaluation: EvaluationSettings,
     placement: Placement,
     workdir: Path,
-    teacher_accuracy: float,
+    teacher_quality: float,
     monitor: TrialMonitor | None,
 ) -> TrialOutcome:
     """Build and measure ``candidate``; any failure of the candidate becomes an outcome
     (fail-soft: one bad candidate never aborts the study). Ctrl-C still propagates."""
     curve = monitor.curve if monitor is not None else {}
     try:
-        result = measure_candidate(candidate, pipeline, evaluation, placement, workdir, teacher_accuracy, monitor)
+        result = measure_candidate(candidate, pipeline, evaluation, placement, workdir, teacher_quality, monitor)
     except TrialStopped as exc:
         return TrialOutcome("pruned", curve=curve, reason=str(exc), rule=exc.rule, point=exc.point)
     except InvalidCandidate as exc:
@@ -108,14 +109,14 @@ def measure_candidate(
     evaluation: EvaluationSettings,
     placement: Placement,
     workdir: Path,
-    teacher_accuracy: float | None,
+    teacher_quality: float | None,
     monitor: AccuracyMonitor | None = None,
 ) -> TrialResult:
     """Build ``candidate`` with ``pipeline`` and measure accuracy, latency and memory;
     ``monitor`` hears the validation accuracy while it trains and before serving is timed."""
     started = time.perf_counter()
     built = pipeline.build(candidate, monitor)
-    result = measure_built(candidate, built, pipeline.task, evaluation, placement, workdir, teacher_accuracy, monitor)
+    result = measure_built(candidate, built, pipeline.task, evaluation, placement, workdir, teacher_quality, monitor)
     result.metrics["seconds_trial"] = time.perf_counter() - started
     return result
 
@@ -127,11 +128,12 @@ def measure_built(
     evaluation: EvaluationSettings,
     placement: Placement,
     workdir: Path,
-    teacher_accuracy: float | None,
+    teacher_quality: float | None,
     monitor: AccuracyMonitor | None = None,
 ) -> TrialResult:
-    """Measure an already built model where ``placement`` runs evaluators: accuracy of the
-    serving artifact, then latency and memory in the isolated probe."""
+    """Measure an already built model where ``placement`` runs evaluators: the task's metric
+    on the serving artifact (named as the task names it, with its drop from
+    ``teacher_quality``), then latency and memory in the isolated probe."""
     workdir.mkdir(parents=True, exist_ok=True)
     example = task.serving_batch(evaluation.batch_size)
     artifact = save_artifact(built.serving, example, workdir / f"{candidate.fingerprint()}.pt")
@@ -149,10 +151,11 @@ def measure_built(
         artifact.unlink(missing_ok=True)
         raise
     latency = serving.latency
+    quality = QualityMetric(task.metric_name, task.metric_direction)
     metrics = {
-        "accuracy": accuracy,
-        "test_accuracy": test_accuracy,
-        "accuracy_drop": (teacher_accuracy - accuracy) if teacher_accuracy is not None else 0.0,
+        quality.name: accuracy,
+        quality.test: test_accuracy,
+        quality.drop: quality.worsening(teacher_quality, accuracy) if teacher_quality is not None else 0.0,
         "latency_p50_ms": latency.p50_ms,
         "latency_p95_ms": latency.p95_ms,
         "latency_p99_ms": latency.p99_ms,

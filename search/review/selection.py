@@ -13,24 +13,28 @@ from dataclasses import dataclass, field
 
 from optuna.trial import FrozenTrial
 
+from slimsearch.search.objectives import QualityMetric
 from slimsearch.search.review.study_review import StudyReview, knee_trial
 from slimsearch.spaces import RUNTIMES
 from slimsearch.search.store import records
 
-PREFERENCES = ("latency", "memory", "accuracy", "knee")
-_PREFERENCE_KEY = {"latency": ("latency_p95_ms", 1.0), "memory": ("memory_mb", 1.0), "accuracy": ("accuracy", -1.0)}
+PREFERENCES = ("latency", "memory", "knee")
+"""Besides the task's metric by name (``accuracy``, ``r2``, ...): the best value of it."""
+_PREFERENCE_KEY = {"latency": ("latency_p95_ms", 1.0), "memory": ("memory_mb", 1.0)}
 
 
 @dataclass(frozen=True)
 class Limits:
     max_latency_ms: float | None = None
     max_memory_mb: float | None = None
-    max_accuracy_drop: float | None = None
+    max_drop: float | None = None
+    """How much worse than the teacher on the task's metric (``<metric>_drop``), in its units."""
+    quality: QualityMetric = QualityMetric()
 
     def _pairs(self) -> list[tuple[str, str, float]]:
         named = (("latency_p95_ms", "--max-latency-ms", self.max_latency_ms),
                  ("memory_mb", "--max-memory-mb", self.max_memory_mb),
-                 ("accuracy_drop", "--max-accuracy-drop", self.max_accuracy_drop))
+                 (self.quality.drop, "--max-drop", self.max_drop))
         return [(metric, flag, bound) for metric, flag, bound in named if bound is not None]
 
     def violations(self, metrics: dict[str, float]) -> list[str]:
@@ -62,8 +66,8 @@ def select(review: StudyReview, limits: Limits, prefer: str = "knee", allow_simu
     """The best eligible trial by ``prefer`` (or trial ``trial_number``, if eligible), with
     every other trial's reasons for exclusion. A trial is eligible when it meets the limits,
     is not simulated (unless allowed) and can be exported in every format of ``exportable_as``."""
-    if prefer not in PREFERENCES:
-        raise ValueError(f"unknown preference '{prefer}'; choose from {', '.join(PREFERENCES)}")
+    if prefer not in (*PREFERENCES, review.quality.name):
+        raise ValueError(f"unknown preference '{prefer}'; choose from {', '.join(PREFERENCES)}, {review.quality.name}")
     eligible, excluded, considered = [], {}, []
     pool = [t for t in review.complete if trial_number is None or t.number == trial_number]
     for trial in pool:
@@ -106,6 +110,8 @@ def _best(eligible: list[FrozenTrial], prefer: str, review: StudyReview) -> Froz
         knee = knee_trial(eligible, list(review.objectives.values()))
         assert knee is not None
         return knee
-    metric, sign = _PREFERENCE_KEY[prefer]
-    # Ties (same rounded metric) go to higher accuracy, then to the earlier trial.
-    return min(eligible, key=lambda t: (sign * t.user_attrs[records.METRICS][metric], -t.user_attrs[records.METRICS]["accuracy"], t.number))
+    quality = review.quality
+    metric, sign = _PREFERENCE_KEY.get(prefer, (quality.name, -quality.score(1.0)))
+    # Ties (same rounded metric) go to the better task metric, then to the earlier trial.
+    return min(eligible, key=lambda t: (sign * t.user_attrs[records.METRICS][metric],
+                                        -quality.score(t.user_attrs[records.METRICS][quality.name]), t.number))

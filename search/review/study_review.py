@@ -24,7 +24,7 @@ from slimsearch.dashboards import (
     pareto_figure,
     report_html,
 )
-from slimsearch.search.objectives import Constraint, minimising_signs
+from slimsearch.search.objectives import Constraint, QualityMetric, minimising_signs
 from slimsearch.search.store.pareto import is_feasible, noise_aware_front
 from slimsearch.search.store import records
 
@@ -41,14 +41,16 @@ def knee_trial(trials: list[FrozenTrial], directions: list[str]) -> FrozenTrial 
     return trials[int(np.argmin(np.linalg.norm(scaled, axis=1)))]
 
 
-def objective_bounds(constraints: list[Constraint], objectives: list[str], baseline: dict[str, float]) -> dict[str, float]:
-    """Constraint bounds expressed on objective axes (``accuracy_drop <= d`` -> accuracy >= teacher - d)."""
+def objective_bounds(constraints: list[Constraint], objectives: list[str], baseline: dict[str, float],
+                     quality: QualityMetric = QualityMetric()) -> dict[str, float]:
+    """Constraint bounds expressed on objective axes (``accuracy_drop <= d`` -> accuracy >=
+    teacher - d; for a minimised metric, ``mae_drop <= d`` -> mae <= teacher + d)."""
     bounds = {}
     for constraint in constraints:
         if constraint.metric in objectives:
             bounds[constraint.metric] = constraint.bound
-        elif constraint.metric == "accuracy_drop" and "accuracy" in objectives and "accuracy" in baseline:
-            bounds["accuracy"] = baseline["accuracy"] - constraint.bound
+        elif constraint.metric == quality.drop and quality.name in objectives and quality.name in baseline:
+            bounds[quality.name] = quality.score(quality.score(baseline[quality.name]) - constraint.bound)
     return bounds
 
 
@@ -60,6 +62,7 @@ class StudyReview:
         self.objectives: dict[str, str] = dict(study.user_attrs.get("objectives", {}))
         self.baseline: dict[str, Any] = study.user_attrs.get("baseline") or {"metrics": {}, "hardware": {}}
         self.config: dict[str, Any] = study.user_attrs.get("config", {})
+        self.quality = QualityMetric.of(study.user_attrs)
         self.complete = [
             t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if all(math.isfinite(v) for v in t.values)
@@ -92,7 +95,7 @@ class StudyReview:
             metrics = trial.user_attrs.get(records.METRICS, {})
             cells: dict[str, str | float] = {"trial": float(trial.number), "configuration": trial.user_attrs.get(records.SUMMARY, "")}
             cells.update({name: float(value) for name, value in zip(self.objectives, trial.values)})
-            for extra in ("accuracy_drop", "test_accuracy", "latency_p95_ms", "model_mb", "params", "macs"):
+            for extra in (self.quality.drop, self.quality.test, "latency_p95_ms", "model_mb", "params", "macs"):
                 if extra in metrics and extra not in cells:
                     cells[extra] = float(metrics[extra])
             cells["quant path"] = trial.user_attrs.get(records.TAGS, {}).get("quant_path", "")
@@ -148,7 +151,7 @@ class StudyReview:
 
     def html(self) -> str:
         points = self.plot_points()
-        bounds = objective_bounds(self.constraints, list(self.objectives), self.baseline.get("metrics", {}))
+        bounds = objective_bounds(self.constraints, list(self.objectives), self.baseline.get("metrics", {}), self.quality)
         title = f"slimsearch study {self.study.study_name}"
         pareto = pareto_figure(points, self.objectives, "Pareto front (every objective pair)", bounds) if points else None
         more = []

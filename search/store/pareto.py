@@ -18,7 +18,7 @@ import optuna
 from optuna._hypervolume import compute_hypervolume
 from optuna.trial import FrozenTrial, TrialState
 
-from slimsearch.search.objectives import minimising_signs
+from slimsearch.search.objectives import QualityMetric, minimising_signs
 from slimsearch.search.store import records
 
 # Reference point = this multiple of the teacher's value for minimised objectives; 0 for
@@ -31,8 +31,10 @@ class FrontRow:
     number: int
     summary: str
     values: dict[str, float]
-    accuracy_drop: float
-    test_accuracy: float
+    quality_drop: float
+    """How much worse than the teacher on the task's metric (``<metric>_drop``)."""
+    test_quality: float
+    """The task's metric on the test split (``test_<metric>``)."""
     model_mb: float
     simulated: bool
     within_noise_of: int | None = None
@@ -136,6 +138,7 @@ def front_rows(study: optuna.Study, objectives: list[str]) -> list[FrontRow]:
     """The noise-aware front, then the points within noise of a member (marked as such)."""
     members, within = noise_aware_front(study)
     dropped = [t for t in front_trials(study) if t.number in within]
+    quality = QualityMetric.of(study.user_attrs)
     rows = []
     for trial in members + dropped:
         metrics = trial.user_attrs.get(records.METRICS, {})
@@ -144,8 +147,8 @@ def front_rows(study: optuna.Study, objectives: list[str]) -> list[FrontRow]:
                 number=trial.number,
                 summary=trial.user_attrs.get(records.SUMMARY, ""),
                 values=dict(zip(objectives, trial.values)),
-                accuracy_drop=metrics.get("accuracy_drop", float("nan")),
-                test_accuracy=metrics.get("test_accuracy", float("nan")),
+                quality_drop=metrics.get(quality.drop, float("nan")),
+                test_quality=metrics.get(quality.test, float("nan")),
                 model_mb=metrics.get("model_mb", float("nan")),
                 simulated=bool(trial.user_attrs.get(records.SIMULATED, False)),
                 within_noise_of=within.get(trial.number),

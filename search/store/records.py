@@ -89,7 +89,7 @@ class TrialRecord:
             return params, self.metrics, {**self.attrs.get(TAGS, {}), **base}, "FINISHED"
         if self.trial.state == TrialState.PRUNED:
             point = self.attrs.get(PRUNED_AT, "")
-            metrics = {"accuracy_at_stop": self.attrs[ACCURACY_CURVE][point]} if point in self.attrs.get(
+            metrics = {"metric_at_stop": self.attrs[ACCURACY_CURVE][point]} if point in self.attrs.get(
                 ACCURACY_CURVE, {}) else {}
             tags = {**base, "pruned_rule": self.attrs.get(PRUNED_RULE, ""), "pruned_at": point,
                     "pruned_reason": self.attrs.get(PRUNED_REASON, "")}
