@@ -179,15 +179,35 @@ def layer_stack(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList] | None
 
 def tensor_parallel_plan(layer: TransformerLayer, degree: int) -> dict[str, str]:
     """Megatron-style plan of one layer: query/key/value and the FFN input sharded by output
-    columns, the attention output and FFN output by input rows; ranks hold whole heads."""
-    if layer.layout.fused:
-        raise ValueError(f"the {layer.layout.family} fused query/key/value layer '{layer.layout.projections[0]}' "
-                         "holds all heads' queries, keys and values in one weight, which column sharding would "
-                         "split across heads")
+    columns, the attention output and FFN output by input rows; ranks hold whole heads (a
+    fused query/key/value layer is first reordered by :func:`group_fused_rows_by_rank`)."""
     if layer.key_value_heads % degree:
         raise ValueError(f"{layer.key_value_heads} key/value heads do not split evenly over {degree} ranks")
     plan = {path: "colwise" for path in (*layer.layout.projections, *layer.layout.ffn_in)}
     return plan | {layer.layout.output: "rowwise", layer.layout.ffn_out: "rowwise"}
+
+
+def group_fused_rows_by_rank(layer: TransformerLayer, degree: int) -> None:
+    """Reorder a fused query | key | value layer's rows so that rank ``r``'s contiguous
+    column shard holds its own heads' queries, keys and values, in that order; with
+    :func:`use_rank_widths` each rank's forward then splits its shard as the whole layer
+    splits the full output. No-op for separate projections."""
+    if not layer.layout.fused:
+        return
+    fused = layer.projections[0]
+    blocks = [torch.arange(first, first + rows).chunk(degree) for _, first, rows in layer.row_slices()]
+    order = torch.cat([block[rank] for rank in range(degree) for block in blocks])
+    with torch.no_grad():
+        fused.weight.copy_(fused.weight[order])
+        if fused.bias is not None:
+            fused.bias.copy_(fused.bias[order])
+
+
+def use_rank_widths(layer: TransformerLayer, degree: int) -> None:
+    """After sharding: the attention module's head counts and projection widths are this
+    rank's share (a fused layer's forward splits its output by ``split_size``)."""
+    TransformerLayer(layer.module, layer.layout, layer.heads // degree, layer.key_value_heads // degree,
+                     layer.head_dim).sync_attributes()
 
 
 def is_transposed_linear(module: nn.Module) -> bool:

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import nn
 
 from slimsearch.evaluators.artifacts import load_artifact
+from slimsearch.evaluators.families import transformer_layers, use_rank_widths
 from slimsearch.evaluators.rank_plans import tensor_parallel_plans
 
 if TYPE_CHECKING:
@@ -40,9 +41,12 @@ def load_rank_model(job: ServingJob, rank: int) -> nn.Module:
     # A pickled module written by rank_plans for this very job, not a user-supplied file.
     model = torch.load(path, weights_only=False).eval()
     mesh = init_device_mesh("cpu", (job.degree,))
+    layers = transformer_layers(model)
     for owner, plan in tensor_parallel_plans(model, job.degree):
         styles = {name: ColwiseParallel() if style == "colwise" else RowwiseParallel() for name, style in plan.items()}
         parallelize_module(model.get_submodule(owner), mesh, styles)
+    for layer in layers:
+        use_rank_widths(layer, job.degree)
     return model
 
 

@@ -30,7 +30,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from slimsearch.evaluators.families import KNOWN_FAMILIES, named_transformer_layers
+from slimsearch.evaluators.families import KNOWN_FAMILIES, group_fused_rows_by_rank, named_transformer_layers
 from slimsearch.evaluators.families import tensor_parallel_plan as family_plan
 from slimsearch.evaluators.memory import state_dict_bytes
 from slimsearch.spaces import InvalidCandidate
@@ -61,7 +61,10 @@ def plan_ranks(model: nn.Module, example: torch.Tensor, strategy: str, degree: i
     if strategy == "tensor_parallel":
         _check_tensor_parallel(model, degree)
         eager = artifact.with_suffix(".eager.pt")
-        torch.save(model, eager)
+        ranks_model = copy.deepcopy(model)  # the candidate itself stays as measured and exported
+        for _, layer in named_transformer_layers(ranks_model):
+            group_fused_rows_by_rank(layer, degree)
+        torch.save(ranks_model, eager)
         return RankPlan(strategy, degree, [str(eager)] * degree, tolerance)
     if strategy == "pipeline_parallel":
         return _plan_pipeline(model, example, degree, artifact, tolerance)

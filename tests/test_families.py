@@ -139,3 +139,24 @@ def test_teacher_training_reports_every_epoch_and_stops_within_a_batch(tmp_path:
     with pytest.raises(TeacherTrainingStopped, match="after 3 batches"):
         CompressionPipeline(task, tmp_path / "b", TrainingRecipe(teacher_epochs=50), seed=0, teacher_progress=progress)
     assert not list((tmp_path / "b").rglob("*.pt")), "a stopped teacher is not cached"
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_tensor_parallel_serves_fused_and_shared_key_value_attention_sharded_by_heads(tmp_path: Path,
+                                                                                     family: str) -> None:
+    """GPT-2's fused query/key/value layer is regrouped per rank; LLaMA shares keys/values across heads."""
+    from slimsearch.evaluators import TimingProtocol, measure_serving, plan_ranks, save_artifact
+    from slimsearch.evaluators.memory import state_dict_bytes
+
+    task = load_task(f"tests.tasks.families:{family}", 0)
+    model = CompressionPipeline(task, tmp_path, RECIPE, seed=0).teacher.model
+    batch = task.serving_batch(8)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    artifact = save_artifact(model, batch, tmp_path / "m.pt")
+    plan = plan_ranks(model, batch, "tensor_parallel", 2, artifact)
+    measured = measure_serving(artifact, plan, batch, threads=1, timeout_s=120,
+                               protocol=TimingProtocol(warmup=1, repeats=3, rounds=1, max_rounds=1))
+    assert measured.output_error < 1e-4, "sharded outputs match the single-process model"
+    assert all(weights < 0.8 * state_dict_bytes(model) for weights in measured.per_rank_weight_bytes)
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items()), \
+        "the candidate itself is not reordered"
