@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import optuna
 
@@ -224,16 +224,18 @@ def sample_trials(spec: SpaceSpec, n: int, seed: int = 0) -> list[tuple[Candidat
     return list(itertools.islice(_random_trials(spec, seed), n))
 
 
-def unmeasured_params(spec: SpaceSpec, proposed: set[str], seed: int, draws: int) -> dict[str, Any] | None:
+def unmeasured_params(spec: SpaceSpec, proposed: set[str], seed: int, draws: int,
+                      servable: Callable[[Candidate], bool] = lambda _: True) -> dict[str, Any] | None:
     """Optuna params of a random candidate whose fingerprint is not in ``proposed`` (measured,
-    or tried and rejected), or None if ``draws`` random draws found none.
+    or tried and rejected) and that is ``servable`` (the caller's rejection check), or None
+    if ``draws`` random draws found none.
 
     A sampler that has converged on a discrete space proposes only measured candidates
     (TPE on the 680-candidate digits table: 1,600 proposals for 74 new ones); a random
     unmeasured candidate keeps the night's run exploring instead of stopping early.
     """
     for candidate, params in itertools.islice(_random_trials(spec, seed), draws):
-        if candidate.fingerprint() not in proposed:
+        if candidate.fingerprint() not in proposed and servable(candidate):
             return params
     return None
 

@@ -377,6 +377,35 @@ def test_a_sampler_stuck_on_measured_candidates_is_sent_to_an_unmeasured_one(tmp
     assert tags[explored[0].number]["explores"] == str(EXPLORE_AFTER_DUPLICATES)
 
 
+def test_a_sampler_repeating_a_rejected_candidate_is_sent_to_an_unmeasured_one_not_stopped(
+        tmp_path: Path, fast_config: dict) -> None:
+    """The sampler learns nothing from a rejection: repeats of one rejected candidate are
+    repeated proposals (then exploring), not 50 distinct rejections ending the run."""
+    from slimsearch.search.loop.driver import EXPLORE_AFTER_DUPLICATES, MAX_CONSECUTIVE_REJECTIONS
+
+    fast_config["space"] = {"prune": {"low": 0.0, "high": 0.0}, "quantize": {"bits": [32, 8, 4]},
+                            "student": {"distill": False},
+                            "parallel": {"strategies": ["single", "tensor_parallel"], "degree": [2], "threads": [1],
+                                         "runtimes": ["torch"]}}
+    fast_config["search"].update(n_trials=2, study_name="rejects", sampler="random")
+    config = write_config(tmp_path / "rejects.yaml", **fast_config)
+    run_cli(config)  # the two anchors
+    out = Path(fast_config["output_dir"])
+    study, _, _, _ = stores(out, "rejects")
+    sharded = {key: value for key, value in study.trials[0].params.items() if key != "parallel.threads"}
+    sharded |= {"parallel.strategy": "tensor_parallel", "parallel.degree": 2, "parallel.rank_threads": 1}
+    for _ in range(MAX_CONSECUTIVE_REJECTIONS + 5):  # a conv net cannot be tensor-parallel: rejected each time
+        study.enqueue_trial(sharded)
+
+    run_cli(config, "--n-trials", "1")
+    study, _, _, _ = stores(out, "rejects")
+    rejected = [t for t in study.trials if t.user_attrs.get("failure_kind") == "rejected"]
+    assert len(rejected) > MAX_CONSECUTIVE_REJECTIONS, "every queued repeat was answered, and the run went on"
+    explored = [t for t in study.trials if "explores" in t.user_attrs]
+    assert explored and explored[0].state == TrialState.COMPLETE
+    assert explored[0].user_attrs["explores"] == EXPLORE_AFTER_DUPLICATES, "explored after 30 repeats"
+
+
 def test_an_accurate_new_model_s_deployment_variants_are_measured_next(tmp_path: Path, fast_config: dict) -> None:
     fast_config["search"].update(n_trials=4, study_name="variants", deployment_variants=2)
     fast_config["space"]["parallel"] = {"strategies": ["single"], "threads": [1, 2], "runtimes": ["torch", "onnxruntime"]}

@@ -160,3 +160,37 @@ def test_tensor_parallel_serves_fused_and_shared_key_value_attention_sharded_by_
     assert all(weights < 0.8 * state_dict_bytes(model) for weights in measured.per_rank_weight_bytes)
     assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items()), \
         "the candidate itself is not reordered"
+
+
+@pytest.mark.e2e
+def test_a_gpt2_classifier_is_searched_selected_and_served_by_its_registered_pyfunc(tmp_path: Path,
+                                                                                    fast_config: dict) -> None:
+    import mlflow
+    import numpy as np
+
+    from slimsearch.search.cli import app
+    from tests.conftest import write_config
+    from tests.helpers import cli_text, run_cli, runner, stores
+    from tests.tasks.families import text_task
+
+    fast_config.update(task="tests.tasks.families:gpt2")
+    fast_config["space"] = {"prune": {"low": 0.0, "high": 0.5, "step": 0.5}, "quantize": {"bits": [32, 8]},
+                            "student": {"width": [0.5], "depth": [1], "temperature": [2.0], "alpha": [0.5],
+                                        "init": ["teacher"]},
+                            "parallel": {"strategies": ["single", "tensor_parallel"], "degree": [2], "threads": [1],
+                                         "runtimes": ["torch", "onnxruntime"]}}
+    fast_config["constraints"] = ["accuracy_drop <= 0.5"]
+    fast_config["search"].update(n_trials=5, study_name="gpt2", sampler="random", seed=5)
+    del fast_config["training"]  # the task's training_defaults
+    config = write_config(tmp_path / "gpt2.yaml", **fast_config)
+    run_cli(config)
+    study, _, _, _ = stores(Path(fast_config["output_dir"]), "gpt2")
+    assert not [t.user_attrs["failure_reason"] for t in study.trials if t.user_attrs.get("failure_kind") == "error"]
+    assert [t for t in study.trials[:2] if t.state.name == "COMPLETE"] == study.trials[:2], "both teacher anchors"
+
+    chosen = runner.invoke(app, ["select", str(config), "--max-drop", "0.5"])
+    assert chosen.exit_code == 0 and "registered: models:/" in cli_text(chosen.output), chosen.output
+    rows = {name: tensor[:5].numpy() for name, tensor in text_task("gpt2").test[0].items()}
+    mlflow.set_tracking_uri(f"sqlite:///{Path(fast_config['output_dir']) / 'mlflow.db'}")
+    served = np.asarray(mlflow.pyfunc.load_model("models:/slimsearch-gpt2@champion").predict(rows))
+    assert served.shape == (5, 2) and np.isfinite(served).all()

@@ -135,6 +135,8 @@ class SearchDriver:
         self._last_reason = ""
         self._last_skip = ""
         """Why the last proposal was not run: "rejected" or "duplicate"."""
+        self._rejected_candidates: set[str] = set()
+        """Fingerprints of candidates this process rejected (the empty string: unresolvable)."""
         self.exhausted = False
         self.host_fault = ""
         """Why the machine (not a candidate) stopped the run, e.g. a full disk; empty while it can go on."""
@@ -360,7 +362,7 @@ class SearchDriver:
         proposed = {Candidate.from_dict(t.user_attrs[records.CANDIDATE]).fingerprint()
                     for t in self.study.get_trials(deepcopy=False) if records.CANDIDATE in t.user_attrs}
         params = unmeasured_params(self.config.space, proposed, self.config.search.seed + len(self.study.trials),
-                                   EXPLORE_DRAWS)
+                                   EXPLORE_DRAWS, lambda candidate: not self._rejection(candidate))
         if params is None:
             self.exhausted = True
             return
@@ -435,8 +437,7 @@ class SearchDriver:
             if not self.config.search.remeasure and (earlier := self._measured_before(candidate)) is not None:
                 self._answer_duplicate(summary, trial, run_id, candidate, earlier)
                 return None
-            reason = (rejection_reason(candidate, self.config.evaluation.batch_size)
-                      or self.pipeline.rejection(candidate))  # before any training: no budget spent
+            reason = self._rejection(candidate)
         except InvalidCandidate as exc:
             reason = str(exc)
         if not reason:
@@ -444,6 +445,13 @@ class SearchDriver:
             return run_id, candidate
         self.record_outcome(summary, trial, run_id, candidate, TrialOutcome("rejected", reason=reason))
         return None
+
+    def _rejection(self, candidate: Candidate) -> str | None:
+        """Why ``candidate`` cannot be built or served here, found before any training."""
+        try:
+            return rejection_reason(candidate, self.config.evaluation.batch_size) or self.pipeline.rejection(candidate)
+        except InvalidCandidate as exc:
+            return str(exc)
 
     def _measured_before(self, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
         """The trial that already measured (or stopped early) this exact candidate, if any."""
@@ -483,7 +491,13 @@ class SearchDriver:
                        outcome: TrialOutcome) -> str:
         """Tell Optuna, then complete the MLflow run with the same facts; returns the outcome kind."""
         if outcome.kind == "rejected":
-            self._last_skip, self._last_reason = "rejected", outcome.reason
+            # The sampler learns nothing from a rejection (a failed trial), so it may propose the
+            # same candidate again: a repeat is a repeated proposal, not a new rejection, and
+            # repeats lead to exploring unmeasured candidates instead of ending the run.
+            fingerprint = candidate.fingerprint() if candidate else ""
+            repeat = fingerprint in self._rejected_candidates
+            self._rejected_candidates.add(fingerprint)
+            self._last_skip, self._last_reason = "duplicate" if repeat else "rejected", outcome.reason
             self.record_failure(trial, run_id, "rejected", outcome.reason)
             summary.rejected += 1
             self._print_trial(trial.number, candidate, f"[yellow]rejected[/]: {escape(outcome.reason)}")
