@@ -194,3 +194,28 @@ def test_a_gpt2_classifier_is_searched_selected_and_served_by_its_registered_pyf
     mlflow.set_tracking_uri(f"sqlite:///{Path(fast_config['output_dir']) / 'mlflow.db'}")
     served = np.asarray(mlflow.pyfunc.load_model("models:/slimsearch-gpt2@champion").predict(rows))
     assert served.shape == (5, 2) and np.isfinite(served).all()
+
+
+class TwoInputBag(nn.Module):
+    """A vocabulary table large enough to be stored int8, looked up with ids that arrive packed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(2048, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        weights = attention_mask.unsqueeze(-1).float()
+        return self.head((self.embed(input_ids) * weights).sum(1) / weights.sum(1).clamp(min=1))
+
+
+def test_unpacked_inputs_are_contiguous_for_int8_vocabulary_lookups() -> None:
+    from slimsearch.pipelines.inputs import PackedInputs
+    from slimsearch.pipelines.quantize import quantize
+
+    ids = torch.randint(1, 2048, (6, 5))
+    packed = torch.stack([ids, torch.ones_like(ids)], dim=1)
+    int8 = quantize(PackedInputs(TwoInputBag(), ("input_ids", "attention_mask")), 8, None, packed)
+    assert int8.path == "dynamic-int8-emb8"
+    with torch.no_grad():
+        assert int8.serving(packed).shape == (6, 2)
