@@ -88,6 +88,11 @@ def main() -> None:
                        enqueue=[*anchors, *techniques.values()], constraints=["accuracy_drop <= 0.01"],
                        n_trials=args.trials, evaluation={"repeats": 10, "rounds": 2})
             verdicts.append(report(family, Path(root) / family, techniques))
+    print("\nDistinct rejection reasons (rejections use no budget; counts above include repeated proposals):\n")
+    for family, reasons in REJECTIONS.items():
+        for reason in reasons:
+            print(f"- {family}: {reason}")
+    print()
     goal("families: trials failed with an error", f"{sum(v[0] for v in verdicts)}", "0",
          sum(v[0] for v in verdicts) == 0)
     goal("families: teacher int8 anchor complete", f"{sum(v[1] for v in verdicts)} of {len(verdicts)}",
@@ -111,6 +116,8 @@ def report(family: str, output: Path, techniques: dict[str, dict[str, object]]) 
             cells.append("n/a")
         elif trial.state == TrialState.COMPLETE:
             cells.append("ok")
+        elif trial.state == TrialState.PRUNED:  # built and measured far enough to miss the constraint
+            cells.append(f"ok, stopped early ({trial.user_attrs.get(records.PRUNED_RULE, '')})")
         else:
             kind = trial.user_attrs.get(records.FAILURE_KIND, trial.state.name.lower())
             cells.append(f"{kind}: {trial.user_attrs.get(records.FAILURE_REASON, '')[:90]}")
@@ -122,7 +129,14 @@ def report(family: str, output: Path, techniques: dict[str, dict[str, object]]) 
           + " | ".join(cell(c) for c in cells)
           + f" | {macs:,} | {'ok' if int8 and int8.state == TrialState.COMPLETE else 'no'} | "
           + (f"{max(sizes):.2f}x" if sizes else "none") + " |")
+    reasons = sorted({t.user_attrs.get(records.FAILURE_REASON, "") for t in trials
+                      if t.user_attrs.get(records.FAILURE_KIND) == "rejected"})
+    REJECTIONS[family] = reasons
     return kinds.count("error"), bool(int8 and int8.state == TrialState.COMPLETE), bool(sizes and max(sizes) >= 2)
+
+
+REJECTIONS: dict[str, list[str]] = {}
+"""Each family's distinct rejection reasons (the sampler may repeat a rejected candidate)."""
 
 
 if __name__ == "__main__":

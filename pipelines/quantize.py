@@ -96,7 +96,7 @@ def quantize(model: nn.Module, bits: int, float_dtype: str | None, calibration: 
     if bits == 8 and has_conv and (serving := _static_int8(model, calibration)) is not None:
         return QuantizedModel(serving, "fx-static-int8-x86", state_dict_bytes(serving), simulated=False)
     if bits == 8:
-        serving, tables = _dynamic_int8(model)
+        serving, tables = _dynamic_int8(model, calibration)
         return QuantizedModel(serving, "dynamic-int8" + ("-emb8" if tables else ""), state_dict_bytes(serving),
                               simulated=False)
     return _fake_quant_weights(model, bits)
@@ -135,25 +135,41 @@ def _qat_int8(model: nn.Module, calibration: torch.Tensor, train: QatTrainer) ->
         return convert_fx(prepared.eval()).eval()
 
 
-VOCABULARY_ROWS = 1024
-"""Embedding tables at least this long are vocabularies (a transformer's largest tensor:
-11.7 M of MiniLM's 22.7 M parameters); they are stored int8 (weight-only). Position and
-segment tables stay float: they are small, and torch's int8 lookup needs contiguous indices."""
-
-
-def _dynamic_int8(model: nn.Module) -> tuple[nn.Module, list[str]]:
+def _dynamic_int8(model: nn.Module, calibration: torch.Tensor) -> tuple[nn.Module, list[str]]:
     """Linear and recurrent (LSTM, GRU) layers with int8 weights and per-call activation
-    scales, plus int8 vocabulary tables; returns the model and the names of the tables it quantized."""
+    scales, plus int8 embedding tables (weight-only: a transformer's vocabulary is its largest
+    tensor, 11.7 M of MiniLM's 22.7 M parameters); returns the model and the names of the
+    tables it quantized. A table is quantized only if the model looks it up with contiguous
+    indices, as torch's int8 lookup requires (Hugging Face token-type ids are an expanded,
+    stride-0 buffer): found by one forward pass on calibration rows."""
     from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig, quantize_dynamic
 
-    tables = [name for name, module in model.named_modules()
-              if isinstance(module, nn.Embedding) and module.num_embeddings >= VOCABULARY_ROWS]
+    tables = _contiguously_indexed_tables(model, calibration[:2])
     spec: dict[object, object] = {nn.Linear: default_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig,
                                   nn.GRU: default_dynamic_qconfig,
                                   **{name: float_qparams_weight_only_qconfig for name in tables}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation notice, as for the static path
         return quantize_dynamic(model, spec, dtype=torch.qint8).eval(), tables
+
+
+def _contiguously_indexed_tables(model: nn.Module, rows: torch.Tensor) -> list[str]:
+    indexed: dict[str, bool] = {}
+
+    def record(name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], None]:
+        def hook(_: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            indexed[name] = indexed.get(name, True) and inputs[0].is_contiguous()
+        return hook
+
+    handles = [module.register_forward_pre_hook(record(name)) for name, module in model.named_modules()
+               if isinstance(module, nn.Embedding)]
+    try:
+        with torch.no_grad():
+            model(rows)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [name for name, contiguous in indexed.items() if contiguous]
 
 
 def _fake_quant_weights(model: nn.Module, bits: int) -> QuantizedModel:

@@ -88,3 +88,36 @@ def test_a_killed_worker_s_trial_is_failed_closed_in_mlflow_and_re_run(kind: str
     runs = {int(r.data.tags["trial_number"]): r for r in children}
     assert runs[killed.number].info.status == "KILLED" and runs[killed.number].data.tags["failure_kind"] == "stale"
     assert not [r for r in children if r.info.status == "RUNNING"]
+
+
+def test_timeout_with_workers_ends_the_run_and_every_worker_within_a_trial(tmp_path: Path,
+                                                                            fast_config: dict) -> None:
+    import threading
+    import time
+
+    fast_config["search"].update(n_trials=200, study_name="timed", heartbeat_s=2)
+    config = write_config(tmp_path / "timed.yaml", **fast_config)
+    out = Path(fast_config["output_dir"])
+    process = search_process(config, tmp_path, "run", "--workers", "2", "--timeout", "15", start_new_session=True)
+    lines: list[tuple[float, str]] = []
+    reader = threading.Thread(target=lambda: lines.extend((time.monotonic(), line) for line in process.stdout))
+    reader.start()  # timestamps each line as it comes: when did the timeout fire?
+    try:
+        process.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        subprocess.run(["pkill", "-9", "-f", str(out / "logs" / "timed-worker-config.yaml")])
+        pytest.fail("the run did not end after its timeout")
+    ended_at = time.monotonic()
+    reader.join()
+    output = "".join(line for _, line in lines)
+    timed_out_at = next((at for at, line in lines if "timeout of 15s reached" in line), None)
+    assert process.returncode == 0 and timed_out_at is not None, output
+    assert ended_at - timed_out_at < 60, "the workers finished their running trials, not the budget"
+    alive = subprocess.run(["pgrep", "-f", str(out / "logs" / "timed-worker-config.yaml")], capture_output=True,
+                           text=True).stdout.split()
+    assert not alive, "no worker outlives the run"
+    study, _, children, parent = stores(out, "timed")
+    assert len(_evaluated(study)) < 200
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert not [r for r in children if r.info.status == "RUNNING"] and parent.info.status == "FINISHED"

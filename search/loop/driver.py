@@ -255,7 +255,11 @@ class SearchDriver:
         finally:
             self.heartbeats.close()
             summary.seconds = time.monotonic() - started
-        problems = join_workers(workers)
+        try:
+            problems = join_workers(workers, self.stop)
+        except KeyboardInterrupt:  # aborted while waiting for the workers: they were stopped
+            self.stop.set()
+            problems = []
         for problem in problems:
             self.console.print(f"[red]{problem}[/]")
         if self.host_fault:  # publishing the front would meet the same full disk
@@ -292,7 +296,9 @@ class SearchDriver:
             bar = progress.add_task("trials", total=target - start, status="")
             while not self.stop.is_set():
                 if timeout_s is not None and time.monotonic() - started > timeout_s:
-                    self.console.print(f"timeout of {timeout_s:.0f}s reached; stopping")
+                    self.console.print(f"timeout of {timeout_s:.0f}s reached; stopping"
+                                       + (" (workers finish their running trials)" if workers else ""))
+                    signal_workers(workers)
                     break
                 lock = FileLock(str(Path(self.config.output_dir) / f".{self.config.search.study_name}.ask.lock"))
                 with lock:

@@ -4,7 +4,9 @@ The run's own process creates the study, the MLflow parent run and the teacher b
 first (two processes creating a fresh SQLite database at once crash both Optuna and
 MLflow), then starts ``N - 1`` workers: ``python -m slimsearch.search.cli worker``
 processes in their own sessions, each logging to ``<output_dir>/logs``. A stop request
-is forwarded once as SIGTERM (finish the running trial); an abort is forwarded again.
+(or the run's ``--timeout``) is forwarded once as SIGTERM (finish the running trial),
+also while the run waits for them at the end; an abort is forwarded again, and a worker
+still alive ``ABORT_GRACE_S`` later is killed, so none outlives the run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -57,12 +61,40 @@ def signal_workers(workers: list[WorkerProcess]) -> None:
             worker.process.send_signal(signal.SIGTERM)
 
 
-def join_workers(workers: list[WorkerProcess]) -> list[str]:
-    """Wait for every worker; one line per worker that did not end cleanly."""
+ABORT_GRACE_S = 30.0
+"""How long aborted workers get to record their trials as interrupted before they are killed."""
+
+
+def join_workers(workers: list[WorkerProcess], stop: threading.Event) -> list[str]:
+    """Wait for every worker, forwarding a stop requested meanwhile (``stop`` set by a first
+    signal); one line per worker that did not end cleanly. A second signal
+    (KeyboardInterrupt) aborts them, kills what is left after :data:`ABORT_GRACE_S`, and
+    is re-raised."""
+    forwarded = False
+    try:
+        while any(worker.process.poll() is None for worker in workers):
+            if stop.is_set() and not forwarded:
+                signal_workers(workers)
+                forwarded = True
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        signal_workers(workers)
+        _reap(workers, ABORT_GRACE_S)
+        raise
     problems = []
     for worker in workers:
-        code = worker.process.wait()
         worker.log.close()
-        if code not in (0, 130):
-            problems.append(f"worker {worker.index} exited with code {code}; see {worker.log_path}")
+        if worker.process.returncode not in (0, 130):
+            problems.append(f"worker {worker.index} exited with code {worker.process.returncode}; see {worker.log_path}")
     return problems
+
+
+def _reap(workers: list[WorkerProcess], grace_s: float) -> None:
+    deadline = time.monotonic() + grace_s
+    for worker in workers:
+        try:
+            worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.process.pid, signal.SIGKILL)  # its own session: the probe goes too
+            worker.process.wait()
+        worker.log.close()
