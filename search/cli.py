@@ -38,6 +38,7 @@ from slimsearch.search.loop.library_logs import route_library_logs
 from slimsearch.search.objectives import QualityMetric
 from slimsearch.search.store.pareto import FrontRow, front_rows, front_trials, hypervolume
 from slimsearch.search.review.selection import DeploymentError
+from slimsearch.search.store.storage import stale_trials
 from slimsearch.search.store.study import StudyMismatch, evaluated_count, load_existing_study
 from slimsearch.spaces import RUNTIMES, describe_space, rejection_reason, sample_candidates
 from slimsearch.search.store import records
@@ -203,18 +204,25 @@ def status(
         for t in trials
     )
     start, target = study.user_attrs.get("budget", [0, 0])
-    front = front_trials(study)
-    directions = list(study.user_attrs["objectives"].values())
     table = Table(title=f"study {study.study_name}", show_header=False)
-    table.add_row("budget", f"{evaluated_count(study) - start} of {target - start} evaluated in the latest run")
-    table.add_row("trials", ", ".join(f"{state} {n}" for state, n in sorted(outcomes.items())))
+    table.add_row("budget", f"{evaluated_count(study) - start} of {target - start} evaluated in the latest run"
+                  if "budget" in study.user_attrs else "none yet (the run stopped before its first trial)")
+    table.add_row("trials", ", ".join(f"{state} {n}" for state, n in sorted(outcomes.items())) or "none")
     now = datetime.datetime.now()
+    heartbeat_s = study.user_attrs.get("config", {}).get("search", {}).get("heartbeat_s", cfg.search.heartbeat_s)
+    stale = {t.number for t in stale_trials(study, heartbeat_s)}
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         age = (now - t.datetime_start).total_seconds() if t.datetime_start else 0
-        table.add_row(f"running #{t.number}", f"worker {t.user_attrs.get('worker', '?')}, {age:.0f} s, "
+        state = "worker gone (failed as stale by the next worker or run)" if t.number in stale else f"{age:.0f} s"
+        table.add_row(f"running #{t.number}", f"worker {t.user_attrs.get('worker', '?')}, {state}, "
                       f"{t.user_attrs.get('summary', 'sampling')}")
-    table.add_row("front", f"{len(front)} trials, hypervolume "
-                  f"{hypervolume(front, directions, study.user_attrs['reference_point']):.4g}")
+    if "reference_point" in study.user_attrs:
+        front = front_trials(study)
+        directions = list(study.user_attrs["objectives"].values())
+        table.add_row("front", f"{len(front)} trials, hypervolume "
+                      f"{hypervolume(front, directions, study.user_attrs['reference_point']):.4g}")
+    else:
+        table.add_row("front", "none yet (no teacher baseline: the run stopped before measuring it)")
     console.print(table)
 
 

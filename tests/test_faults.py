@@ -289,3 +289,66 @@ def test_a_storage_password_appears_nowhere_it_could_be_read(tmp_path: Path, fas
     client = MlflowClient(tracking_uri=base + "mlflow")
     for run in client.search_runs([client.get_experiment_by_name("slimsearch").experiment_id]):
         assert secret not in str(run.data.tags) + str(run.data.params)
+
+
+def test_status_of_a_study_without_a_baseline_shows_what_it_has_and_names_a_dead_worker(tmp_path: Path,
+                                                                                       fast_config: dict) -> None:
+    """A run that died before measuring its teacher leaves a study with no baseline or budget."""
+    from slimsearch.search.config import SlimsearchConfig
+    from slimsearch.search.store.study import open_study
+
+    config_path = write_config(tmp_path / "early.yaml", **fast_config)
+    study = open_study(SlimsearchConfig.model_validate(fast_config))
+    orphan = study.ask()
+    orphan.set_user_attr("host", __import__("socket").gethostname())
+    orphan.set_user_attr("pid", 2**22 + 17)  # no such process: its worker is gone
+    result = runner.invoke(app, ["status", str(config_path)])
+    text = cli_text(result.output)
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "no teacher baseline" in text and "none yet" in text
+    assert f"running #{orphan.number} worker ?, worker gone" in text
+
+
+def test_a_select_killed_mid_export_leaves_the_previous_deployment_whole_and_is_never_repaired_as_a_trial(
+        tmp_path: Path, fast_config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from slimsearch.search.deploy import deployment
+    from slimsearch.search.store.tracking import ROLE_TAG
+
+    fast_config["space"]["quantize"]["bits"] = [32]
+    fast_config["search"].update(n_trials=2, study_name="atomic")
+    config = write_config(tmp_path / "atomic.yaml", **fast_config)
+    run_cli(config)
+    out, deploy = Path(fast_config["output_dir"]), tmp_path / "deploy"
+    first, second = [t for t in stores(out, "atomic")[0].trials if t.state == TrialState.COMPLETE][:2]
+    shipped = runner.invoke(app, ["select", str(config), "--trial", str(first.number), "--no-register",
+                                  "--output", str(deploy)])
+    assert shipped.exit_code == 0, shipped.output
+    before = {path.name: path.read_bytes() for path in deploy.iterdir()}
+
+    real_export = deployment.export_model
+
+    def killed_after_the_first_file(model, example, fmt, stem):  # what kill -9 mid-export leaves: a partial folder
+        path = real_export(model, example, fmt, stem)
+        if fmt == "onnx":
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(deployment, "export_model", killed_after_the_first_file)
+    runner.invoke(app, ["select", str(config), "--trial", str(second.number), "--format", "torchscript",
+                        "--format", "onnx", "--no-register", "--output", str(deploy)])
+    assert {path.name: path.read_bytes() for path in deploy.iterdir()} == before, "trial A's deployment, whole"
+    assert yaml.safe_load((deploy / "deployment.yaml").read_text())["trial"] == first.number
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".deploy.")], "no staging folder is left"
+
+    _, client, children, parent = stores(out, "atomic")
+    client.create_run(parent.info.experiment_id, tags={  # a select killed after starting its MLflow run
+        "mlflow.parentRunId": parent.info.run_id, ROLE_TAG: "deployment", "trial_number": str(second.number)})
+    output = run_cli(config, "--n-trials", "1")
+    assert "repaired" not in cli_text(output)
+    runs = [r for r in MlflowClient(f"sqlite:///{out / 'mlflow.db'}").search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.trial_number = '{second.number}'")]
+    assert sorted(r.data.tags.get(ROLE_TAG) for r in runs) == ["deployment", "trial"]
+    assert [r.info.status for r in runs if r.data.tags.get(ROLE_TAG) == "deployment"] == ["RUNNING"]

@@ -8,13 +8,16 @@ shipping a model whose search-time figure was luck.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 from optuna.trial import FrozenTrial
@@ -53,7 +56,7 @@ def build_deployment(
                                    config.evaluation.calibration_size)
     candidate = Candidate.from_dict(trial.user_attrs[records.CANDIDATE])
     built = pipeline.build(candidate)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
     teacher_quality = review.baseline["metrics"].get(review.quality.name)
     with tempfile.TemporaryDirectory(prefix="slimsearch-remeasure-") as scratch:  # nothing left in the deploy folder
         remeasured = measure_built(candidate, built, task, config.evaluation, make_placement(config.evaluation),
@@ -67,11 +70,33 @@ def build_deployment(
             "loosen the limit or choose with a margin"
         )
     example = task.serving_batch(config.evaluation.batch_size)
-    files = {fmt: export_model(built.serving, example, fmt, directory / "model") for fmt in formats}
-    spec = _spec(review, trial, candidate, config, built.quant_path, remeasured, files, task.input_signature())
-    spec_path = directory / "deployment.yaml"
-    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return Deployment(directory, files, spec_path, spec, remeasured)
+    with _replaced_atomically(directory) as staging:
+        files = {fmt: export_model(built.serving, example, fmt, staging / "model") for fmt in formats}
+        spec = _spec(review, trial, candidate, config, built.quant_path, remeasured, files, task.input_signature())
+        (staging / "deployment.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    files = {fmt: directory / path.name for fmt, path in files.items()}
+    return Deployment(directory, files, directory / "deployment.yaml", spec, remeasured)
+
+
+@contextlib.contextmanager
+def _replaced_atomically(directory: Path) -> Iterator[Path]:
+    """A staging folder beside ``directory`` that replaces it only once complete: a killed
+    ``select`` leaves the previous deployment (or none) whole, never one trial's model
+    beside another's ``deployment.yaml``. Leftovers of killed runs are removed first."""
+    for leftover in directory.parent.glob(f".{directory.name}.*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = directory.parent / f".{directory.name}.staging-{os.getpid()}"
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    retired = directory.parent / f".{directory.name}.retired-{os.getpid()}"
+    if directory.exists():
+        directory.rename(retired)
+    staging.rename(directory)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _spec(

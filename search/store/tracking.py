@@ -106,10 +106,12 @@ class MlflowTracker:
         self.client.set_terminated(run_id, status=status)
 
     def running_trial_runs(self) -> list[tuple[str, int]]:
-        """``(run id, trial number)`` of this study's child runs still marked RUNNING."""
+        """``(run id, trial number)`` of this study's trial runs still marked RUNNING (not the
+        runs of ``select``, which name the trial they deploy: a killed ``select`` is no trial)."""
         runs = self.client.search_runs([self.experiment_id], max_results=5000, filter_string=(
             f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and attributes.status = 'RUNNING'"))
-        return [(r.info.run_id, int(r.data.tags["trial_number"])) for r in runs if "trial_number" in r.data.tags]
+        return [(r.info.run_id, int(r.data.tags["trial_number"])) for r in runs
+                if "trial_number" in r.data.tags and r.data.tags.get(ROLE_TAG, "trial") == "trial"]
 
     def log_parent_metric(self, key: str, value: float, step: int) -> None:
         self.client.log_metric(self.parent_run_id, key, value, step=step)
