@@ -42,3 +42,37 @@ def test_ray_backend_completes_a_search_with_constraints_and_the_same_mlflow_lay
         assert runs[trial.number].data.tags["feasible"] == str(feasible).lower()
         assert runs[trial.number].data.metrics["latency_p50_ms"] == pytest.approx(metrics["latency_p50_ms"])
     assert (Path(fast_config["output_dir"]) / "mlartifacts").exists()
+
+
+def test_a_killed_ray_driver_s_trials_are_failed_and_re_run_when_the_study_resumes(
+        tmp_path: Path, fast_config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from tests.helpers import count_trials, search_process, wait_until
+
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    fast_config["search"].update(backend="ray", workers=1, n_trials=3, study_name="ray-killed", sampler="random",
+                                 ray={"cpus_per_trial": 1}, heartbeat_s=2)
+    fast_config["evaluation"]["repeats"] = 300  # trials long enough to be killed inside
+    config = write_config(tmp_path / "ray.yaml", **fast_config)
+    out = Path(fast_config["output_dir"])
+    process = search_process(config, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=False,
+                              start_new_session=True)
+    wait_until(lambda: count_trials(out, "ray-killed", lambda t: t.state == TrialState.RUNNING
+                                    and "candidate" in t.user_attrs) >= 1, timeout_s=240)
+    os.killpg(process.pid, signal.SIGKILL)  # the driver, and Ray's processes in its session
+    process.wait()
+    killed = [t for t in stores(out, "ray-killed")[0].trials if t.state == TrialState.RUNNING]
+    assert killed
+
+    fast_config["search"]["n_trials"] = 1
+    run_cli(write_config(tmp_path / "resume.yaml", **fast_config))
+    study, _, children, _ = stores(out, "ray-killed")
+    for trial in killed:
+        assert study.trials[trial.number].state == TrialState.FAIL
+        assert study.trials[trial.number].user_attrs["failure_kind"] == "stale"
+        assert [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number], "re-run"
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert not [r for r in children if r.info.status == "RUNNING"]

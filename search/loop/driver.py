@@ -240,6 +240,7 @@ class SearchDriver:
         elif "budget" not in self.study.user_attrs:
             raise SearchError(f"study '{cfg.search.study_name}' has no budget yet; start it with slimsearch run")
         summary = RunSummary(cfg.search.study_name, parent_run_id=self.tracker.parent_run_id)
+        self._fail_stale_trials()  # a killed run's trials (either backend) are failed and queued to run again
         self.heartbeats = Heartbeats(self.study, cfg.search.heartbeat_s)
         started = time.monotonic()
         try:
