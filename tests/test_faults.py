@@ -352,3 +352,18 @@ def test_a_select_killed_mid_export_leaves_the_previous_deployment_whole_and_is_
         [parent.info.experiment_id], filter_string=f"tags.trial_number = '{second.number}'")]
     assert sorted(r.data.tags.get(ROLE_TAG) for r in runs) == ["deployment", "trial"]
     assert [r.info.status for r in runs if r.data.tags.get(ROLE_TAG) == "deployment"] == ["RUNNING"]
+
+
+@pytest.mark.parametrize(("section", "field", "url"), [
+    ("search", "storage", "postgresql://slimsearch@127.0.0.1:1/optuna"),  # nothing listens on port 1
+    ("tracking", "tracking_uri", "http://127.0.0.1:1"),
+])
+def test_an_unreachable_storage_or_tracking_server_is_one_line_before_anything_trains(
+        tmp_path: Path, fast_config: dict, section: str, field: str, url: str) -> None:
+    fast_config.setdefault(section, {})[field] = url
+    started = time.monotonic()
+    result = runner.invoke(app, ["run", str(write_config(tmp_path / "down.yaml", **fast_config))])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and f"{section}.{field}" in lines[0], result.output
+    assert "does not answer" in lines[0] and time.monotonic() - started < 30
+    assert not (Path(fast_config["output_dir"]) / "cache").exists(), "nothing was trained"

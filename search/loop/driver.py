@@ -57,7 +57,7 @@ from slimsearch.search.store.pareto import (
 )
 from slimsearch.search.store import records
 from slimsearch.search.review.study_review import StudyReview
-from slimsearch.search.store.storage import Heartbeats, fail_stale_trials, mark_trial_owner
+from slimsearch.search.store.storage import Heartbeats, fail_stale_trials, mark_trial_owner, unreachable
 from slimsearch.search.store.study import (
     evaluated_count,
     load_existing_study,
@@ -156,6 +156,10 @@ class SearchDriver:
             raise SearchError(f"{problem}; install one (e.g. apt install g++) or remove torch_compile from "
                               "space.parallel.runtimes")
         _check_writable(Path(cfg.output_dir))
+        for field, url in (("search.storage", cfg.storage_url), ("tracking.tracking_uri", cfg.tracking_uri)):
+            if problem := unreachable(url):
+                raise SearchError(f"{field} {redact_url(url)} does not answer ({problem}); start the server or "
+                                  "correct the URL (nothing was trained or recorded)")
         route_library_logs(Path(cfg.output_dir) / "logs" / f"{cfg.search.study_name}.log")
         with self._owning_run():
             _remove_orphaned_workdirs(self.workdir.parent)

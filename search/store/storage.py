@@ -22,12 +22,14 @@ import contextlib
 import socket
 import threading
 import time
+import urllib.request
 import warnings
 from pathlib import Path
 from typing import Iterator
 
 import optuna
 import psutil
+import sqlalchemy
 from filelock import FileLock
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
@@ -41,6 +43,34 @@ HEARTBEAT_ATTR = "slimsearch:heartbeat"
 STALE_REASON = "its worker stopped (no heartbeat, or its process is gone); the parameters were re-enqueued"
 SILENT_HEARTBEATS = 3
 """A trial silent for this many heartbeat intervals belongs to a dead worker."""
+
+
+CONNECT_TIMEOUT_S = 10
+"""How long a database or tracking server may take to answer the reachability check."""
+
+
+def unreachable(url: str) -> str | None:
+    """Why the server behind a storage or tracking ``url`` does not answer within
+    :data:`CONNECT_TIMEOUT_S`, or ``None``: checked before anything trains, so a typo or a
+    stopped server is one line in seconds, not a traceback after the teacher's training.
+    Local SQLite files and journals are created on first use and not checked."""
+    if url.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=CONNECT_TIMEOUT_S).close()
+        except (OSError, ValueError) as exc:
+            return f"{type(exc).__name__}: {str(exc).strip()[:160]}"
+        return None
+    if not url.startswith(("postgresql", "mysql")):
+        return None
+    engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+    try:
+        with engine.connect():
+            return None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:160]
+        return f"{type(exc).__name__}: {first}"
+    finally:
+        engine.dispose()
 
 
 def open_storage(url: str) -> BaseStorage:
