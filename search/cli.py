@@ -42,7 +42,7 @@ from slimsearch.search.store.storage import stale_trials
 from slimsearch.search.store.study import StudyMismatch, evaluated_count, load_existing_study
 from slimsearch.spaces import RUNTIMES, describe_space, rejection_reason, sample_candidates
 from slimsearch.search.store import records
-from slimsearch.search.store.tracking import trials_view_path
+from slimsearch.search.store.tracking import TrackingUnreadable, trials_view_path
 
 if TYPE_CHECKING:  # imported lazily at run time so `slimsearch --help` stays fast
     from slimsearch.search.review.study_review import StudyReview
@@ -104,7 +104,7 @@ def _clean_errors(command: F) -> F:
             with _graceful_stop():
                 return command(*args, **kwargs)
         except (ConfigError, TaskLoadError, StudyMismatch, SearchError, ExportError, PlacementError, DeploymentError,
-                LaunchError) as exc:
+                TrackingUnreadable, LaunchError) as exc:
             errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from None
         except SearchInterrupted as exc:

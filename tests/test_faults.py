@@ -367,3 +367,33 @@ def test_an_unreachable_storage_or_tracking_server_is_one_line_before_anything_t
     assert result.exit_code == 2 and len(lines) == 1 and f"{section}.{field}" in lines[0], result.output
     assert "does not answer" in lines[0] and time.monotonic() - started < 30
     assert not (Path(fast_config["output_dir"]) / "cache").exists(), "nothing was trained"
+
+
+def test_a_lost_mlflow_store_is_rebuilt_from_the_study_and_a_corrupt_one_is_one_line(tmp_path: Path,
+                                                                                      fast_config: dict) -> None:
+    def run(*extra: str) -> tuple[int, str]:  # each in its own process, as a user's runs are
+        process = search_process(config, tmp_path, "run", *extra)
+        output, _ = process.communicate(timeout=300)
+        return process.returncode, output
+
+    fast_config["search"].update(n_trials=2, study_name="lost")
+    config = write_config(tmp_path / "lost.yaml", **fast_config)
+    assert run()[0] == 0
+    out = Path(fast_config["output_dir"])
+    # Optuna only: an MLflow client in this process would keep the deleted file open.
+    finished = count_trials(out, "lost", lambda t: t.state.is_finished())
+    (out / "mlflow.db").unlink()
+
+    code, output = run("--n-trials", "1")
+    assert code == 0 and "rebuilt its parent and trial runs from the Optuna study" in cli_text(output), output
+    study, _, children, parent = stores(out, "lost")
+    runs = {int(r.data.tags["trial_number"]) for r in children}
+    assert {t.number for t in study.trials if t.state.is_finished()} == runs, "one run per trial, old and new"
+    assert parent.info.status == "FINISHED" and any(r.data.tags.get("pareto") == "true" for r in children)
+    assert run("--n-trials", "1")[0] == 0, "a later resume finds the rebuilt runs (no crash re-tagging lost ones)"
+    assert len(stores(out, "lost")[2]) == count_trials(out, "lost", lambda t: t.state.is_finished()) > finished + 1
+
+    (out / "mlflow.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)  # truncated by a full disk
+    code, output = run("--n-trials", "1")
+    lines = output.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "cannot be read" in lines[0], output

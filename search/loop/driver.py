@@ -65,7 +65,7 @@ from slimsearch.search.store.study import (
     running_count,
     stored_baseline,
 )
-from slimsearch.search.store.tracking import STUDY_UID_TAG, MlflowTracker, recorded_study
+from slimsearch.search.store.tracking import STUDY_UID_TAG, MlflowTracker, readable_tracking, recorded_study
 from slimsearch.search.loop.trial import TrialOutcome, make_placement, measure_candidate, run_candidate
 from slimsearch.search.loop.workers import WorkerProcess, join_workers, signal_workers, spawn_workers
 from slimsearch.spaces import (
@@ -79,6 +79,8 @@ from slimsearch.spaces import (
 )
 
 MAX_CONSECUTIVE_REJECTIONS = 50
+REBUILT_RUNS = "mlflow_rebuilt_runs"
+"""Study attribute: trial number -> its MLflow run written again after the tracking store was lost."""
 MAX_CONSECUTIVE_DUPLICATES = 200
 # After this many proposals in a row repeated measured candidates, a random unmeasured one
 # is measured next (found within EXPLORE_DRAWS random draws, else the space is exhausted).
@@ -136,6 +138,8 @@ class SearchDriver:
         self._last_skip = ""
         """Why the last proposal was not run: "rejected" or "duplicate"."""
         self._rejected_candidates: set[str] = set()
+        self._rebuilt_runs: dict[int, str] = {}
+        """Trial number -> its run written again after the tracking store was lost."""
         """Fingerprints of candidates this process rejected (the empty string: unresolvable)."""
         self.exhausted = False
         self.host_fault = ""
@@ -226,10 +230,14 @@ class SearchDriver:
         self.predictor.refit()
         self.early_stopping = EarlyStopping(stopping, cfg.objectives, self.constraints, self.quality,
                                             self.teacher_quality) if stopping.enabled else None
-        self.tracker = MlflowTracker(cfg.tracking_uri, cfg.tracking.experiment, cfg.artifact_root, cfg.search.study_name,
-                                     self._parent_tags())
+        with readable_tracking(cfg.tracking_uri):
+            self.tracker = MlflowTracker(cfg.tracking_uri, cfg.tracking.experiment, cfg.artifact_root,
+                                         cfg.search.study_name, self._parent_tags())
+        self._rebuilt_runs = {int(k): v for k, v in self.study.user_attrs.get(REBUILT_RUNS, {}).items()}
         workers: list[WorkerProcess] = []
         if self.worker == 0:
+            if rebuilt := self.rebuild_lost_records():
+                self.console.print(rebuilt)
             if repaired := self.repair_records():
                 self.console.print(repaired)
             self.tracker.log_parent_params({f"baseline.{k}": round(v, 6) for k, v in self.baseline["metrics"].items()})
@@ -401,9 +409,32 @@ class SearchDriver:
         failed = set(fail_stale_trials(self.study, self.config.search.heartbeat_s))
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
             if trial.number in failed:
-                if run_id := trial.user_attrs.get(records.MLFLOW_RUN_ID):
+                if run_id := self.run_id_of(trial):
                     self.tracker.finish_trial(run_id, *records.TrialRecord(trial).mlflow())
                 self.console.print(f"trial {trial.number:>4}  [yellow]failed[/]: {trial.user_attrs[records.FAILURE_REASON]}")
+
+    def rebuild_lost_records(self) -> str:
+        """A study with finished trials but no parent run in the tracking store lost that store
+        (deleted, emptied, or another URI): MLflow is derived from the Optuna study, so every
+        finished trial's run is written again from its record. Returns the start-up line."""
+        if not self.tracker.created_parent:
+            return ""
+        lost = [t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()]
+        if not lost:
+            return ""
+        self._rebuilt_runs = {}
+        for trial in lost:
+            run_id = self.tracker.start_trial(trial.number)
+            self.tracker.finish_trial(run_id, *records.TrialRecord(trial).mlflow())
+            self._rebuilt_runs[trial.number] = run_id
+        # A finished trial's own attributes cannot change: later runs find its new run here.
+        self.study.set_user_attr(REBUILT_RUNS, {str(k): v for k, v in self._rebuilt_runs.items()})
+        return (f"the MLflow store had no record of study '{self.config.search.study_name}' ({len(lost)} finished "
+                f"trials): rebuilt its parent and trial runs from the Optuna study")
+
+    def run_id_of(self, trial: optuna.trial.FrozenTrial) -> str | None:
+        """The trial's MLflow run: the rebuilt one if its store was lost, else the one it recorded."""
+        return self._rebuilt_runs.get(trial.number) or trial.user_attrs.get(records.MLFLOW_RUN_ID)
 
     def repair_records(self) -> str:
         """End the MLflow runs a killed process left RUNNING for trials Optuna has finished
@@ -639,7 +670,8 @@ class SearchDriver:
         an Optuna storage that was lost, truncated or switched starts a new, empty study,
         and continuing would bury the earlier trials (and crash on their params)."""
         cfg = self.config
-        recorded = recorded_study(cfg.tracking_uri, cfg.tracking.experiment, cfg.search.study_name)
+        with readable_tracking(cfg.tracking_uri):
+            recorded = recorded_study(cfg.tracking_uri, cfg.tracking.experiment, cfg.search.study_name)
         if recorded is None:
             return
         parent, uid, children = recorded
@@ -680,8 +712,8 @@ class SearchDriver:
         self.tracker.log_parent_metric("pareto_size", len(members), step=last)
         on_front = {t.number for t in front}
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        self.tracker.retag_pareto({t.user_attrs[records.MLFLOW_RUN_ID]: pareto_tag(t.number, members, within)
-                                   for t in complete if records.MLFLOW_RUN_ID in t.user_attrs})
+        self.tracker.retag_pareto({run_id: pareto_tag(t.number, members, within)
+                                   for t in complete if (run_id := self.run_id_of(t))})
         for staged in self.staged_models.glob("trial-*.ts.pt"):
             if int(staged.name.removeprefix("trial-").split(".")[0]) not in on_front:
                 staged.unlink()  # dominated now, dominated forever: its model is not needed
@@ -704,7 +736,7 @@ class SearchDriver:
         """Attach each front member's measured TorchScript model to its child run (once, size-bounded)."""
         for trial in front_trials(self.study):
             staged = self.staged_models / f"trial-{trial.number:04d}.ts.pt"
-            run_id = trial.user_attrs.get(records.MLFLOW_RUN_ID)
+            run_id = self.run_id_of(trial)
             if not staged.exists() or not run_id or staged.stat().st_size > MAX_LOGGED_MODEL_BYTES:
                 continue
             self.tracker.client.log_artifact(run_id, str(staged), "model")

@@ -10,13 +10,18 @@ the UI shows exactly the current front.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import sqlalchemy
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from slimsearch.search.config import redact_url
 
 STUDY_TAG = "slimsearch.study"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -43,6 +48,8 @@ class MlflowTracker:
             self.experiment_id = found.experiment_id
         # MLflow 3 opens an experiment without this tag in its GenAI view; a search is model training.
         self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
+        self.created_parent = False
+        """Whether this study had no parent run in the store (new, or the store was lost)."""
         self.parent_run_id = self._parent_run(study_name, tags)
         self._pareto_tags: dict[str, str] = {}
 
@@ -51,6 +58,7 @@ class MlflowTracker:
         if run_id:
             self.client.update_run(run_id, status="RUNNING")
         else:
+            self.created_parent = True
             run_id = self.client.create_run(
                 self.experiment_id, run_name=study_name, tags={STUDY_TAG: study_name, ROLE_TAG: "study"}
             ).info.run_id
@@ -134,6 +142,24 @@ class MlflowTracker:
 
     def end(self, status: str) -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
+
+
+@contextlib.contextmanager
+def readable_tracking(tracking_uri: str) -> Iterator[None]:
+    """A tracking store that cannot be read (a truncated ``mlflow.db``, a server that errs)
+    is one line naming it and the way out, not a database traceback."""
+    try:
+        yield
+    except (sqlalchemy.exc.SQLAlchemyError, MlflowException) as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        raise TrackingUnreadable(
+            f"the MLflow tracking store {redact_url(tracking_uri)} cannot be read ({type(exc).__name__}: {first}); "
+            "move it aside (its runs are rebuilt from the Optuna study at the next run) or set "
+            "tracking.tracking_uri elsewhere") from None
+
+
+class TrackingUnreadable(RuntimeError):
+    """The tracking store exists but cannot be read."""
 
 
 def recorded_study(tracking_uri: str, experiment: str, study_name: str) -> tuple[str, str | None, int] | None:
