@@ -24,7 +24,7 @@ README = HERE.parent / "README.md"
 RESULTS = HERE / "results"
 LOGS = HERE.parent / "slimsearch-out" / "bench-logs"
 SCRIPTS = ("latency_noise", "latency_integrity", "parallel_strategies", "cache_reuse", "throughput",
-           "search_quality", "early_stopping", "compression", "minilm", "runtimes")
+           "search_quality", "early_stopping", "compression", "minilm", "runtimes", "families")
 START, END = "<!-- results:start (written by benchmarks/run_all.py) -->", "<!-- results:end -->"
 # What libraries print to stdout on their own (Ray Tune's experiment box) is not a result.
 SUITE = "_suite.md"

@@ -210,6 +210,14 @@ def use_rank_widths(layer: TransformerLayer, degree: int) -> None:
                      layer.head_dim).sync_attributes()
 
 
+def user_model_name(model: nn.Module) -> str:
+    """The class name of the user's model inside slimsearch's adapters (which hold it as
+    their only child, ``model``), for messages a user reads."""
+    while [name for name, _ in model.named_children()] == ["model"]:
+        model = model.model  # type: ignore[assignment]
+    return type(model).__name__
+
+
 def is_transposed_linear(module: nn.Module) -> bool:
     """A Linear layer stored as ``weight (in, out)`` with an ``nf`` (out) attribute: Hugging
     Face's ``Conv1D`` (GPT-2 and its descendants)."""

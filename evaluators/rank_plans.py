@@ -30,7 +30,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from slimsearch.evaluators.families import KNOWN_FAMILIES, group_fused_rows_by_rank, named_transformer_layers
+from slimsearch.evaluators.families import (KNOWN_FAMILIES, group_fused_rows_by_rank, named_transformer_layers,
+                                           user_model_name)
 from slimsearch.evaluators.families import tensor_parallel_plan as family_plan
 from slimsearch.evaluators.memory import state_dict_bytes
 from slimsearch.spaces import InvalidCandidate
@@ -98,10 +99,13 @@ def tensor_parallel_plans(model: nn.Module, degree: int) -> list[tuple[str, dict
 
 
 def _check_tensor_parallel(model: nn.Module, degree: int) -> None:
+    if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules()):
+        raise InvalidCandidate("tensor_parallel shards float nn.Linear weights and this candidate's layers are int8 "
+                               "(quantized layers cannot be sharded by DTensor): use bits 32/16 or another strategy")
     plans = tensor_parallel_plans(model, degree)
     if not plans:
         raise InvalidCandidate(
-            f"tensor_parallel needs to know which Linear layers to shard, and {type(model).__name__} neither has "
+            f"tensor_parallel needs to know which Linear layers to shard, and {user_model_name(model)} neither has "
             f"transformer layers of a known family ({KNOWN_FAMILIES}) nor defines tensor_parallel_plan(degree) "
             "returning {layer name: 'colwise' | 'rowwise'} (README: Parallel strategies); add one or use another strategy"
         )
@@ -121,7 +125,7 @@ def _plan_pipeline(model: nn.Module, example: torch.Tensor, degree: int, artifac
         graph_module = model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
     except Exception as exc:  # not traceable: a property of the model
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise InvalidCandidate(f"pipeline_parallel cuts the model's torch.fx graph, and {type(model).__name__} cannot "
+        raise InvalidCandidate(f"pipeline_parallel cuts the model's torch.fx graph, and {user_model_name(model)} cannot "
                                f"be traced by torch.fx ({first}); use single, data_parallel or tensor_parallel") from exc
     with torch.no_grad():
         ShapeProp(graph_module).propagate(example)

@@ -35,13 +35,6 @@ class ModelWrapper(nn.Module):
         return [f"model.{name}" for name in inner()]
 
 
-def user_model_name(model: nn.Module) -> str:
-    """The class name of the user's model inside any adapters, for messages a user reads."""
-    while isinstance(model, ModelWrapper):
-        model = model.model
-    return type(model).__name__
-
-
 class LogitsOf(ModelWrapper):
     """``model`` with its output reduced to the logits tensor."""
 

@@ -33,9 +33,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from slimsearch.evaluators.families import KNOWN_FAMILIES, transformer_layers
+from slimsearch.evaluators.families import KNOWN_FAMILIES, transformer_layers, user_model_name
 from slimsearch.pipelines.head_pruning import LayerPruner, restore_shapes
-from slimsearch.pipelines.outputs import user_model_name
 from slimsearch.pipelines.task import Task
 from slimsearch.pipelines.training import task_loss
 from slimsearch.spaces import InvalidCandidate
