@@ -81,7 +81,8 @@ def run_search(root: Path, name: str, *, task: str = "digits", space: SpaceSpec 
     students. ``enqueue`` puts exact candidates (Optuna params) first in the study, so runs
     can be compared on equal work (each with ``enqueue_attrs`` as user attributes);
     ``search.*`` overrides go in as keywords."""
-    raw = SlimsearchConfig().model_dump(exclude={"training"})  # unset: the task's training_defaults apply
+    # Unset: the task's training_defaults and its metric (objectives default to its name) apply.
+    raw = SlimsearchConfig().model_dump(exclude={"training", "objectives"})
     raw["output_dir"] = str(root / name)
     raw["task"] = task
     if space is not None:

@@ -376,7 +376,7 @@ def test_a_lost_mlflow_store_is_rebuilt_from_the_study_and_a_corrupt_one_is_one_
         output, _ = process.communicate(timeout=300)
         return process.returncode, output
 
-    fast_config["search"].update(n_trials=2, study_name="lost")
+    fast_config["search"].update(n_trials=1, study_name="lost")
     config = write_config(tmp_path / "lost.yaml", **fast_config)
     assert run()[0] == 0
     out = Path(fast_config["output_dir"])

@@ -38,7 +38,7 @@ def _regression_config(fast_config: dict, task: str, study: str) -> dict:
     fast_config.update(task=f"tests.tasks.regression:{task}")
     del fast_config["constraints"]  # the defaults, renamed to the task's metric
     fast_config["space"]["quantize"]["bits"] = [32, 8]
-    fast_config["search"].update(n_trials=5, study_name=study, sampler="random", seed=4)
+    fast_config["search"].update(n_trials=3, study_name=study, sampler="random", seed=4)
     fast_config["training"] = {"distill_epochs": 10, "finetune_epochs": 3}
     return fast_config
 
