@@ -74,15 +74,14 @@ def goal(name: str, measured: str, target: str, met: bool) -> None:
 
 def run_search(root: Path, name: str, *, task: str = "digits", space: SpaceSpec | None = None,
                enqueue: list[dict[str, object]] | None = None, enqueue_attrs: dict[str, object] | None = None,
-               evaluation: dict[str, object] | None = None,
+               evaluation: dict[str, object] | None = None, objectives: dict[str, str] | None = None,
                constraints: list[str] | None = None, **search: object) -> tuple[RunSummary, SlimsearchConfig]:
     """A search of ``task`` (default space unless ``space``) in ``root/name``: own stores and
     stage cache, holding only a copy of the trained teacher, so no run profits from another's
     students. ``enqueue`` puts exact candidates (Optuna params) first in the study, so runs
     can be compared on equal work (each with ``enqueue_attrs`` as user attributes);
     ``search.*`` overrides go in as keywords."""
-    # Unset: the task's training_defaults and its metric (objectives default to its name) apply.
-    raw = SlimsearchConfig().model_dump(exclude={"training", "objectives"})
+    raw = SlimsearchConfig().model_dump(exclude={"training"})  # unset: the task's training_defaults apply
     raw["output_dir"] = str(root / name)
     raw["task"] = task
     if space is not None:
@@ -90,6 +89,7 @@ def run_search(root: Path, name: str, *, task: str = "digits", space: SpaceSpec 
     raw["search"].update(study_name=name, **search)
     raw["evaluation"].update(evaluation or {})
     raw["constraints"] = constraints if constraints is not None else raw["constraints"]
+    raw["objectives"] = objectives or raw["objectives"]
     task_object = load_task(task, SlimsearchConfig.model_validate(raw).search.seed)
     # Resolved as the driver resolves it, so the study stores the same training section.
     config = SlimsearchConfig.model_validate(raw).for_task(task_object)

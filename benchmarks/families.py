@@ -90,6 +90,7 @@ def main() -> None:
             task = REGRESSION.get(family) or f"tests.tasks.families:{FAMILIES[family]}"
             metric = "r2" if family in REGRESSION else "accuracy"
             run_search(Path(root), family, task=task, space=space, enqueue=[*anchors, *techniques.values()],
+                       objectives={metric: "maximize", "latency_p50_ms": "minimize", "memory_mb": "minimize"},
                        constraints=[f"{metric}_drop <= 0.01"], n_trials=args.trials,
                        evaluation={"repeats": 10, "rounds": 2})
             verdicts.append(report(family, Path(root) / family, techniques))

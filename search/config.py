@@ -189,7 +189,8 @@ class SlimsearchConfig(_Strict):
             if (task := quality_name(metric)) is not None and named and task not in named:
                 (quality,) = named
                 raise ValueError(f"'{metric}' in '{text}' is neither a serving metric {sorted(SERVING_METRICS)} nor "
-                                 f"the objectives' task metric ({quality}, {quality}_drop, test_{quality})")
+                                 f"the objectives' task metric ({quality}, {quality}_drop, test_{quality}); a task "
+                                 f"scored by another metric names it in objectives too (e.g. {task}: maximize)")
             named |= {task} - {None}
         return constraints
 
