@@ -39,7 +39,7 @@ from scipy.stats import mannwhitneyu
 
 from slimsearch.search.loop.driver import EXPLORE_AFTER_DUPLICATES, EXPLORE_DRAWS
 from slimsearch.search.loop.predictor import PREDICTED, CostPredictor
-from slimsearch.search.objectives import Constraint, accurate_enough, minimising_signs
+from slimsearch.search.objectives import Constraint, QualityMetric, accurate_enough, minimising_signs
 from slimsearch.search.store.pareto import hypervolume
 from slimsearch.search.store.study import SAMPLERS
 from slimsearch.spaces import SpaceSpec, anchor_params, deployment_variants, suggest_candidate, unmeasured_params
@@ -195,7 +195,7 @@ def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0
             continue
         duplicates_in_a_row = 0
         seen[fingerprint] = row.values
-        if variants and "variant_of" not in trial.user_attrs and accurate_enough(row.constraints):
+        if variants and "variant_of" not in trial.user_attrs and accurate_enough(row.constraints, QualityMetric()):
             for params in deployment_variants(table.space, trial.params, variants, seed + trial.number, BATCH):
                 study.enqueue_trial(params, user_attrs={"variant_of": trial.number})
         elapsed += row.measure_s + sum(cost for key, cost in row.stages if key not in built)
