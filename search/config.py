@@ -154,10 +154,10 @@ class SlimsearchConfig(_Strict):
         return objectives
 
     @property
-    def quality_name(self) -> str | None:
-        """The task metric the objectives and constraints name, if any."""
-        names = {quality_name(m) for m in [*self.objectives, *(c.metric for c in self.parsed_constraints)]} - {None}
-        return next(iter(names), None)
+    def quality_names(self) -> list[str]:
+        """The task metrics the objectives and constraints name, sorted: one at most in a
+        config that fits its task (a set would pick an arbitrary one under hash seeding)."""
+        return sorted({quality_name(m) for m in [*self.objectives, *(c.metric for c in self.parsed_constraints)]} - {None})
 
     def with_task_metric(self, quality: QualityMetric, task: str) -> SlimsearchConfig:
         """This config speaking the task's metric: the defaults (``accuracy``) renamed where
@@ -172,8 +172,8 @@ class SlimsearchConfig(_Strict):
         config = self.model_copy(update=changes) if quality.name != "accuracy" and changes else self
         fix = (f"write '{quality.name}: {quality.direction}' in objectives and '{quality.drop} <= ...' in constraints "
                f"(a drop is how much worse than the teacher, in {quality.name}'s units)")
-        if config.quality_name not in (None, quality.name):
-            raise ConfigError(f"the config measures '{config.quality_name}' but task '{task}' scores "
+        if other := [name for name in config.quality_names if name != quality.name]:
+            raise ConfigError(f"the config measures '{other[0]}' but task '{task}' scores "
                               f"'{quality.name}' ({quality.direction}); {fix}")
         if config.objectives.get(quality.name, quality.direction) != quality.direction:
             raise ConfigError(f"objectives say '{quality.name}: {config.objectives[quality.name]}' but task '{task}' "

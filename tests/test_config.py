@@ -84,6 +84,17 @@ def test_a_second_task_metric_beside_accuracy_is_refused_with_one_name_to_use() 
         SlimsearchConfig.model_validate({"objectives": {"accuracy": "maximize", "r2": "maximize"}})
 
 
+def test_a_default_objective_renamed_to_the_tasks_metric_still_refuses_an_accuracy_constraint() -> None:
+    """Renamed objectives ``{mae}`` plus a written ``accuracy_drop`` constraint name two task
+    metrics; the check must see both, whichever order a set would list them in."""
+    from slimsearch.search.objectives import QualityMetric
+
+    config = SlimsearchConfig.model_validate({"constraints": ["accuracy_drop <= 0.01"]})
+    assert config.quality_names == ["accuracy"]
+    with pytest.raises(ConfigError, match="measures 'accuracy' but task 't' scores 'mae' \\(minimize\\)"):
+        config.with_task_metric(QualityMetric("mae", "minimize"), "t")
+
+
 def test_space_command_prints_parameters_and_candidates() -> None:
     result = runner.invoke(app, ["space", "--samples", "3"])
     assert result.exit_code == 0
