@@ -39,6 +39,7 @@ from slimsearch.search.objectives import QualityMetric
 from slimsearch.search.store.pareto import FrontRow, front_rows, front_trials, hypervolume
 from slimsearch.search.review.selection import DeploymentError
 from slimsearch.search.store.storage import stale_trials
+from slimsearch.search.store.outages import StorageOutage
 from slimsearch.search.store.study import StudyMismatch, evaluated_count, load_existing_study
 from slimsearch.spaces import RUNTIMES, describe_space, rejection_reason, sample_candidates
 from slimsearch.search.store import records
@@ -104,7 +105,7 @@ def _clean_errors(command: F) -> F:
             with _graceful_stop():
                 return command(*args, **kwargs)
         except (ConfigError, TaskLoadError, StudyMismatch, SearchError, ExportError, PlacementError, DeploymentError,
-                TrackingUnreadable, LaunchError) as exc:
+                TrackingUnreadable, LaunchError, StorageOutage) as exc:
             errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from None
         except SearchInterrupted as exc:

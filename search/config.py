@@ -62,6 +62,9 @@ class SearchSettings(_Strict):
     front_every: int = Field(5, ge=1, description="log the Pareto front artifacts every N trials")
     workers: int = Field(1, ge=1, description="processes on this host sharing the study (ray: concurrent Tune trials)")
     heartbeat_s: int = Field(10, ge=1, description="a trial silent for 3 heartbeats is failed and retried once")
+    storage_patience_s: float = Field(
+        600, ge=0, description="how long to wait out an unreachable storage or tracking server (a PostgreSQL "
+        "restart) before stopping with one line")
     remeasure: bool = Field(False, description="measure a repeated proposal again (else it is answered from the "
                             "study: not re-run, not counted)")
     deployment_variants: int = Field(

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from tests.postgres_server import PostgresUnavailable, running_server
+from tests.postgres_server import PostgresServer, PostgresUnavailable, running_server
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -70,12 +70,18 @@ def digits_teacher_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[str]:
-    """Base URL of a real PostgreSQL server on loopback with databases ``optuna`` and
-    ``mlflow``; skipped where PostgreSQL is not installed, unless CI requires it."""
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on loopback with databases ``optuna`` and ``mlflow``; skipped
+    where PostgreSQL is not installed, unless CI requires it."""
     try:
         yield from running_server(("optuna", "mlflow"))
     except PostgresUnavailable as exc:
         if os.environ.get("SLIMSEARCH_REQUIRE_POSTGRES"):
             pytest.fail(str(exc))
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def postgres(postgres_server: PostgresServer) -> str:
+    """Base URL of the test PostgreSQL server (add a database name)."""
+    return postgres_server.url

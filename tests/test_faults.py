@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import errno
+import sqlite3
 import time
 import uuid
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
+from slimsearch.search.store import outages
 from slimsearch.search.store.storage import HEARTBEAT_ATTR, Heartbeats, fail_stale_trials, open_storage, stale_trials
 from tests.conftest import write_config
 from slimsearch.search.cli import app
@@ -397,3 +400,82 @@ def test_a_lost_mlflow_store_is_rebuilt_from_the_study_and_a_corrupt_one_is_one_
     code, output = run("--n-trials", "1")
     lines = output.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "cannot be read" in lines[0], output
+
+
+def _dropped_connection() -> sqlalchemy.exc.OperationalError:
+    return sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+
+def test_transient_storage_errors_are_waited_out_once_announced_and_others_raised_at_once(monkeypatch) -> None:
+    monkeypatch.setattr(outages, "FIRST_WAIT_S", 0.01)
+    said: list[str] = []
+    waiting = outages.Outages("the test server", patience_s=60, announce=said.append)
+    failures = iter([_dropped_connection(), optuna.exceptions.StorageInternalError("commit failed")])
+
+    def flaky() -> str:
+        if (failure := next(failures, None)) is not None:
+            if isinstance(failure, optuna.exceptions.StorageInternalError):
+                raise failure from _dropped_connection()  # how Optuna's RDBStorage wraps it
+            raise failure
+        return "written"
+
+    assert waiting.call(flaky) == "written"
+    assert [line.split(" (")[0] for line in said] == ["the test server unreachable", "the test server reachable again after 0 s"]
+    assert waiting.reconnected_at > 0, "silence before this moment is not held against other workers"
+    missing_table = sqlalchemy.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: trials"))
+    with pytest.raises(sqlalchemy.exc.OperationalError):  # a broken SQLite file does not heal by waiting
+        waiting.call(lambda: (_ for _ in ()).throw(missing_table))
+
+    impatient = outages.Outages("the test server", patience_s=0.05, announce=said.append)
+    with pytest.raises(outages.StorageOutage, match="the test server unreachable for 0 s .*search.storage_patience_s"):
+        impatient.call(lambda: (_ for _ in ()).throw(_dropped_connection()))
+
+
+def test_the_heartbeat_thread_outlives_a_failed_write(rdb_study: optuna.Study, monkeypatch) -> None:
+    trial = _running(rdb_study)
+    heartbeats = Heartbeats(rdb_study, interval_s=1)
+    heartbeats.add(trial)
+    record, failed = heartbeats._record, []
+
+    def first_write_fails(trial_id: int) -> None:
+        if not failed:
+            failed.append(trial_id)
+            raise outages.StorageOutage("the Optuna storage unreachable for 601 s")
+        record(trial_id)
+
+    monkeypatch.setattr(heartbeats, "_record", first_write_fails)
+    before = rdb_study._storage.get_trial(trial._trial_id).system_attrs[HEARTBEAT_ATTR]
+    wait_until(lambda: rdb_study._storage.get_trial(trial._trial_id).system_attrs[HEARTBEAT_ATTR] > before,
+               timeout_s=10)
+    assert failed and heartbeats.thread.is_alive()
+    heartbeats.close()
+
+
+@pytest.mark.e2e
+def test_a_postgresql_restart_of_30_s_with_two_workers_is_waited_out_and_every_trial_accounted_for(
+        tmp_path: Path, fast_config: dict, postgres_server) -> None:
+    storage, tracking_uri = postgres_server.url + "optuna", postgres_server.url + "mlflow"
+    fast_config["search"].update(n_trials=6, study_name=f"outage-{uuid.uuid4().hex[:6]}", heartbeat_s=2,
+                                 storage=storage)
+    fast_config["tracking"] = {"tracking_uri": tracking_uri}
+    config = write_config(tmp_path / "outage.yaml", **fast_config)
+    out, name = Path(fast_config["output_dir"]), fast_config["search"]["study_name"]
+    process = search_process(config, tmp_path, "run", "--workers", "2")
+    wait_until(lambda: count_trials(out, name, lambda t: t.state == TrialState.COMPLETE, storage) >= 3, timeout_s=240)
+    postgres_server.pause()
+    time.sleep(30)
+    postgres_server.resume()
+    output, _ = process.communicate(timeout=300)
+
+    assert process.returncode == 0, output
+    assert "the Optuna storage unreachable" in output and "the Optuna storage reachable again after" in output
+    study, _, children, parent = stores(out, name, storage, tracking_uri)
+    evaluated = [t for t in study.trials if "duplicate_of" not in t.user_attrs
+                 and (t.state == TrialState.COMPLETE or t.user_attrs.get("failure_kind") == "error")]
+    assert len(evaluated) == 6 and not [t for t in study.trials if t.state == TrialState.RUNNING], output
+    assert not [t for t in study.trials if t.user_attrs.get("failure_kind") == "stale"], \
+        "silence while the server was away is no dead worker"
+    assert len(children) == len([t for t in study.trials if t.state.is_finished()]), "one child run per trial"
+    assert not [r for r in children if r.info.status == "RUNNING"] and parent.info.status == "FINISHED"
+    log = (out / "logs" / f"{name}-worker-1.log").read_text()
+    assert "worker done" in log and "reachable again" in log, "the worker waited the outage out too"

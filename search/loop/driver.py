@@ -57,6 +57,7 @@ from slimsearch.search.store.pareto import (
 )
 from slimsearch.search.store import records
 from slimsearch.search.review.study_review import StudyReview
+from slimsearch.search.store.outages import Outages, StorageOutage
 from slimsearch.search.store.storage import Heartbeats, fail_stale_trials, mark_trial_owner, unreachable
 from slimsearch.search.store.study import (
     evaluated_count,
@@ -173,6 +174,11 @@ class SearchDriver:
             finally:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def _outages(self, what: str) -> Outages:
+        """Waiting out ``what`` for ``search.storage_patience_s``, said on this run's console."""
+        return Outages(what, self.config.search.storage_patience_s,
+                       lambda line: self.console.print(f"[yellow]{escape(line)}[/]"))
+
     def _use_config(self, config: SlimsearchConfig) -> None:
         """Adopt ``config`` (resolved for the task once it is loaded: its metric's name)."""
         self.config = config
@@ -213,7 +219,7 @@ class SearchDriver:
             except TeacherTrainingStopped as exc:
                 raise SearchInterrupted(f"{exc}; run the same command again to start study "
                                         f"'{cfg.search.study_name}'") from None
-        self.study = open_study(cfg, self.worker)
+        self.study = open_study(cfg, self.worker, self._outages("the Optuna storage"))
         if "quality" not in self.study.user_attrs:
             self.study.set_user_attr("quality", self.quality.as_attr())  # read commands name its columns
         self._check_tracking_matches()
@@ -232,7 +238,8 @@ class SearchDriver:
                                             self.teacher_quality) if stopping.enabled else None
         with readable_tracking(cfg.tracking_uri):
             self.tracker = MlflowTracker(cfg.tracking_uri, cfg.tracking.experiment, cfg.artifact_root,
-                                         cfg.search.study_name, self._parent_tags())
+                                         cfg.search.study_name, self._parent_tags(),
+                                         self._outages("the MLflow tracking store"))
         self._rebuilt_runs = {int(k): v for k, v in self.study.user_attrs.get(REBUILT_RUNS, {}).items()}
         workers: list[WorkerProcess] = []
         if self.worker == 0:
@@ -265,6 +272,10 @@ class SearchDriver:
         except KeyboardInterrupt:
             self.stop.set()
             signal_workers(workers)  # the second signal: workers abort their trials too
+        except StorageOutage:  # past its patience: the workers wait for the same server, and give up too
+            self.stop.set()
+            join_workers(workers, self.stop)
+            raise
         finally:
             self.heartbeats.close()
             summary.seconds = time.monotonic() - started

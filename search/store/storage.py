@@ -14,11 +14,16 @@ ignores trials that never beat). A running trial silent for the grace period (3
 heartbeats) -- or, before its first beat, that long after it started -- belongs to a
 dead worker wherever that worker ran; on this host a dead recorded process id tells at
 once. Such a trial is failed and its parameters re-enqueued once.
+
+Database storages are reached through :mod:`outages`: a server that is briefly away is
+waited out, and silence that fell while this process itself could not reach the server
+is not counted against other workers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -32,10 +37,12 @@ import psutil
 import sqlalchemy
 from filelock import FileLock
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from slimsearch.search.store import records
+from slimsearch.search.store.outages import Outages, RetryingStorage, on_stderr
 
 JOURNAL_SCHEME = "journal:///"
 RETRIES_OF_A_DEAD_WORKER_S_TRIAL = 1
@@ -73,15 +80,25 @@ def unreachable(url: str) -> str | None:
         engine.dispose()
 
 
-def open_storage(url: str) -> BaseStorage:
-    """The storage behind ``url``."""
+def open_storage(url: str, outages: Outages | None = None) -> BaseStorage:
+    """The storage behind ``url``; a database's calls wait out its outages (announced on
+    stderr unless the caller's ``outages`` say where)."""
+    outages = outages or on_stderr("the Optuna storage")
     if url.startswith(JOURNAL_SCHEME):
         path = Path(url.removeprefix(JOURNAL_SCHEME))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    # A server restart leaves dead connections in the pool: test each before use.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     with _creation_lock(url):
-        return RDBStorage(url, engine_kwargs=engine)
+        rdb = outages.call(RDBStorage, url, engine_kwargs=engine)
+    # The cache Optuna itself puts in front of an RDBStorage opened from a URL, kept behind the retries.
+    return RetryingStorage(_CachedStorage(rdb), outages)
+
+
+def reconnected_at(storage: BaseStorage) -> float:
+    """When this process last got the storage back after an outage (0: never lost it)."""
+    return storage.outages.reconnected_at if isinstance(storage, RetryingStorage) else 0.0
 
 
 def mark_trial_owner(trial: optuna.Trial) -> None:
@@ -97,9 +114,10 @@ def stale_trials(study: optuna.Study, heartbeat_s: float, now: float | None = No
     now = time.time() if now is None else now
     host = socket.gethostname()
     stale = []
+    heard_since = reconnected_at(study._storage)  # noqa: SLF001 - while cut off, this process heard nobody
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
-        silent_s = now - float(trial.system_attrs.get(HEARTBEAT_ATTR, started))
+        silent_s = now - max(float(trial.system_attrs.get(HEARTBEAT_ATTR, started)), heard_since)
         pid = trial.user_attrs.get("pid")
         dead_here = trial.user_attrs.get("host") == host and pid is not None and not psutil.pid_exists(pid)
         if dead_here or silent_s > SILENT_HEARTBEATS * heartbeat_s:
@@ -185,8 +203,14 @@ class Heartbeats:
             with self.lock:
                 trial_ids = list(self.trial_ids)
             for trial_id in trial_ids:
-                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # finished meanwhile
+                try:
                     self._record(trial_id)
+                except optuna.exceptions.UpdateFinishedTrialError:  # finished meanwhile
+                    pass
+                except Exception:  # noqa: BLE001 - the thread must outlive any one failed write
+                    # An outage past its patience: the main loop stops the run with one line;
+                    # until then beating goes on at the next interval.
+                    logging.getLogger(__name__).exception("heartbeat of trial id %s not recorded", trial_id)
 
     def _record(self, trial_id: int) -> None:
         self.storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())

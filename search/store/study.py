@@ -17,6 +17,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from slimsearch.search.config import SlimsearchConfig, redact_url
+from slimsearch.search.store.outages import Outages
 from slimsearch.search.store.storage import open_storage
 from slimsearch.search.store import records
 
@@ -47,15 +48,16 @@ def readable_storage(url: str) -> Iterator[None]:
                             "restore it from a backup or point search.storage elsewhere") from None
 
 
-def open_study(config: SlimsearchConfig, worker: int = 0) -> optuna.Study:
-    """Create the study, or load it if it exists (resume); check objectives did not change."""
+def open_study(config: SlimsearchConfig, worker: int = 0, outages: Outages | None = None) -> optuna.Study:
+    """Create the study, or load it if it exists (resume); check objectives did not change.
+    ``outages`` say how long and where a run waits out an unreachable storage."""
     with readable_storage(config.storage_url):
-        return _open_study(config, worker)
+        return _open_study(config, worker, outages)
 
 
-def _open_study(config: SlimsearchConfig, worker: int) -> optuna.Study:
+def _open_study(config: SlimsearchConfig, worker: int, outages: Outages | None) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(config.storage_url)
+    storage = open_storage(config.storage_url, outages)
     name = config.search.study_name
     existing = {s.study_name: s for s in optuna.study.get_all_study_summaries(storage)}
     # A resumed study, and each worker, gets its own sampler seed, so none replays another's draws.

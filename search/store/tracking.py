@@ -1,7 +1,7 @@
 """MLflow layout: one parent run per study, one nested child run per trial.
 
 Uses ``MlflowClient`` (no global active-run state) so the driver controls exactly when
-runs start and end. The parent run is found again by its study tag, so a resumed study
+runs start and end; its calls wait out a briefly unreachable tracking server (``outages``). The parent run is found again by its study tag, so a resumed study
 keeps logging into the same parent. Child runs carry the trial's params, metrics and
 tags (``trial_number``, ``state``, ``feasible``, ``pareto``, ``simulated``); ``pareto``
 is re-tagged whenever the front changes so that filtering ``tags.pareto = 'true'`` in
@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from slimsearch.search.config import redact_url
+from slimsearch.search.store.outages import Outages, Retrying
 
 STUDY_TAG = "slimsearch.study"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -36,9 +37,10 @@ TRIAL_VIEW_TAGS = ("summary", "pareto", "feasible", "state")
 
 
 class MlflowTracker:
-    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path, study_name: str, tags: dict[str, str]):
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path, study_name: str, tags: dict[str, str],
+                 outages: Outages):
         _ensure_sqlite_dir(tracking_uri)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = Retrying(MlflowClient(tracking_uri=tracking_uri), outages)
         self.tracking_uri = tracking_uri
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
