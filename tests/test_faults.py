@@ -479,3 +479,25 @@ def test_a_postgresql_restart_of_30_s_with_two_workers_is_waited_out_and_every_t
     assert not [r for r in children if r.info.status == "RUNNING"] and parent.info.status == "FINISHED"
     log = (out / "logs" / f"{name}-worker-1.log").read_text()
     assert "worker done" in log and "reachable again" in log, "the worker waited the outage out too"
+
+
+def test_a_candidate_another_worker_is_measuring_is_stepped_aside_for_by_the_later_trial(tmp_path: Path) -> None:
+    from slimsearch.search.config import SlimsearchConfig
+    from slimsearch.search.loop.driver import SearchDriver
+    from slimsearch.spaces import suggest_candidate
+
+    config = SlimsearchConfig(output_dir=str(tmp_path))
+    driver = SearchDriver(config)
+    driver.study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}"),
+                                       directions=list(config.objectives.values()))
+    first, second = driver.study.ask(), driver.study.ask()
+    candidate = suggest_candidate(first, config.space)
+    other = suggest_candidate(optuna.trial.FixedTrial({**first.params, "quantize.bits": 32 if
+                                                       first.params["quantize.bits"] != 32 else 8}), config.space)
+    first.set_user_attr("candidate", candidate.to_dict())
+    second.set_user_attr("candidate", candidate.to_dict())
+    assert driver._measuring_now(candidate, second.number) == first.number, "the later trial steps aside"
+    assert driver._measuring_now(candidate, first.number) is None, "the earlier one goes on: never both"
+    assert driver._measuring_now(other, second.number) is None
+    driver.study.tell(first, state=TrialState.FAIL)
+    assert driver._measuring_now(candidate, second.number) is None, "only a trial still being measured counts"

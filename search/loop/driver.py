@@ -490,6 +490,9 @@ class SearchDriver:
             if not self.config.search.remeasure and (earlier := self._measured_before(candidate)) is not None:
                 self._answer_duplicate(summary, trial, run_id, candidate, earlier)
                 return None
+            if not self.config.search.remeasure and (twin := self._measuring_now(candidate, trial.number)) is not None:
+                self._skip_twin(trial, run_id, candidate, twin)
+                return None
             reason = self._rejection(candidate)
         except InvalidCandidate as exc:
             reason = str(exc)
@@ -514,6 +517,23 @@ class SearchDriver:
             if stored and not records.is_duplicate(trial) and Candidate.from_dict(stored).fingerprint() == fingerprint:
                 return trial
         return None
+
+    def _measuring_now(self, candidate: Candidate, number: int) -> int | None:
+        """The number of an earlier trial another worker is measuring ``candidate`` in right now.
+        The earlier one goes on: two trials that each see the other cannot both step aside."""
+        fingerprint = candidate.fingerprint()
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            stored = trial.user_attrs.get(records.CANDIDATE)
+            if trial.number < number and stored and Candidate.from_dict(stored).fingerprint() == fingerprint:
+                return trial.number
+        return None
+
+    def _skip_twin(self, trial: optuna.Trial, run_id: str, candidate: Candidate, twin: int) -> None:
+        """Step aside for a twin being measured: recorded, not counted, and (like a repeated
+        proposal) answered by exploring once the sampler keeps repeating itself."""
+        self._last_skip = "duplicate"
+        self.record_failure(trial, run_id, "concurrent", f"trial {twin} measures the same candidate now")
+        self._print_trial(trial.number, candidate, f"[dim]trial {twin} measures the same candidate now: skipped[/]")
 
     def _answer_duplicate(self, summary: RunSummary, trial: optuna.Trial, run_id: str, candidate: Candidate,
                           earlier: optuna.trial.FrozenTrial) -> None:

@@ -24,7 +24,7 @@ TAGS = "tags"
 """Facts about how the model was built and measured (quant path, noisy, cache hits)."""
 ACCURACY_CURVE = "accuracy_curve"
 FAILURE_KIND = "failure_kind"
-"""rejected | error | interrupted | stale"""
+"""rejected | error | interrupted | stale | host | concurrent (another worker measures the same candidate)"""
 FAILURE_REASON = "failure_reason"
 PRUNED_RULE = "pruned_rule"
 PRUNED_REASON = "pruned_reason"
@@ -41,7 +41,7 @@ VARIANT_OF = "variant_of"
 EXPLORES = "explores"
 """A random unmeasured candidate, enqueued after this many proposals in a row repeated measured ones."""
 
-KILLED_KINDS = ("interrupted", "stale", "host")
+KILLED_KINDS = ("interrupted", "stale", "host", "concurrent")
 """Failures that are the process's, not the candidate's: their MLflow runs end KILLED."""
 
 
