@@ -501,3 +501,43 @@ def test_a_candidate_another_worker_is_measuring_is_stepped_aside_for_by_the_lat
     assert driver._measuring_now(other, second.number) is None
     driver.study.tell(first, state=TrialState.FAIL)
     assert driver._measuring_now(candidate, second.number) is None, "only a trial still being measured counts"
+
+
+class _Runs:
+    """Stands in for the MLflow tracker: the driver's records are what is tested."""
+
+    def __init__(self) -> None:
+        self.finished: dict[str, str] = {}
+
+    def finish_trial(self, run_id: str, params: dict, metrics: dict, tags: dict, status: str) -> None:
+        self.finished[run_id] = status
+
+
+def test_a_lost_ray_worker_is_a_host_fault_re_run_once_and_never_the_candidate_s_error(tmp_path: Path) -> None:
+    from slimsearch.search.config import SlimsearchConfig
+    from slimsearch.search.loop.driver import RunSummary, SearchDriver
+    from slimsearch.search.loop.ray_backend import StudySearcher
+    from slimsearch.search.store.study import evaluated_count
+    from slimsearch.spaces import suggest_candidate
+
+    config = SlimsearchConfig(output_dir=str(tmp_path))
+    driver = SearchDriver(config)
+    driver.study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}"),
+                                       directions=list(config.objectives.values()))
+    driver.tracker, driver.heartbeats = _Runs(), Heartbeats(driver.study, 10)
+    searcher = StudySearcher.__new__(StudySearcher)  # the searcher's Tune-facing state, without a Tune experiment
+    searcher.driver, searcher.summary, searcher._completed_trials = driver, RunSummary("s"), set()
+
+    def lose_worker_of(trial: optuna.Trial, tune_id: str) -> None:
+        searcher._ot_trials, searcher.started = {tune_id: trial}, {tune_id: (tune_id, suggest_candidate(trial, config.space))}
+        searcher.on_trial_complete(tune_id, None, error=True)  # what Tune reports when the actor died
+
+    first = driver.study.ask()
+    lose_worker_of(first, "run-1")
+    rerun = driver.study.get_trials(states=(TrialState.WAITING,))
+    assert driver.study.trials[first.number].user_attrs["failure_kind"] == "stale" and driver.tracker.finished["run-1"] == "KILLED"
+    assert len(rerun) == 1 and rerun[0].params == first.params and evaluated_count(driver.study) == 0, "budget not spent"
+    again = driver.study.ask()
+    lose_worker_of(again, "run-2")
+    assert not driver.study.get_trials(states=(TrialState.WAITING,)), "a candidate that kills every worker: re-run once"
+    assert evaluated_count(driver.study) == 0

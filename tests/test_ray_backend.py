@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import psutil
 import pytest
 from optuna.trial import TrialState
 
@@ -66,9 +68,14 @@ def test_a_killed_ray_driver_s_trials_are_failed_and_re_run_when_the_study_resum
     process.wait()
     killed = [t for t in stores(out, "ray-killed")[0].trials if t.state == TrialState.RUNNING]
     assert killed
+    left = json.loads((out / "ray-session-ray-killed.json").read_text())
 
     fast_config["search"]["n_trials"] = 1
     run_cli(write_config(tmp_path / "resume.yaml", **fast_config))
+    assert not Path(left["session_dir"]).exists(), "the killed run's Ray session folder is removed"
+    assert not [pid for pid, created in left["processes"] if psutil.pid_exists(pid)
+                and abs(psutil.Process(pid).create_time() - created) < 1], "and its processes"
+    assert not (out / "ray-session-ray-killed.json").exists(), "the resume removed what it started itself"
     study, _, children, _ = stores(out, "ray-killed")
     for trial in killed:
         assert study.trials[trial.number].state == TrialState.FAIL

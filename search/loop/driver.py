@@ -58,7 +58,7 @@ from slimsearch.search.store.pareto import (
 from slimsearch.search.store import records
 from slimsearch.search.review.study_review import StudyReview
 from slimsearch.search.store.outages import Outages, StorageOutage
-from slimsearch.search.store.storage import Heartbeats, fail_stale_trials, mark_trial_owner, unreachable
+from slimsearch.search.store.storage import Heartbeats, fail_stale_trials, mark_trial_owner, rerun_once, unreachable
 from slimsearch.search.store.study import (
     evaluated_count,
     load_existing_study,
@@ -653,6 +653,13 @@ class SearchDriver:
         self._finish_run(run_id, trial)
         if trace:
             self.tracker.client.log_text(run_id, trace, "failure/traceback.txt")
+
+    def record_lost_worker(self, trial: optuna.Trial, run_id: str, candidate: Candidate, reason: str) -> None:
+        """A trial whose worker process died under it (a host fault, not the candidate's):
+        failed without using budget, and its parameters measured again once."""
+        self.record_failure(trial, run_id, "stale", f"{reason}; the parameters were re-enqueued")
+        rerun_once(self.study, self.study._storage.get_trial(trial._trial_id))  # noqa: SLF001
+        self._print_trial(trial.number, candidate, f"[yellow]worker lost[/]: {escape(reason)}; measured again")
 
     def _finish_run(self, run_id: str, trial: optuna.Trial) -> None:
         """End the trial's MLflow run with exactly what Optuna now records for it."""

@@ -44,6 +44,7 @@ from slimsearch.pipelines import CompressionPipeline, load_task
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.objectives import minimising_signs
 from slimsearch.search.loop.early_stopping import TrialMonitor
+from slimsearch.search.loop.ray_cluster import ray_cluster
 from slimsearch.search.store.study import evaluated_count
 from slimsearch.search.loop.trial import TrialOutcome, make_placement, run_candidate
 from slimsearch.spaces import Candidate, SpaceSpec, suggest_candidate
@@ -61,20 +62,15 @@ TUNE_ENVIRONMENT = {"TUNE_DISABLE_SIGINT_HANDLER": "1", "TUNE_DISABLE_AUTO_CALLB
 
 def run_with_ray_tune(driver: SearchDriver, summary: RunSummary, target: int, timeout_s: float | None) -> None:
     """Run Tune trials until the study holds ``target`` evaluated trials (or stop/timeout)."""
-    import ray
-
     cfg = absolute_paths(driver.config)
     os.environ.update(TUNE_ENVIRONMENT)
     remaining = target - evaluated_count(driver.study)
     if remaining <= 0:
         return
-    ray.init(address=cfg.search.ray.address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-    # Tune's result files are off (results go to Optuna and MLflow); don't warn that they are missing.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    try:
+    with ray_cluster(cfg.search.ray.address, Path(cfg.output_dir), cfg.search.study_name, driver.console.print):
+        # Tune's result files are off (results go to Optuna and MLflow); don't warn that they are missing.
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         _fit(driver, summary, cfg, remaining, timeout_s)
-    finally:
-        ray.shutdown()  # stops a Ray started here; disconnects from a cluster that was joined
 
 
 def _fit(driver: SearchDriver, summary: RunSummary, cfg: SlimsearchConfig, remaining: int,
@@ -163,9 +159,13 @@ class StudySearcher(_DriverBound, OptunaSearch):
         if outcome is None and self.driver.stop.is_set():
             self.driver.record_failure(trial, run_id, "interrupted", "interrupted by the user")
             return
+        if outcome is None and error:
+            self.driver.record_lost_worker(trial, run_id, candidate, "its Ray worker died mid-trial (a lost node or a killed "
+                                           "process); see the Ray logs")
+            return
         if outcome is None:
-            outcome = TrialOutcome("failed", reason="the Ray trial ended without a result (actor crashed?); see "
-                                   "the Ray logs", rule="RayTrialError")
+            outcome = TrialOutcome("failed", reason="the Ray trial ended without a result; see the Ray logs",
+                                   rule="RayTrialError")
         if self.driver.record_outcome(self.summary, trial, run_id, candidate, outcome) != "rejected":
             self.driver.after_evaluated(self.summary)
 

@@ -136,12 +136,17 @@ def fail_stale_trials(study: optuna.Study, heartbeat_s: float) -> list[int]:
             storage.set_trial_user_attr(trial._trial_id, records.FAILURE_KIND, "stale")  # noqa: SLF001
             storage.set_trial_user_attr(trial._trial_id, records.FAILURE_REASON, STALE_REASON)  # noqa: SLF001
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):  # noqa: SLF001
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    RetryHeartbeatStaleTrialCallback(max_retry=RETRIES_OF_A_DEAD_WORKER_S_TRIAL)(
-                        study, storage.get_trial(trial._trial_id))  # noqa: SLF001
+                rerun_once(study, storage.get_trial(trial._trial_id))  # noqa: SLF001
                 failed.append(trial.number)
     return failed
+
+
+def rerun_once(study: optuna.Study, failed: FrozenTrial) -> None:
+    """Enqueue the parameters of a trial its worker could not finish, unless that trial was
+    itself such a re-run: a candidate that kills every worker it meets is not re-run for ever."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=RETRIES_OF_A_DEAD_WORKER_S_TRIAL)(study, failed)
 
 
 @contextlib.contextmanager
