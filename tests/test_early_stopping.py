@@ -10,8 +10,9 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from slimsearch.search.config import EarlyStoppingSettings
-from slimsearch.search.loop.early_stopping import EarlyStopping, TrialStopped, required_score
+from slimsearch.search.loop.early_stopping import EarlyStopping, TrialMonitor, TrialStopped, required_score
 from slimsearch.search.objectives import Constraint, QualityMetric
+from slimsearch.search.store.pareto import front_trials
 from slimsearch.spaces import Candidate, StudentChoice
 from tests.conftest import write_config
 from tests.helpers import cli_text, run_cli, stores
@@ -30,6 +31,15 @@ def _study(completed: list[tuple[Candidate, list[float], dict[str, float]]]) -> 
             user_attrs={"candidate": candidate.to_dict(), "accuracy_curve": curve, "metrics": {"accuracy": values[0]}},
         ))
     return study
+
+
+def _monitor(rules: EarlyStopping, completed: list[tuple[Candidate, list[float], dict[str, float]]],
+             candidate: Candidate) -> TrialMonitor:
+    """The monitor a search would give ``candidate`` after the ``completed`` trials."""
+    study = _study(completed)
+    for trial in study.trials:
+        rules.learn(trial)
+    return rules.for_trial(front_trials(study), candidate)
 
 
 def _rules(min_history: int = 2, slack: float = 0.0) -> EarlyStopping:
@@ -51,13 +61,13 @@ def test_a_minimised_metric_is_required_below_the_teacher_plus_its_drop_and_stop
     assert required_score(constraints, mae, 50.0) == pytest.approx(-52.0), "mae <= min(50 + 5, 52)"
     objectives = {"mae": "minimize", "latency_p50_ms": "minimize"}
     rules = EarlyStopping(EarlyStoppingSettings(min_history=1), objectives, constraints, mae, 50.0)
-    rules.for_trial(_study([]), SMALL)("serving", 51.0)  # within both bounds: goes on
+    _monitor(rules, [], SMALL)("serving", 51.0)  # within both bounds: goes on
     with pytest.raises(TrialStopped, match="mae 53.0000 at serving can reach at best 53.0000, the constraints need <= 52"):
-        rules.for_trial(_study([]), SMALL)("serving", 53.0)
+        _monitor(rules, [], SMALL)("serving", 53.0)
 
 
 def test_epoch_points_need_history_but_the_serving_accuracy_is_exact() -> None:
-    monitor = _rules(min_history=2).for_trial(_study([]), SMALL)
+    monitor = _monitor(_rules(min_history=2), [], SMALL)
     monitor("distill 1/2", 0.10)  # no history: nothing is stopped mid-training
     with pytest.raises(TrialStopped) as stopped:
         monitor("serving", 0.89)
@@ -67,21 +77,19 @@ def test_epoch_points_need_history_but_the_serving_accuracy_is_exact() -> None:
 
 def test_optimistic_accuracy_adds_the_largest_gain_seen_after_the_same_epoch() -> None:
     history = [(WIDER, [0.95, 5.0, 10.0], {"distill 1/2": 0.80}), (WIDER, [0.93, 5.0, 10.0], {"distill 1/2": 0.88})]
-    rules = _rules(min_history=2, slack=0.01)
-    rules.for_trial(_study(history), SMALL)("distill 1/2", 0.745)  # 0.745 + 0.15 + 0.01 = 0.905 >= 0.90
+    _monitor(_rules(min_history=2, slack=0.01), history, SMALL)("distill 1/2", 0.745)  # 0.745 + 0.15 + 0.01 >= 0.90
     with pytest.raises(TrialStopped, match="at best 0.8950"):
-        rules.for_trial(_study(history), SMALL)("distill 1/2", 0.735)
-    _rules(min_history=3).for_trial(_study(history), SMALL)("distill 1/2", 0.10)  # too little history
+        _monitor(_rules(min_history=2, slack=0.01), history, SMALL)("distill 1/2", 0.735)
+    _monitor(_rules(min_history=3), history, SMALL)("distill 1/2", 0.10)  # too little history
 
 
 def test_a_best_case_dominated_by_the_front_is_stopped_only_when_its_speed_is_known() -> None:
     history = [(SMALL, [0.97, 2.0, 6.0], {})]
-    rules = _rules()
     with pytest.raises(TrialStopped) as stopped:
-        rules.for_trial(_study(history), OTHER_KD)("serving", 0.96)  # same structure: same speed, less accurate
+        _monitor(_rules(), history, OTHER_KD)("serving", 0.96)  # same structure: same speed, less accurate
     assert stopped.value.rule == "dominated"
-    rules.for_trial(_study(history), OTHER_KD)("serving", 0.98)  # more accurate: may join the front
-    rules.for_trial(_study(history), WIDER)("serving", 0.96)  # speed unknown: cannot judge
+    _monitor(_rules(), history, OTHER_KD)("serving", 0.98)  # more accurate: may join the front
+    _monitor(_rules(), history, WIDER)("serving", 0.96)  # speed unknown: cannot judge
 
 
 @pytest.mark.e2e
@@ -138,7 +146,7 @@ def test_a_resumed_study_teaches_the_cost_predictor_with_one_fit_not_one_per_tri
     predictor = module.CostPredictor()
     fitted: list[int] = []
     original = predictor._fit
-    predictor._fit = lambda values: fitted.append(len(values)) or original(values)  # type: ignore[method-assign]
+    predictor._fit = lambda values, kernel: fitted.append(len(values)) or original(values, kernel)  # type: ignore[method-assign]
     for index in range(module.MAX_ROWS + 20):
         candidate = Candidate(StudentChoice(0.5, 2, 4.0, 0.5), 0.0, 32, None, "single", 1, 1 + index % 2)
         predictor.learn(candidate, {"latency_p50_ms": 1.0 + index % 2, "memory_mb": 2.0}, None, refit=False)
@@ -147,6 +155,26 @@ def test_a_resumed_study_teaches_the_cost_predictor_with_one_fit_not_one_per_tri
     assert fitted == [module.MAX_ROWS, module.MAX_ROWS]  # one fit per predicted objective
     predicted = predictor.predict(candidate)
     assert predicted is not None and abs(predicted["latency_p50_ms"][0] - 2.0) < 0.2
+
+
+def test_the_cost_predictor_re_optimises_its_kernel_on_a_schedule_not_after_every_trial() -> None:
+    """Optimising two GPs' hyperparameters took seconds per trial and grew with the study;
+    between optimisations the model is refitted with the kernel it has."""
+    from slimsearch.search.loop import predictor as module
+
+    predictor = module.CostPredictor()
+    optimised: list[int] = []
+    original = predictor._fit
+    predictor._fit = lambda values, fitted: (fitted is None and optimised.append(predictor._learned)) or \
+        original(values, fitted)  # type: ignore[method-assign]
+    for index in range(400):
+        candidate = Candidate(StudentChoice(0.5, 2, 4.0, 0.5), index % 3 * 0.25, 32, None, "single", 1, 1 + index % 2)
+        predictor.learn(candidate, {"latency_p50_ms": (1.0 + index % 2) * (1 - index % 3 * 0.25), "memory_mb": 2.0},
+                        predictor.predict(candidate))
+    moments = sorted(set(optimised))
+    assert moments[:3] == [module.MIN_TRIALS, 10, 13] and len(moments) < 25, moments
+    assert all(b - a <= module.REOPTIMISE_EVERY for a, b in zip(moments, moments[1:]) if a >= module.MAX_ROWS)
+    assert predictor.mape()["latency_p50_ms"] < 5, "refits with the kept kernel still predict"
 
 
 def test_the_cost_predictor_claims_no_cost_far_outside_what_it_has_measured() -> None:

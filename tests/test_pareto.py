@@ -87,3 +87,41 @@ def test_points_equal_within_noise_keep_the_smaller_model() -> None:
     _measured(study, 0.97, 2.95, 8.1, ci=0.2, spread=0.2, model_mb=0.1)
     members, within = noise_aware_front(study)
     assert [t.number for t in members] == [1] and within == {0: 1}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_incremental_front_equals_optunas_best_trials_with_trials_told_by_another_process(
+        tmp_path, seed: int) -> None:
+    """Random studies, constraints and repeated proposals included, half the trials told
+    through a second handle on the storage (another worker): after every catch-up the
+    ledger's front is Optuna's ``best_trials`` minus duplicates."""
+    from slimsearch.search.store.ledger import StudyLedger
+    from slimsearch.search.store.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    directions = ["maximize", "minimize", "minimize"]
+    study = optuna.create_study(study_name="s", storage=open_storage(url), directions=directions)
+    other = optuna.load_study(study_name="s", storage=open_storage(url))
+    ledger = StudyLedger(study)
+    rng = np.random.default_rng(seed)
+    for number in range(45):
+        handle = other if rng.random() < 0.5 else study
+        trial = handle.ask()
+        if rng.random() < 0.1:
+            handle.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        measured = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if measured and rng.random() < 0.15:  # a repeated proposal: answered with the earlier trial's record
+            earlier = measured[int(rng.integers(len(measured)))]
+            trial.set_user_attr("duplicate_of", earlier.number)
+            violation, values = earlier.constraints["accuracy_drop <= 0.05"], earlier.values
+        else:
+            violation = float(rng.normal(-0.02, 0.04))
+            values = [round(float(v), 1) for v in rng.uniform(0, 1, 3)]  # coarse: ties and equal points occur
+        trial.set_constraint("accuracy_drop <= 0.05", violation)
+        handle.tell(trial, values)
+        if number % 7 == 0 or number == 44:
+            ledger.catch_up()
+            optunas = sorted(t.number for t in study.best_trials if "duplicate_of" not in t.user_attrs)
+            assert [t.number for t in ledger.front_trials()] == optunas
+    assert ledger.front, "a front to compare"

@@ -56,6 +56,7 @@ from slimsearch.search.store.pareto import (
     reference_point,
 )
 from slimsearch.search.store import records
+from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.review.study_review import StudyReview
 from slimsearch.search.store.outages import Outages, StorageOutage
 from slimsearch.search.store.storage import Heartbeats, fail_stale_trials, mark_trial_owner, rerun_once, unreachable
@@ -81,6 +82,10 @@ from slimsearch.spaces import (
 
 MAX_CONSECUTIVE_REJECTIONS = 50
 REBUILT_RUNS = "mlflow_rebuilt_runs"
+PARETO_TAGS = "pareto_tags"
+"""Study attribute: the ``pareto`` tags last written that are not ``false`` ({trial number: tag})."""
+REPORT_EVERY_S = 600.0
+"""How often a running search republishes its HTML report (the front table: whenever it changes)."""
 """Study attribute: trial number -> its MLflow run written again after the tracking store was lost."""
 MAX_CONSECUTIVE_DUPLICATES = 200
 # After this many proposals in a row repeated measured candidates, a random unmeasured one
@@ -145,6 +150,8 @@ class SearchDriver:
         self.exhausted = False
         self.host_fault = ""
         """Why the machine (not a candidate) stopped the run, e.g. a full disk; empty while it can go on."""
+        self._published_rows: list[dict[str, Any]] | None = None
+        self._report_published_at = time.monotonic()
         self._predictions: dict[int, dict[str, tuple[float, float]] | None] = {}
         """What the cost predictor said before each running trial was built."""
 
@@ -230,12 +237,15 @@ class SearchDriver:
         self.reference = self.study.user_attrs["reference_point"]
         stopping = cfg.search.early_stopping
         self.predictor = CostPredictor(cfg.search.seed)
-        for done in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if (record := records.TrialRecord(done)).candidate and not records.is_duplicate(done):
-                self.predictor.learn(record.candidate, record.metrics, None, refit=False)  # resumed: what was measured
-        self.predictor.refit()
         self.early_stopping = EarlyStopping(stopping, cfg.objectives, self.constraints, self.quality,
                                             self.teacher_quality) if stopping.enabled else None
+        # Every finished trial, any worker's, is folded in once; early stopping learns from each.
+        self.ledger = StudyLedger(self.study, self.early_stopping.learn if self.early_stopping else None)
+        for done in self.ledger.catch_up():  # a resumed study: the predictor learns what was measured
+            if done.state == TrialState.COMPLETE and (record := records.TrialRecord(done)).candidate \
+                    and not records.is_duplicate(done):
+                self.predictor.learn(record.candidate, record.metrics, None, refit=False)
+        self.predictor.refit()
         with readable_tracking(cfg.tracking_uri):
             self.tracker = MlflowTracker(cfg.tracking_uri, cfg.tracking.experiment, cfg.artifact_root,
                                          cfg.search.study_name, self._parent_tags(),
@@ -243,10 +253,11 @@ class SearchDriver:
         self._rebuilt_runs = {int(k): v for k, v in self.study.user_attrs.get(REBUILT_RUNS, {}).items()}
         workers: list[WorkerProcess] = []
         if self.worker == 0:
-            if rebuilt := self.rebuild_lost_records():
-                self.console.print(rebuilt)
-            if repaired := self.repair_records():
-                self.console.print(repaired)
+            rebuilt, repaired = self.rebuild_lost_records(), self.repair_records()
+            for line in filter(None, (rebuilt, repaired)):
+                self.console.print(line)
+            if rebuilt or repaired:  # runs written again from Optuna say pareto=false: the front is re-tagged
+                self.study.set_user_attr(PARETO_TAGS, {})
             self.tracker.log_parent_params({f"baseline.{k}": round(v, 6) for k, v in self.baseline["metrics"].items()})
             self.tracker.share_trials_view(list(dict.fromkeys([*cfg.objectives, *(c.metric for c in self.constraints)])))
             if not self.study.trials:
@@ -389,8 +400,10 @@ class SearchDriver:
         """Enqueue a random candidate no trial has proposed yet: the sampler keeps repeating
         measured ones (converged on a discrete space), which is not the space's end. None
         left in ``EXPLORE_DRAWS`` random draws: the space is exhausted."""
-        proposed = {Candidate.from_dict(t.user_attrs[records.CANDIDATE]).fingerprint()
-                    for t in self.study.get_trials(deepcopy=False) if records.CANDIDATE in t.user_attrs}
+        self.ledger.catch_up()
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        proposed = self.ledger.proposed | {Candidate.from_dict(t.user_attrs[records.CANDIDATE]).fingerprint()
+                                           for t in running if records.CANDIDATE in t.user_attrs}
         params = unmeasured_params(self.config.space, proposed, self.config.search.seed + len(self.study.trials),
                                    EXPLORE_DRAWS, lambda candidate: not self._rejection(candidate))
         if params is None:
@@ -511,12 +524,8 @@ class SearchDriver:
 
     def _measured_before(self, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
         """The trial that already measured (or stopped early) this exact candidate, if any."""
-        fingerprint = candidate.fingerprint()
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            stored = trial.user_attrs.get(records.CANDIDATE)
-            if stored and not records.is_duplicate(trial) and Candidate.from_dict(stored).fingerprint() == fingerprint:
-                return trial
-        return None
+        self.ledger.catch_up()
+        return self.ledger.measured_trial(candidate)
 
     def _measuring_now(self, candidate: Candidate, number: int) -> int | None:
         """The number of an earlier trial another worker is measuring ``candidate`` in right now.
@@ -558,7 +567,10 @@ class SearchDriver:
 
     def monitor(self, candidate: Candidate) -> TrialMonitor | None:
         """The early-stopping monitor for a trial of ``candidate`` (None when disabled)."""
-        return self.early_stopping.for_trial(self.study, candidate) if self.early_stopping else None
+        if self.early_stopping is None:
+            return None
+        self.ledger.catch_up()
+        return self.early_stopping.for_trial(self.ledger.front_trials(), candidate)
 
     def record_outcome(self, summary: RunSummary, trial: optuna.Trial, run_id: str, candidate: Candidate | None,
                        outcome: TrialOutcome) -> str:
@@ -738,8 +750,9 @@ class SearchDriver:
 
     def _update_front(self, summary: RunSummary) -> str:
         """Refresh hypervolume, front-size metrics and ``pareto`` tags; return a progress line."""
-        front = front_trials(self.study)
-        members, within = noise_aware_front(self.study)
+        self.ledger.catch_up()
+        front = self.ledger.front_trials()
+        members, within = noise_aware_front(self.study, front)
         summary.hypervolume = hypervolume(front, self.directions, self.reference)
         noise_aware = hypervolume(members, self.directions, self.reference)
         last = summary.last_trial or 0
@@ -749,9 +762,7 @@ class SearchDriver:
         self.tracker.log_parent_metric("hypervolume_noise_aware", noise_aware, step=last)
         self.tracker.log_parent_metric("pareto_size", len(members), step=last)
         on_front = {t.number for t in front}
-        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        self.tracker.retag_pareto({run_id: pareto_tag(t.number, members, within)
-                                   for t in complete if (run_id := self.run_id_of(t))})
+        self._retag_pareto({t.number: pareto_tag(t.number, members, within) for t in front})
         for staged in self.staged_models.glob("trial-*.ts.pt"):
             if int(staged.name.removeprefix("trial-").split(".")[0]) not in on_front:
                 staged.unlink()  # dominated now, dominated forever: its model is not needed
@@ -762,17 +773,41 @@ class SearchDriver:
         noise = f" (+{len(within)} within noise)" if within else ""
         return f"front {len(members)}{noise} · hv {summary.hypervolume:.4g} (noise-aware {noise_aware:.4g}) · best {best}"
 
+    def _retag_pareto(self, tags: dict[int, str]) -> None:
+        """Write the ``pareto`` tag of exactly the runs whose membership changed. The tags last
+        written are kept in the study (front-sized), so a restart or another worker writes
+        nothing for an unchanged run; a trial's run starts with ``false``."""
+        current = {number: tag for number, tag in tags.items() if tag != "false"}
+        written = {int(n): tag for n, tag in self.study.user_attrs.get(PARETO_TAGS, {}).items()}
+        changed = {n: current.get(n, "false") for n in current.keys() | written.keys()
+                   if current.get(n, "false") != written.get(n, "false")}
+        if not changed:
+            return
+        trials = self.ledger.seen_trials
+        self.tracker.set_pareto_tags({run_id: tag for number, tag in changed.items()
+                                      if (run_id := self.run_id_of(trials[number]))})
+        self.study.set_user_attr(PARETO_TAGS, {str(n): tag for n, tag in sorted(current.items())})
+
     def _publish_front(self, summary: RunSummary, final: bool = False) -> None:
-        """Front table (CSV + JSON) and the self-contained HTML report on the parent run; at the
-        end of the run (``final``) also the front members' models."""
-        rows = [asdict(r) for r in front_rows(self.study, self.objectives)]
-        self.tracker.log_front(front_csv(rows, self.objectives, self.quality), rows, StudyReview(self.study).html())
+        """Front table (CSV + JSON) on the parent run when the front changed, the HTML report
+        (fANOVA, plots: seconds on a large study) every ``REPORT_EVERY_S`` and at the end, and
+        at the end (``final``) the front members' models."""
+        self.ledger.catch_up()
+        rows = [asdict(r) for r in front_rows(self.study, self.objectives, self.ledger.front_trials())]
+        report_due = final or time.monotonic() - self._report_published_at >= REPORT_EVERY_S
+        if rows == self._published_rows and not report_due:
+            return
+        report = StudyReview(self.study).html() if report_due else None
+        self.tracker.log_front(front_csv(rows, self.objectives, self.quality), rows, report)
+        self._published_rows = rows
+        if report_due:
+            self._report_published_at = time.monotonic()
         if final:
             self._log_front_models()
 
     def _log_front_models(self) -> None:
         """Attach each front member's measured TorchScript model to its child run (once, size-bounded)."""
-        for trial in front_trials(self.study):
+        for trial in self.ledger.front_trials():
             staged = self.staged_models / f"trial-{trial.number:04d}.ts.pt"
             run_id = self.run_id_of(trial)
             if not staged.exists() or not run_id or staged.stat().st_size > MAX_LOGGED_MODEL_BYTES:

@@ -23,12 +23,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from slimsearch.search.config import EarlyStoppingSettings
 from slimsearch.search.objectives import Constraint, QualityMetric, best_of, minimising_signs
-from slimsearch.search.store.pareto import front_trials
 from slimsearch.spaces import Candidate
 from slimsearch.search.store import records
 
@@ -59,36 +57,19 @@ def required_score(constraints: list[Constraint], quality: QualityMetric, teache
 
 @dataclass
 class StudyHistory:
-    """What completed trials tell about a new one: accuracy gains after each reported point,
-    the best objective values per serving structure, and the front."""
+    """What completed trials tell about a new one: per reported point, how many trials passed
+    it and the largest gain after it; the best objective values per serving structure; the
+    front. Kept as aggregates, so what a monitor carries (to a Ray actor too) does not grow
+    with the study."""
 
-    gains: dict[str, list[float]] = field(default_factory=dict)
+    gains: dict[str, tuple[int, float]] = field(default_factory=dict)
     known: dict[str, dict[str, float]] = field(default_factory=dict)
     front: list[list[float]] = field(default_factory=list)
 
-    @classmethod
-    def of(cls, study: optuna.Study, objectives: dict[str, str], quality: QualityMetric) -> StudyHistory:
-        """Gains are on the score scale (higher is better, whatever the metric's direction)."""
-        history = cls(front=[list(t.values) for t in front_trials(study)])
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if records.DUPLICATE_OF in trial.user_attrs:
-                continue  # its curve is the original's: counting it twice would skew the gains
-            final = trial.user_attrs.get(records.METRICS, {}).get(quality.name)
-            for point, value in trial.user_attrs.get(records.ACCURACY_CURVE, {}).items():
-                if final is not None:
-                    history.gains.setdefault(point, []).append(quality.score(final) - quality.score(value))
-            if records.CANDIDATE not in trial.user_attrs:
-                continue
-            key = Candidate.from_dict(trial.user_attrs[records.CANDIDATE]).serving_key()
-            best = history.known.setdefault(key, {})
-            for name, value in zip(objectives, trial.values):
-                better = best_of(objectives[name])
-                best[name] = better(best.get(name, value), value)
-        return history
-
 
 class EarlyStopping:
-    """The rules of one study; :meth:`for_trial` gives the monitor one trial reports to."""
+    """The rules of one study and what its completed trials taught (:meth:`learn`, once per
+    trial); :meth:`for_trial` gives the monitor one trial reports to."""
 
     def __init__(self, settings: EarlyStoppingSettings, objectives: dict[str, str], constraints: list[Constraint],
                  quality: QualityMetric, teacher: float):
@@ -96,9 +77,33 @@ class EarlyStopping:
         self.objectives = objectives
         self.quality = quality
         self.required = required_score(constraints, quality, teacher)
+        self.history = StudyHistory()
 
-    def for_trial(self, study: optuna.Study, candidate: Candidate) -> TrialMonitor:
-        return TrialMonitor(self, StudyHistory.of(study, self.objectives, self.quality), candidate.serving_key())
+    def learn(self, trial: FrozenTrial) -> None:
+        """Fold in a finished trial; gains are on the score scale (higher is better, whatever
+        the metric's direction)."""
+        if trial.state != TrialState.COMPLETE or records.DUPLICATE_OF in trial.user_attrs:
+            return  # a duplicate's curve is the original's: counting it twice would skew the gains
+        final = trial.user_attrs.get(records.METRICS, {}).get(self.quality.name)
+        for point, value in trial.user_attrs.get(records.ACCURACY_CURVE, {}).items():
+            if final is not None:
+                gain = self.quality.score(final) - self.quality.score(value)
+                count, largest = self.history.gains.get(point, (0, gain))
+                self.history.gains[point] = (count + 1, max(largest, gain))
+        if records.CANDIDATE not in trial.user_attrs:
+            return
+        key = Candidate.from_dict(trial.user_attrs[records.CANDIDATE]).serving_key()
+        best = self.history.known.setdefault(key, {})
+        for name, value in zip(self.objectives, trial.values):
+            best[name] = best_of(self.objectives[name])(best.get(name, value), value)
+
+    def for_trial(self, front: list[FrozenTrial], candidate: Candidate) -> TrialMonitor:
+        """A monitor judged against the history so far and ``front`` (a snapshot: what it
+        carries is this candidate's serving structure, not the study)."""
+        key = candidate.serving_key()
+        snapshot = StudyHistory(dict(self.history.gains), {key: dict(self.history.known.get(key, {}))},
+                                [list(t.values) for t in front])
+        return TrialMonitor(self, snapshot, key)
 
 
 class TrialMonitor:
@@ -133,10 +138,10 @@ class TrialMonitor:
     def _optimistic(self, point: str, score: float) -> float | None:
         if point == SERVING_POINT:
             return score
-        gains = self.history.gains.get(point, [])
-        if len(gains) < self.rules.settings.min_history:
+        count, largest = self.history.gains.get(point, (0, 0.0))
+        if count < self.rules.settings.min_history:
             return None
-        return score + max(max(gains), 0.0) + self.rules.settings.slack
+        return score + max(largest, 0.0) + self.rules.settings.slack
 
     def _best_case(self, optimistic_value: float) -> list[float] | None:
         """Objective values at best, or None when some objective is not known yet."""

@@ -1,7 +1,8 @@
 """The current Pareto front and its hypervolume, from Optuna's own utilities.
 
-The front is ``study.best_trials`` (Optuna excludes infeasible trials when constraints
-are set). Hypervolume uses ``optuna._hypervolume.compute_hypervolume`` — private in
+The front is Optuna's ``best_trials`` (infeasible trials excluded when constraints are
+set) without the answers to repeated proposals, kept by :class:`~.ledger.StudyLedger`
+(one pass over the trials, no deep copies; a running search keeps its ledger). Hypervolume uses ``optuna._hypervolume.compute_hypervolume`` — private in
 Optuna 5 but the library's own implementation (the major version is pinned and a test
 cross-checks it). Objectives are turned into minimisation (maximised ones negated) and
 measured against a reference point fixed once per study, so values are comparable over
@@ -20,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from slimsearch.search.objectives import QualityMetric, minimising_signs
 from slimsearch.search.store import records
+from slimsearch.search.store.ledger import StudyLedger
 
 # Reference point = this multiple of the teacher's value for minimised objectives; 0 for
 # maximised ones (accuracy). Points outside the box add nothing.
@@ -62,7 +64,9 @@ def hypervolume(trials: list[FrozenTrial], directions: list[str], reference: lis
 
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The measured Pareto front (answers given to repeated proposals are not members)."""
-    return sorted((t for t in study.best_trials if records.DUPLICATE_OF not in t.user_attrs), key=lambda t: t.number)
+    ledger = StudyLedger(study)
+    ledger.catch_up()
+    return ledger.front_trials()
 
 
 def uncertainty(trial: FrozenTrial, objective: str) -> float:
@@ -115,9 +119,11 @@ def within_noise(front: list[FrozenTrial], objectives: list[str], directions: li
     return dropped
 
 
-def noise_aware_front(study: optuna.Study) -> tuple[list[FrozenTrial], dict[int, int]]:
-    """The front without the members that win only within noise, and those members' pairing."""
-    front = front_trials(study)
+def noise_aware_front(study: optuna.Study, front: list[FrozenTrial] | None = None
+                      ) -> tuple[list[FrozenTrial], dict[int, int]]:
+    """The front (``front``: already known) without the members that win only within noise,
+    and those members' pairing."""
+    front = front_trials(study) if front is None else front
     objectives = list(study.user_attrs.get("objectives", {})) or [f"objective {i}" for i in range(len(study.directions))]
     dropped = within_noise(front, objectives, [d.name.lower() for d in study.directions])
     return [t for t in front if t.number not in dropped], dropped
@@ -134,10 +140,11 @@ def is_feasible(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values())
 
 
-def front_rows(study: optuna.Study, objectives: list[str]) -> list[FrontRow]:
+def front_rows(study: optuna.Study, objectives: list[str], front: list[FrozenTrial] | None = None) -> list[FrontRow]:
     """The noise-aware front, then the points within noise of a member (marked as such)."""
-    members, within = noise_aware_front(study)
-    dropped = [t for t in front_trials(study) if t.number in within]
+    front = front_trials(study) if front is None else front
+    members, within = noise_aware_front(study, front)
+    dropped = [t for t in front if t.number in within]
     quality = QualityMetric.of(study.user_attrs)
     rows = []
     for trial in members + dropped:

@@ -53,7 +53,6 @@ class MlflowTracker:
         self.created_parent = False
         """Whether this study had no parent run in the store (new, or the store was lost)."""
         self.parent_run_id = self._parent_run(study_name, tags)
-        self._pareto_tags: dict[str, str] = {}
 
     def _parent_run(self, study_name: str, tags: dict[str, str]) -> str:
         run_id = find_parent_run(self.client, self.experiment_id, study_name)
@@ -129,18 +128,17 @@ class MlflowTracker:
     def log_parent_params(self, params: dict[str, Any]) -> None:
         self.client.log_batch(self.parent_run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
-    def retag_pareto(self, pareto_by_run: dict[str, str]) -> None:
-        """Write ``pareto`` (true / within-noise / false) on the runs whose tag changed since the last call."""
+    def set_pareto_tags(self, pareto_by_run: dict[str, str]) -> None:
+        """Write ``pareto`` (true / within-noise / false) on these runs (the caller passes the changed ones)."""
         for run_id, value in pareto_by_run.items():
-            if self._pareto_tags.get(run_id) != value:
-                self.client.set_tag(run_id, "pareto", value)
-                self._pareto_tags[run_id] = value
+            self.client.set_tag(run_id, "pareto", value)
 
-    def log_front(self, csv_text: str, rows: list[dict[str, Any]], report_html: str) -> None:
+    def log_front(self, csv_text: str, rows: list[dict[str, Any]], report_html: str | None) -> None:
         self.client.log_text(self.parent_run_id, csv_text, "pareto/front.csv")
         self.client.log_dict(self.parent_run_id, {"front": rows}, "pareto/front.json")
-        # Not log_figure: it links plotly.js from a CDN, which offline review machines cannot load.
-        self.client.log_text(self.parent_run_id, report_html, "pareto/front.html")
+        if report_html is not None:
+            # Not log_figure: it links plotly.js from a CDN, which offline review machines cannot load.
+            self.client.log_text(self.parent_run_id, report_html, "pareto/front.html")
 
     def end(self, status: str) -> None:
         self.client.set_terminated(self.parent_run_id, status=status)

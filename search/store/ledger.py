@@ -1,0 +1,93 @@
+"""What the study has measured, kept up to date trial by trial instead of re-read.
+
+An overnight study reaches thousands of trials; re-deriving the front (``best_trials``
+deep-copies every trial), the duplicate index (a JSON parse and hash per stored trial)
+and the early-stopping history from scratch after each trial made the orchestrator's
+own work outgrow the trials. A finished trial never changes, and a trial dominated now
+is dominated for ever, so :class:`StudyLedger` folds each finished trial in once --
+this process's and every other worker's, found by number -- and keeps:
+
+- the measured Pareto front (feasible, non-duplicate, non-dominated; equal to Optuna's
+  ``best_trials`` minus duplicates), updated in O(front) per trial;
+- a candidate fingerprint -> measuring trial index, for repeated proposals.
+
+Catching up is one pass over the storage's cached trial list without copies; the
+per-trial work on new trials does not grow with the study.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from slimsearch.search.objectives import minimising_signs
+from slimsearch.search.store import records
+from slimsearch.spaces import Candidate
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def dominates(a: list[float], b: list[float]) -> bool:
+    """``a`` dominates ``b`` in minimisation space: no worse anywhere, better somewhere."""
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+class StudyLedger:
+    """The front and the measured-candidate index of one study, caught up on demand."""
+
+    def __init__(self, study: optuna.Study, on_new: Callable[[FrozenTrial], None] | None = None):
+        self.study = study
+        self.on_new = on_new
+        """Called once per newly seen finished trial (e.g. the early-stopping history)."""
+        self.signs = minimising_signs(d.name.lower() for d in study.directions)
+        self.seen_trials: dict[int, FrozenTrial] = {}
+        """Every finished trial folded in, by number (references to the storage's cached trials)."""
+        self.front: dict[int, FrozenTrial] = {}
+        self.measured: dict[str, FrozenTrial] = {}
+        """Candidate fingerprint -> the trial that measured (or stopped early) it."""
+        self.proposed: set[str] = set()
+        """Fingerprints of every finished trial's candidate, rejected and repeated ones too."""
+
+    def catch_up(self) -> list[FrozenTrial]:
+        """Fold in the finished trials not seen yet; returns them, oldest first."""
+        seen = self.seen_trials
+        fresh = [t for t in self.study.get_trials(deepcopy=False, states=FINISHED) if t.number not in seen]
+        for trial in sorted(fresh, key=lambda t: t.number):
+            seen[trial.number] = trial
+            self._fold(trial)
+            if self.on_new is not None:
+                self.on_new(trial)
+        return fresh
+
+    def _fold(self, trial: FrozenTrial) -> None:
+        stored = trial.user_attrs.get(records.CANDIDATE)
+        fingerprint = Candidate.from_dict(stored).fingerprint() if stored else None
+        if fingerprint:
+            self.proposed.add(fingerprint)
+        if trial.state == TrialState.FAIL or records.is_duplicate(trial):
+            return
+        if fingerprint:
+            self.measured.setdefault(fingerprint, trial)
+        # Feasible as Optuna judges it: every constraint <= 0 (a trial told without constraints is).
+        if trial.state != TrialState.COMPLETE or not all(v <= 0 for v in trial.constraints.values()):
+            return
+        point = self._point(trial)
+        if any(dominates(self._point(member), point) for member in self.front.values()):
+            return
+        for number in [n for n, member in self.front.items() if dominates(point, self._point(member))]:
+            del self.front[number]
+        self.front[trial.number] = trial
+
+    def _point(self, trial: FrozenTrial) -> list[float]:
+        return [sign * value for sign, value in zip(self.signs, trial.values)]
+
+    def front_trials(self) -> list[FrozenTrial]:
+        """The measured front, by trial number (call :meth:`catch_up` first for the latest)."""
+        return [self.front[number] for number in sorted(self.front)]
+
+    def measured_trial(self, candidate: Candidate) -> FrozenTrial | None:
+        """The trial that measured (or stopped early) ``candidate``, if any (call
+        :meth:`catch_up` first to see other workers' trials)."""
+        return self.measured.get(candidate.fingerprint())
