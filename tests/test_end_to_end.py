@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from slimsearch.search.cli import app
+from slimsearch.search.store.tracking import MlflowTracker
 from tests.conftest import readme_task_source, write_config
 from tests.helpers import cli_text, count_trials, run_cli, runner, search_process, stores, wait_until
 
@@ -63,12 +64,22 @@ def test_search_records_agree_and_resume_continues_numbering(tmp_path: Path, fas
     assert with_models == front_numbers, "front members' models are logged, others are not"
 
     last = max(t.number for t in study.trials)
-    run_cli(config, "--n-trials", "2")
+    written: dict[str, str] = {}
+    write_tags = MlflowTracker.set_pareto_tags
+    with pytest.MonkeyPatch.context() as patch:  # which pareto tags the resume writes
+        patch.setattr(MlflowTracker, "set_pareto_tags", lambda self, tags: written.update(tags) or write_tags(self, tags))
+        run_cli(config, "--n-trials", "2")
     study, _, children, parent = stores(out, "e2e")
     new_numbers = sorted(t.number for t in study.trials if t.number > last)
     assert new_numbers and new_numbers[0] == last + 1
     assert len([t for t in study.trials if t.user_attrs.get("failure_kind") != "rejected"]) == 6
     assert not [r for r in children if r.info.status == "RUNNING"]
+    after = {int(r.data.tags["trial_number"]): r.data.tags.get("pareto") for r in children}
+    changed = {n for n, tag in after.items() if n in tags and tag != tags[n]}
+    new_on_front = {n for n in new_numbers if after[n] != "false"}
+    assert set(written) == {by_number[n].info.run_id for n in changed} | {
+        r.info.run_id for r in children if int(r.data.tags["trial_number"]) in new_on_front}, \
+        "the resume writes the tags of runs whose membership changed, no others"
 
     front = runner.invoke(app, ["front", str(config)])
     assert front.exit_code == 0 and "Pareto front" in cli_text(front.output)
