@@ -59,7 +59,8 @@ class SearchSettings(_Strict):
     storage: str | None = Field(
         None, description="Optuna storage URL: sqlite:///FILE, postgresql://USER@HOST/DB (many hosts) or "
         "journal:///FILE; default: SQLite file in output_dir")
-    front_every: int = Field(5, ge=1, description="log the Pareto front artifacts every N trials")
+    front_every: int = Field(5, ge=1, description="check every N trials whether the front changed and log its table "
+                             "if so (the HTML report: every 10 minutes and at the end)")
     workers: int = Field(1, ge=1, description="processes on this host sharing the study (ray: concurrent Tune trials)")
     heartbeat_s: int = Field(10, ge=1, description="a trial silent for 3 heartbeats is failed and retried once")
     storage_patience_s: float = Field(

@@ -107,7 +107,7 @@ class StudyReview:
         teacher = self.baseline.get("metrics", {})
         shown = ", ".join(f"{k} {teacher[k]:.4g}" for k in (*self.objectives, "model_mb") if k in teacher)
         return [
-            f"task {self.config.get('task', '?')} · {len(self.complete)} completed trials of {len(self.study.trials)} · "
+            f"task {self.config.get('task', '?')} · {len(self.complete)} completed trials of {len(self.study.get_trials(deepcopy=False))} · "
             f"front {len(self.front)}" + (f" (+{len(self.within_noise)} within measurement noise of a member: "
                                           + ", ".join(f"trial {a} of {b}" for a, b in sorted(self.within_noise.items()))
                                           + ")" if self.within_noise else ""),
