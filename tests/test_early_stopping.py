@@ -167,7 +167,7 @@ def test_the_cost_predictor_re_optimises_its_kernel_on_a_schedule_not_after_ever
     original = predictor._fit
     predictor._fit = lambda values, fitted: (fitted is None and optimised.append(predictor._learned)) or \
         original(values, fitted)  # type: ignore[method-assign]
-    for index in range(400):
+    for index in range(module.MAX_ROWS + 2 * module.REOPTIMISE_EVERY):
         candidate = Candidate(StudentChoice(0.5, 2, 4.0, 0.5), index % 3 * 0.25, 32, None, "single", 1, 1 + index % 2)
         predictor.learn(candidate, {"latency_p50_ms": (1.0 + index % 2) * (1 - index % 3 * 0.25), "memory_mb": 2.0},
                         predictor.predict(candidate))

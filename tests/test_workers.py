@@ -23,29 +23,22 @@ def _evaluated(study) -> list:
             and (t.state == TrialState.COMPLETE or t.user_attrs.get("failure_kind") == "error")]
 
 
-def _storage_urls(kind: str, request: pytest.FixtureRequest, out: Path) -> tuple[str | None, str | None]:
-    """(Optuna storage, MLflow tracking URI) for a storage kind; None = the SQLite defaults."""
-    if kind == "postgresql":  # the multi-host set-up: both stores in one PostgreSQL server
-        base = request.getfixturevalue("postgres")
-        return base + "optuna", base + "mlflow"
-    if kind == "journal":
-        return f"journal:///{out / 'optuna-journal.log'}", None
-    return None, None
+def _storage_url(kind: str, out: Path) -> str | None:
+    """The Optuna storage URL of a storage kind; None = the SQLite default."""
+    return f"journal:///{out / 'optuna-journal.log'}" if kind == "journal" else None
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "journal"])
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])  # PostgreSQL: the restart test in test_faults.py
 def test_two_local_workers_share_the_budget_exactly(kind: str, tmp_path: Path, fast_config: dict,
-                                                     monkeypatch: pytest.MonkeyPatch,
-                                                     request: pytest.FixtureRequest) -> None:
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     out = Path(fast_config["output_dir"])
-    storage, tracking_uri = _storage_urls(kind, request, out)
+    storage = _storage_url(kind, out)
     fast_config["search"].update(n_trials=6, study_name="pair", heartbeat_s=2, storage=storage)
-    fast_config["tracking"] = {"tracking_uri": tracking_uri}
     config = write_config(tmp_path / "pair.yaml", **fast_config)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # worker processes import my_task from there
     output = run_cli(config, "--workers", "2")
     assert "Error" not in output and "error" not in output, output
-    study, client, children, parent = stores(out, "pair", storage, tracking_uri)
+    study, client, children, parent = stores(out, "pair", storage)
     assert len(_evaluated(study)) == 6, output
     assert {t.user_attrs["worker"] for t in _evaluated(study)} == {0, 1}, "both workers ran trials"
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -60,9 +53,8 @@ def test_two_local_workers_share_the_budget_exactly(kind: str, tmp_path: Path, f
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])  # found by heartbeat / by its dead process id
-def test_a_killed_worker_s_trial_is_failed_closed_in_mlflow_and_re_run(kind: str, tmp_path: Path, fast_config: dict,
-                                                                       request: pytest.FixtureRequest) -> None:
-    storage, _ = _storage_urls(kind, request, Path(fast_config["output_dir"]))
+def test_a_killed_worker_s_trial_is_failed_closed_in_mlflow_and_re_run(kind: str, tmp_path: Path, fast_config: dict) -> None:
+    storage = _storage_url(kind, Path(fast_config["output_dir"]))
     fast_config["search"].update(n_trials=3, study_name="killed", heartbeat_s=1, sampler="random", storage=storage)
     fast_config["evaluation"]["repeats"] = 300  # trials long enough to be killed inside
     config = write_config(tmp_path / "killed.yaml", **fast_config)
