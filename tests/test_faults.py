@@ -461,7 +461,8 @@ def test_a_postgresql_restart_of_30_s_with_two_workers_is_waited_out_and_every_t
     config = write_config(tmp_path / "outage.yaml", **fast_config)
     out, name = Path(fast_config["output_dir"]), fast_config["search"]["study_name"]
     process = search_process(config, tmp_path, "run", "--workers", "2")
-    wait_until(lambda: count_trials(out, name, lambda t: t.state == TrialState.COMPLETE, storage) >= 2, timeout_s=240)
+    wait_until(lambda: count_trials(out, name, lambda t: t.user_attrs.get("worker") == 1, storage) >= 1  # both busy
+               and count_trials(out, name, lambda t: t.state == TrialState.COMPLETE, storage) >= 2, timeout_s=240)
     postgres_server.pause()
     time.sleep(30)
     postgres_server.resume()
@@ -473,13 +474,14 @@ def test_a_postgresql_restart_of_30_s_with_two_workers_is_waited_out_and_every_t
     evaluated = [t for t in study.trials if "duplicate_of" not in t.user_attrs
                  and (t.state == TrialState.COMPLETE or t.user_attrs.get("failure_kind") == "error")]
     assert len(evaluated) == 6 and not [t for t in study.trials if t.state == TrialState.RUNNING], output
-    assert {t.user_attrs["worker"] for t in evaluated} == {0, 1}, "both workers ran trials, on either side of it"
+    log = (out / "logs" / f"{name}-worker-1.log").read_text()
+    assert "worker done" in log and "reachable again" in log, f"the worker waited the outage out too: {log}"
+    assert {t.user_attrs.get("worker") for t in study.trials if t.state.is_finished()} == {0, 1}, \
+        f"both workers ran trials: {output} {log}"
     assert not [t for t in study.trials if t.user_attrs.get("failure_kind") == "stale"], \
         "silence while the server was away is no dead worker"
     assert len(children) == len([t for t in study.trials if t.state.is_finished()]), "one child run per trial"
     assert not [r for r in children if r.info.status == "RUNNING"] and parent.info.status == "FINISHED"
-    log = (out / "logs" / f"{name}-worker-1.log").read_text()
-    assert "worker done" in log and "reachable again" in log, "the worker waited the outage out too"
 
 
 def test_a_candidate_another_worker_is_measuring_is_stepped_aside_for_by_the_later_trial(tmp_path: Path) -> None:

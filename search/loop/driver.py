@@ -168,8 +168,10 @@ class SearchDriver:
             raise SearchError(f"{problem}; install one (e.g. apt install g++) or remove torch_compile from "
                               "space.parallel.runtimes")
         _check_writable(Path(cfg.output_dir))
+        # The run's owner checks the servers before anything trains; a worker it started
+        # moments later (or one joining an overnight run) waits an outage out like every call.
         for field, url in (("search.storage", cfg.storage_url), ("tracking.tracking_uri", cfg.tracking_uri)):
-            if problem := unreachable(url):
+            if not self.worker and (problem := unreachable(url)):
                 raise SearchError(f"{field} {redact_url(url)} does not answer ({problem}); start the server or "
                                   "correct the URL (nothing was trained or recorded)")
         route_library_logs(Path(cfg.output_dir) / "logs" / f"{cfg.search.study_name}.log")
