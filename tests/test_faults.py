@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import sqlite3
 import time
@@ -495,8 +496,7 @@ def test_a_candidate_another_worker_is_measuring_is_stepped_aside_for_by_the_lat
                                        directions=list(config.objectives.values()))
     first, second = driver.study.ask(), driver.study.ask()
     candidate = suggest_candidate(first, config.space)
-    other = suggest_candidate(optuna.trial.FixedTrial({**first.params, "quantize.bits": 32 if
-                                                       first.params["quantize.bits"] != 32 else 8}), config.space)
+    other = dataclasses.replace(candidate, prune_ratio=0.5 if candidate.prune_ratio != 0.5 else 0.25)
     first.set_user_attr("candidate", candidate.to_dict())
     second.set_user_attr("candidate", candidate.to_dict())
     assert driver._measuring_now(candidate, second.number) == first.number, "the later trial steps aside"
