@@ -82,11 +82,11 @@ from slimsearch.spaces import (
 
 MAX_CONSECUTIVE_REJECTIONS = 50
 REBUILT_RUNS = "mlflow_rebuilt_runs"
+"""Study attribute: trial number -> its MLflow run written again after the tracking store was lost."""
 PARETO_TAGS = "pareto_tags"
 """Study attribute: the ``pareto`` tags last written that are not ``false`` ({trial number: tag})."""
 REPORT_EVERY_S = 600.0
 """How often a running search republishes its HTML report (the front table: whenever it changes)."""
-"""Study attribute: trial number -> its MLflow run written again after the tracking store was lost."""
 MAX_CONSECUTIVE_DUPLICATES = 200
 # After this many proposals in a row repeated measured candidates, a random unmeasured one
 # is measured next (found within EXPLORE_DRAWS random draws, else the space is exhausted).
@@ -406,7 +406,8 @@ class SearchDriver:
         running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
         proposed = self.ledger.proposed | {Candidate.from_dict(t.user_attrs[records.CANDIDATE]).fingerprint()
                                            for t in running if records.CANDIDATE in t.user_attrs}
-        params = unmeasured_params(self.config.space, proposed, self.config.search.seed + len(self.study.trials),
+        draw_seed = self.config.search.seed + len(self.study.get_trials(deepcopy=False))
+        params = unmeasured_params(self.config.space, proposed, draw_seed,
                                    EXPLORE_DRAWS, lambda candidate: not self._rejection(candidate))
         if params is None:
             self.exhausted = True
@@ -433,6 +434,8 @@ class SearchDriver:
         """Fail the trials of workers that stopped sending heartbeats (Optuna re-enqueues
         their parameters once) and end their MLflow runs as KILLED, never left RUNNING."""
         failed = set(fail_stale_trials(self.study, self.config.search.heartbeat_s))
+        if not failed:  # the common case: no scan of the study's failed trials
+            return
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
             if trial.number in failed:
                 if run_id := self.run_id_of(trial):
