@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import optuna
+import yaml
 from optuna.distributions import BaseDistribution
 from rich.console import Console
 
@@ -139,6 +140,13 @@ def synthetic_trials(config: SlimsearchConfig, count: int, start: int, run_ids: 
         )
 
 
+def write_config(config: SlimsearchConfig) -> Path:
+    """The benchmark's config as a file, for the CLI's read commands on a kept study."""
+    path = Path(config.output_dir).parent / "overhead.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    return path
+
+
 def grow(config: SlimsearchConfig, size: int, run_ids: list[str], rng: np.random.Generator) -> None:
     study = load_existing_study(config.storage_url, config.search.study_name)
     have = len(study.trials)
@@ -197,6 +205,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--trials", type=int, default=30, help="stubbed trials timed at each size")
     parser.add_argument("--postgres", action="store_true", help="also on a throwaway PostgreSQL server")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the SQLite study (its output folder is printed) to time status/front/report on it")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     print(provenance())
@@ -231,7 +241,10 @@ def main() -> None:
                 for name in COMPONENTS:
                     print(f"    {name:<24}{milliseconds(timings.calls[name])} ms  ({len(timings.calls[name])} calls)")
         finally:
-            shutil.rmtree(root, ignore_errors=True)
+            if args.keep and not server:
+                print(f"  kept: {config.output_dir} (config: {write_config(config)})")
+            else:
+                shutil.rmtree(root, ignore_errors=True)
             if server:
                 server.close()
     smallest, largest = sizes[0], sizes[-1]

@@ -49,14 +49,16 @@ def parallel_coordinates(rows: list[dict[str, float | str]], color_by: str) -> g
     return figure
 
 
-def importance_figure(importances: dict[str, dict[str, float]], trials: int) -> go.Figure:
-    """Grouped bars: for each objective, Optuna's fANOVA importance of each parameter."""
+def importance_figure(importances: dict[str, dict[str, float]], trials: int, of: int) -> go.Figure:
+    """Grouped bars: for each objective, Optuna's fANOVA importance of each parameter,
+    computed over ``trials`` of the study's ``of`` complete trials."""
     parameters = sorted({p for per_objective in importances.values() for p in per_objective})
     figure = go.Figure([
         go.Bar(name=objective, y=parameters, x=[values.get(p, 0.0) for p in parameters], orientation="h")
         for objective, values in importances.items()
     ])
     figure.update_layout(barmode="group", height=120 + 28 * len(parameters) * max(1, len(importances)) // 2,
-                         width=900, title=f"Parameter importance per objective (Optuna fANOVA, {trials} trials)",
+                         width=900, title=f"Parameter importance per objective (Optuna fANOVA, {trials}"
+                         + (f" sampled of {of}" if of > trials else "") + " complete trials)",
                          xaxis_title="importance (share of explained variance)")
     return figure

@@ -22,6 +22,7 @@ import contextlib
 import csv
 import hashlib
 import io
+import math
 import os
 import shutil
 import threading
@@ -57,6 +58,7 @@ from slimsearch.search.store.pareto import (
 )
 from slimsearch.search.store import records
 from slimsearch.search.store.ledger import StudyLedger
+from slimsearch.search.store.windowed_sampler import WindowedTPESampler
 from slimsearch.search.review.study_review import StudyReview
 from slimsearch.search.store.outages import Outages, StorageOutage
 from slimsearch.search.store.storage import Heartbeats, fail_stale_trials, mark_trial_owner, rerun_once, unreachable
@@ -152,6 +154,7 @@ class SearchDriver:
         """Why the machine (not a candidate) stopped the run, e.g. a full disk; empty while it can go on."""
         self._published_rows: list[dict[str, Any]] | None = None
         self._report_published_at = time.monotonic()
+        self._stale_checked_at = -math.inf
         self._predictions: dict[int, dict[str, tuple[float, float]] | None] = {}
         """What the cost predictor said before each running trial was built."""
 
@@ -232,7 +235,7 @@ class SearchDriver:
         if "quality" not in self.study.user_attrs:
             self.study.set_user_attr("quality", self.quality.as_attr())  # read commands name its columns
         self._check_tracking_matches()
-        self.console.print(f"[bold]study[/] {cfg.search.study_name} ({len(self.study.trials)} trials so far) "
+        self.console.print(f"[bold]study[/] {cfg.search.study_name} ({len(self.study.get_trials(deepcopy=False))} trials so far) "
                            f"in {redact_url(cfg.storage_url)}" + (f" as worker {self.worker}" if self.worker else ""))
         with self.console.status("measuring the teacher (once per study)"):
             self.baseline = self._baseline()
@@ -243,6 +246,8 @@ class SearchDriver:
                                             self.teacher_quality) if stopping.enabled else None
         # Every finished trial, any worker's, is folded in once; early stopping learns from each.
         self.ledger = StudyLedger(self.study, self.early_stopping.learn if self.early_stopping else None)
+        if isinstance(self.study.sampler, WindowedTPESampler):
+            self.study.sampler.follow(self.ledger)
         for done in self.ledger.catch_up():  # a resumed study: the predictor learns what was measured
             if done.state == TrialState.COMPLETE and (record := records.TrialRecord(done)).candidate \
                     and not records.is_duplicate(done):
@@ -262,7 +267,7 @@ class SearchDriver:
                 self.study.set_user_attr(PARETO_TAGS, {})
             self.tracker.log_parent_params({f"baseline.{k}": round(v, 6) for k, v in self.baseline["metrics"].items()})
             self.tracker.share_trials_view(list(dict.fromkeys([*cfg.objectives, *(c.metric for c in self.constraints)])))
-            if not self.study.trials:
+            if not self.study.get_trials(deepcopy=False):
                 for params in anchor_params(cfg.space) + self._warm_start_params(warm_start):
                     self.study.enqueue_trial(params)
             start = evaluated_count(self.study)
@@ -303,8 +308,8 @@ class SearchDriver:
             if self.worker == 0:
                 self.tracker.end("FAILED")
             raise SearchError(self.host_fault)
-        if workers:
-            self._update_front(summary)  # the workers' last trials
+        if workers:  # the workers' last trials
+            self.tracker.log_parent_metrics(self._update_front(summary)[1], step=summary.last_trial or 0)
         if self.worker == 0:
             self._publish_front(summary, final=True)
         if self.stop.is_set():
@@ -340,7 +345,8 @@ class SearchDriver:
                 lock = FileLock(str(Path(self.config.output_dir) / f".{self.config.search.study_name}.ask.lock"))
                 with lock:
                     self._fail_stale_trials()
-                    done = evaluated_count(self.study)
+                    self.ledger.catch_up()  # other workers' trials too: the budget and the sampler's history
+                    done = self.ledger.evaluated
                     trial = self.study.ask() if done + running_count(self.study) < target else None
                 if trial is None:
                     if done >= target:
@@ -359,7 +365,7 @@ class SearchDriver:
                     continue
                 alive = 1 + sum(w.process.poll() is None for w in workers) if self.worker == 0 else None
                 status = self.after_evaluated(summary) + (f" · workers {alive}" if alive else "")
-                progress.update(bar, completed=evaluated_count(self.study) - start, status=status)
+                progress.update(bar, completed=self.ledger.evaluated - start, status=status)
         if self.stop.is_set():
             signal_workers(workers)
 
@@ -421,11 +427,12 @@ class SearchDriver:
         trials by the study's owner); returns the progress line."""
         self._rejected_in_a_row = self._duplicates_in_a_row = 0
         summary.evaluated += 1
-        status = f"failed {summary.failed} · stopped early {summary.pruned} · " + self._update_front(summary)
+        front, charted = self._update_front(summary)
+        status = f"failed {summary.failed} · stopped early {summary.pruned} · " + front
         if mape := self.predictor.mape():
             status += " · " + self.predictor.describe()
-            for name, value in mape.items():
-                self.tracker.log_parent_metric(f"predictor_mape_{name}", value, step=summary.last_trial or 0)
+            charted |= {f"predictor_mape_{name}": value for name, value in mape.items()}
+        self.tracker.log_parent_metrics(charted, step=summary.last_trial or 0)
         if self.worker == 0 and summary.evaluated % self.config.search.front_every == 0:
             self._publish_front(summary)
         return status
@@ -433,6 +440,11 @@ class SearchDriver:
     def _fail_stale_trials(self) -> None:
         """Fail the trials of workers that stopped sending heartbeats (Optuna re-enqueues
         their parameters once) and end their MLflow runs as KILLED, never left RUNNING."""
+        # A trial is stale after SILENT_HEARTBEATS silent intervals: looking more than once an
+        # interval finds nothing sooner, and each look reads every running trial.
+        if time.monotonic() - self._stale_checked_at < self.config.search.heartbeat_s:
+            return
+        self._stale_checked_at = time.monotonic()
         failed = set(fail_stale_trials(self.study, self.config.search.heartbeat_s))
         if not failed:  # the common case: no scan of the study's failed trials
             return
@@ -574,7 +586,7 @@ class SearchDriver:
         """The early-stopping monitor for a trial of ``candidate`` (None when disabled)."""
         if self.early_stopping is None:
             return None
-        self.ledger.catch_up()
+        # The ledger was caught up for this proposal (budget check, duplicate check).
         return self.early_stopping.for_trial(self.ledger.front_trials(), candidate)
 
     def record_outcome(self, summary: RunSummary, trial: optuna.Trial, run_id: str, candidate: Candidate | None,
@@ -730,7 +742,7 @@ class SearchDriver:
         if recorded is None:
             return
         parent, uid, children = recorded
-        finished = [t for t in self.study.trials if t.state.is_finished()]
+        finished = [t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()]
         if (uid is not None and uid != self.study.user_attrs["uid"]) or (uid is None and children and not finished):
             raise SearchError(
                 f"MLflow parent run {parent} records {children} trials of study '{cfg.search.study_name}', but the "
@@ -753,19 +765,18 @@ class SearchDriver:
             **{f"hardware.{key}": value for key, value in self.baseline["hardware"].items()},
         }
 
-    def _update_front(self, summary: RunSummary) -> str:
-        """Refresh hypervolume, front-size metrics and ``pareto`` tags; return a progress line."""
+    def _update_front(self, summary: RunSummary) -> tuple[str, dict[str, float]]:
+        """Refresh hypervolume and the ``pareto`` tags; returns a progress line and the
+        front's metrics to chart on the parent run."""
         self.ledger.catch_up()
         front = self.ledger.front_trials()
         members, within = noise_aware_front(self.study, front)
         summary.hypervolume = hypervolume(front, self.directions, self.reference)
         noise_aware = hypervolume(members, self.directions, self.reference)
-        last = summary.last_trial or 0
         # Optuna's plain front only grows; the noise-aware one may shrink when a new point
         # shows an old member's edge to be noise, so both are charted.
-        self.tracker.log_parent_metric("hypervolume", summary.hypervolume, step=last)
-        self.tracker.log_parent_metric("hypervolume_noise_aware", noise_aware, step=last)
-        self.tracker.log_parent_metric("pareto_size", len(members), step=last)
+        charted = {"hypervolume": summary.hypervolume, "hypervolume_noise_aware": noise_aware,
+                   "pareto_size": float(len(members))}
         on_front = {t.number for t in front}
         self._retag_pareto({t.number: pareto_tag(t.number, members, within) for t in front})
         for staged in self.staged_models.glob("trial-*.ts.pt"):
@@ -776,7 +787,7 @@ class SearchDriver:
             for i, (name, direction) in enumerate(self.config.objectives.items())
         ) if members else "no feasible trial yet"
         noise = f" (+{len(within)} within noise)" if within else ""
-        return f"front {len(members)}{noise} · hv {summary.hypervolume:.4g} (noise-aware {noise_aware:.4g}) · best {best}"
+        return f"front {len(members)}{noise} · hv {summary.hypervolume:.4g} (noise-aware {noise_aware:.4g}) · best {best}", charted
 
     def _retag_pareto(self, tags: dict[int, str]) -> None:
         """Write the ``pareto`` tag of exactly the runs whose membership changed. The tags last

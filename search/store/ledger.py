@@ -9,7 +9,8 @@ this process's and every other worker's, found by number -- and keeps:
 
 - the measured Pareto front (feasible, non-duplicate, non-dominated; equal to Optuna's
   ``best_trials`` minus duplicates), updated in O(front) per trial;
-- a candidate fingerprint -> measuring trial index, for repeated proposals.
+- a candidate fingerprint -> measuring trial index, for repeated proposals;
+- the most recent measured trials, the sampler's bounded history (with the front).
 
 Catching up is one pass over the storage's cached trial list without copies; the
 per-trial work on new trials does not grow with the study.
@@ -17,6 +18,7 @@ per-trial work on new trials does not grow with the study.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Callable
 
 import optuna
@@ -27,6 +29,8 @@ from slimsearch.search.store import records
 from slimsearch.spaces import Candidate
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+RECENT_TRIALS = 1000
+"""How many of the latest complete or stopped trials :meth:`StudyLedger.history` keeps."""
 
 
 def dominates(a: list[float], b: list[float]) -> bool:
@@ -37,7 +41,8 @@ def dominates(a: list[float], b: list[float]) -> bool:
 class StudyLedger:
     """The front and the measured-candidate index of one study, caught up on demand."""
 
-    def __init__(self, study: optuna.Study, on_new: Callable[[FrozenTrial], None] | None = None):
+    def __init__(self, study: optuna.Study, on_new: Callable[[FrozenTrial], None] | None = None,
+                 recent: int = RECENT_TRIALS):
         self.study = study
         self.on_new = on_new
         """Called once per newly seen finished trial (e.g. the early-stopping history)."""
@@ -49,6 +54,10 @@ class StudyLedger:
         """Candidate fingerprint -> the trial that measured (or stopped early) it."""
         self.proposed: set[str] = set()
         """Fingerprints of every finished trial's candidate, rejected and repeated ones too."""
+        self.evaluated = 0
+        """Finished trials that used up budget (:func:`records.uses_budget`)."""
+        self.recent: deque[FrozenTrial] = deque(maxlen=recent)
+        """The latest complete or stopped trials, in the order they were folded in."""
 
     def catch_up(self) -> list[FrozenTrial]:
         """Fold in the finished trials not seen yet; returns them, oldest first."""
@@ -66,6 +75,9 @@ class StudyLedger:
         fingerprint = Candidate.from_dict(stored).fingerprint() if stored else None
         if fingerprint:
             self.proposed.add(fingerprint)
+        self.evaluated += records.uses_budget(trial)
+        if trial.state != TrialState.FAIL:
+            self.recent.append(trial)
         if trial.state == TrialState.FAIL or records.is_duplicate(trial):
             return
         if fingerprint:
@@ -86,6 +98,12 @@ class StudyLedger:
     def front_trials(self) -> list[FrozenTrial]:
         """The measured front, by trial number (call :meth:`catch_up` first for the latest)."""
         return [self.front[number] for number in sorted(self.front)]
+
+    def history(self) -> list[FrozenTrial]:
+        """What a sampler needs to learn from, of bounded size: the front (the best trials
+        of the whole study) and the latest complete or stopped trials, by number."""
+        chosen = {t.number: t for t in self.recent} | self.front
+        return [chosen[number] for number in sorted(chosen)]
 
     def measured_trial(self, candidate: Candidate) -> FrozenTrial | None:
         """The trial that measured (or stopped early) ``candidate``, if any (call

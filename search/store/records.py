@@ -49,6 +49,14 @@ def is_duplicate(trial: FrozenTrial) -> bool:
     return DUPLICATE_OF in trial.user_attrs
 
 
+def uses_budget(trial: FrozenTrial) -> bool:
+    """A finished trial that counts against the budget: complete, stopped early, or failed by
+    an error of the candidate itself. Rejected candidates, answers to repeated proposals,
+    interrupted trials and trials of a dead worker (failed, then retried) do not."""
+    return (trial.state != TrialState.FAIL or trial.user_attrs.get(FAILURE_KIND) == "error") \
+        and not is_duplicate(trial)
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """One finished (or running) trial as stored in Optuna, typed."""

@@ -20,12 +20,14 @@ from slimsearch.search.config import SlimsearchConfig, redact_url
 from slimsearch.search.store.outages import Outages
 from slimsearch.search.store.storage import open_storage
 from slimsearch.search.store import records
+from slimsearch.search.store.windowed_sampler import WindowedTPESampler
 
 SAMPLERS = {
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    # TPE over a bounded history (windowed_sampler): the same proposals up to 1,000 trials, flat cost beyond.
+    "tpe": lambda seed: WindowedTPESampler(seed=seed),
     # Multivariate TPE models the parameters jointly; group=True splits the conditional space
     # into the subspaces that occur together (student.*, prune.*, ...), as Optuna advises.
-    "tpe-mv": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
+    "tpe-mv": lambda seed: WindowedTPESampler(seed=seed, multivariate=True, group=True),
     "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
     "gp": lambda seed: optuna.samplers.GPSampler(seed=seed),
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
@@ -59,9 +61,12 @@ def _open_study(config: SlimsearchConfig, worker: int, outages: Outages | None) 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(config.storage_url, outages)
     name = config.search.study_name
-    existing = {s.study_name: s for s in optuna.study.get_all_study_summaries(storage)}
     # A resumed study, and each worker, gets its own sampler seed, so none replays another's draws.
-    seed = config.search.seed + (existing[name].n_trials if name in existing else 0) + 7919 * worker
+    # (Counted without copies: Optuna's study summaries deep-copy every trial of every study.)
+    done = 0
+    if name in optuna.study.get_all_study_names(storage):
+        done = len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
+    seed = config.search.seed + done + 7919 * worker
     study = optuna.create_study(
         study_name=name,
         storage=storage,
@@ -118,15 +123,9 @@ def stored_baseline(study: optuna.Study) -> dict[str, Any] | None:
 
 
 def evaluated_count(study: optuna.Study) -> int:
-    """Trials that used up budget: complete, stopped early, or failed by an error of the
-    candidate itself.
-
-    Rejected candidates, answers to repeated proposals, interrupted trials and trials of a
-    dead worker (failed by the heartbeat, then retried) do not count.
-    """
+    """Finished trials that used up budget (:func:`records.uses_budget`)."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-    return sum((t.state != TrialState.FAIL or t.user_attrs.get(records.FAILURE_KIND) == "error")
-               and records.DUPLICATE_OF not in t.user_attrs for t in trials)
+    return sum(records.uses_budget(t) for t in trials)
 
 
 def running_count(study: optuna.Study) -> int:

@@ -122,8 +122,10 @@ class MlflowTracker:
         return [(r.info.run_id, int(r.data.tags["trial_number"])) for r in runs
                 if "trial_number" in r.data.tags and r.data.tags.get(ROLE_TAG, "trial") == "trial"]
 
-    def log_parent_metric(self, key: str, value: float, step: int) -> None:
-        self.client.log_metric(self.parent_run_id, key, value, step=step)
+    def log_parent_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """The study's charts (hypervolume, front size, predictor error) at trial ``step``, in one write."""
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.parent_run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
     def log_parent_params(self, params: dict[str, Any]) -> None:
         self.client.log_batch(self.parent_run_id, params=[Param(k, str(v)) for k, v in params.items()])

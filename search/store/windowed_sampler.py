@@ -1,0 +1,90 @@
+"""TPE that learns from a bounded history, so proposing costs the same at trial 100 and 10,000.
+
+Optuna's TPE reads and splits every finished trial once per parameter it samples; in an
+overnight study of thousands of trials that outgrew the trials themselves. This sampler
+shows TPE the study through a window instead: the front (the best points of the whole
+study, which TPE's "good" group is drawn from) and the latest
+:data:`~.ledger.RECENT_TRIALS` complete or stopped trials (its picture of the rest),
+caught up once per proposal by a :class:`~.ledger.StudyLedger`. Below that many trials
+the window is the whole study, so small studies are sampled exactly as by Optuna's TPE.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Container
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import TPESampler
+from optuna.trial import FrozenTrial, TrialState
+
+from slimsearch.search.store.ledger import RECENT_TRIALS, StudyLedger
+
+
+class TrialWindow:
+    """The study as the sampler sees it during one proposal: the same study, whose trial
+    reads answer from the window, and the running trials (a constant-liar TPE, the
+    multi-objective default, counts them as pending) read once, not once per parameter."""
+
+    def __init__(self, study: optuna.Study, window: list[FrozenTrial]):
+        self._study = study
+        self._window = window
+        self._running: list[FrozenTrial] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
+                    use_cache: bool = False) -> list[FrozenTrial]:
+        chosen = [t for t in self._window if states is None or t.state in states]
+        if states is None or TrialState.RUNNING in states:
+            if self._running is None:
+                self._running = self._study._get_trials(deepcopy=False, states=(TrialState.RUNNING,))  # noqa: SLF001
+            chosen += self._running
+        return chosen
+
+    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy, states)
+
+
+class WindowedTPESampler(TPESampler):
+    """Optuna's TPE (same arguments) over the front and the latest ``recent`` trials of the study."""
+
+    def __init__(self, recent: int = RECENT_TRIALS, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.recent = recent
+        self.ledger: StudyLedger | None = None
+        """The running search's ledger when it shares it (:meth:`follow`); else one of its own."""
+        self._window: tuple[int, TrialWindow] | None = None
+        self._following = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (Ray Tune checkpoints its searcher) without the live study behind the ledger."""
+        return {**self.__dict__, "ledger": None, "_window": None, "_following": False}
+
+    def follow(self, ledger: StudyLedger) -> None:
+        """Take the history from ``ledger``, which its owner (the driver) keeps caught up before
+        each proposal, instead of folding and reading the study a second time."""
+        self.ledger = ledger
+        self._following = True
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return super().infer_relative_search_space(self._view(study, trial), trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return super().sample_relative(self._view(study, trial), trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return super().sample_independent(self._view(study, trial), trial, param_name, param_distribution)
+
+    def _view(self, study: optuna.Study, trial: FrozenTrial) -> optuna.Study:
+        """One window per proposal: every parameter of a trial is sampled from the same history."""
+        if self._window is None or self._window[0] != trial._trial_id:  # noqa: SLF001
+            if self.ledger is None or self.ledger.study._study_id != study._study_id:  # noqa: SLF001
+                self.ledger, self._following = StudyLedger(study, recent=self.recent), False
+            if not self._following:
+                self.ledger.catch_up()
+            self._window = (trial._trial_id, TrialWindow(study, self.ledger.history()))  # noqa: SLF001
+        return self._window[1]  # type: ignore[return-value] - a stand-in for the study
