@@ -12,11 +12,13 @@ proposes measured candidates again: each is answered from the study, at a propos
 cost), and each component's median; the ratio overhead(largest) / overhead(smallest) per
 proposal is the verdict.
 
-The sampler is shown on its own lines: Optuna's TPE reads every trial for each parameter
-it samples, so its cost grows with the study whatever the driver does.
+The sampler is shown on its own line (it includes writing each sampled parameter): it
+learns from a bounded history (the front and the latest 1,000 trials,
+``search/store/windowed_sampler.py``), so its cost stops growing past that size.
 
     .venv/bin/python benchmarks/overhead.py                       # 100, 1,000, 10,000 on SQLite
     .venv/bin/python benchmarks/overhead.py --sizes 100,50000 --postgres
+    .venv/bin/python benchmarks/overhead.py --sizes 10000 --keep   # then time status/front/report on it
 """
 
 from __future__ import annotations
@@ -140,6 +142,13 @@ def synthetic_trials(config: SlimsearchConfig, count: int, start: int, run_ids: 
         )
 
 
+def run_pool(config: SlimsearchConfig, size: int) -> list[str]:
+    """Real MLflow trial runs (of the study's parent run) for the synthetic trials to point at."""
+    tracker = MlflowTracker(config.tracking_uri, config.tracking.experiment, config.artifact_root,
+                            config.search.study_name, {}, Outages("bench", 60, print))
+    return [tracker.start_trial(-1 - i) for i in range(size)]
+
+
 def write_config(config: SlimsearchConfig) -> Path:
     """The benchmark's config as a file, for the CLI's read commands on a kept study."""
     path = Path(config.output_dir).parent / "overhead.yaml"
@@ -224,9 +233,7 @@ def main() -> None:
         rng = np.random.default_rng(0)
         try:
             drive(config, 2)  # the study, its baseline (measured for real) and the parent run
-            tracker = MlflowTracker(config.tracking_uri, config.tracking.experiment, config.artifact_root,
-                                    config.search.study_name, {}, Outages("bench", 60, print))
-            run_ids = [tracker.start_trial(-1 - i) for i in range(RUN_POOL)]
+            run_ids = run_pool(config, RUN_POOL)
             results[kind] = {}
             for size in sizes:
                 grow(config, size, run_ids, rng)

@@ -65,7 +65,8 @@ def digits_teacher_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from slimsearch.pipelines import CompressionPipeline, TrainingRecipe, load_task
 
     cache_dir = tmp_path_factory.mktemp("digits-teacher-cache")
-    assert not CompressionPipeline(load_task("digits", 0), cache_dir, TrainingRecipe(), seed=0).teacher.cache_hit
+    teacher = CompressionPipeline(load_task("digits", 0), cache_dir, TrainingRecipe(), seed=0).teacher  # trains it
+    assert not teacher.cache_hit
     return cache_dir
 
 

@@ -66,7 +66,6 @@ from slimsearch.search.store.study import (
     evaluated_count,
     load_existing_study,
     open_study,
-    running_count,
     stored_baseline,
 )
 from slimsearch.search.store.tracking import STUDY_UID_TAG, MlflowTracker, readable_tracking, recorded_study
@@ -347,7 +346,7 @@ class SearchDriver:
                     self._fail_stale_trials()
                     self.ledger.catch_up()  # other workers' trials too: the budget and the sampler's history
                     done = self.ledger.evaluated
-                    trial = self.study.ask() if done + running_count(self.study) < target else None
+                    trial = self.study.ask() if done + len(self.ledger.running()) < target else None
                 if trial is None:
                     if done >= target:
                         break
@@ -548,7 +547,7 @@ class SearchDriver:
         """The number of an earlier trial another worker is measuring ``candidate`` in right now.
         The earlier one goes on: two trials that each see the other cannot both step aside."""
         fingerprint = candidate.fingerprint()
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        for trial in self.ledger.running():  # read by the duplicate check just before
             stored = trial.user_attrs.get(records.CANDIDATE)
             if trial.number < number and stored and Candidate.from_dict(stored).fingerprint() == fingerprint:
                 return trial.number

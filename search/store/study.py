@@ -127,6 +127,3 @@ def evaluated_count(study: optuna.Study) -> int:
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
     return sum(records.uses_budget(t) for t in trials)
 
-
-def running_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))

@@ -23,13 +23,13 @@ from slimsearch.search.store.ledger import RECENT_TRIALS, StudyLedger
 
 class TrialWindow:
     """The study as the sampler sees it during one proposal: the same study, whose trial
-    reads answer from the window, and the running trials (a constant-liar TPE, the
-    multi-objective default, counts them as pending) read once, not once per parameter."""
+    reads answer from the window and the running trials as the ledger last read them (a
+    constant-liar TPE, the multi-objective default, counts those as pending)."""
 
-    def __init__(self, study: optuna.Study, window: list[FrozenTrial]):
+    def __init__(self, study: optuna.Study, window: list[FrozenTrial], running: list[FrozenTrial]):
         self._study = study
         self._window = window
-        self._running: list[FrozenTrial] | None = None
+        self._running = running
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
@@ -38,8 +38,6 @@ class TrialWindow:
                     use_cache: bool = False) -> list[FrozenTrial]:
         chosen = [t for t in self._window if states is None or t.state in states]
         if states is None or TrialState.RUNNING in states:
-            if self._running is None:
-                self._running = self._study._get_trials(deepcopy=False, states=(TrialState.RUNNING,))  # noqa: SLF001
             chosen += self._running
         return chosen
 
@@ -86,5 +84,6 @@ class WindowedTPESampler(TPESampler):
                 self.ledger, self._following = StudyLedger(study, recent=self.recent), False
             if not self._following:
                 self.ledger.catch_up()
-            self._window = (trial._trial_id, TrialWindow(study, self.ledger.history()))  # noqa: SLF001
+            window = TrialWindow(study, self.ledger.history(), self.ledger.running())
+            self._window = (trial._trial_id, window)  # noqa: SLF001
         return self._window[1]  # type: ignore[return-value] - a stand-in for the study

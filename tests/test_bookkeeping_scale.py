@@ -1,0 +1,57 @@
+"""The orchestrator's own reads per trial do not grow with the study.
+
+Uses the overhead benchmark's generator (synthetic studies shaped like real ones) and its
+stub for building and measuring, so only the driver's bookkeeping runs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from optuna.storages._cached_storage import _CachedStorage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import overhead  # noqa: E402 - the benchmark's own generator and stub
+
+
+class TrialsRead:
+    """The trials the storage hands out, with when, while patched in."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.reads: list[tuple[float, int]] = []
+        get_all, get_one = _CachedStorage.get_all_trials, _CachedStorage.get_trial
+
+        def get_all_trials(storage, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - Optuna's signature
+            trials = get_all(storage, *args, **kwargs)
+            self.reads.append((time.perf_counter(), len(trials)))
+            return trials
+
+        def get_trial(storage, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+            self.reads.append((time.perf_counter(), 1))
+            return get_one(storage, *args, **kwargs)
+
+        monkeypatch.setattr(_CachedStorage, "get_all_trials", get_all_trials)
+        monkeypatch.setattr(_CachedStorage, "get_trial", get_trial)
+
+    def between(self, start: float, end: float) -> int:
+        return sum(count for at, count in self.reads if start <= at < end)
+
+
+def test_the_trials_read_per_proposal_do_not_grow_with_the_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = overhead.config_for(tmp_path / "out", None, None)
+    overhead.drive(config, 2)  # the study, the teacher's baseline (measured for real) and the parent run
+    run_ids = overhead.run_pool(config, 4)
+    rng = np.random.default_rng(0)
+    per_proposal = {}
+    for size in (40, 240):
+        overhead.grow(config, size, run_ids, rng)
+        with monkeypatch.context() as patch:
+            spy = TrialsRead(patch)
+            asked = overhead.drive(config, 5).asked  # start-up reads the study once, before the first ask
+        per_proposal[size] = spy.between(asked[0], asked[-1]) / (len(asked) - 1)
+    assert per_proposal[240] < 1.5 * per_proposal[40] + 5, per_proposal
+    assert per_proposal[240] < 50, f"a proposal reads a handful of trials, not the study: {per_proposal}"
