@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from optuna.storages._cached_storage import _CachedStorage
 
+from slimsearch.search.loop.trial import run_candidate
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import overhead  # noqa: E402 - the benchmark's own generator and stub
@@ -53,5 +55,6 @@ def test_the_trials_read_per_proposal_do_not_grow_with_the_study(tmp_path: Path,
             spy = TrialsRead(patch)
             asked = overhead.drive(config, 5).asked  # start-up reads the study once, before the first ask
         per_proposal[size] = spy.between(asked[0], asked[-1]) / (len(asked) - 1)
+    assert overhead.driver_module.run_candidate is run_candidate, "searches after this one build for real"
     assert per_proposal[240] < 1.5 * per_proposal[40] + 5, per_proposal
     assert per_proposal[240] < 50, f"a proposal reads a handful of trials, not the study: {per_proposal}"
