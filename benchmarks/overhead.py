@@ -46,6 +46,7 @@ from slimsearch.search.loop import driver as driver_module
 from slimsearch.search.loop.driver import SearchDriver
 from slimsearch.search.loop.predictor import CostPredictor
 from slimsearch.search.loop.trial import TrialOutcome, TrialResult
+from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.outages import Outages
 from slimsearch.search.store.study import load_existing_study
 from slimsearch.search.store.tracking import MlflowTracker
@@ -63,7 +64,7 @@ COMPONENTS = {
     "tell": (optuna.Study, "tell"),
     "front update": (SearchDriver, "_update_front"),
     "front publish": (SearchDriver, "_publish_front"),
-    "duplicate check": (SearchDriver, "_measured_before"),
+    "ledger catch-up": (StudyLedger, "catch_up"),
     "stale check": (SearchDriver, "_fail_stale_trials"),
     "early-stopping monitor": (SearchDriver, "monitor"),
     "predictor fit": (CostPredictor, "refit"),

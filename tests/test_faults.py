@@ -16,6 +16,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from slimsearch.search.store import outages
+from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.storage import HEARTBEAT_ATTR, Heartbeats, fail_stale_trials, open_storage, stale_trials
 from tests.conftest import write_config
 from slimsearch.search.cli import app
@@ -499,11 +500,17 @@ def test_a_candidate_another_worker_is_measuring_is_stepped_aside_for_by_the_lat
     other = dataclasses.replace(candidate, prune_ratio=0.5 if candidate.prune_ratio != 0.5 else 0.25)
     first.set_user_attr("candidate", candidate.to_dict())
     second.set_user_attr("candidate", candidate.to_dict())
-    assert driver._measuring_now(candidate, second.number) == first.number, "the later trial steps aside"
-    assert driver._measuring_now(candidate, first.number) is None, "the earlier one goes on: never both"
-    assert driver._measuring_now(other, second.number) is None
+    driver.ledger = StudyLedger(driver.study)
+
+    def measuring(candidate, number: int) -> int | None:  # noqa: ANN001 - a Candidate
+        driver.ledger.catch_up()  # as the driver does before asking
+        return driver._measuring_now(candidate, number)
+
+    assert measuring(candidate, second.number) == first.number, "the later trial steps aside"
+    assert measuring(candidate, first.number) is None, "the earlier one goes on: never both"
+    assert measuring(other, second.number) is None
     driver.study.tell(first, state=TrialState.FAIL)
-    assert driver._measuring_now(candidate, second.number) is None, "only a trial still being measured counts"
+    assert measuring(candidate, second.number) is None, "only a trial still being measured counts"
 
 
 class _Runs:

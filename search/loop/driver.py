@@ -516,12 +516,14 @@ class SearchDriver:
             trial.set_user_attr(records.CANDIDATE, candidate.to_dict())
             trial.set_user_attr(records.SUMMARY, candidate.summary())
             trial.set_user_attr(records.SIMULATED, candidate.simulated)
-            if not self.config.search.remeasure and (earlier := self._measured_before(candidate)) is not None:
-                self._answer_duplicate(summary, trial, run_id, candidate, earlier)
-                return None
-            if not self.config.search.remeasure and (twin := self._measuring_now(candidate, trial.number)) is not None:
-                self._skip_twin(trial, run_id, candidate, twin)
-                return None
+            if not self.config.search.remeasure:
+                self.ledger.catch_up()  # what other workers finished or started since the proposal began
+                if (earlier := self.ledger.measured_trial(candidate)) is not None:
+                    self._answer_duplicate(summary, trial, run_id, candidate, earlier)
+                    return None
+                if (twin := self._measuring_now(candidate, trial.number)) is not None:
+                    self._skip_twin(trial, run_id, candidate, twin)
+                    return None
             reason = self._rejection(candidate)
         except InvalidCandidate as exc:
             reason = str(exc)
@@ -538,16 +540,12 @@ class SearchDriver:
         except InvalidCandidate as exc:
             return str(exc)
 
-    def _measured_before(self, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
-        """The trial that already measured (or stopped early) this exact candidate, if any."""
-        self.ledger.catch_up()
-        return self.ledger.measured_trial(candidate)
-
     def _measuring_now(self, candidate: Candidate, number: int) -> int | None:
-        """The number of an earlier trial another worker is measuring ``candidate`` in right now.
-        The earlier one goes on: two trials that each see the other cannot both step aside."""
+        """The number of an earlier trial another worker is measuring ``candidate`` in right now
+        (as of the ledger's last catch-up). The earlier one goes on: two trials that each see
+        the other cannot both step aside."""
         fingerprint = candidate.fingerprint()
-        for trial in self.ledger.running():  # read by the duplicate check just before
+        for trial in self.ledger.running():
             stored = trial.user_attrs.get(records.CANDIDATE)
             if trial.number < number and stored and Candidate.from_dict(stored).fingerprint() == fingerprint:
                 return trial.number
