@@ -28,7 +28,6 @@ from slimsearch.search.objectives import minimising_signs
 from slimsearch.search.store import records
 from slimsearch.spaces import Candidate
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 RECENT_TRIALS = 1000
 """How many of the latest complete or stopped trials :meth:`StudyLedger.history` keeps."""
 
