@@ -16,8 +16,10 @@ import sys
 import time
 from dataclasses import dataclass
 
+from slimsearch.spaces.errors import SlimsearchError
 
-class LaunchError(RuntimeError):
+
+class LaunchError(SlimsearchError, RuntimeError):
     """A server could not be started; the message says which and why."""
 
 

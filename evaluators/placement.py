@@ -19,6 +19,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from slimsearch.spaces.errors import SlimsearchError
 from slimsearch.evaluators.accuracy import evaluate_accuracy
 from slimsearch.evaluators.artifacts import load_artifact
 from slimsearch.evaluators.rank_plans import RankPlan
@@ -28,7 +29,7 @@ Split = tuple[torch.Tensor, torch.Tensor]
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
 
-class PlacementError(RuntimeError):
+class PlacementError(SlimsearchError, RuntimeError):
     """The configured placement cannot run measurements (no cluster, no bench node)."""
 
 

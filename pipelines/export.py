@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from slimsearch.spaces.errors import SlimsearchError
 from slimsearch.evaluators.artifacts import load_artifact, write_program
 from slimsearch.evaluators.onnx_runtime import OnnxModule
 from slimsearch.evaluators.openvino_runtime import OpenVinoModule
@@ -34,7 +35,7 @@ ATOL = 1e-3
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-class ExportError(RuntimeError):
+class ExportError(SlimsearchError, RuntimeError):
     """A format that cannot represent this model, or an export that does not match it."""
 
 

@@ -22,6 +22,7 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
+from slimsearch.spaces.errors import SlimsearchError
 from slimsearch.evaluators.families import plain_linear_layers
 
 Split = tuple[torch.Tensor, torch.Tensor]
@@ -147,7 +148,7 @@ BUILTIN_TASKS = {
 }
 
 
-class TaskLoadError(RuntimeError):
+class TaskLoadError(SlimsearchError, RuntimeError):
     """The task named in the config could not be imported or built."""
 
 

@@ -19,33 +19,25 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Optional, TypeVar
 
+import optuna
 import typer
-from optuna.trial import TrialState
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from slimsearch.evaluators import PlacementError
-from slimsearch.pipelines import TaskLoadError, load_task, space_problem
-from slimsearch.pipelines.cache import StageCache
-from slimsearch.pipelines.stages import checked_teacher
-from slimsearch.pipelines.export import FORMATS, ExportError
-from slimsearch.search.loop.driver import SearchError, SearchInterrupted
-from slimsearch.search.config import ConfigError, SlimsearchConfig, format_validation_error, load_config, redact_url
-from slimsearch.dashboards.launch import LaunchError
-from slimsearch.search.loop.library_logs import route_library_logs
+from slimsearch.search.config import ConfigError, SlimsearchConfig, format_validation_error, load_config
 from slimsearch.search.objectives import QualityMetric
-from slimsearch.search.store.pareto import FrontRow, front_rows, front_trials, hypervolume
-from slimsearch.search.review.selection import DeploymentError
+from slimsearch.search.store.ledger import StudyLedger
+from slimsearch.search.store.pareto import FrontRow, front_rows, hypervolume
 from slimsearch.search.store.storage import stale_trials
-from slimsearch.search.store.outages import StorageOutage
-from slimsearch.search.store.study import StudyMismatch, evaluated_count, load_existing_study
-from slimsearch.spaces import RUNTIMES, describe_space, rejection_reason, sample_candidates
+from slimsearch.search.store.study import load_existing_study
+from slimsearch.spaces import RUNTIMES, SlimsearchError, describe_space, rejection_reason, sample_candidates
 from slimsearch.search.store import records
-from slimsearch.search.store.tracking import TrackingUnreadable, trials_view_path
 
-if TYPE_CHECKING:  # imported lazily at run time so `slimsearch --help` stays fast
+# The layers that import torch or MLflow are imported inside the commands that use them, so
+# `--help`, `status` and `front` start in about a second and stay small.
+if TYPE_CHECKING:
     from slimsearch.search.review.study_review import StudyReview
     from slimsearch.search.review.selection import Selection
 
@@ -54,6 +46,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., object])
+EXPORT_FORMATS = list(dict.fromkeys(runtime.export_format for runtime in RUNTIMES.values()))
 
 StudyArg = typer.Argument(None, metavar="[CONFIG|STUDY]", show_default=False,
                           help="YAML config of the search (or a study name in the default output_dir)")
@@ -70,6 +63,15 @@ def _study_source(target: str | None, study: str | None, storage: str | None) ->
     else:
         cfg = load_config(Path(target) if target else None)
     return study or cfg.search.study_name, storage or cfg.storage_url
+
+
+def _read_study(target: str | None, study: str | None, storage: str | None
+                ) -> tuple[optuna.Study, SlimsearchConfig, str]:
+    """The study a read command shows (every read command finds it the same way), the config
+    it last ran with (where its MLflow store and outputs are) and its storage URL."""
+    study_name, storage_url = _study_source(target, study, storage)
+    found = load_existing_study(storage_url, study_name)
+    return found, SlimsearchConfig.model_validate(found.user_attrs.get("config", {})), storage_url
 
 
 @contextlib.contextmanager
@@ -104,13 +106,9 @@ def _clean_errors(command: F) -> F:
         try:
             with _graceful_stop():
                 return command(*args, **kwargs)
-        except (ConfigError, TaskLoadError, StudyMismatch, SearchError, ExportError, PlacementError, DeploymentError,
-                TrackingUnreadable, LaunchError, StorageOutage) as exc:
-            errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
-            raise typer.Exit(2) from None
-        except SearchInterrupted as exc:
-            errors.print(f"[yellow]stopped:[/] {escape(str(exc))}", soft_wrap=True)
-            raise typer.Exit(130) from None
+        except SlimsearchError as exc:
+            errors.print(f"[{exc.colour}]{exc.label}:[/] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             errors.print("[yellow]stopped:[/] interrupted before the first trial; run the same command again")
             raise typer.Exit(130) from None
@@ -193,32 +191,29 @@ def worker(
 @app.command()
 @_clean_errors
 def status(
-    config: Optional[Path] = ConfigArg,
-    study_name: Optional[str] = typer.Option(None, "--study", help="study to show (default: search.study_name)"),
+    target: Optional[str] = StudyArg,
+    study_name: Optional[str] = StudyOption,
+    storage: Optional[str] = StorageOption,
 ) -> None:
     """Where a study stands, read from its storage (also while a search runs elsewhere)."""
-    cfg = load_config(config)
-    study = load_existing_study(cfg.storage_url, study_name or cfg.search.study_name)
-    trials = study.get_trials(deepcopy=False)
-    outcomes = Counter(
-        t.state.name if t.state != TrialState.FAIL else f"FAIL ({t.user_attrs.get('failure_kind', 'stale')})"
-        for t in trials
-    )
+    study, cfg, _ = _read_study(target, study_name, storage)
+    ledger = StudyLedger.for_reading(study)  # from the search's snapshot: no read of every trial
+    outcomes = ledger.outcomes + Counter(t.state.name for t in ledger.unfinished.values())
     start, target = study.user_attrs.get("budget", [0, 0])
     table = Table(title=f"study {study.study_name}", show_header=False)
-    table.add_row("budget", f"{evaluated_count(study) - start} of {target - start} evaluated in the latest run"
+    table.add_row("budget", f"{ledger.evaluated - start} of {target - start} evaluated in the latest run"
                   if "budget" in study.user_attrs else "none yet (the run stopped before its first trial)")
     table.add_row("trials", ", ".join(f"{state} {n}" for state, n in sorted(outcomes.items())) or "none")
     now = datetime.datetime.now()
-    heartbeat_s = study.user_attrs.get("config", {}).get("search", {}).get("heartbeat_s", cfg.search.heartbeat_s)
-    stale = {t.number for t in stale_trials(study, heartbeat_s)}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    running = ledger.running()
+    stale = {t.number for t in stale_trials(study, cfg.search.heartbeat_s, running=running)}
+    for t in running:
         age = (now - t.datetime_start).total_seconds() if t.datetime_start else 0
         state = "worker gone (failed as stale by the next worker or run)" if t.number in stale else f"{age:.0f} s"
         table.add_row(f"running #{t.number}", f"worker {t.user_attrs.get('worker', '?')}, {state}, "
                       f"{t.user_attrs.get('summary', 'sampling')}")
     if "reference_point" in study.user_attrs:
-        front = front_trials(study)
+        front = ledger.front_trials()
         directions = list(study.user_attrs["objectives"].values())
         table.add_row("front", f"{len(front)} trials, hypervolume "
                       f"{hypervolume(front, directions, study.user_attrs['reference_point']):.4g}")
@@ -230,13 +225,12 @@ def status(
 @app.command()
 @_clean_errors
 def front(
-    config: Optional[Path] = ConfigArg,
-    study_name: Optional[str] = typer.Option(None, "--study", help="study name (default: from the config)"),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: from the config)"),
+    target: Optional[str] = StudyArg,
+    study_name: Optional[str] = StudyOption,
+    storage: Optional[str] = StorageOption,
 ) -> None:
     """Print the Pareto front of a study from its storage."""
-    cfg = load_config(config)
-    study = load_existing_study(storage or cfg.storage_url, study_name or cfg.search.study_name)
+    study, cfg, _ = _read_study(target, study_name, storage)
     objectives = list(study.user_attrs.get("objectives") or cfg.objectives)
     console.print(_front_table(front_rows(study, objectives), objectives, study.user_attrs.get("baseline"),
                                QualityMetric.of(study.user_attrs)))
@@ -253,9 +247,9 @@ def report(
     """Write one self-contained HTML report: Pareto plots, sortable front table, knee point."""
     from slimsearch.search.review.study_review import StudyReview
 
-    study_name, storage_url = _study_source(target, study, storage)
-    review = StudyReview(load_existing_study(storage_url, study_name))
-    path = output or Path(review.config.get("output_dir", ".")) / f"report-{study_name}.html"
+    found, study_config, _ = _read_study(target, study, storage)
+    review = StudyReview(found)
+    path = output or Path(study_config.output_dir) / f"report-{found.study_name}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(review.html())
     knee = f"; knee: trial {review.knee.number} ({review.knee.user_attrs.get('summary', '')})" if review.knee else ""
@@ -275,7 +269,7 @@ def select(
                                              help="limit on how much worse than the teacher on the task's metric, in "
                                                   "its units (accuracy: teacher minus candidate)"),
     prefer: str = typer.Option("knee", "--prefer", help="latency | memory | knee | the task's metric (e.g. accuracy)"),
-    formats: list[str] = typer.Option([], "--format", help="torchscript | torch_export | onnx (repeatable); only "
+    formats: list[str] = typer.Option([], "--format", help=f"{' | '.join(EXPORT_FORMATS)} (repeatable); only "
                                       "trials exportable so are chosen (default: the format the trial was served in)"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="directory (default: <output_dir>/deploy-STUDY)"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="registered model name (default: slimsearch-STUDY)"),
@@ -284,20 +278,22 @@ def select(
     allow_simulated: bool = typer.Option(False, "--allow-simulated", help="also consider fake-quant (simulated) bit widths"),
 ) -> None:
     """Choose a deployment under limits, re-measure it, export it and register it in MLflow."""
-    from slimsearch.search.deploy.deployment import SelectionRefused, build_deployment
+    from slimsearch.pipelines.export import FORMATS
+    from slimsearch.search.deploy.deployment import build_deployment
     from slimsearch.search.deploy.registry import register_model
+    from slimsearch.search.loop.library_logs import route_library_logs
     from slimsearch.search.review.study_review import StudyReview
-    from slimsearch.search.review.selection import PREFERENCES, Limits
+    from slimsearch.search.review.selection import PREFERENCES, DeploymentError, Limits
     from slimsearch.search.review.selection import select as choose
 
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ConfigError(f"--format {unknown[0]} is not an export format; choose from {', '.join(FORMATS)}")
-    study_name, storage_url = _study_source(target, study, storage)
-    review = StudyReview(load_existing_study(storage_url, study_name))
+    found, study_config, _ = _read_study(target, study, storage)
+    review, study_name = StudyReview(found), found.study_name
     if prefer not in (*PREFERENCES, review.quality.name):
         raise ConfigError(f"--prefer must be one of {', '.join(PREFERENCES)}, {review.quality.name}; got '{prefer}'")
-    route_library_logs(Path(review.config.get("output_dir", ".")) / "logs" / f"{study_name}-select.log")
+    route_library_logs(Path(study_config.output_dir) / "logs" / f"{study_name}-select.log")
     limits = Limits(max_latency_ms, max_memory_mb, max_drop, review.quality)
     selection = choose(review, limits, prefer, allow_simulated, trial_number, exportable_as=formats)
     if selection.chosen is None:
@@ -311,18 +307,14 @@ def select(
     chosen = selection.chosen
     console.print(f"chosen: trial {chosen.number} ({chosen.user_attrs['summary']}), preference {prefer}; "
                   "rebuilding and re-measuring in isolation...")
-    directory = output or Path(review.config.get("output_dir", ".")) / f"deploy-{study_name}"
+    directory = output or Path(study_config.output_dir) / f"deploy-{study_name}"
     # The registered pyfunc serves what the trial measured: ONNX for onnxruntime candidates, the
     # torch.export program for torch_compile ones (compiled where it is loaded), else TorchScript.
     runtime = chosen.user_attrs[records.CANDIDATE].get("runtime", "torch")
     served = RUNTIMES[runtime].export_format
     if (register or not formats) and served not in formats:
         formats = [*formats, served]
-    try:
-        deployment = build_deployment(review, chosen, limits, formats, directory)
-    except SelectionRefused as exc:
-        errors.print(f"[red]refused:[/] {exc}", soft_wrap=True)
-        raise typer.Exit(3) from None
+    deployment = build_deployment(review, chosen, limits, formats, directory)  # SelectionRefused: exit 3
     m, quality = deployment.remeasured.metrics, review.quality
     console.print(f"re-measured: {quality.name} {m[quality.name]:.4f} (drop {m[quality.drop]:+.4f}), latency p50 "
                   f"{m['latency_p50_ms']:.3f} ms [95% CI {m['latency_p50_ci_low_ms']:.3f}-{m['latency_p50_ci_high_ms']:.3f}], "
@@ -331,7 +323,6 @@ def select(
         console.print(f"exported {fmt}: {path} (outputs verified against the compressed model)")
     console.print(f"deployment spec: {deployment.spec_path}")
     if register:
-        study_config = SlimsearchConfig.model_validate(review.config)
         registration = register_model(
             study_config.tracking_uri,
             study_config.tracking.experiment,
@@ -365,7 +356,9 @@ def _selection_table(selection: Selection, review: StudyReview) -> Table:
 @app.command()
 @_clean_errors
 def ui(
-    config: Optional[Path] = ConfigArg,
+    target: Optional[str] = StudyArg,
+    study_name: Optional[str] = StudyOption,
+    storage: Optional[str] = StorageOption,
     host: str = typer.Option("127.0.0.1", "--host", help="bind address (keep loopback unless you mean it)"),
     port: int = typer.Option(5000, "--port"),
     optuna_dashboard: bool = typer.Option(False, "--optuna-dashboard", help="also start optuna-dashboard on --optuna-port"),
@@ -373,17 +366,18 @@ def ui(
 ) -> None:
     """Start the MLflow UI on the study's tracking store (and optuna-dashboard); Ctrl-C stops them."""
     from slimsearch.dashboards.launch import LaunchError, start_mlflow_ui, start_optuna_dashboard
+    from slimsearch.search.store.tracking import trials_view_path
 
-    cfg = load_config(config)
+    study, cfg, storage_url = _read_study(target, study_name, storage)
     servers = []
     try:
         servers.append(start_mlflow_ui(cfg.tracking_uri, host, port))
         if optuna_dashboard:
-            servers.append(start_optuna_dashboard(cfg.storage_url, host, optuna_port))
-        pages = {"MLflow UI": trials_view_path(cfg.tracking_uri, cfg.tracking.experiment, cfg.search.study_name)}
+            servers.append(start_optuna_dashboard(storage_url, host, optuna_port))
+        pages = {"MLflow UI": trials_view_path(cfg.tracking_uri, cfg.tracking.experiment, study.study_name)}
         for server in servers:
             console.print(f"{server.name}: [bold]{server.url}{pages.get(server.name, '')}[/]", soft_wrap=True)
-        console.print(f"the trials of '{cfg.search.study_name}' (experiment '{cfg.tracking.experiment}') with the "
+        console.print(f"the trials of '{study.study_name}' (experiment '{cfg.tracking.experiment}') with the "
                       "objectives as columns; filter with tags.pareto = 'true'. Ctrl-C to stop.", soft_wrap=True)
         while all(server.process.poll() is None for server in servers):
             time.sleep(0.5)
@@ -403,6 +397,8 @@ app.add_typer(cache_app, name="cache")
 @_clean_errors
 def cache_info(config: Optional[Path] = ConfigArg) -> None:
     """Entries and disk use of the stage cache, per stage."""
+    from slimsearch.pipelines.cache import StageCache
+
     cfg = load_config(config)
     table = Table(title=f"stage cache {cfg.cache_dir}")
     for column in ("stage", "entries", "MiB"):
@@ -422,6 +418,8 @@ def cache_clear(
                                         "teacher, teacher-logits, teacher-features, student, pruned, qat, onnx)"),
 ) -> None:
     """Delete cached stage outputs (entries in use by a running search are skipped)."""
+    from slimsearch.pipelines.cache import StageCache
+
     cfg = load_config(config)
     cache = StageCache(cfg.cache_dir)
     present = [row.stage for row in cache.usage()]
@@ -437,6 +435,9 @@ def cache_clear(
 @_clean_errors
 def validate(config: Path = typer.Argument(..., help="YAML config to check")) -> None:
     """Check a config file and that its task imports and builds; exit 2 with one line naming the problem."""
+    from slimsearch.pipelines import load_task, space_problem
+    from slimsearch.pipelines.stages import checked_teacher
+
     cfg = load_config(config)
     task = load_task(cfg.task, cfg.search.seed)  # an unimportable task is found now, not at run time
     cfg = cfg.for_task(task)  # objectives and constraints speak the task's metric

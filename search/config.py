@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator, ValidationInfo
 
-from slimsearch.evaluators import TimingProtocol
-from slimsearch.pipelines import TrainingRecipe
-from slimsearch.pipelines import Task
+from slimsearch.spaces.errors import SlimsearchError
 from slimsearch.search.objectives import SERVING_METRICS, Constraint, Direction, QualityMetric, quality_name
 from slimsearch.spaces import SpaceSpec
+
+if TYPE_CHECKING:  # torch-importing layers, loaded only when a config is put to work: read commands stay light
+    from slimsearch.evaluators import TimingProtocol
+    from slimsearch.pipelines import Task, TrainingRecipe
 
 
 class _Strict(BaseModel):
@@ -103,6 +105,8 @@ class TrainingSettings(_Strict):
     batch_size: int = Field(64, ge=1)
 
     def recipe(self) -> TrainingRecipe:
+        from slimsearch.pipelines import TrainingRecipe
+
         return TrainingRecipe(**self.model_dump())
 
 
@@ -126,6 +130,8 @@ class EvaluationSettings(_Strict):
         return self
 
     def protocol(self) -> TimingProtocol:
+        from slimsearch.evaluators import TimingProtocol
+
         return TimingProtocol(self.warmup, self.repeats, self.rounds, self.max_rounds, self.max_outside_load)
 
 
@@ -238,7 +244,7 @@ class SlimsearchConfig(_Strict):
         return Path(self.output_dir) / "mlartifacts"
 
 
-class ConfigError(ValueError):
+class ConfigError(SlimsearchError, ValueError):
     """A config problem, phrased as one line naming the file and the field."""
 
 

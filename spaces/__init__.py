@@ -8,6 +8,7 @@ silently wrong.
 """
 
 from slimsearch.spaces.candidate import Candidate, StudentChoice
+from slimsearch.spaces.errors import SlimsearchError
 from slimsearch.spaces.runtimes import RUNTIMES, STRATEGIES, Runtime, RuntimeSpec, Strategy
 from slimsearch.spaces.spec import (
     FLOAT16_DTYPES,
@@ -34,6 +35,7 @@ from slimsearch.spaces.sampling import (
 
 __all__ = [
     "Candidate",
+    "SlimsearchError",
     "StudentChoice",
     "FLOAT16_DTYPES",
     "RUNTIMES",

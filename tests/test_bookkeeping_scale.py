@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from optuna.storages._cached_storage import _CachedStorage
+from typer.testing import CliRunner
 
+from slimsearch.search.cli import app
 from slimsearch.search.loop.trial import run_candidate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -58,3 +60,12 @@ def test_the_trials_read_per_proposal_do_not_grow_with_the_study(tmp_path: Path,
     assert overhead.driver_module.run_candidate is run_candidate, "searches after this one build for real"
     assert per_proposal[240] < 1.5 * per_proposal[40] + 5, per_proposal
     assert per_proposal[240] < 50, f"a proposal reads a handful of trials, not the study: {per_proposal}"
+
+    overhead.grow(config, 260, run_ids, rng)  # told after the search stored its last snapshot
+    for command in ("status", "front"):
+        with monkeypatch.context() as patch:
+            spy = TrialsRead(patch)
+            result = CliRunner().invoke(app, [command, str(overhead.write_config(config))])
+        assert result.exit_code == 0, result.output
+        read = spy.between(0, float("inf"))
+        assert read < 100, f"{command} reads the front and the 20 newer trials, not all 260: {read}"

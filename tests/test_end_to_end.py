@@ -84,6 +84,16 @@ def test_search_records_agree_and_resume_continues_numbering(tmp_path: Path, fas
     front = runner.invoke(app, ["front", str(config)])
     assert front.exit_code == 0 and "Pareto front" in cli_text(front.output)
 
+    # Every read command finds the study the same way: by a study name and --storage, from anywhere.
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    expected = {"status": "study e2e", "front": "Pareto front", "report": "report-e2e.html",
+                "select": "no completed trial satisfies", "ui": "no study named 'e2f'"}
+    for command, found in expected.items():
+        limits = ["--max-latency-ms", "1e-9", "--no-register"] if command == "select" else []
+        result = runner.invoke(app, [command, "e2f" if command == "ui" else "e2e", "--storage", storage, *limits])
+        assert found in cli_text(result.output), (command, result.output)
+        assert result.exit_code == (0 if command in ("status", "front", "report") else 2), (command, result.output)
+
 
 CRASHY_TASK = readme_task_source() + '''
 

@@ -125,3 +125,40 @@ def test_the_incremental_front_equals_optunas_best_trials_with_trials_told_by_an
             optunas = sorted(t.number for t in study.best_trials if "duplicate_of" not in t.user_attrs)
             assert [t.number for t in ledger.front_trials()] == optunas
     assert ledger.front, "a front to compare"
+
+
+def test_a_ledger_for_reading_started_from_an_old_snapshot_equals_a_full_read(tmp_path) -> None:
+    """``status`` and ``front`` start from the snapshot a search stored, which may be old (the
+    worker that wrote it died): trials running then and trials told since are read and folded,
+    so the front, the counts and the running trials equal a read of the whole study."""
+    from slimsearch.search.store.ledger import SNAPSHOT_ATTR, StudyLedger
+    from slimsearch.search.store.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url), directions=["maximize", "minimize"])
+    rng = np.random.default_rng(3)
+    held = []
+    for number in range(60):
+        trial = study.ask()
+        if number == 30:
+            writer = StudyLedger(study)
+            writer.catch_up()
+            study.set_user_attr(SNAPSHOT_ATTR, writer.snapshot())
+        if rng.random() < 0.15:
+            held.append(trial)  # still running when the snapshot was written, finished (or not) later
+            continue
+        if rng.random() < 0.1:
+            trial.set_user_attr("failure_kind", "error")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        trial.set_constraint("accuracy_drop <= 0.05", float(rng.normal(-0.02, 0.04)))
+        study.tell(trial, [round(float(v), 1) for v in rng.uniform(0, 1, 2)])
+    for trial in held[::2]:
+        study.tell(trial, [round(float(v), 1) for v in rng.uniform(0, 1, 2)])
+
+    reading, full = StudyLedger.for_reading(study), StudyLedger(study)
+    full.catch_up()
+    optunas = sorted(t.number for t in study.best_trials)
+    assert [t.number for t in reading.front_trials()] == [t.number for t in full.front_trials()] == optunas
+    assert (reading.evaluated, reading.outcomes) == (full.evaluated, full.outcomes)
+    assert [t.number for t in reading.running()] == [t.number for t in full.running()] == [t.number for t in held[1::2]]

@@ -36,6 +36,9 @@ from slimsearch.search.store import records
 class SelectionRefused(DeploymentError):
     """The re-measured candidate breaks a limit; nothing was exported or registered."""
 
+    exit_code = 3
+    label = "refused"
+
 
 @dataclass
 class Deployment:

@@ -40,6 +40,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from slimsearch.spaces.errors import SlimsearchError
 from slimsearch.evaluators import hardware_identity, missing_compiler
 from slimsearch.pipelines import CompressionPipeline, Task, load_task, space_problem
 from slimsearch.search.config import SlimsearchConfig, redact_url
@@ -57,13 +58,12 @@ from slimsearch.search.store.pareto import (
     reference_point,
 )
 from slimsearch.search.store import records
-from slimsearch.search.store.ledger import StudyLedger
+from slimsearch.search.store.ledger import SNAPSHOT_ATTR, StudyLedger
 from slimsearch.search.store.windowed_sampler import WindowedTPESampler
 from slimsearch.search.review.study_review import StudyReview
 from slimsearch.search.store.outages import Outages, StorageOutage
 from slimsearch.search.store.storage import Heartbeats, fail_stale_trials, mark_trial_owner, rerun_once, unreachable
 from slimsearch.search.store.study import (
-    evaluated_count,
     load_existing_study,
     open_study,
     stored_baseline,
@@ -96,12 +96,16 @@ EXPLORE_DRAWS = 200
 MAX_LOGGED_MODEL_BYTES = 200 * 1024 * 1024  # front models larger than this stay out of the tracking store
 
 
-class SearchError(RuntimeError):
+class SearchError(SlimsearchError, RuntimeError):
     """The search cannot go on; the message says why and what to change."""
 
 
-class SearchInterrupted(RuntimeError):
+class SearchInterrupted(SlimsearchError, RuntimeError):
     """Ctrl-C: the running trial was marked and the front written; re-run to resume."""
+
+    exit_code = 130
+    label = "stopped"
+    colour = "yellow"
 
 
 @dataclass
@@ -172,9 +176,9 @@ class SearchDriver:
         _check_writable(Path(cfg.output_dir))
         # The run's owner checks the servers before anything trains; a worker it started
         # moments later (or one joining an overnight run) waits an outage out like every call.
-        for field, url in (("search.storage", cfg.storage_url), ("tracking.tracking_uri", cfg.tracking_uri)):
+        for setting, url in (("search.storage", cfg.storage_url), ("tracking.tracking_uri", cfg.tracking_uri)):
             if not self.worker and (problem := unreachable(url)):
-                raise SearchError(f"{field} {redact_url(url)} does not answer ({problem}); start the server or "
+                raise SearchError(f"{setting} {redact_url(url)} does not answer ({problem}); start the server or "
                                   "correct the URL (nothing was trained or recorded)")
         route_library_logs(Path(cfg.output_dir) / "logs" / f"{cfg.search.study_name}.log")
         with self._owning_run():
@@ -269,7 +273,7 @@ class SearchDriver:
             if not self.study.get_trials(deepcopy=False):
                 for params in anchor_params(cfg.space) + self._warm_start_params(warm_start):
                     self.study.enqueue_trial(params)
-            start = evaluated_count(self.study)
+            start = self.ledger.evaluated  # caught up above; enqueued trials are not evaluated
             self.study.set_user_attr("budget", [start, start + n_trials])
             if cfg.search.backend == "optuna":  # with Ray, search.workers bounds concurrent Tune trials
                 workers = spawn_workers(cfg, cfg.search.workers - 1)
@@ -766,6 +770,7 @@ class SearchDriver:
         """Refresh hypervolume and the ``pareto`` tags; returns a progress line and the
         front's metrics to chart on the parent run."""
         self.ledger.catch_up()
+        self.study.set_user_attr(SNAPSHOT_ATTR, self.ledger.snapshot())  # what status/front start from
         front = self.ledger.front_trials()
         members, within = noise_aware_front(self.study, front)
         summary.hypervolume = hypervolume(front, self.directions, self.reference)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from optuna.trial import FrozenTrial
 
+from slimsearch.spaces.errors import SlimsearchError
 from slimsearch.search.objectives import QualityMetric
 from slimsearch.search.review.study_review import StudyReview, knee_trial
 from slimsearch.spaces import RUNTIMES
@@ -47,7 +48,7 @@ class Limits:
         return sum(max(0.0, metrics[m] - b) / max(abs(b), 1e-3) for m, _, b in self._pairs())
 
 
-class DeploymentError(RuntimeError):
+class DeploymentError(SlimsearchError, RuntimeError):
     """No deployment can be made as asked (no trial meets the limits, the registry is not
     where the study logged); the message says what was found and what to change."""
 

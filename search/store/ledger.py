@@ -14,12 +14,16 @@ this process's and every other worker's, found by number -- and keeps:
 
 Catching up reads the whole study once, then only the trials that can have changed (the
 unfinished ones and newer numbers); the per-trial work does not grow with the study.
+A running search also stores a small :meth:`~StudyLedger.snapshot` in the study, so the
+read commands (``status``, ``front``) start from it and read only the front and the
+trials newer than it -- exact even when the snapshot is old (a finished trial never
+changes, a dominated one stays dominated), and in a second at 10,000 trials.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Callable
+from collections import Counter, deque
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -30,6 +34,8 @@ from slimsearch.spaces import Candidate
 
 RECENT_TRIALS = 1000
 """How many of the latest complete or stopped trials :meth:`StudyLedger.history` keeps."""
+SNAPSHOT_ATTR = "ledger"
+"""Study attribute holding the latest :meth:`StudyLedger.snapshot` a search wrote."""
 
 
 def dominates(a: list[float], b: list[float]) -> bool:
@@ -55,6 +61,8 @@ class StudyLedger:
         """Fingerprints of every finished trial's candidate, rejected and repeated ones too."""
         self.evaluated = 0
         """Finished trials that used up budget (:func:`records.uses_budget`)."""
+        self.outcomes: Counter[str] = Counter()
+        """Finished trials by :func:`records.outcome` (``COMPLETE``, ``FAIL (error)``, ...)."""
         self.recent: deque[FrozenTrial] = deque(maxlen=recent)
         """The latest complete or stopped trials, in the order they were folded in."""
         self.unfinished: dict[int, FrozenTrial] = {}
@@ -75,6 +83,32 @@ class StudyLedger:
             if self.on_new is not None:
                 self.on_new(trial)
         return fresh
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counts, the front and where reading stopped, small enough to store in the study
+        after every trial (front-sized), for :meth:`for_reading`."""
+        return {"next_number": self.next_number, "unfinished": sorted(self.unfinished), "front": sorted(self.front),
+                "evaluated": self.evaluated, "outcomes": dict(self.outcomes)}
+
+    @classmethod
+    def for_reading(cls, study: optuna.Study) -> StudyLedger:
+        """A caught-up ledger for the read commands: the counts, the front and the running
+        trials only (no candidate index, no sampler history), started from the snapshot a
+        search stored, so it reads the front members and the newer trials instead of all."""
+        ledger = cls(study, recent=0)
+        stored = study.user_attrs.get(SNAPSHOT_ATTR)
+        if stored:
+            by_number = ledger._read_numbers([*stored["front"], *stored["unfinished"]])
+            ledger.front = {n: by_number[n] for n in stored["front"]}
+            ledger.unfinished = {n: by_number[n] for n in stored["unfinished"]}
+            ledger.next_number, ledger.evaluated = stored["next_number"], stored["evaluated"]
+            ledger.outcomes.update(stored["outcomes"])
+        ledger.catch_up()
+        return ledger
+
+    def _read_numbers(self, numbers: list[int]) -> dict[int, FrozenTrial]:
+        storage, study_id = self.study._storage, self.study._study_id  # noqa: SLF001 - reads by number
+        return {n: storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, n)) for n in numbers}
 
     def _read_all(self) -> list[FrozenTrial]:
         trials = self.study.get_trials(deepcopy=False)
@@ -105,6 +139,7 @@ class StudyLedger:
         if fingerprint:
             self.proposed.add(fingerprint)
         self.evaluated += records.uses_budget(trial)
+        self.outcomes[records.outcome(trial)] += 1
         if trial.state != TrialState.FAIL:
             self.recent.append(trial)
         if trial.state == TrialState.FAIL or records.is_duplicate(trial):

@@ -24,6 +24,8 @@ from typing import Any, Callable, TypeVar
 import sqlalchemy
 from optuna.storages import BaseStorage
 
+from slimsearch.spaces.errors import SlimsearchError
+
 T = TypeVar("T")
 
 FIRST_WAIT_S = 0.5
@@ -33,7 +35,7 @@ REMIND_EVERY_S = 30.0
 DEFAULT_PATIENCE_S = 600.0
 
 
-class StorageOutage(RuntimeError):
+class StorageOutage(SlimsearchError, RuntimeError):
     """A storage or tracking server stayed unreachable longer than the configured patience."""
 
 

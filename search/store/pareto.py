@@ -2,7 +2,7 @@
 
 The front is Optuna's ``best_trials`` (infeasible trials excluded when constraints are
 set) without the answers to repeated proposals, kept by :class:`~.ledger.StudyLedger`
-(one pass over the trials, no deep copies; a running search keeps its ledger). Hypervolume uses ``optuna._hypervolume.compute_hypervolume`` — private in
+(a running search keeps its ledger; a read command starts from the snapshot it stored). Hypervolume uses ``optuna._hypervolume.compute_hypervolume`` — private in
 Optuna 5 but the library's own implementation (the major version is pinned and a test
 cross-checks it). Objectives are turned into minimisation (maximised ones negated) and
 measured against a reference point fixed once per study, so values are comparable over
@@ -64,9 +64,7 @@ def hypervolume(trials: list[FrozenTrial], directions: list[str], reference: lis
 
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The measured Pareto front (answers given to repeated proposals are not members)."""
-    ledger = StudyLedger(study)
-    ledger.catch_up()
-    return ledger.front_trials()
+    return StudyLedger.for_reading(study).front_trials()
 
 
 def uncertainty(trial: FrozenTrial, objective: str) -> float:

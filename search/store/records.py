@@ -57,6 +57,13 @@ def uses_budget(trial: FrozenTrial) -> bool:
         and not is_duplicate(trial)
 
 
+def outcome(trial: FrozenTrial) -> str:
+    """How a trial ended, as ``status`` counts it: the state, failures by kind (``FAIL (error)``)."""
+    if trial.state != TrialState.FAIL:
+        return trial.state.name
+    return f"FAIL ({trial.user_attrs.get(FAILURE_KIND, 'stale')})"
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """One finished (or running) trial as stored in Optuna, typed."""

@@ -108,14 +108,19 @@ def mark_trial_owner(trial: optuna.Trial) -> None:
     trial.set_user_attr("pid", psutil.Process().pid)
 
 
-def stale_trials(study: optuna.Study, heartbeat_s: float, now: float | None = None) -> list[FrozenTrial]:
+def stale_trials(study: optuna.Study, heartbeat_s: float, now: float | None = None,
+                 running: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
     """Running trials whose worker is gone: silent for ``SILENT_HEARTBEATS`` intervals (before
-    the first beat, counted from the trial's start), or owned by a dead process on this host."""
+    the first beat, counted from the trial's start), or owned by a dead process on this host.
+    ``running``: the running trials, where the caller has them (reading them otherwise reads
+    the whole study once)."""
     now = time.time() if now is None else now
     host = socket.gethostname()
     stale = []
     heard_since = reconnected_at(study._storage)  # noqa: SLF001 - while cut off, this process heard nobody
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    if running is None:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in running:
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
         silent_s = now - max(float(trial.system_attrs.get(HEARTBEAT_ATTR, started)), heard_since)
         pid = trial.user_attrs.get("pid")

@@ -14,12 +14,12 @@ from typing import Any, Iterator
 
 import optuna
 import sqlalchemy
-from optuna.trial import TrialState
 
+from slimsearch.spaces.errors import SlimsearchError
 from slimsearch.search.config import SlimsearchConfig, redact_url
 from slimsearch.search.store.outages import Outages
 from slimsearch.search.store.storage import open_storage
-from slimsearch.search.store import records
+from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.windowed_sampler import WindowedTPESampler
 
 SAMPLERS = {
@@ -34,7 +34,7 @@ SAMPLERS = {
 }
 
 
-class StudyMismatch(RuntimeError):
+class StudyMismatch(SlimsearchError, RuntimeError):
     """An existing study cannot be resumed with this config."""
 
 
@@ -124,6 +124,5 @@ def stored_baseline(study: optuna.Study) -> dict[str, Any] | None:
 
 def evaluated_count(study: optuna.Study) -> int:
     """Finished trials that used up budget (:func:`records.uses_budget`)."""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-    return sum(records.uses_budget(t) for t in trials)
+    return StudyLedger.for_reading(study).evaluated
 

@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from slimsearch.spaces.errors import SlimsearchError
 from slimsearch.search.config import redact_url
 from slimsearch.search.store.outages import Outages, Retrying
 
@@ -160,7 +161,7 @@ def readable_tracking(tracking_uri: str) -> Iterator[None]:
             "tracking.tracking_uri elsewhere") from None
 
 
-class TrackingUnreadable(RuntimeError):
+class TrackingUnreadable(SlimsearchError, RuntimeError):
     """The tracking store exists but cannot be read."""
 
 
