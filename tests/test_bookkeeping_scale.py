@@ -69,3 +69,25 @@ def test_the_trials_read_per_proposal_do_not_grow_with_the_study(tmp_path: Path,
         assert result.exit_code == 0, result.output
         read = spy.between(0, float("inf"))
         assert read < 100, f"{command} reads the front and the 20 newer trials, not all 260: {read}"
+
+
+def test_trials_read_in_chunks_are_the_trials_optuna_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two studies in one database (their trial ids interleave), chunks of 3 ids: the chunked
+    read returns what ``get_trials`` returns, state filter included, and nothing of the other study."""
+    import optuna
+
+    from slimsearch.search.store import storage as storage_module
+
+    monkeypatch.setattr(storage_module, "READ_CHUNK", 3)
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    studies = [optuna.create_study(study_name=name, storage=storage_module.open_storage(url)) for name in "ab"]
+    for i in range(20):
+        study = studies[i % 3 == 0]
+        trial = study.ask()
+        if i % 4:
+            study.tell(trial, float(i))
+    for study in studies:
+        for states in ((optuna.trial.TrialState.COMPLETE,), (optuna.trial.TrialState.RUNNING,)):
+            expected = [(t.number, t.state, t.values) for t in study.get_trials(deepcopy=False, states=states)]
+            read = [(t.number, t.state, t.values) for t in storage_module.read_trials(study, states)]
+            assert read == expected and expected

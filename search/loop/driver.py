@@ -815,7 +815,7 @@ class SearchDriver:
         report_due = final or time.monotonic() - self._report_published_at >= REPORT_EVERY_S
         if rows == self._published_rows and not report_due:
             return
-        report = StudyReview(self.study).html() if report_due else None
+        report = StudyReview(self.study, self.ledger).html() if report_due else None
         self.tracker.log_front(front_csv(rows, self.objectives, self.quality), rows, report)
         self._published_rows = rows
         if report_due:

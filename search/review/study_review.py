@@ -14,8 +14,6 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna.importance import FanovaImportanceEvaluator
-
 from slimsearch.dashboards import (
     PlotPoint,
     ReportRow,
@@ -26,7 +24,9 @@ from slimsearch.dashboards import (
     report_html,
 )
 from slimsearch.search.objectives import Constraint, QualityMetric, minimising_signs
+from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.pareto import is_feasible, noise_aware_front
+from slimsearch.search.store.storage import read_trials
 from slimsearch.search.store import records
 
 MIN_TRIALS_FOR_IMPORTANCE = 5
@@ -64,17 +64,19 @@ def objective_bounds(constraints: list[Constraint], objectives: list[str], basel
 class StudyReview:
     """Read-only view of one study for plots, tables and selection."""
 
-    def __init__(self, study: optuna.Study):
+    def __init__(self, study: optuna.Study, ledger: StudyLedger | None = None):
+        """``ledger``: a running search's own (its trials are already in memory); a read
+        command reads the front from the stored snapshot and the complete trials in chunks."""
         self.study = study
         self.objectives: dict[str, str] = dict(study.user_attrs.get("objectives", {}))
         self.baseline: dict[str, Any] = study.user_attrs.get("baseline") or {"metrics": {}, "hardware": {}}
         self.config: dict[str, Any] = study.user_attrs.get("config", {})
         self.quality = QualityMetric.of(study.user_attrs)
-        self.complete = [
-            t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if all(math.isfinite(v) for v in t.values)
-        ]
-        self.front, self.within_noise = noise_aware_front(study)
+        self.ledger = ledger or StudyLedger.for_reading(study)
+        told = [t for t in self.ledger.seen_trials.values() if t.state == TrialState.COMPLETE] if ledger \
+            else read_trials(study, (TrialState.COMPLETE,))
+        self.complete = sorted((t for t in told if all(math.isfinite(v) for v in t.values)), key=lambda t: t.number)
+        self.front, self.within_noise = noise_aware_front(study, self.ledger.front_trials())
         """Front members, and ``{trial: member}`` for points that win only within measurement noise."""
         self.knee = knee_trial(self.front, list(self.objectives.values()))
 
@@ -114,7 +116,7 @@ class StudyReview:
         teacher = self.baseline.get("metrics", {})
         shown = ", ".join(f"{k} {teacher[k]:.4g}" for k in (*self.objectives, "model_mb") if k in teacher)
         return [
-            f"task {self.config.get('task', '?')} · {len(self.complete)} completed trials of {len(self.study.get_trials(deepcopy=False))} · "
+            f"task {self.config.get('task', '?')} · {len(self.complete)} completed trials of {self.ledger.trial_count()} · "
             f"front {len(self.front)}" + (f" (+{len(self.within_noise)} within measurement noise of a member: "
                                           + ", ".join(f"trial {a} of {b}" for a, b in sorted(self.within_noise.items()))
                                           + ")" if self.within_noise else ""),
@@ -148,6 +150,9 @@ class StudyReview:
         no importance to show; fANOVA raises for it, so it is left out rather than failing the report."""
         if len(self.complete) < MIN_TRIALS_FOR_IMPORTANCE:
             return {}
+        # scikit-learn's forests (150 MB): loaded after the trials are read, not beside them.
+        from optuna.importance import FanovaImportanceEvaluator
+
         sample = self.complete
         if len(sample) > IMPORTANCE_TRIALS:
             sample = random.Random(0).sample(sample, IMPORTANCE_TRIALS)

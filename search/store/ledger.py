@@ -129,6 +129,10 @@ class StudyLedger:
         self.unfinished = {t.number: t for t in changed if not t.state.is_finished()}
         return sorted((t for t in changed if t.state.is_finished()), key=lambda t: t.number)
 
+    def trial_count(self) -> int:
+        """Every trial of the study as of the last :meth:`catch_up`, finished or not."""
+        return sum(self.outcomes.values()) + len(self.unfinished)
+
     def running(self) -> list[FrozenTrial]:
         """The trials running as of the last :meth:`catch_up` (any worker's), by number."""
         return sorted((t for t in self.unfinished.values() if t.state == TrialState.RUNNING), key=lambda t: t.number)
