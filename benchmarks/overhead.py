@@ -28,6 +28,7 @@ import hashlib
 import io
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +57,8 @@ from common import goal, provenance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.postgres_server, for --postgres
 
+SCRATCH_TRIALS = 500
+"""Candidates drawn from one scratch study before the generator starts a new one."""
 RUN_POOL = 64
 """Real MLflow runs the synthetic trials point at (round robin): re-tagging one must work."""
 COMPONENTS = {
@@ -106,10 +109,11 @@ def config_for(out: Path, storage: str | None, tracking: str | None) -> Slimsear
 def synthetic_trials(config: SlimsearchConfig, count: int, start: int, run_ids: list[str],
                      rng: np.random.Generator) -> Iterator[optuna.trial.FrozenTrial]:
     """Trials as the driver records them: the states and attributes of a real study's mix."""
-    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=int(rng.integers(1 << 30))))
     constraint = config.parsed_constraints[0]
     measured: list[tuple[dict[str, Any], dict[str, BaseDistribution], Candidate]] = []
     for index in range(count):
+        if index % SCRATCH_TRIALS == 0:  # an in-memory study's ask slows down with its trials
+            scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=int(rng.integers(1 << 30))))
         asked = scratch.ask()
         candidate = suggest_candidate(asked, config.space)
         params, distributions = asked.params, asked.distributions
@@ -208,6 +212,32 @@ def drive(config: SlimsearchConfig, trials: int) -> Timings:
     return timings
 
 
+PROPOSAL_GOALS_MS = {"sqlite": {10_000: 50, 50_000: 100}, "postgresql": {10_000: 100}}
+"""Median overhead per proposal the issue asks for, per storage and study size."""
+READ_COMMANDS = {"status": (3.0, 500), "front": (3.0, 500), "report": (30.0, 500)}
+"""Each read command's goal on a 10,000-trial study: (wall seconds, peak MiB)."""
+READ_COMMANDS_FROM = 10_000
+"""Study sizes from which the read commands are timed."""
+# VmHWM, not ru_maxrss: the latter counts the benchmark's own memory, inherited at fork.
+MEASURED_CLI = ("import sys; from slimsearch.search.cli import app\n"
+                "try:\n    app()\nexcept SystemExit:\n    pass\n"
+                "hwm = next(line for line in open('/proc/self/status') if line.startswith('VmHWM'))\n"
+                "print(f'peak_kib={hwm.split()[1]}', file=sys.stderr)")
+
+
+def time_read_commands(config_path: Path, size: int) -> None:
+    """``slimsearch status|front|report CONFIG`` as a user runs them (a fresh process each),
+    with their wall time and peak memory (the process's own maximum resident set)."""
+    for command, (seconds, mib) in READ_COMMANDS.items():
+        began = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", MEASURED_CLI, command, str(config_path)],
+                              capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - began
+        peak = int(done.stderr.rsplit("peak_kib=", 1)[1]) / 1024
+        goal(f"slimsearch {command} at n={size}", f"{wall:.2f} s, {peak:.0f} MiB", f"<= {seconds:g} s, <= {mib} MiB",
+             wall <= seconds and peak <= mib)
+
+
 def milliseconds(values: list[float]) -> str:
     return f"{1000 * statistics.median(values):8.1f}" if values else "       -"
 
@@ -217,19 +247,21 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--trials", type=int, default=30, help="stubbed trials timed at each size")
     parser.add_argument("--postgres", action="store_true", help="also on a throwaway PostgreSQL server")
+    parser.add_argument("--postgres-sizes", default="100,10000", help="the sizes timed on PostgreSQL")
     parser.add_argument("--keep", action="store_true",
                         help="keep the SQLite study (its output folder is printed) to time status/front/report on it")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     print(provenance())
     print("driver overhead per trial, build and measure stubbed (ms; median of the timed trials)")
-    backends = [("sqlite", None)]
+    backends = [("sqlite", None, sizes)]
     if args.postgres:
         from tests.postgres_server import running_server
 
-        backends.append(("postgresql", running_server(("optuna", "mlflow"))))
+        backends.append(("postgresql", running_server(("optuna", "mlflow")),
+                         [int(s) for s in args.postgres_sizes.split(",")]))
     results: dict[str, dict[int, float]] = {}
-    for kind, server in backends:
+    for kind, server, kind_sizes in backends:
         base = next(server).url if server else None
         root = Path(tempfile.mkdtemp(prefix=f"slimsearch-overhead-{kind}-"))
         config = config_for(root / "out", base and base + "optuna", base and base + "mlflow")
@@ -238,7 +270,7 @@ def main() -> None:
             drive(config, 2)  # the study, its baseline (measured for real) and the parent run
             run_ids = run_pool(config, RUN_POOL)
             results[kind] = {}
-            for size in sizes:
+            for size in kind_sizes:
                 grow(config, size, run_ids, rng)
                 timings = drive(config, args.trials)
                 gaps, proposals = list(np.diff(timings.trial_starts)), list(np.diff(timings.asked))
@@ -250,6 +282,8 @@ def main() -> None:
                       f"{1000 * float(np.percentile(proposals, 95)):.1f} ms ({len(timings.asked)} proposals)")
                 for name in COMPONENTS:
                     print(f"    {name:<24}{milliseconds(timings.calls[name])} ms  ({len(timings.calls[name])} calls)")
+                if size >= READ_COMMANDS_FROM and not server:
+                    time_read_commands(write_config(config), size)
         finally:
             if args.keep and not server:
                 print(f"  kept: {config.output_dir} (config: {write_config(config)})")
@@ -257,12 +291,16 @@ def main() -> None:
                 shutil.rmtree(root, ignore_errors=True)
             if server:
                 server.close()
-    smallest, largest = sizes[0], sizes[-1]
     for kind, by_size in results.items():
+        smallest, largest = min(by_size), max(by_size)
         ratio = by_size[largest] / by_size[smallest]
         goal(f"overhead per proposal {kind} n={largest} / n={smallest}",
              f"{ratio:.2f}x ({1000 * by_size[largest]:.0f} ms)",
              "<= 2x", ratio <= 2)
+        for size, limit_ms in PROPOSAL_GOALS_MS[kind].items():
+            if size in by_size:
+                goal(f"overhead per proposal {kind} n={size}", f"{1000 * by_size[size]:.0f} ms",
+                     f"<= {limit_ms} ms", 1000 * by_size[size] <= limit_ms)
 
 
 if __name__ == "__main__":
