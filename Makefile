@@ -39,7 +39,7 @@ test-fast: setup
 	$(VENV)/bin/python -m pytest -q -m "not e2e" tests
 
 # The benchmark suite (~40 min on 2 cores; run on an idle machine): prints measured tables
-# headed by run date, commit and hardware, and rewrites the README's Results section.
+# headed by run date, commit and hardware, and rewrites the results in benchmarks/README.md.
 bench: setup
 	$(PY) benchmarks/run_all.py
 

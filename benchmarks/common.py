@@ -3,7 +3,7 @@
 Benchmarks are scripts, not tests: each prints the figures it measured and the ratio it
 is judged by, headed by the run's provenance (date, commit, hardware) so a number is
 never quoted without the run that produced it. Verdicts are printed by :func:`goal` in
-one fixed form, which ``run_all`` collects into the README's goal table.
+one fixed form, which ``run_all`` collects into the goal table of ``benchmarks/README.md``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Run the benchmark suite and rewrite the README's Results section from its output.
+"""Run the benchmark suite and rewrite the results block of ``benchmarks/README.md`` from its output.
 
 Each script's printed tables are kept in ``benchmarks/results/<script>.md`` (so one
-script can be re-run alone with ``--only`` and the README still shows the others' last
+script can be re-run alone with ``--only`` and the results page still shows the others' last
 runs, each headed by its own date, commit and hardware); ``goal:`` lines become the goal
 table at the top. Script logs (Ray, MLflow chatter) go to ``slimsearch-out/bench-logs``.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from common import provenance
 
 HERE = Path(__file__).resolve().parent
-README = HERE.parent / "README.md"
+README = HERE / "README.md"
 RESULTS = HERE / "results"
 LOGS = HERE.parent / "slimsearch-out" / "bench-logs"
 SCRIPTS = ("latency_noise", "latency_integrity", "parallel_strategies", "cache_reuse", "throughput",
@@ -32,7 +32,7 @@ CHATTER = re.compile(r"^[╭│├╰]|^View detailed results here")
 
 
 def run(script: str) -> str:
-    """Run one script, echo its stdout live, return it as README markdown."""
+    """Run one script, echo its stdout live, return it as markdown."""
     LOGS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(LOGS / f"{script}.log", "w") as log:
@@ -69,14 +69,14 @@ def rewrite_readme(sections: dict[str, str]) -> None:
     readme = README.read_text()
     pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
     if not pattern.search(readme):
-        raise SystemExit(f"README.md has no results block ({START} ... {END})")
+        raise SystemExit(f"{README} has no results block ({START} ... {END})")
     README.write_text(pattern.sub(lambda _: block, readme))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", action="append", choices=SCRIPTS, help="re-run only these scripts")
-    parser.add_argument("--readme-only", action="store_true", help="rewrite the README from the saved results")
+    parser.add_argument("--readme-only", action="store_true", help="rewrite benchmarks/README.md from the saved results")
     args = parser.parse_args()
     chosen = [] if args.readme_only else args.only or SCRIPTS
     RESULTS.mkdir(exist_ok=True)
@@ -88,7 +88,7 @@ def main() -> None:
     if chosen == SCRIPTS:
         (RESULTS / SUITE).write_text(f"Last full suite: {minutes:.1f} min ({provenance()}).\n")
     rewrite_readme(sections)
-    print(f"suite: {len(chosen)} scripts in {minutes:.1f} min; README Results rewritten")
+    print(f"suite: {len(chosen)} scripts in {minutes:.1f} min; benchmarks/README.md results rewritten")
 
 
 if __name__ == "__main__":

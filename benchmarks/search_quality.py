@@ -17,7 +17,7 @@ evaluated candidate's measurement seconds plus the training stages it needs that
 replay has not built yet (cost of the stage cache: a student is trained once, its pruned
 variants once each), so a sampler that re-uses built models is credited for it.
 
-    .venv/bin/python benchmarks/search_quality.py                       # the README table
+    .venv/bin/python benchmarks/search_quality.py                       # the table in benchmarks/README.md
     .venv/bin/python benchmarks/search_quality.py --table benchmarks/tables/digits.csv \\
         --sampler tpe --seeds 0-19 --json                                 # one sampler, per-checkpoint HV
 """
@@ -302,7 +302,7 @@ def main() -> None:
               + " -- no prediction can be judged closer than that.")
     latency_mape = statistics.median(e["latency_p50_ms"] for e in errors)
     # The issue's goals are set on the digits table; on another table the same figures are
-    # printed as facts, so the README's goal table holds each goal once.
+    # printed as facts, so the goal table of benchmarks/README.md holds each goal once.
     judge = goal if args.table.resolve() == (TABLES / "digits.csv").resolve() else fact
     judge(f"cost predictor: latency MAPE after 20 measured {args.table.stem} trials", f"{latency_mape:.1f} %", "<= 10 %",
          latency_mape <= 10)

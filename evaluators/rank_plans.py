@@ -107,7 +107,7 @@ def _check_tensor_parallel(model: nn.Module, degree: int) -> None:
         raise InvalidCandidate(
             f"tensor_parallel needs to know which Linear layers to shard, and {user_model_name(model)} neither has "
             f"transformer layers of a known family ({KNOWN_FAMILIES}) nor defines tensor_parallel_plan(degree) "
-            "returning {layer name: 'colwise' | 'rowwise'} (README: Parallel strategies); add one or use another strategy"
+            "returning {layer name: 'colwise' | 'rowwise'} (docs/trial.md, step 4); add one or use another strategy"
         )
     for owner, plan in plans:
         for name in plan:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import re
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from slimsearch.search.cli import app
@@ -130,3 +133,29 @@ def test_validate_imports_the_task(tmp_path: Path) -> None:
     path.write_text("task: no_such_module_anywhere:make_task\n")
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 2 and "no_such_module_anywhere" in cli_text(result.output)
+
+
+def _field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    paths = []
+    for name, field in model.model_fields.items():
+        nested = [t for t in (field.annotation, *typing.get_args(field.annotation))
+                  if isinstance(t, type) and issubclass(t, BaseModel)]
+        paths += _field_paths(nested[0], f"{prefix}{name}.") if nested else [prefix + name]
+    return paths
+
+
+def test_the_readme_is_short_and_its_config_table_names_every_field() -> None:
+    """A newcomer finds the quick start, the whole config and the task API in the first 200
+    lines; every config field (nested ones included) is in the row of its section."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 350
+    first = "\n".join(lines[:200])
+    assert all(part in first for part in ("## Quick start", "## Config file", "# my_task.py", "def make_task"))
+    rows = {line.split("`")[1]: line for line in lines if line.startswith("| `")}
+    for path in _field_paths(SlimsearchConfig):
+        parts = path.split(".")
+        section = next(".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in rows)
+        missing = [p for p in parts[section.count(".") + 1:] if f"`{p}`" not in rows[section]]
+        assert not missing, f"README config table: {path} is not in the row of {section}"
+    for target in re.findall(r"\]\(((?:docs|benchmarks)/[^)#]+)", "\n".join(lines)):
+        assert (ROOT / target).is_file(), f"README links to a missing {target}"
