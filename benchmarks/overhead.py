@@ -45,6 +45,8 @@ from rich.console import Console
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.loop import driver as driver_module
 from slimsearch.search.loop.driver import SearchDriver
+from slimsearch.search.loop.publishing import FrontPublisher
+from slimsearch.search.loop.record_repair import RecordRepair
 from slimsearch.search.loop.predictor import CostPredictor
 from slimsearch.search.loop.trial import TrialOutcome, TrialResult
 from slimsearch.search.store.ledger import StudyLedger
@@ -65,10 +67,10 @@ COMPONENTS = {
     "ask": (optuna.Study, "ask"),
     "sampling (TPE)": (driver_module, "suggest_candidate"),
     "tell": (optuna.Study, "tell"),
-    "front update": (SearchDriver, "_update_front"),
-    "front publish": (SearchDriver, "_publish_front"),
+    "front update": (FrontPublisher, "update"),
+    "front publish": (FrontPublisher, "publish"),
     "ledger catch-up": (StudyLedger, "catch_up"),
-    "stale check": (SearchDriver, "_fail_stale_trials"),
+    "stale check": (RecordRepair, "fail_stale_trials"),
     "early-stopping monitor": (SearchDriver, "monitor"),
     "predictor fit": (CostPredictor, "refit"),
     "MLflow run start": (MlflowTracker, "start_trial"),

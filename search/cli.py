@@ -71,7 +71,7 @@ def _read_study(target: str | None, study: str | None, storage: str | None
     it last ran with (where its MLflow store and outputs are) and its storage URL."""
     study_name, storage_url = _study_source(target, study, storage)
     found = load_existing_study(storage_url, study_name)
-    return found, SlimsearchConfig.model_validate(found.user_attrs.get("config", {})), storage_url
+    return found, SlimsearchConfig.model_validate(found.user_attrs.get(records.STUDY_CONFIG, {})), storage_url
 
 
 @contextlib.contextmanager
@@ -142,8 +142,8 @@ def run(
     with _graceful_stop(stop):
         summary = SearchDriver(cfg, console, stop).run(n_trials, timeout, warm_start)
     study = load_existing_study(cfg.storage_url, cfg.search.study_name)
-    objectives = list(study.user_attrs["objectives"])  # as the run resolved them for the task's metric
-    console.print(_front_table(front_rows(study, objectives), objectives, study.user_attrs.get("baseline"),
+    objectives = list(study.user_attrs[records.STUDY_OBJECTIVES])  # as the run resolved them for the task's metric
+    console.print(_front_table(front_rows(study, objectives), objectives, study.user_attrs.get(records.STUDY_BASELINE),
                                QualityMetric.of(study.user_attrs)))
     reasons = ", ".join(f"{k} x{v}" for k, v in summary.failure_reasons.items()) or "none"
     rules = ", ".join(f"{k} x{v}" for k, v in summary.pruned_rules.items()) or "none"
@@ -199,10 +199,10 @@ def status(
     study, cfg, _ = _read_study(target, study_name, storage)
     ledger = StudyLedger.for_reading(study)  # from the search's snapshot: no read of every trial
     outcomes = ledger.outcomes + Counter(t.state.name for t in ledger.unfinished.values())
-    start, target = study.user_attrs.get("budget", [0, 0])
+    start, target = study.user_attrs.get(records.STUDY_BUDGET, [0, 0])
     table = Table(title=f"study {study.study_name}", show_header=False)
     table.add_row("budget", f"{ledger.evaluated - start} of {target - start} evaluated in the latest run"
-                  if "budget" in study.user_attrs else "none yet (the run stopped before its first trial)")
+                  if records.STUDY_BUDGET in study.user_attrs else "none yet (the run stopped before its first trial)")
     table.add_row("trials", ", ".join(f"{state} {n}" for state, n in sorted(outcomes.items())) or "none")
     now = datetime.datetime.now()
     running = ledger.running()
@@ -210,13 +210,13 @@ def status(
     for t in running:
         age = (now - t.datetime_start).total_seconds() if t.datetime_start else 0
         state = "worker gone (failed as stale by the next worker or run)" if t.number in stale else f"{age:.0f} s"
-        table.add_row(f"running #{t.number}", f"worker {t.user_attrs.get('worker', '?')}, {state}, "
-                      f"{t.user_attrs.get('summary', 'sampling')}")
-    if "reference_point" in study.user_attrs:
+        table.add_row(f"running #{t.number}", f"worker {t.user_attrs.get(records.WORKER, '?')}, {state}, "
+                      f"{t.user_attrs.get(records.SUMMARY, 'sampling')}")
+    if records.STUDY_REFERENCE_POINT in study.user_attrs:
         front = ledger.front_trials()
-        directions = list(study.user_attrs["objectives"].values())
+        directions = list(study.user_attrs[records.STUDY_OBJECTIVES].values())
         table.add_row("front", f"{len(front)} trials, hypervolume "
-                      f"{hypervolume(front, directions, study.user_attrs['reference_point']):.4g}")
+                      f"{hypervolume(front, directions, study.user_attrs[records.STUDY_REFERENCE_POINT]):.4g}")
     else:
         table.add_row("front", "none yet (no teacher baseline: the run stopped before measuring it)")
     console.print(table)
@@ -231,8 +231,8 @@ def front(
 ) -> None:
     """Print the Pareto front of a study from its storage."""
     study, cfg, _ = _read_study(target, study_name, storage)
-    objectives = list(study.user_attrs.get("objectives") or cfg.objectives)
-    console.print(_front_table(front_rows(study, objectives), objectives, study.user_attrs.get("baseline"),
+    objectives = list(study.user_attrs.get(records.STUDY_OBJECTIVES) or cfg.objectives)
+    console.print(_front_table(front_rows(study, objectives), objectives, study.user_attrs.get(records.STUDY_BASELINE),
                                QualityMetric.of(study.user_attrs)))
 
 
@@ -252,7 +252,7 @@ def report(
     path = output or Path(study_config.output_dir) / f"report-{found.study_name}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(review.html())
-    knee = f"; knee: trial {review.knee.number} ({review.knee.user_attrs.get('summary', '')})" if review.knee else ""
+    knee = f"; knee: trial {review.knee.number} ({review.knee.user_attrs.get(records.SUMMARY, '')})" if review.knee else ""
     console.print(f"wrote {path} ({len(review.front)} front trials{knee})")
 
 
@@ -298,14 +298,14 @@ def select(
     selection = choose(review, limits, prefer, allow_simulated, trial_number, exportable_as=formats)
     if selection.chosen is None:
         closest = "; ".join(
-            f"trial {t.number} ({t.user_attrs.get('summary', '')}): {', '.join(selection.excluded[t.number])}"
+            f"trial {t.number} ({t.user_attrs.get(records.SUMMARY, '')}): {', '.join(selection.excluded[t.number])}"
             for t in selection.closest
         )
         which = f"trial {trial_number} does not satisfy" if trial_number is not None else "no completed trial satisfies"
         raise DeploymentError(f"{which} these limits; closest: {closest or 'none (no such completed trial)'}")
     console.print(_selection_table(selection, review))
     chosen = selection.chosen
-    console.print(f"chosen: trial {chosen.number} ({chosen.user_attrs['summary']}), preference {prefer}; "
+    console.print(f"chosen: trial {chosen.number} ({chosen.user_attrs[records.SUMMARY]}), preference {prefer}; "
                   "rebuilding and re-measuring in isolation...")
     directory = output or Path(study_config.output_dir) / f"deploy-{study_name}"
     # The registered pyfunc serves what the trial measured: ONNX for onnxruntime candidates, the
@@ -334,6 +334,7 @@ def select(
             [deployment.spec_path, *deployment.files.values()],
             deployment.spec["serving"],
             {k: f"{m[k]:.6g}" for k in (quality.name, "latency_p50_ms", "latency_p95_ms", "memory_mb", "model_mb")},
+            deployment.example,
         )
         console.print(f"registered: models:/{registration.model_name}@{registration.alias} "
                       f"(version {registration.version}, run {registration.run_id})")

@@ -27,6 +27,9 @@ _BOUNDS = {"accuracy": (0.0, 1.0), "accuracy_drop": (-1.0, 1.0)}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
+QUALITY_ATTR = "quality"
+"""Study attribute: ``[metric name, direction]`` of the task a study searched (read commands name columns by it)."""
+
 @dataclass(frozen=True)
 class QualityMetric:
     """The task's quality metric: its name and direction, and the keys derived from it."""
@@ -53,7 +56,7 @@ class QualityMetric:
     @classmethod
     def of(cls, attrs: dict[str, object]) -> QualityMetric:
         """The quality metric a study recorded (``accuracy`` for studies from before it did)."""
-        name, direction = attrs.get("quality") or ("accuracy", "maximize")  # type: ignore[misc]
+        name, direction = attrs.get(QUALITY_ATTR) or ("accuracy", "maximize")  # type: ignore[misc]
         return cls(name, direction)
 
     def as_attr(self) -> list[str]:

@@ -91,3 +91,16 @@ def test_trials_read_in_chunks_are_the_trials_optuna_reads(tmp_path: Path, monke
             expected = [(t.number, t.state, t.values) for t in study.get_trials(deepcopy=False, states=states)]
             read = [(t.number, t.state, t.values) for t in storage_module.read_trials(study, states)]
             assert read == expected and expected
+
+
+def test_trials_are_found_by_number_through_an_index(tmp_path: Path) -> None:
+    """The ledger, ``status`` and ``front`` look trials up by number; Optuna's schema would
+    scan the study's trials for each (a cost that grows with the study)."""
+    import sqlite3
+
+    from slimsearch.search.store.storage import TRIAL_NUMBER_INDEX, open_storage
+
+    open_storage(f"sqlite:///{tmp_path / 'o.db'}")
+    plan = sqlite3.connect(tmp_path / "o.db").execute(
+        "EXPLAIN QUERY PLAN SELECT trial_id FROM trials WHERE number = 7 AND study_id = 1").fetchall()
+    assert TRIAL_NUMBER_INDEX in str(plan), plan

@@ -7,6 +7,7 @@ browser fails the run instead of skipping this test. Screenshots go to test-arti
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -56,12 +57,14 @@ def test_mlflow_ui_shows_the_study_and_its_pareto_report(tmp_path: Path, fast_co
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 2400, "height": 1000})  # no column virtualised away
             page.goto(server.url + trials_view_path(tracking_uri, "slimsearch", "browser-check"))
-            page.get_by_role("link", name="trial-0000", exact=True).first.wait_for(timeout=60_000)
+            page.get_by_role("link", name=re.compile(r"^#0 teacher \| prune 0 \|")).first.wait_for(timeout=60_000)
             for column in ("summary", "accuracy", "latency_p50_ms", "memory_mb", "accuracy_drop", "pareto"):
                 header = page.locator(".ag-header-cell", has_text=column)
                 assert header.count() >= 1, f"the trials view has no '{column}' column"
-            assert page.get_by_role("link", name="trial-0002", exact=True).count() == 1, "every trial listed, no click"
-            assert page.get_by_text("Group: true").count() == 1, "the front is a group of its own"
+            assert page.get_by_role("link", name=re.compile(r"^#2 ")).count() == 1, "every trial listed by its configuration"
+            front, dominated = page.get_by_text("Group: true"), page.get_by_text("Group: false")
+            assert front.count() == 1, "the front is a group of its own"
+            assert front.bounding_box()["y"] < dominated.bounding_box()["y"], "the front group comes first"
             page.screenshot(path=str(ARTIFACTS / "mlflow-trials-view.png"))
 
             page.goto(f"{server.url}/#/experiments/{experiment_id}/runs/{parent}/artifacts/pareto/front.html")

@@ -270,6 +270,9 @@ def test_select_exports_registers_and_refuses_impossible_limits(tmp_path: Path, 
     served = mlflow.pyfunc.load_model("models:/slimsearch-pick@champion").predict(rows.numpy())
     assert np.allclose(served, exported(rows).detach().numpy(), atol=1e-6)
     version = MlflowClient().get_model_version_by_alias("slimsearch-pick", "champion")
+    signature = mlflow.models.get_model_info("models:/slimsearch-pick@champion").signature
+    assert [(spec.shape, str(spec.type)) for spec in signature.inputs.inputs] == [((-1, 20), "float32")]
+    assert [spec.shape for spec in signature.outputs.inputs] == [(-1, 3)], "inferred from real rows and outputs"
     assert float(version.tags["accuracy"]) == pytest.approx(spec["measured"]["accuracy"], rel=1e-5)
 
     # The config alone finds the study (its own output_dir, no --storage), like run does.

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -27,6 +26,7 @@ from slimsearch.evaluators import (
 from slimsearch.evaluators.latency import time_calls
 from slimsearch.evaluators.artifacts import CompiledRuntime, load_artifact
 from slimsearch.pipelines.ort_quantize import onnxruntime_model
+from tests.helpers import wait_until
 from slimsearch.evaluators.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 
 SHAPE = (1, 8, 8)
@@ -146,7 +146,8 @@ def test_rounds_disturbed_by_a_neighbour_on_our_core_are_detected_and_flagged(tm
     core = sorted(os.sched_getaffinity(0))[0]  # rank 0 with one thread is pinned to the first core
     neighbour = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, [{core}])\nwhile True: pass"])
     try:
-        time.sleep(0.5)
+        spinning = psutil.Process(neighbour.pid)
+        wait_until(lambda: spinning.cpu_times().user > 0.2, timeout_s=30)  # it runs, not just started
         result = _measure(artifact, batch_size=64, repeats=400, rounds=2)
     finally:
         neighbour.kill()

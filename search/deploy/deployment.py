@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+import torch
 import yaml
 from optuna.trial import FrozenTrial
 
@@ -40,6 +42,11 @@ class SelectionRefused(DeploymentError):
     label = "refused"
 
 
+SIGNATURE_ROWS = 4
+"""Real validation rows (and the compressed model's outputs on them) that the registered
+model's input/output signature is inferred from."""
+
+
 @dataclass
 class Deployment:
     directory: Path
@@ -47,6 +54,8 @@ class Deployment:
     spec_path: Path
     spec: dict[str, Any]
     remeasured: TrialResult
+    example: tuple[np.ndarray | dict[str, np.ndarray], np.ndarray]
+    """Rows as the registered model's ``predict`` takes them (named inputs: a dict), and its outputs."""
 
 
 def build_deployment(
@@ -78,7 +87,19 @@ def build_deployment(
         spec = _spec(review, trial, candidate, config, built.quant_path, remeasured, files, task.input_signature())
         (staging / "deployment.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     files = {fmt: directory / path.name for fmt, path in files.items()}
-    return Deployment(directory, files, directory / "deployment.yaml", spec, remeasured)
+    return Deployment(directory, files, directory / "deployment.yaml", spec, remeasured,
+                      _example(built.serving, example[:SIGNATURE_ROWS], task.input_names))
+
+
+def _example(model: torch.nn.Module, rows: torch.Tensor, input_names: tuple[str, ...] | None
+             ) -> tuple[np.ndarray | dict[str, np.ndarray], np.ndarray]:
+    """A few real rows as a user passes them to the registered model, and the compressed
+    model's outputs on them (several named inputs travel packed along dimension 1)."""
+    with torch.inference_mode():
+        outputs = model(rows).float().numpy()
+    if input_names:
+        return {name: rows[:, i].numpy() for i, name in enumerate(input_names)}, outputs
+    return rows.numpy(), outputs
 
 
 @contextlib.contextmanager

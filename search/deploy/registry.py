@@ -21,6 +21,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import torch
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from slimsearch.evaluators.artifacts import load_artifact
@@ -41,7 +42,9 @@ class ServedClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.model = load_artifact(context.artifacts["model"])
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> np.ndarray:
+    # model_input is left unannotated: MLflow reads the annotation as an input schema and
+    # warns (in raw ANSI colours) about any it cannot use; the signature says what it takes.
+    def predict(self, context: Any, model_input, params: dict | None = None) -> np.ndarray:  # noqa: ANN001
         if self.input_names and isinstance(model_input, dict):  # several named inputs, packed as served
             model_input = np.stack([np.asarray(model_input[name]) for name in self.input_names], axis=1)
         rows = np.asarray(model_input, dtype=getattr(np, self.input_dtype))
@@ -69,7 +72,10 @@ def register_model(
     extra_files: list[Path],
     input_signature: dict[str, Any],
     version_tags: dict[str, str],
+    example: tuple[np.ndarray | dict[str, np.ndarray], np.ndarray],
 ) -> Registration:
+    """Log the served artifact as a pyfunc whose input/output signature is inferred from
+    ``example`` (real rows and the compressed model's outputs), register and alias it."""
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -89,6 +95,7 @@ def register_model(
                 python_model=ServedClassifier(input_signature["input_shape"], input_signature["input_dtype"],
                                               input_signature.get("input_names")),
                 artifacts={"model": str(served)},
+                signature=infer_signature(*example),
                 registered_model_name=model_name,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"],
             )

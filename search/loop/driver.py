@@ -19,15 +19,12 @@ KILLED, and its parameters re-run once (Optuna's ``RetryHeartbeatStaleTrialCallb
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import io
-import math
 import os
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -41,34 +38,28 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from slimsearch.spaces.errors import SlimsearchError
-from slimsearch.evaluators import hardware_identity, missing_compiler
+from slimsearch.evaluators import MeasurementError, hardware_identity, missing_compiler
 from slimsearch.pipelines import CompressionPipeline, Task, load_task, space_problem
 from slimsearch.search.config import SlimsearchConfig, redact_url
-from slimsearch.search.objectives import QualityMetric, accurate_enough, best_of
+from slimsearch.search.objectives import QUALITY_ATTR, QualityMetric, accurate_enough
 from slimsearch.search.loop.early_stopping import EarlyStopping, TrialMonitor
 from slimsearch.search.loop.teacher_progress import TeacherProgress, TeacherTrainingStopped
 from slimsearch.search.loop.library_logs import route_library_logs
 from slimsearch.search.loop.predictor import CostPredictor
-from slimsearch.search.store.pareto import (
-    front_rows,
-    front_trials,
-    hypervolume,
-    noise_aware_front,
-    pareto_tag,
-    reference_point,
-)
+from slimsearch.search.loop.publishing import PARETO_TAGS, FrontPublisher
+from slimsearch.search.loop.record_repair import RecordRepair, check_tracking_matches
+from slimsearch.search.store.pareto import front_trials, reference_point
 from slimsearch.search.store import records
-from slimsearch.search.store.ledger import SNAPSHOT_ATTR, StudyLedger
+from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.windowed_sampler import WindowedTPESampler
-from slimsearch.search.review.study_review import StudyReview
 from slimsearch.search.store.outages import Outages, StorageOutage
-from slimsearch.search.store.storage import Heartbeats, fail_stale_trials, mark_trial_owner, rerun_once, unreachable
+from slimsearch.search.store.storage import Heartbeats, mark_trial_owner, rerun_once, unreachable
 from slimsearch.search.store.study import (
     load_existing_study,
     open_study,
     stored_baseline,
 )
-from slimsearch.search.store.tracking import STUDY_UID_TAG, MlflowTracker, readable_tracking, recorded_study
+from slimsearch.search.store.tracking import STUDY_UID_TAG, MlflowTracker, readable_tracking
 from slimsearch.search.loop.trial import TrialOutcome, make_placement, measure_candidate, run_candidate
 from slimsearch.search.loop.workers import WorkerProcess, join_workers, signal_workers, spawn_workers
 from slimsearch.spaces import (
@@ -82,18 +73,11 @@ from slimsearch.spaces import (
 )
 
 MAX_CONSECUTIVE_REJECTIONS = 50
-REBUILT_RUNS = "mlflow_rebuilt_runs"
-"""Study attribute: trial number -> its MLflow run written again after the tracking store was lost."""
-PARETO_TAGS = "pareto_tags"
-"""Study attribute: the ``pareto`` tags last written that are not ``false`` ({trial number: tag})."""
-REPORT_EVERY_S = 600.0
-"""How often a running search republishes its HTML report (the front table: whenever it changes)."""
 MAX_CONSECUTIVE_DUPLICATES = 200
 # After this many proposals in a row repeated measured candidates, a random unmeasured one
 # is measured next (found within EXPLORE_DRAWS random draws, else the space is exhausted).
 EXPLORE_AFTER_DUPLICATES = 30
 EXPLORE_DRAWS = 200
-MAX_LOGGED_MODEL_BYTES = 200 * 1024 * 1024  # front models larger than this stay out of the tracking store
 
 
 class SearchError(SlimsearchError, RuntimeError):
@@ -149,15 +133,10 @@ class SearchDriver:
         self._last_skip = ""
         """Why the last proposal was not run: "rejected" or "duplicate"."""
         self._rejected_candidates: set[str] = set()
-        self._rebuilt_runs: dict[int, str] = {}
-        """Trial number -> its run written again after the tracking store was lost."""
         """Fingerprints of candidates this process rejected (the empty string: unresolvable)."""
         self.exhausted = False
         self.host_fault = ""
         """Why the machine (not a candidate) stopped the run, e.g. a full disk; empty while it can go on."""
-        self._published_rows: list[dict[str, Any]] | None = None
-        self._report_published_at = time.monotonic()
-        self._stale_checked_at = -math.inf
         self._predictions: dict[int, dict[str, tuple[float, float]] | None] = {}
         """What the cost predictor said before each running trial was built."""
 
@@ -235,14 +214,14 @@ class SearchDriver:
                 raise SearchInterrupted(f"{exc}; run the same command again to start study "
                                         f"'{cfg.search.study_name}'") from None
         self.study = open_study(cfg, self.worker, self._outages("the Optuna storage"))
-        if "quality" not in self.study.user_attrs:
-            self.study.set_user_attr("quality", self.quality.as_attr())  # read commands name its columns
-        self._check_tracking_matches()
+        if QUALITY_ATTR not in self.study.user_attrs:
+            self.study.set_user_attr(QUALITY_ATTR, self.quality.as_attr())  # read commands name its columns
+        check_tracking_matches(self.study, cfg)
         self.console.print(f"[bold]study[/] {cfg.search.study_name} ({len(self.study.get_trials(deepcopy=False))} trials so far) "
                            f"in {redact_url(cfg.storage_url)}" + (f" as worker {self.worker}" if self.worker else ""))
         with self.console.status("measuring the teacher (once per study)"):
             self.baseline = self._baseline()
-        self.reference = self.study.user_attrs["reference_point"]
+        self.reference = self.study.user_attrs[records.STUDY_REFERENCE_POINT]
         stopping = cfg.search.early_stopping
         self.predictor = CostPredictor(cfg.search.seed)
         self.early_stopping = EarlyStopping(stopping, cfg.objectives, self.constraints, self.quality,
@@ -260,10 +239,12 @@ class SearchDriver:
             self.tracker = MlflowTracker(cfg.tracking_uri, cfg.tracking.experiment, cfg.artifact_root,
                                          cfg.search.study_name, self._parent_tags(),
                                          self._outages("the MLflow tracking store"))
-        self._rebuilt_runs = {int(k): v for k, v in self.study.user_attrs.get(REBUILT_RUNS, {}).items()}
+        self.repair = RecordRepair(self.study, self.tracker, cfg, self.console)
+        self.publisher = FrontPublisher(self.study, self.ledger, self.tracker, cfg.objectives, self.reference,
+                                        self.quality, self.staged_models, self.repair.run_id_of)
         workers: list[WorkerProcess] = []
         if self.worker == 0:
-            rebuilt, repaired = self.rebuild_lost_records(), self.repair_records()
+            rebuilt, repaired = self.repair.rebuild_lost_store(), self.repair.end_orphaned_runs()
             for line in filter(None, (rebuilt, repaired)):
                 self.console.print(line)
             if rebuilt or repaired:  # runs written again from Optuna say pareto=false: the front is re-tagged
@@ -274,22 +255,22 @@ class SearchDriver:
                 for params in anchor_params(cfg.space) + self._warm_start_params(warm_start):
                     self.study.enqueue_trial(params)
             start = self.ledger.evaluated  # caught up above; enqueued trials are not evaluated
-            self.study.set_user_attr("budget", [start, start + n_trials])
+            self.study.set_user_attr(records.STUDY_BUDGET, [start, start + n_trials])
             if cfg.search.backend == "optuna":  # with Ray, search.workers bounds concurrent Tune trials
                 workers = spawn_workers(cfg, cfg.search.workers - 1)
-        elif "budget" not in self.study.user_attrs:
+        elif records.STUDY_BUDGET not in self.study.user_attrs:
             raise SearchError(f"study '{cfg.search.study_name}' has no budget yet; start it with slimsearch run")
         summary = RunSummary(cfg.search.study_name, parent_run_id=self.tracker.parent_run_id)
-        self._fail_stale_trials()  # a killed run's trials (either backend) are failed and queued to run again
+        self.repair.fail_stale_trials()  # a killed run's trials (either backend) are failed and queued to run again
         self.heartbeats = Heartbeats(self.study, cfg.search.heartbeat_s)
         started = time.monotonic()
         try:
             if cfg.search.backend == "ray":
                 from slimsearch.search.loop.ray_backend import run_with_ray_tune  # Ray imports only when used
 
-                run_with_ray_tune(self, summary, self.study.user_attrs["budget"][1], timeout_s)
+                run_with_ray_tune(self, summary, self.study.user_attrs[records.STUDY_BUDGET][1], timeout_s)
             else:
-                self._loop(summary, *self.study.user_attrs["budget"], timeout_s, workers)
+                self._loop(summary, *self.study.user_attrs[records.STUDY_BUDGET], timeout_s, workers)
         except KeyboardInterrupt:
             self.stop.set()
             signal_workers(workers)  # the second signal: workers abort their trials too
@@ -312,9 +293,9 @@ class SearchDriver:
                 self.tracker.end("FAILED")
             raise SearchError(self.host_fault)
         if workers:  # the workers' last trials
-            self.tracker.log_parent_metrics(self._update_front(summary)[1], step=summary.last_trial or 0)
+            self.tracker.log_parent_metrics(self.publisher.update(summary)[1], step=summary.last_trial or 0)
         if self.worker == 0:
-            self._publish_front(summary, final=True)
+            self.publisher.publish(final=True)
         if self.stop.is_set():
             if self.worker == 0:
                 self.tracker.end("KILLED")
@@ -347,7 +328,7 @@ class SearchDriver:
                     break
                 lock = FileLock(str(Path(self.config.output_dir) / f".{self.config.search.study_name}.ask.lock"))
                 with lock:
-                    self._fail_stale_trials()
+                    self.repair.fail_stale_trials()
                     self.ledger.catch_up()  # other workers' trials too: the budget and the sampler's history
                     done = self.ledger.evaluated
                     trial = self.study.ask() if done + len(self.ledger.running()) < target else None
@@ -430,67 +411,15 @@ class SearchDriver:
         trials by the study's owner); returns the progress line."""
         self._rejected_in_a_row = self._duplicates_in_a_row = 0
         summary.evaluated += 1
-        front, charted = self._update_front(summary)
+        front, charted = self.publisher.update(summary)
         status = f"failed {summary.failed} · stopped early {summary.pruned} · " + front
         if mape := self.predictor.mape():
             status += " · " + self.predictor.describe()
             charted |= {f"predictor_mape_{name}": value for name, value in mape.items()}
         self.tracker.log_parent_metrics(charted, step=summary.last_trial or 0)
         if self.worker == 0 and summary.evaluated % self.config.search.front_every == 0:
-            self._publish_front(summary)
+            self.publisher.publish()
         return status
-
-    def _fail_stale_trials(self) -> None:
-        """Fail the trials of workers that stopped sending heartbeats (Optuna re-enqueues
-        their parameters once) and end their MLflow runs as KILLED, never left RUNNING."""
-        # A trial is stale after SILENT_HEARTBEATS silent intervals: looking more than once an
-        # interval finds nothing sooner, and each look reads every running trial.
-        if time.monotonic() - self._stale_checked_at < self.config.search.heartbeat_s:
-            return
-        self._stale_checked_at = time.monotonic()
-        failed = set(fail_stale_trials(self.study, self.config.search.heartbeat_s))
-        if not failed:  # the common case: no scan of the study's failed trials
-            return
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if trial.number in failed:
-                if run_id := self.run_id_of(trial):
-                    self.tracker.finish_trial(run_id, *records.TrialRecord(trial).mlflow())
-                self.console.print(f"trial {trial.number:>4}  [yellow]failed[/]: {trial.user_attrs[records.FAILURE_REASON]}")
-
-    def rebuild_lost_records(self) -> str:
-        """A study with finished trials but no parent run in the tracking store lost that store
-        (deleted, emptied, or another URI): MLflow is derived from the Optuna study, so every
-        finished trial's run is written again from its record. Returns the start-up line."""
-        if not self.tracker.created_parent:
-            return ""
-        lost = [t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()]
-        if not lost:
-            return ""
-        self._rebuilt_runs = {}
-        for trial in lost:
-            run_id = self.tracker.start_trial(trial.number)
-            self.tracker.finish_trial(run_id, *records.TrialRecord(trial).mlflow())
-            self._rebuilt_runs[trial.number] = run_id
-        # A finished trial's own attributes cannot change: later runs find its new run here.
-        self.study.set_user_attr(REBUILT_RUNS, {str(k): v for k, v in self._rebuilt_runs.items()})
-        return (f"the MLflow store had no record of study '{self.config.search.study_name}' ({len(lost)} finished "
-                f"trials): rebuilt its parent and trial runs from the Optuna study")
-
-    def run_id_of(self, trial: optuna.trial.FrozenTrial) -> str | None:
-        """The trial's MLflow run: the rebuilt one if its store was lost, else the one it recorded."""
-        return self._rebuilt_runs.get(trial.number) or trial.user_attrs.get(records.MLFLOW_RUN_ID)
-
-    def repair_records(self) -> str:
-        """End the MLflow runs a killed process left RUNNING for trials Optuna has finished
-        (killed between telling Optuna and ending the run), from Optuna's record; returns
-        what was repaired, for the start-up line."""
-        by_number = {t.number: t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()}
-        repaired = 0
-        for run_id, number in self.tracker.running_trial_runs():
-            if (trial := by_number.get(number)) is not None:
-                self.tracker.finish_trial(run_id, *records.TrialRecord(trial).mlflow())
-                repaired += 1
-        return f"repaired {repaired} MLflow run(s) left RUNNING by a killed process" if repaired else ""
 
     def _one_trial(self, summary: RunSummary, trial: optuna.Trial) -> str:
         started = self.start_trial(summary, trial)
@@ -722,6 +651,9 @@ class SearchDriver:
         teacher = Candidate(None, 0.0, 32, None, "single", 1, max(cfg.space.parallel.threads))
         try:
             result = measure_candidate(teacher, self.pipeline, cfg.evaluation, self.placement, self.workdir, None)
+        except MeasurementError as exc:  # the probe (timed out on a busy host, or crashed), not the model
+            raise SearchError(f"the teacher's serving measurement failed ({exc}); if the host is busy, wait for it or "
+                              "raise evaluation.timeout_s, then run the same command again") from exc
         except Exception as exc:  # every trial would fail the same way: stop before the first one
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
             raise SearchError(f"the teacher itself cannot be served and measured ({type(exc).__name__}: {first}); "
@@ -729,31 +661,14 @@ class SearchDriver:
         if result.artifact:
             result.artifact.unlink()
         baseline = {"metrics": result.metrics, "hardware": result.hardware, "candidate": teacher.to_dict()}
-        self.study.set_user_attr("baseline", baseline)
-        self.study.set_user_attr("reference_point", reference_point(cfg.objectives, result.metrics))
+        self.study.set_user_attr(records.STUDY_BASELINE, baseline)
+        self.study.set_user_attr(records.STUDY_REFERENCE_POINT, reference_point(cfg.objectives, result.metrics))
         return baseline
-
-    def _check_tracking_matches(self) -> None:
-        """Refuse to mix a study into the MLflow parent run of another one of the same name:
-        an Optuna storage that was lost, truncated or switched starts a new, empty study,
-        and continuing would bury the earlier trials (and crash on their params)."""
-        cfg = self.config
-        with readable_tracking(cfg.tracking_uri):
-            recorded = recorded_study(cfg.tracking_uri, cfg.tracking.experiment, cfg.search.study_name)
-        if recorded is None:
-            return
-        parent, uid, children = recorded
-        finished = [t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()]
-        if (uid is not None and uid != self.study.user_attrs["uid"]) or (uid is None and children and not finished):
-            raise SearchError(
-                f"MLflow parent run {parent} records {children} trials of study '{cfg.search.study_name}', but the "
-                f"study in {redact_url(cfg.storage_url)} is another one ({len(finished)} finished trials): its Optuna "
-                "storage was lost or replaced. Restore that storage (search.storage), or use a new search.study_name")
 
     def _parent_tags(self) -> dict[str, str]:
         cfg = self.config
         return {
-            STUDY_UID_TAG: self.study.user_attrs["uid"],
+            STUDY_UID_TAG: self.study.user_attrs[records.STUDY_UID],
             "backend": cfg.search.backend,
             "sampler": cfg.search.sampler,
             "seed": str(cfg.search.seed),
@@ -765,85 +680,6 @@ class SearchDriver:
             "optuna_storage": redact_url(cfg.storage_url),
             **{f"hardware.{key}": value for key, value in self.baseline["hardware"].items()},
         }
-
-    def _update_front(self, summary: RunSummary) -> tuple[str, dict[str, float]]:
-        """Refresh hypervolume and the ``pareto`` tags; returns a progress line and the
-        front's metrics to chart on the parent run."""
-        self.ledger.catch_up()
-        self.study.set_user_attr(SNAPSHOT_ATTR, self.ledger.snapshot())  # what status/front start from
-        front = self.ledger.front_trials()
-        members, within = noise_aware_front(self.study, front)
-        summary.hypervolume = hypervolume(front, self.directions, self.reference)
-        noise_aware = hypervolume(members, self.directions, self.reference)
-        # Optuna's plain front only grows; the noise-aware one may shrink when a new point
-        # shows an old member's edge to be noise, so both are charted.
-        charted = {"hypervolume": summary.hypervolume, "hypervolume_noise_aware": noise_aware,
-                   "pareto_size": float(len(members))}
-        on_front = {t.number for t in front}
-        self._retag_pareto({t.number: pareto_tag(t.number, members, within) for t in front})
-        for staged in self.staged_models.glob("trial-*.ts.pt"):
-            if int(staged.name.removeprefix("trial-").split(".")[0]) not in on_front:
-                staged.unlink()  # dominated now, dominated forever: its model is not needed
-        best = " ".join(
-            f"{name} {best_of(direction)(t.values[i] for t in members):.4g}"
-            for i, (name, direction) in enumerate(self.config.objectives.items())
-        ) if members else "no feasible trial yet"
-        noise = f" (+{len(within)} within noise)" if within else ""
-        return f"front {len(members)}{noise} · hv {summary.hypervolume:.4g} (noise-aware {noise_aware:.4g}) · best {best}", charted
-
-    def _retag_pareto(self, tags: dict[int, str]) -> None:
-        """Write the ``pareto`` tag of exactly the runs whose membership changed. The tags last
-        written are kept in the study (front-sized), so a restart or another worker writes
-        nothing for an unchanged run; a trial's run starts with ``false``."""
-        current = {number: tag for number, tag in tags.items() if tag != "false"}
-        written = {int(n): tag for n, tag in self.study.user_attrs.get(PARETO_TAGS, {}).items()}
-        changed = {n: current.get(n, "false") for n in current.keys() | written.keys()
-                   if current.get(n, "false") != written.get(n, "false")}
-        if not changed:
-            return
-        trials = self.ledger.seen_trials
-        self.tracker.set_pareto_tags({run_id: tag for number, tag in changed.items()
-                                      if (run_id := self.run_id_of(trials[number]))})
-        self.study.set_user_attr(PARETO_TAGS, {str(n): tag for n, tag in sorted(current.items())})
-
-    def _publish_front(self, summary: RunSummary, final: bool = False) -> None:
-        """Front table (CSV + JSON) on the parent run when the front changed, the HTML report
-        (fANOVA, plots: seconds on a large study) every ``REPORT_EVERY_S`` and at the end, and
-        at the end (``final``) the front members' models."""
-        self.ledger.catch_up()
-        rows = [asdict(r) for r in front_rows(self.study, self.objectives, self.ledger.front_trials())]
-        report_due = final or time.monotonic() - self._report_published_at >= REPORT_EVERY_S
-        if rows == self._published_rows and not report_due:
-            return
-        report = StudyReview(self.study, self.ledger).html() if report_due else None
-        self.tracker.log_front(front_csv(rows, self.objectives, self.quality), rows, report)
-        self._published_rows = rows
-        if report_due:
-            self._report_published_at = time.monotonic()
-        if final:
-            self._log_front_models()
-
-    def _log_front_models(self) -> None:
-        """Attach each front member's measured TorchScript model to its child run (once, size-bounded)."""
-        for trial in self.ledger.front_trials():
-            staged = self.staged_models / f"trial-{trial.number:04d}.ts.pt"
-            run_id = self.run_id_of(trial)
-            if not staged.exists() or not run_id or staged.stat().st_size > MAX_LOGGED_MODEL_BYTES:
-                continue
-            self.tracker.client.log_artifact(run_id, str(staged), "model")
-            staged.unlink()
-
-
-def front_csv(rows: list[dict[str, Any]], objectives: list[str], quality: QualityMetric) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["trial", "configuration", *objectives, quality.drop, quality.test, "model_mb", "simulated",
-                     "within_noise_of"])
-    for row in rows:
-        writer.writerow([row["number"], row["summary"], *(row["values"][o] for o in objectives),
-                         row["quality_drop"], row["test_quality"], row["model_mb"], row["simulated"],
-                         "" if row["within_noise_of"] is None else row["within_noise_of"]])
-    return buffer.getvalue()
 
 
 def _check_writable(directory: Path) -> None:

@@ -68,9 +68,9 @@ class StudyReview:
         """``ledger``: a running search's own (its trials are already in memory); a read
         command reads the front from the stored snapshot and the complete trials in chunks."""
         self.study = study
-        self.objectives: dict[str, str] = dict(study.user_attrs.get("objectives", {}))
-        self.baseline: dict[str, Any] = study.user_attrs.get("baseline") or {"metrics": {}, "hardware": {}}
-        self.config: dict[str, Any] = study.user_attrs.get("config", {})
+        self.objectives: dict[str, str] = dict(study.user_attrs.get(records.STUDY_OBJECTIVES, {}))
+        self.baseline: dict[str, Any] = study.user_attrs.get(records.STUDY_BASELINE) or {"metrics": {}, "hardware": {}}
+        self.config: dict[str, Any] = study.user_attrs.get(records.STUDY_CONFIG, {})
         self.quality = QualityMetric.of(study.user_attrs)
         self.ledger = ledger or StudyLedger.for_reading(study)
         told = [t for t in self.ledger.seen_trials.values() if t.state == TrialState.COMPLETE] if ledger \

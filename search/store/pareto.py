@@ -122,7 +122,7 @@ def noise_aware_front(study: optuna.Study, front: list[FrozenTrial] | None = Non
     """The front (``front``: already known) without the members that win only within noise,
     and those members' pairing."""
     front = front_trials(study) if front is None else front
-    objectives = list(study.user_attrs.get("objectives", {})) or [f"objective {i}" for i in range(len(study.directions))]
+    objectives = list(study.user_attrs.get(records.STUDY_OBJECTIVES, {})) or [f"objective {i}" for i in range(len(study.directions))]
     dropped = within_noise(front, objectives, [d.name.lower() for d in study.directions])
     return [t for t in front if t.number not in dropped], dropped
 

@@ -1,4 +1,4 @@
-"""What a trial stores, in one place: the Optuna user-attribute keys and the MLflow record.
+"""What a study and its trials store, in one place: the Optuna user-attribute keys and the MLflow record.
 
 The Optuna study is the record of a search; a trial's MLflow child run is derived from
 it by :meth:`TrialRecord.mlflow`, whether the trial has just been told or is being
@@ -14,6 +14,18 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from slimsearch.spaces import Candidate
+
+# Optuna user-attribute keys of the study (set by a run, read by the read commands and deployment).
+STUDY_UID = "uid"
+"""Ties the study to its MLflow parent run (a study recreated in a lost storage has another)."""
+STUDY_OBJECTIVES = "objectives"
+STUDY_CONFIG = "config"
+"""The latest run's full config: where the stores and outputs are, for select and report."""
+STUDY_BASELINE = "baseline"
+"""The teacher's measurement (metrics, hardware), taken once per study."""
+STUDY_REFERENCE_POINT = "reference_point"
+STUDY_BUDGET = "budget"
+"""``[evaluated at the latest run's start, its target]``."""
 
 # Optuna user-attribute keys a trial carries (set by the driver, read by review and deployment).
 CANDIDATE = "candidate"
@@ -36,11 +48,17 @@ DUPLICATE_OF = "duplicate_of"
 """A proposal equal to an earlier measured candidate: answered from that trial's record
 (the sampler learns the same values), not re-measured, not counted, not on the front."""
 WORKER = "worker"
+HOST = "host"
+PID = "pid"
+"""The process running the trial (with ``HOST``): a dead one on this host is seen at once."""
 VARIANT_OF = "variant_of"
 """Number of the trial whose model this one serves another way (``search.deployment_variants``)."""
 EXPLORES = "explores"
 """A random unmeasured candidate, enqueued after this many proposals in a row repeated measured ones."""
 
+RUN_NAME = "mlflow.runName"
+"""MLflow's run-name tag: a finished trial's run is named ``#7 w0.5 d2 | prune 0.3 | int8 | ...``,
+so the runs table reads as configurations without widening a column."""
 KILLED_KINDS = ("interrupted", "stale", "host", "concurrent")
 """Failures that are the process's, not the candidate's: their MLflow runs end KILLED."""
 
@@ -91,12 +109,12 @@ class TrialRecord:
         """``(params, metrics, tags, run status)`` of the trial's MLflow child run."""
         candidate = self.candidate
         params = candidate.flat() if candidate else {}
+        named = {"summary": candidate.summary(), RUN_NAME: f"#{self.trial.number} {candidate.summary()}"} \
+            if candidate else {}
         if DUPLICATE_OF in self.attrs:
             return params, {}, {"state": "DUPLICATE", "duplicate_of": str(self.attrs[DUPLICATE_OF]), "pareto": "false",
-                                "summary": candidate.summary() if candidate else ""}, "FINISHED"
-        base = {"state": self.trial.state.name, "feasible": str(self.feasible).lower(), "pareto": "false"}
-        if candidate:
-            base["summary"] = candidate.summary()
+                                "summary": "", **named}, "FINISHED"
+        base = {"state": self.trial.state.name, "feasible": str(self.feasible).lower(), "pareto": "false", **named}
         for key in (VARIANT_OF, EXPLORES):
             if key in self.attrs:
                 base[key] = str(self.attrs[key])

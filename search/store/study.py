@@ -21,6 +21,7 @@ from slimsearch.search.store.outages import Outages
 from slimsearch.search.store.storage import open_storage
 from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.windowed_sampler import WindowedTPESampler
+from slimsearch.search.store import records
 
 SAMPLERS = {
     # TPE over a bounded history (windowed_sampler): the same proposals up to 1,000 trials, flat cost beyond.
@@ -74,13 +75,13 @@ def _open_study(config: SlimsearchConfig, worker: int, outages: Outages | None) 
         sampler=SAMPLERS[config.search.sampler](seed),
         load_if_exists=True,
     )
-    if "uid" not in study.user_attrs:
-        study.set_user_attr("uid", uuid.uuid4().hex)  # ties the study to its MLflow parent run
-    _check_or_store(study, "objectives", config.objectives)
+    if records.STUDY_UID not in study.user_attrs:
+        study.set_user_attr(records.STUDY_UID, uuid.uuid4().hex)  # ties the study to its MLflow parent run
+    _check_or_store(study, records.STUDY_OBJECTIVES, config.objectives)
     snapshot = config.model_dump(mode="json")
     for section in MODEL_DEFINING_SECTIONS:
-        _check_or_store(study, f"config.{section}", snapshot[section])
-    study.set_user_attr("config", snapshot)  # the latest run's full config, for select/report
+        _check_or_store(study, f"{records.STUDY_CONFIG}.{section}", snapshot[section])
+    study.set_user_attr(records.STUDY_CONFIG, snapshot)  # the latest run's full config, for select/report
     return study
 
 
@@ -119,7 +120,7 @@ def load_existing_study(storage_url: str, study_name: str) -> optuna.Study:
 
 
 def stored_baseline(study: optuna.Study) -> dict[str, Any] | None:
-    return study.user_attrs.get("baseline")
+    return study.user_attrs.get(records.STUDY_BASELINE)
 
 
 def evaluated_count(study: optuna.Study) -> int:

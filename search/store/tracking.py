@@ -69,8 +69,9 @@ class MlflowTracker:
 
     def share_trials_view(self, metrics: list[str]) -> None:
         """Store the runs view ``slimsearch ui`` opens: this study's trials grouped by their
-        ``pareto`` tag (front, within noise, dominated), oldest first, with ``metrics``
-        (objectives and constrained values) and the review tags as columns.
+        ``pareto`` tag with ``metrics`` (objectives and constrained values) and the review tags
+        as columns. MLflow lists groups in the order their first runs appear, so the runs are
+        ordered by that tag, descending: the front (``true``) before ``false``.
 
         Without it the runs table shows the parent run collapsed and no metric column.
         MLflow does not share which rows are expanded, but it does share grouping, and
@@ -78,8 +79,8 @@ class MlflowTracker:
         """
         state = {
             "searchFilter": f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'",
-            "orderByKey": "attributes.start_time",
-            "orderByAsc": True,
+            "orderByKey": "tags.`pareto`",
+            "orderByAsc": False,
             "selectedColumns": [f"tags.`{t}`" for t in TRIAL_VIEW_TAGS[:1]] + [f"metrics.`{m}`" for m in metrics]
                                + [f"tags.`{t}`" for t in TRIAL_VIEW_TAGS[1:]],
             "columnWidths": {"tags.`summary`": 420},  # the candidate in words: worth the room
