@@ -96,6 +96,7 @@ def register_model(
                                               input_signature.get("input_names")),
                 artifacts={"model": str(served)},
                 signature=infer_signature(*example),
+                input_example=example[0],
                 registered_model_name=model_name,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"],
             )

@@ -71,7 +71,8 @@ class MlflowTracker:
         """Store the runs view ``slimsearch ui`` opens: this study's trials grouped by their
         ``pareto`` tag with ``metrics`` (objectives and constrained values) and the review tags
         as columns. MLflow lists groups in the order their first runs appear, so the runs are
-        ordered by that tag, descending: the front (``true``) before ``false``.
+        ordered by that tag, descending: ``within-noise`` and the front (``true``) before the
+        dominated trials (``false``).
 
         Without it the runs table shows the parent run collapsed and no metric column.
         MLflow does not share which rows are expanded, but it does share grouping, and
