@@ -71,8 +71,9 @@ def count_trials(out: Path, study_name: str, keep: Callable[[optuna.trial.Frozen
     return len([t for t in study.trials if keep(t)])
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 120.0, every_s: float = 0.25) -> None:
-    """Poll ``condition`` until it holds; fail the test (not hang it) after ``timeout_s``."""
+def wait_until(condition: Callable[[], bool], timeout_s: float = 120.0, every_s: float = 0.5) -> None:
+    """Poll ``condition`` until it holds; fail the test (not hang it) after ``timeout_s``. Each
+    poll of a study opens its storage: polling faster takes CPU from the search under test."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, f"condition not reached within {timeout_s:.0f} s"
