@@ -42,9 +42,10 @@ class ServedClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.model = load_artifact(context.artifacts["model"])
 
-    # model_input is left unannotated: MLflow reads the annotation as an input schema and
-    # warns (in raw ANSI colours) about any it cannot use; the signature says what it takes.
-    def predict(self, context: Any, model_input, params: dict | None = None) -> np.ndarray:  # noqa: ANN001
+    # np.ndarray is the one annotation MLflow neither warns about (in raw ANSI colours, where a
+    # hint is missing or unsupported) nor turns into a schema: the logged signature, from real
+    # rows, says what the model takes -- an array, or a dict of arrays for named inputs.
+    def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
         if self.input_names and isinstance(model_input, dict):  # several named inputs, packed as served
             model_input = np.stack([np.asarray(model_input[name]) for name in self.input_names], axis=1)
         rows = np.asarray(model_input, dtype=getattr(np, self.input_dtype))
