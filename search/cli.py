@@ -55,23 +55,23 @@ StorageOption = typer.Option(None, "--storage", help="Optuna storage URL (defaul
 ConfigArg = typer.Argument(None, help="YAML config; omitted = the embedded digits default", show_default=False)
 
 
-def _study_source(target: str | None, study: str | None, storage: str | None) -> tuple[str, str]:
-    """``(study name, storage URL)`` from a config file like ``run`` takes, or a bare study
-    name (the embedded default config's output_dir), with ``--study`` / ``--storage`` on top."""
-    if target is not None and not Path(target).is_file() and not target.endswith((".yaml", ".yml")):
-        cfg, study = SlimsearchConfig(), study or target
-    else:
-        cfg = load_config(Path(target) if target else None)
-    return study or cfg.search.study_name, storage or cfg.storage_url
-
-
 def _read_study(target: str | None, study: str | None, storage: str | None
                 ) -> tuple[optuna.Study, SlimsearchConfig, str]:
-    """The study a read command shows (every read command finds it the same way), the config
-    it last ran with (where its MLflow store and outputs are) and its storage URL."""
-    study_name, storage_url = _study_source(target, study, storage)
-    found = load_existing_study(storage_url, study_name)
-    return found, SlimsearchConfig.model_validate(found.user_attrs.get(records.STUDY_CONFIG, {})), storage_url
+    """The study a read command shows -- named by a config file like ``run`` takes, or by a
+    bare study name (the embedded default config's output_dir), with ``--study`` /
+    ``--storage`` on top -- the config it last ran with (where its MLflow store and outputs
+    are; the given one for a study that stored none this version reads) and its storage URL."""
+    if target is not None and not Path(target).is_file() and not target.endswith((".yaml", ".yml")):
+        given, study = SlimsearchConfig(), study or target
+    else:
+        given = load_config(Path(target) if target else None)
+    storage_url = storage or given.storage_url
+    found = load_existing_study(storage_url, study or given.search.study_name)
+    try:
+        ran_with = SlimsearchConfig.model_validate(found.user_attrs[records.STUDY_CONFIG])
+    except (KeyError, ValidationError):
+        ran_with = given
+    return found, ran_with, storage_url
 
 
 @contextlib.contextmanager
