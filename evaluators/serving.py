@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from slimsearch.evaluators.latency import LatencyStats
+from slimsearch.evaluators.paired_timing import calibrate
 from slimsearch.evaluators.rank_plans import RankPlan
 from slimsearch.evaluators.serving_probe import ServingJob, job_dict
 
@@ -41,21 +42,34 @@ class MeasurementError(RuntimeError):
 
 @dataclass(frozen=True)
 class TimingProtocol:
-    """How latency is timed: warm-up calls, then rounds of ``repeats`` timed calls until
-    ``rounds`` undisturbed ones (outside load on the rank's cores <= ``max_outside_load``)
-    or ``max_rounds`` in all."""
+    """How latency is timed: ``warmup_s`` of untimed calls, then rounds of ``round_s``
+    seconds of candidate calls paired with the reference workload (``paired_timing``),
+    until ``rounds`` undisturbed ones (outside load on the rank's cores <=
+    ``max_outside_load``) or ``max_rounds`` in all, pausing up to ``busy_wait_s`` in all
+    after disturbed rounds. ``reference_ms`` is the study's calibrated reference latency
+    (None: this window's own)."""
 
-    warmup: int = 20
-    repeats: int = 30
+    warmup_s: float = 0.3
+    round_s: float = 0.3
     rounds: int = 3
     max_rounds: int = 6
     max_outside_load: float = 0.2
+    busy_wait_s: float = 20.0
+    reference_ms: float | None = None
 
 
 @dataclass(frozen=True)
 class ServingMeasurement:
     latency: LatencyStats
-    """From the undisturbed rounds of rank 0 (all rounds if none was undisturbed)."""
+    """From the undisturbed rounds of rank 0 (all rounds if none was undisturbed), each
+    block scaled to the reference's calibrated speed (``paired_timing``)."""
+    raw_latency: LatencyStats
+    """The same calls as timed, unscaled."""
+    window_reference_ms: float
+    """The reference workload's median in this window (raw)."""
+    host_slowdown: float
+    """Window reference / calibrated reference: 1.3 = the host ran 30 % slower than when
+    the study calibrated (the calibrated latency has that taken out)."""
     rounds_clean: int
     rounds_total: int
     outside_load_max: float
@@ -95,18 +109,21 @@ def measure_serving(
     raise MeasurementError (probe crash, timeout, parallel outputs off the reference)."""
     batch_path = artifact.with_suffix(".batch.pt")
     torch.save(batch, batch_path)
+    progress_path = artifact.with_suffix(".progress.json")
     job = ServingJob(str(artifact), plan.rank_files, str(batch_path), plan.strategy, plan.degree,
-                     threads, protocol.warmup, protocol.repeats, protocol.rounds, protocol.max_rounds,
-                     protocol.max_outside_load, plan.micro_batches, plan.boundaries)
+                     threads, protocol.warmup_s, protocol.round_s, protocol.rounds, protocol.max_rounds,
+                     protocol.max_outside_load, protocol.busy_wait_s, str(progress_path), plan.micro_batches,
+                     plan.boundaries)
     job_path = artifact.with_suffix(".job.json")
     result_path = artifact.with_suffix(".result.json")
     job_path.write_text(json.dumps(job_dict(job)))
     result_path.unlink(missing_ok=True)
     try:
-        _run_probe(job_path, result_path, timeout_s)
+        _run_probe(job_path, result_path, progress_path, timeout_s)
         measurement = _parse(json.loads(result_path.read_text()), protocol, plan)
     finally:
-        for path in (job_path, result_path, batch_path, *{Path(f) for f in plan.rank_files} - {artifact}):
+        for path in (job_path, result_path, batch_path, progress_path,
+                     *{Path(f) for f in plan.rank_files} - {artifact}):
             path.unlink(missing_ok=True)
     if measurement.output_error > plan.tolerance:
         raise MeasurementError(
@@ -117,7 +134,7 @@ def measure_serving(
     return measurement
 
 
-def _run_probe(job_path: Path, result_path: Path, timeout_s: float) -> None:
+def _run_probe(job_path: Path, result_path: Path, progress_path: Path, timeout_s: float) -> None:
     command = [sys.executable, "-m", "slimsearch.evaluators.serving_probe", str(job_path), str(result_path)]
     # A new session makes the probe and its rank processes one group we can kill together.
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -126,13 +143,22 @@ def _run_probe(job_path: Path, result_path: Path, timeout_s: float) -> None:
         _, stderr = process.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         _kill_group(process)
-        raise MeasurementError(f"serving probe timed out after {timeout_s:.0f}s (evaluation.timeout_s)") from None
+        raise MeasurementError(f"serving probe timed out after {timeout_s:.0f}s (evaluation.timeout_s) while "
+                               f"{_last_phase(progress_path)}") from None
     except BaseException:  # Ctrl-C reaches only us (the probe has its own session): take it down too
         _kill_group(process)
         raise
     if process.returncode != 0 or not result_path.exists():
         last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
         raise MeasurementError(f"serving probe failed (exit {process.returncode}): {last[0][:300]}")
+
+
+def _last_phase(progress_path: Path) -> str:
+    """What the probe was doing when it was killed, as it last wrote it."""
+    try:
+        return str(json.loads(progress_path.read_text())["phase"])
+    except (OSError, ValueError, KeyError):
+        return "starting (python and torch had not loaded yet)"
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -148,12 +174,16 @@ def _parse(result: dict, protocol: TimingProtocol, plan: RankPlan) -> ServingMea
     rounds = ranks[0]["rounds"]
     clean = [r for r in rounds if r["outside_load"] <= protocol.max_outside_load]
     used = clean or rounds
+    readings = calibrate(used, protocol.reference_ms)
     peaks = [int(r["peak_bytes"]) for r in ranks]
     baseline = int(ranks[0]["baseline_bytes"])
     # Library pages faulted in while serving are shared code, not the model's memory.
     file_growth = sum(int(r["file_growth_bytes"]) for r in ranks)
     return ServingMeasurement(
-        latency=LatencyStats.from_samples([ms for r in used for ms in r["samples_ms"]]),
+        latency=LatencyStats.from_samples(readings.calibrated_ms),
+        raw_latency=LatencyStats.from_samples(readings.raw_ms),
+        window_reference_ms=readings.window_reference_ms,
+        host_slowdown=readings.window_reference_ms / (protocol.reference_ms or readings.window_reference_ms),
         rounds_clean=len(clean),
         rounds_total=len(rounds),
         outside_load_max=max(r["outside_load"] for r in used),

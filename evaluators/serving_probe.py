@@ -5,8 +5,11 @@ Started by :func:`slimsearch.evaluators.serving.measure_serving` as
 measurement holds the host timing lock. ``single`` serves in this process; the parallel
 strategies spawn ``degree`` gloo ranks on 127.0.0.1 and time rank 0's round trip
 (``parallel_steps``). Each rank is pinned to its own cores with ``threads`` intra-op
-threads. Timing runs in rounds; a round during which other work kept the rank's cores
-busy is discarded and another is timed (``cpu_load``), up to ``max_rounds``. After the
+threads. Timing runs in rounds of candidate blocks paired with a reference workload
+(``paired_timing``), sized by a budget in seconds; a round during which other work kept
+the rank's cores busy is discarded and, after a growing pause (bounded by
+``busy_wait_s``), another is timed (``cpu_load``), up to ``max_rounds``. The probe
+writes its phase to ``progress_file`` so a timeout can say what was too slow. After the
 timed window, rank 0 compares the parallel output with the single-process artifact, and a
 compiled torch.export program's output with the same program uncompiled. The first call
 is timed on its own (``first_call_s``: cold start, inductor compilation included).
@@ -31,6 +34,7 @@ import torch.multiprocessing as mp
 from slimsearch.evaluators.cpu_load import outside_load, snapshot
 from slimsearch.evaluators.isolation import hardware_identity, timing_lock
 from slimsearch.evaluators.latency import time_calls
+from slimsearch.evaluators.paired_timing import BLOCKS_PER_ROUND, BlockSizes, reference_workload
 from slimsearch.evaluators.artifacts import load_artifact
 from slimsearch.evaluators.memory import current_rss_bytes, file_rss_bytes, peak_rss_bytes, reset_peak_rss
 from slimsearch.evaluators.parallel_steps import load_rank_model, local_weight_bytes, make_step
@@ -46,14 +50,17 @@ class ServingJob:
     strategy: str
     degree: int
     threads: int
-    warmup: int
-    repeats: int
-    """Timed calls per round."""
+    warmup_s: float
+    round_s: float
+    """Seconds of timed candidate calls per round."""
     rounds: int
     """Undisturbed rounds wanted."""
     max_rounds: int
     max_outside_load: float
     """A round whose cores were busier than this with other work is disturbed."""
+    busy_wait_s: float
+    """Longest total pause between disturbed rounds, waiting for the host to quieten."""
+    progress_file: str
     micro_batches: int = 1
     boundaries: list[tuple[list[int], str]] = field(default_factory=list)
 
@@ -63,6 +70,7 @@ def main(job_path: str, result_path: str) -> None:
     host = hardware_identity()  # before ranks pin themselves, so "cores" is the host's
     lock = timing_lock()
     asked = time.time()
+    _progress(job, 0, "waiting for the host timing lock (another trial is being timed)")
     with lock:
         lock_wait_s = time.time() - asked
         ranks = _serve_single(job) if job.degree == 1 else _serve_ranks(job)
@@ -95,15 +103,22 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
     cores = _pin_cores(rank, job.threads)
     if port is not None:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=job.degree)
+    reference = reference_workload()  # before the baseline: its few kB are not the model's
     baseline, baseline_file = current_rss_bytes(), file_rss_bytes()
+    _progress(job, rank, "loading the model")
     model = load_rank_model(job, rank)
     batch = torch.load(job.batch_file, weights_only=True)  # the same request on every rank and in the check
     step = make_step(job, model, batch, rank)
+    distributed = port is not None
     with torch.no_grad():
+        _progress(job, rank, "serving the first request")
         first_call_s = _seconds(step)  # cold start: includes compiling a torch_compile program
-        time_calls(step, job.warmup, 0)
+        _progress(job, rank, f"warming up (first request took {first_call_s:.2f} s)", first_call_s)
+        sizes = _warm_up(step, reference, job, distributed, rank)
+        _progress(job, rank, f"timing ({sizes.candidate_calls * BLOCKS_PER_ROUND} calls a round; first request took "
+                       f"{first_call_s:.2f} s)", first_call_s)
         start_ns = time.time_ns()
-        rounds = _timed_rounds(step, job, cores, distributed=port is not None)
+        rounds = _timed_rounds(step, reference, job, cores, distributed, rank, sizes)
         end_ns = time.time_ns()
         peak, file_growth = max(r["peak_bytes"] for r in rounds), file_rss_bytes() - baseline_file
         output = step()
@@ -130,25 +145,73 @@ def _error_against_reference(job: ServingJob, batch: torch.Tensor, output: torch
     return {"absolute": absolute, "relative": absolute / max(float(reference.abs().max()), 1e-12)}
 
 
-def _timed_rounds(step: Callable[[], Any], job: ServingJob, cores: list[int], distributed: bool) -> list[dict[str, Any]]:
+def _warm_up(step: Callable[[], Any], reference: Callable[[], Any], job: ServingJob, distributed: bool,
+             rank: int) -> BlockSizes:
+    """Call the model for ``warmup_s`` (at least twice), then size the blocks from the last
+    calls. Rank 0 decides and broadcasts, so every rank runs the same collective steps."""
+    started, durations = time.perf_counter(), []
+    while True:
+        durations.append(_seconds(step) * 1000)
+        done = len(durations) >= 2 and time.perf_counter() - started >= job.warmup_s
+        if not _agree([int(done)], distributed)[0]:
+            continue
+        if rank == 0:
+            reference_ms = min(time_calls(reference, 3, 5))
+            sizes = BlockSizes.from_warmup(min(durations[-3:]), reference_ms, job.round_s)
+            agreed = [sizes.candidate_calls, sizes.reference_calls]
+        else:
+            agreed = [0, 0]
+        return BlockSizes(*_agree(agreed, distributed))
+
+
+def _timed_rounds(step: Callable[[], Any], reference: Callable[[], Any], job: ServingJob, cores: list[int],
+                  distributed: bool, rank: int, sizes: BlockSizes) -> list[dict[str, Any]]:
     """Time rounds until ``job.rounds`` undisturbed ones or ``job.max_rounds`` in all.
 
-    Rank 0 decides whether another round is needed and broadcasts it, so every rank runs
-    the same number of collective steps.
+    Rank 0 times the reference around every candidate block, decides whether another
+    round is needed and, after a disturbed round, pauses (0.5 s, doubling, at most
+    ``busy_wait_s`` in all) so a passing neighbour can finish before the next round.
     """
     rounds: list[dict[str, Any]] = []
+    pause_s, paused_s = 0.5, 0.0
     while True:
         before = snapshot(cores)
         reset_peak_rss()  # each round's own peak: their spread is the memory reading's noise
-        samples = time_calls(step, 0, job.repeats)
-        rounds.append({"samples_ms": samples, "outside_load": outside_load(before, snapshot(cores)),
+        candidate, paired = [], []
+        for _ in range(BLOCKS_PER_ROUND):
+            if rank == 0:
+                paired.append(time_calls(reference, 0, sizes.reference_calls))
+            candidate.append(time_calls(step, 0, sizes.candidate_calls))
+        if rank == 0:
+            paired.append(time_calls(reference, 0, sizes.reference_calls))
+        load = outside_load(before, snapshot(cores))
+        rounds.append({"candidate": candidate, "reference": paired, "outside_load": load,
                        "peak_bytes": peak_rss_bytes()})
         clean = sum(r["outside_load"] <= job.max_outside_load for r in rounds)
-        more = torch.tensor([int(clean < job.rounds and len(rounds) < job.max_rounds)])
-        if distributed:
-            dist.broadcast(more, src=0)
-        if not more.item():
+        more = int(clean < job.rounds and len(rounds) < job.max_rounds)
+        if not _agree([more], distributed)[0]:
             return rounds
+        if rank == 0 and load > job.max_outside_load and paused_s < job.busy_wait_s:
+            pause = min(pause_s, job.busy_wait_s - paused_s)
+            _progress(job, rank, f"pausing {pause:.1f} s: other work kept the cores {100 * load:.0f} % busy")
+            time.sleep(pause)
+            paused_s, pause_s = paused_s + pause, pause_s * 2
+
+
+def _agree(values: list[int], distributed: bool) -> list[int]:
+    """Rank 0's ``values`` on every rank (as they are, in a single process)."""
+    if not distributed:
+        return values
+    tensor = torch.tensor(values)
+    dist.broadcast(tensor, src=0)
+    return [int(v) for v in tensor.tolist()]
+
+
+def _progress(job: ServingJob, rank: int, phase: str, first_call_s: float | None = None) -> None:
+    """Where rank 0 is, for a timeout's message (the parent kills the probe without a word)."""
+    if rank:
+        return
+    Path(job.progress_file).write_text(json.dumps({"phase": phase, "first_call_s": first_call_s}))
 
 
 def _pin_cores(rank: int, threads: int) -> list[int]:

@@ -112,11 +112,12 @@ class TrainingSettings(_Strict):
 
 class EvaluationSettings(_Strict):
     batch_size: int = Field(64, ge=1, description="serving batch size for latency and memory")
-    warmup: int = Field(20, ge=0)
-    repeats: int = Field(30, ge=2, description="timed calls per round")
+    warmup_s: float = Field(0.3, ge=0, description="seconds of untimed calls before timing (at least two calls)")
+    round_s: float = Field(0.3, gt=0, description="seconds of timed calls per round (6 to 600 calls)")
     rounds: int = Field(3, ge=1, description="undisturbed timing rounds wanted")
-    max_rounds: int = Field(6, ge=1, description="give up (and flag the trial noisy) after this many rounds")
+    max_rounds: int = Field(6, ge=1, description="give up (and flag the measurement noisy) after this many rounds")
     max_outside_load: float = Field(0.2, ge=0, le=1, description="a round whose cores were busier with other work is redone")
+    busy_wait_s: float = Field(20, ge=0, description="longest total pause between disturbed rounds, waiting for quiet")
     timeout_s: float = Field(300, gt=0, description="kill a serving measurement after this long")
     calibration_size: int = Field(256, ge=1, description="training rows used to calibrate int8")
     placement: Literal["local", "ray"] = Field("local", description="where evaluators run")
@@ -129,10 +130,12 @@ class EvaluationSettings(_Strict):
             raise ValueError(f"max_rounds ({self.max_rounds}) must be >= rounds ({self.rounds})")
         return self
 
-    def protocol(self) -> TimingProtocol:
+    def protocol(self, reference_ms: float | None = None) -> TimingProtocol:
+        """The timing protocol, calibrated to the study's reference latency when given."""
         from slimsearch.evaluators import TimingProtocol
 
-        return TimingProtocol(self.warmup, self.repeats, self.rounds, self.max_rounds, self.max_outside_load)
+        return TimingProtocol(self.warmup_s, self.round_s, self.rounds, self.max_rounds, self.max_outside_load,
+                              self.busy_wait_s, reference_ms)
 
 
 class SlimsearchConfig(_Strict):

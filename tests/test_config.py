@@ -29,7 +29,7 @@ def test_shipped_example_equals_the_embedded_default() -> None:
         ("constraints: ['latency <= 2']\n", "constraints"),
         ("objectives: {accuracy: maximize, speed: minimize}\n", "objectives"),
         ("search:\n  sampler: cmaes\n", "search.sampler"),
-        ("evaluation:\n  repeats: 1\n", "evaluation.repeats"),
+        ("evaluation:\n  round_s: 0\n", "evaluation.round_s"),
     ],
 )
 def test_validate_names_the_bad_field_on_one_line_and_exits_2(tmp_path: Path, text: str, field: str) -> None:

@@ -37,10 +37,10 @@ def _tiny_artifact(path: Path, width: int = 8) -> Path:
     return save_artifact(model, torch.randn(4, *SHAPE), path)
 
 
-def _measure(artifact: Path, repeats: int = 10, rounds: int = 1, strategy: str = "single", degree: int = 1,
+def _measure(artifact: Path, round_s: float = 0.01, rounds: int = 1, strategy: str = "single", degree: int = 1,
              **overrides) -> object:
     settings = dict(batch_size=8, threads=1, timeout_s=120,
-                    protocol=TimingProtocol(warmup=3, repeats=repeats, rounds=rounds, max_rounds=rounds + 2))
+                    protocol=TimingProtocol(warmup_s=0.01, round_s=round_s, rounds=rounds, max_rounds=rounds + 2))
     settings.update(overrides)
     batch = torch.randn(settings.pop("batch_size"), *SHAPE)
     plan = RankPlan(strategy, degree, [str(artifact)] * degree, tolerance=1e-4, weight_bytes=[0] * degree)
@@ -85,7 +85,7 @@ def test_accuracy_is_nan_for_non_finite_outputs() -> None:
 
 def test_single_process_serving_is_measured_in_a_probe(tmp_path: Path) -> None:
     result = _measure(_tiny_artifact(tmp_path / "m.pt"))
-    assert result.latency.p50_ms > 0 and result.latency.repeats == 10
+    assert result.latency.p50_ms > 0 and result.latency.repeats >= 6, "at least a call per block"
     assert result.memory_bytes > 0 and len(result.per_rank_peak_bytes) == 1
     assert result.baseline_bytes > 50 * 1024 * 1024, "baseline is a whole torch process"
     assert result.hardware["cpu"] and result.hardware["ranks"] == "1"
@@ -105,7 +105,7 @@ def test_concurrent_measurements_never_overlap_their_timed_windows(tmp_path: Pat
     results: list = [None, None]
 
     def worker(i: int) -> None:
-        results[i] = _measure(artifacts[i], repeats=40)
+        results[i] = _measure(artifacts[i], round_s=0.05)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
     for t in threads:
@@ -127,7 +127,7 @@ def test_a_probe_that_runs_too_long_is_killed_without_leftovers(tmp_path: Path) 
     artifact = _tiny_artifact(tmp_path / "m.pt", width=64)
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     with pytest.raises(MeasurementError, match="timed out"):
-        _measure(artifact, batch_size=256, repeats=100000, timeout_s=3)
+        _measure(artifact, batch_size=256, round_s=1000, timeout_s=3)
     leftovers = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     assert not leftovers
     orphans = [p for p in psutil.process_iter(["cmdline"]) if str(artifact) in " ".join(p.info["cmdline"] or [])]
@@ -148,7 +148,7 @@ def test_rounds_disturbed_by_a_neighbour_on_our_core_are_detected_and_flagged(tm
     try:
         spinning = psutil.Process(neighbour.pid)
         wait_until(lambda: spinning.cpu_times().user > 0.2, timeout_s=30)  # it runs, not just started
-        result = _measure(artifact, batch_size=64, repeats=400, rounds=2)
+        result = _measure(artifact, batch_size=64, round_s=0.2, rounds=2)
     finally:
         neighbour.kill()
         neighbour.wait()

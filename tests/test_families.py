@@ -159,7 +159,7 @@ def test_tensor_parallel_serves_fused_and_shared_key_value_attention_sharded_by_
     artifact = save_artifact(model, batch, tmp_path / "m.pt")
     plan = plan_ranks(model, batch, "tensor_parallel", 2, artifact)
     measured = measure_serving(artifact, plan, batch, threads=1, timeout_s=120,
-                               protocol=TimingProtocol(warmup=1, repeats=3, rounds=1, max_rounds=1))
+                               protocol=TimingProtocol(warmup_s=0.01, round_s=0.02, rounds=1, max_rounds=1))
     assert measured.output_error < 1e-4, "sharded outputs match the single-process model"
     assert all(weights < 0.8 * state_dict_bytes(model) for weights in measured.per_rank_weight_bytes)
     assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items()), \

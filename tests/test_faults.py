@@ -195,7 +195,7 @@ def test_a_lost_or_replaced_optuna_storage_is_refused_and_mlflow_keeps_its_trial
 @pytest.mark.e2e
 def test_a_second_run_of_the_same_study_is_refused_while_the_first_runs(tmp_path: Path, fast_config: dict) -> None:
     fast_config["search"].update(n_trials=50, study_name="twice")
-    fast_config["evaluation"]["repeats"] = 200
+    fast_config["evaluation"]["round_s"] = 0.1
     config = write_config(tmp_path / "twice.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
     first = search_process(config, tmp_path)

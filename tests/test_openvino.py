@@ -42,7 +42,7 @@ def test_an_openvino_candidate_is_served_from_its_ir_with_its_accuracy(tmp_path:
     assert abs(evaluate_accuracy(served, task.val, task.metric) - teacher_accuracy) <= 1 / len(task.val[1])
     assert served.inference_precision == "f32", "an explicit precision, never OpenVINO's bf16 default"
     measured = measure_serving(artifact, plan_ranks(built.serving, batch, "single", 1, artifact), batch, threads=1,
-                               timeout_s=120, protocol=TimingProtocol(warmup=2, repeats=5, rounds=1, max_rounds=1))
+                               timeout_s=120, protocol=TimingProtocol(warmup_s=0.01, round_s=0.02, rounds=1, max_rounds=1))
     assert measured.latency.p50_ms > 0 and measured.memory_bytes > 0, "serving an IR takes memory"
 
 

@@ -28,7 +28,7 @@ def _serve(model: torch.nn.Module, strategy: str, tmp_path: Path, degree: int = 
     artifact = save_artifact(model, example, tmp_path / f"{strategy}.pt")
     plan = plan_ranks(model, example, strategy, 1 if strategy == "single" else degree, artifact)
     return measure_serving(artifact, plan, example, threads=1, timeout_s=120,
-                           protocol=TimingProtocol(warmup=2, repeats=5, rounds=1, max_rounds=2))
+                           protocol=TimingProtocol(warmup_s=0.01, round_s=0.02, rounds=1, max_rounds=2))
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_wrong_rank_outputs_are_a_failed_measurement(tmp_path: Path) -> None:
     plan = RankPlan("data_parallel", 2, [str(artifact), str(other)], tolerance=1e-4, weight_bytes=[1, 1])
     with pytest.raises(MeasurementError, match="outputs differ from the single-process model"):
         measure_serving(artifact, plan, example, threads=1, timeout_s=120,
-                        protocol=TimingProtocol(warmup=1, repeats=3, rounds=1, max_rounds=1))
+                        protocol=TimingProtocol(warmup_s=0.01, round_s=0.02, rounds=1, max_rounds=1))
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ def two_node_cluster():
 
 def test_latency_jobs_land_only_on_the_bench_node_and_accuracy_runs_anywhere(two_node_cluster: str, tmp_path: Path) -> None:
     placement = RayPlacement()
-    request = ServingRequest(torch.randn(16, *SHAPE), 1, TimingProtocol(warmup=2, repeats=5, rounds=1, max_rounds=2), 120)
+    request = ServingRequest(torch.randn(16, *SHAPE), 1, TimingProtocol(warmup_s=0.01, round_s=0.02, rounds=1, max_rounds=2), 120)
     split = (torch.randn(40, *SHAPE), torch.randint(0, 10, (40,)))
     for width in (0.25, 0.5, 1.0):
         torch.manual_seed(0)

@@ -57,7 +57,7 @@ def test_a_killed_ray_driver_s_trials_are_failed_and_re_run_when_the_study_resum
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     fast_config["search"].update(backend="ray", workers=1, n_trials=3, study_name="ray-killed", sampler="random",
                                  ray={"cpus_per_trial": 1}, heartbeat_s=2)
-    fast_config["evaluation"]["repeats"] = 300  # trials long enough to be killed inside
+    fast_config["evaluation"]["round_s"] = 0.15  # trials long enough to be killed inside
     config = write_config(tmp_path / "ray.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
     process = search_process(config, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=False,

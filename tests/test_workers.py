@@ -56,7 +56,7 @@ def test_two_local_workers_share_the_budget_exactly(kind: str, tmp_path: Path, f
 def test_a_killed_worker_s_trial_is_failed_closed_in_mlflow_and_re_run(kind: str, tmp_path: Path, fast_config: dict) -> None:
     storage = _storage_url(kind, Path(fast_config["output_dir"]))
     fast_config["search"].update(n_trials=3, study_name="killed", heartbeat_s=1, sampler="random", storage=storage)
-    fast_config["evaluation"]["repeats"] = 300  # trials long enough to be killed inside
+    fast_config["evaluation"]["round_s"] = 0.15  # trials long enough to be killed inside
     config = write_config(tmp_path / "killed.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
     process = search_process(config, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=False,

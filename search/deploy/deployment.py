@@ -30,7 +30,7 @@ from slimsearch.pipelines.export import export_model
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.review.study_review import StudyReview
 from slimsearch.search.review.selection import DeploymentError, Limits
-from slimsearch.search.loop.trial import TrialResult, make_placement, measure_built
+from slimsearch.search.loop.trial import TrialResult, Yardstick, make_placement, measure_built
 from slimsearch.spaces import Candidate
 from slimsearch.search.store import records
 
@@ -69,10 +69,9 @@ def build_deployment(
     candidate = Candidate.from_dict(trial.user_attrs[records.CANDIDATE])
     built = pipeline.build(candidate)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    teacher_quality = review.baseline["metrics"].get(review.quality.name)
     with tempfile.TemporaryDirectory(prefix="slimsearch-remeasure-") as scratch:  # nothing left in the deploy folder
         remeasured = measure_built(candidate, built, task, config.evaluation, make_placement(config.evaluation),
-                                   Path(scratch), teacher_quality)
+                                   Path(scratch), Yardstick.of(review.baseline, review.quality.name))
     broken = limits.violations(remeasured.metrics)
     if broken:
         searched = trial.user_attrs[records.METRICS]

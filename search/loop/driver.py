@@ -60,7 +60,7 @@ from slimsearch.search.store.study import (
     stored_baseline,
 )
 from slimsearch.search.store.tracking import STUDY_UID_TAG, MlflowTracker, readable_tracking
-from slimsearch.search.loop.trial import TrialOutcome, make_placement, measure_candidate, run_candidate
+from slimsearch.search.loop.trial import TrialOutcome, Yardstick, make_placement, measure_candidate, run_candidate
 from slimsearch.search.loop.workers import WorkerProcess, join_workers, signal_workers, spawn_workers
 from slimsearch.spaces import (
     Candidate,
@@ -428,7 +428,7 @@ class SearchDriver:
         run_id, candidate = started
         try:
             outcome = run_candidate(candidate, self.pipeline, self.config.evaluation, self.placement, self.workdir,
-                                    self.teacher_quality, self.monitor(candidate))
+                                    self.yardstick, self.monitor(candidate))
         except KeyboardInterrupt:
             self.record_failure(trial, run_id, "interrupted", "interrupted by the user")
             raise
@@ -634,6 +634,10 @@ class SearchDriver:
         """The teacher's value of the task's metric, every trial's ``_drop`` is taken from."""
         return float(self.baseline["metrics"][self.quality.name])
 
+    @property
+    def yardstick(self) -> Yardstick:
+        return Yardstick.of(self.baseline, self.quality.name)
+
     def _baseline(self) -> dict[str, Any]:
         """The teacher's measurement, taken once per study and reused on resume."""
         stored = stored_baseline(self.study)
@@ -650,7 +654,7 @@ class SearchDriver:
         cfg = self.config
         teacher = Candidate(None, 0.0, 32, None, "single", 1, max(cfg.space.parallel.threads))
         try:
-            result = measure_candidate(teacher, self.pipeline, cfg.evaluation, self.placement, self.workdir, None)
+            result = measure_candidate(teacher, self.pipeline, cfg.evaluation, self.placement, self.workdir, Yardstick())
         except MeasurementError as exc:  # the probe (timed out on a busy host, or crashed), not the model
             raise SearchError(f"the teacher's serving measurement failed ({exc}); if the host is busy, wait for it or "
                               "raise evaluation.timeout_s, then run the same command again") from exc

@@ -46,7 +46,7 @@ from slimsearch.search.objectives import minimising_signs
 from slimsearch.search.loop.early_stopping import TrialMonitor
 from slimsearch.search.loop.ray_cluster import ray_cluster
 from slimsearch.search.store.study import evaluated_count
-from slimsearch.search.loop.trial import TrialOutcome, make_placement, run_candidate
+from slimsearch.search.loop.trial import TrialOutcome, Yardstick, make_placement, run_candidate
 from slimsearch.spaces import Candidate, SpaceSpec, suggest_candidate
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def run_with_ray_tune(driver: SearchDriver, summary: RunSummary, target: int, ti
 def _fit(driver: SearchDriver, summary: RunSummary, cfg: SlimsearchConfig, remaining: int,
          timeout_s: float | None) -> None:
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, study_config=cfg, teacher_quality=driver.teacher_quality),
+        tune.with_parameters(tune_trial, study_config=cfg, yardstick=driver.yardstick),
         {"cpu": cfg.search.ray.cpus_per_trial},
     )
     tuner = tune.Tuner(
@@ -197,13 +197,13 @@ def _pipeline(config_json: str) -> CompressionPipeline:
                                cfg.evaluation.calibration_size)
 
 
-def tune_trial(config: dict[str, Any], study_config: SlimsearchConfig, teacher_quality: float) -> None:
+def tune_trial(config: dict[str, Any], study_config: SlimsearchConfig, yardstick: Yardstick) -> None:
     """The Tune trainable: build and measure one candidate in a Ray actor, report the outcome."""
     torch.set_num_threads(study_config.search.ray.cpus_per_trial)
     monitor: TrialMonitor | None = config["monitor"]
     outcome = run_candidate(Candidate.from_dict(config["candidate"]), _pipeline(study_config.model_dump_json()),
                             study_config.evaluation, make_placement(study_config.evaluation),
-                            Path(study_config.output_dir) / "artifacts-tmp" / str(os.getpid()), teacher_quality,
+                            Path(study_config.output_dir) / "artifacts-tmp" / str(os.getpid()), yardstick,
                             monitor)
     values = ({name: outcome.result.metrics[name] for name in study_config.objectives}
               if outcome.result is not None else {})

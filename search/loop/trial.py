@@ -16,7 +16,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from slimsearch.evaluators import LocalPlacement, Placement, RayPlacement, ServingRequest, plan_ranks, save_artifact
 from slimsearch.evaluators.serving import MB
@@ -25,6 +25,25 @@ from slimsearch.search.config import EvaluationSettings
 from slimsearch.search.objectives import QualityMetric
 from slimsearch.search.loop.early_stopping import SERVING_POINT, TrialMonitor, TrialStopped
 from slimsearch.spaces import Candidate, InvalidCandidate
+
+
+REFERENCE_METRIC = "latency_reference_ms"
+"""The paired reference workload's median in a measurement's window; the baseline's is
+the study's calibrated reference every later trial is scaled to."""
+
+
+@dataclass(frozen=True)
+class Yardstick:
+    """What a trial is judged against, from the study's baseline: the teacher's quality
+    (every ``_drop``) and the reference latency (paired timing's calibration)."""
+
+    teacher_quality: float | None = None
+    reference_ms: float | None = None
+
+    @classmethod
+    def of(cls, baseline: dict[str, Any], quality_name: str) -> Yardstick:
+        metrics = baseline["metrics"]
+        return cls(metrics.get(quality_name), metrics.get(REFERENCE_METRIC))
 
 
 @dataclass
@@ -62,14 +81,14 @@ def run_candidate(
     evaluation: EvaluationSettings,
     placement: Placement,
     workdir: Path,
-    teacher_quality: float,
+    yardstick: Yardstick,
     monitor: TrialMonitor | None,
 ) -> TrialOutcome:
     """Build and measure ``candidate``; any failure of the candidate becomes an outcome
     (fail-soft: one bad candidate never aborts the study). Ctrl-C still propagates."""
     curve = monitor.curve if monitor is not None else {}
     try:
-        result = measure_candidate(candidate, pipeline, evaluation, placement, workdir, teacher_quality, monitor)
+        result = measure_candidate(candidate, pipeline, evaluation, placement, workdir, yardstick, monitor)
     except TrialStopped as exc:
         return TrialOutcome("pruned", curve=curve, reason=str(exc), rule=exc.rule, point=exc.point)
     except InvalidCandidate as exc:
@@ -109,14 +128,14 @@ def measure_candidate(
     evaluation: EvaluationSettings,
     placement: Placement,
     workdir: Path,
-    teacher_quality: float | None,
+    yardstick: Yardstick,
     monitor: AccuracyMonitor | None = None,
 ) -> TrialResult:
     """Build ``candidate`` with ``pipeline`` and measure accuracy, latency and memory;
     ``monitor`` hears the validation accuracy while it trains and before serving is timed."""
     started = time.perf_counter()
     built = pipeline.build(candidate, monitor)
-    result = measure_built(candidate, built, pipeline.task, evaluation, placement, workdir, teacher_quality, monitor)
+    result = measure_built(candidate, built, pipeline.task, evaluation, placement, workdir, yardstick, monitor)
     result.metrics["seconds_trial"] = time.perf_counter() - started
     return result
 
@@ -128,12 +147,13 @@ def measure_built(
     evaluation: EvaluationSettings,
     placement: Placement,
     workdir: Path,
-    teacher_quality: float | None,
+    yardstick: Yardstick,
     monitor: AccuracyMonitor | None = None,
 ) -> TrialResult:
     """Measure an already built model where ``placement`` runs evaluators: the task's metric
     on the serving artifact (named as the task names it, with its drop from
-    ``teacher_quality``), then latency and memory in the isolated probe."""
+    the yardstick's teacher quality), then latency and memory in the isolated probe,
+    paired with the reference workload and calibrated to the yardstick's reference."""
     workdir.mkdir(parents=True, exist_ok=True)
     example = task.serving_batch(evaluation.batch_size)
     artifact = save_artifact(built.serving, example, workdir / f"{candidate.fingerprint()}.pt")
@@ -145,7 +165,8 @@ def measure_built(
             monitor(SERVING_POINT, accuracy)
         test_accuracy = placement.accuracy(artifact, task.test, task.metric)
         plan = plan_ranks(built.serving, example, candidate.strategy, candidate.degree, artifact)
-        request = ServingRequest(example, candidate.threads, evaluation.protocol(), evaluation.timeout_s)
+        request = ServingRequest(example, candidate.threads, evaluation.protocol(yardstick.reference_ms),
+                                 evaluation.timeout_s)
         serving = placement.measure(artifact, plan, request)
     except BaseException:  # nothing of a failed measurement is left behind
         artifact.unlink(missing_ok=True)
@@ -155,7 +176,8 @@ def measure_built(
     metrics = {
         quality.name: accuracy,
         quality.test: test_accuracy,
-        quality.drop: quality.worsening(teacher_quality, accuracy) if teacher_quality is not None else 0.0,
+        quality.drop: (quality.worsening(yardstick.teacher_quality, accuracy)
+                       if yardstick.teacher_quality is not None else 0.0),
         "latency_p50_ms": latency.p50_ms,
         "latency_p95_ms": latency.p95_ms,
         "latency_p99_ms": latency.p99_ms,
@@ -165,6 +187,10 @@ def measure_built(
         "latency_p50_ci_high_ms": latency.p50_ci_high_ms,
         "latency_p95_ci_low_ms": latency.p95_ci_low_ms,
         "latency_p95_ci_high_ms": latency.p95_ci_high_ms,
+        "latency_raw_p50_ms": serving.raw_latency.p50_ms,
+        "latency_raw_p95_ms": serving.raw_latency.p95_ms,
+        REFERENCE_METRIC: serving.window_reference_ms,
+        "host_slowdown": serving.host_slowdown,
         "memory_spread_mb": serving.memory_spread_bytes / MB,
         "val_rows": float(len(task.val[1])),
         "memory_mb": serving.memory_mb,

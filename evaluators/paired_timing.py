@@ -1,0 +1,100 @@
+"""Paired timing: the candidate's calls interleaved with a fixed reference workload.
+
+A 2-core cloud host runs in speed states 30-70 % apart that last seconds (frequency,
+the neighbour on the physical core, memory bandwidth): ten fresh probes of one int8
+digits model read 3.5 ms or 5.1 ms p50 depending on the state, CV 17.9 % (idle Zen 3,
+2026-11-29). A small fixed convolution timed right before and after each block of
+candidate calls sees the same state: the ratio candidate / reference had a CV of 2.3-2.6 %
+over the same ten probes, a 192x192 matmul only 7.5 % (it stays in cache and misses
+the memory-bound part of a slowdown). So each block of candidate calls is scaled by
+``reference_ms / (reference read around the block)``: the latency the candidate has
+when the reference runs at ``reference_ms`` -- the study's calibrated value (measured
+with the teacher's baseline), or this window's own median where there is none.
+The raw readings are kept beside the calibrated ones.
+
+The amount of timing is a budget in seconds (as pyperf and Google Benchmark size
+their loops), not a count of calls: a 1 ms model gets hundreds of calls a round and a
+3 s model a few, with their statistics' uncertainty recorded either way.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+BLOCKS_PER_ROUND = 6
+"""Candidate blocks per round, each with a reference block on either side."""
+MIN_CALLS_PER_ROUND = BLOCKS_PER_ROUND
+MAX_CALLS_PER_ROUND = 600
+REFERENCE_BLOCK_S = 0.02
+"""Seconds of reference calls around each block (at most a candidate block's)."""
+MIN_REFERENCE_CALLS = 3
+
+
+def reference_workload() -> Callable[[], torch.Tensor]:
+    """The fixed workload every window is paired with: two small convolutions (~0.7 ms on
+    one Zen 3 core, on the caller's torch threads), seeded so it is the same computation
+    in every process and study."""
+    generator = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1)).eval()
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    inputs = torch.randn(16, 8, 16, 16, generator=generator)
+
+    def call() -> torch.Tensor:
+        with torch.no_grad():
+            return net(inputs)
+
+    return call
+
+
+@dataclass(frozen=True)
+class BlockSizes:
+    """How many calls make a candidate block and a reference block, from warm-up timings."""
+
+    candidate_calls: int
+    reference_calls: int
+
+    @classmethod
+    def from_warmup(cls, candidate_ms: float, reference_ms: float, round_s: float) -> BlockSizes:
+        per_round = round(round_s * 1000 / max(candidate_ms, 1e-6))
+        per_round = min(MAX_CALLS_PER_ROUND, max(MIN_CALLS_PER_ROUND, per_round))
+        block_s = min(REFERENCE_BLOCK_S, round_s / BLOCKS_PER_ROUND)  # never longer than a candidate block
+        reference_calls = max(MIN_REFERENCE_CALLS, math.ceil(block_s * 1000 / max(reference_ms, 1e-6)))
+        return cls(max(1, per_round // BLOCKS_PER_ROUND), reference_calls)
+
+
+@dataclass(frozen=True)
+class PairedReadings:
+    """Calibrated and raw samples of the rounds used, and the reference as read in them."""
+
+    calibrated_ms: list[float]
+    raw_ms: list[float]
+    window_reference_ms: float
+    """Median of the reference blocks in these rounds: the host's speed in this window."""
+
+
+def calibrate(rounds: list[dict[str, list[list[float]]]], reference_ms: float | None) -> PairedReadings:
+    """Scale each candidate block by ``reference_ms`` / the reference around it.
+
+    A round holds ``candidate`` blocks (lists of call times) and ``reference`` blocks, one
+    more than candidate blocks: reference block ``i`` precedes candidate block ``i`` and
+    block ``i + 1`` follows it. Without ``reference_ms`` the window's own median reference
+    is the yardstick (drift within the window is still removed).
+    """
+    reference_medians = [statistics.median(block) for r in rounds for block in r["reference"]]
+    window = statistics.median(reference_medians)
+    target = reference_ms or window
+    calibrated, raw = [], []
+    for r in rounds:
+        for i, block in enumerate(r["candidate"]):
+            around = (statistics.median(r["reference"][i]) + statistics.median(r["reference"][i + 1])) / 2
+            calibrated.extend(ms * target / around for ms in block)
+            raw.extend(block)
+    return PairedReadings(calibrated, raw, window)

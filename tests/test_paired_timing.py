@@ -1,0 +1,53 @@
+"""Paired timing: the reference around each block cancels the host's speed state."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from slimsearch.evaluators.paired_timing import (
+    BLOCKS_PER_ROUND,
+    MAX_CALLS_PER_ROUND,
+    BlockSizes,
+    calibrate,
+    reference_workload,
+)
+
+
+def _round(speeds: list[float], candidate_ms: float = 2.0, reference_ms: float = 1.0) -> dict[str, list[list[float]]]:
+    """A round on a host whose speed factor is ``speeds[i]`` around block ``i`` (the
+    reference block after the last candidate block sees the last block's speed)."""
+    return {"candidate": [[candidate_ms * s] * 4 for s in speeds],
+            "reference": [[reference_ms * s] * 3 for s in [*speeds, speeds[-1]]]}
+
+
+def test_a_host_slowdown_that_hits_both_is_taken_out_of_the_calibrated_latency() -> None:
+    steady = [1.0] * BLOCKS_PER_ROUND
+    slowed = [1.0, 1.6, 1.6, 1.6, 1.0, 1.6]  # a speed state that comes and goes within the window
+    calm = calibrate([_round(steady)], reference_ms=1.0)
+    busy = calibrate([_round(slowed), _round([1.6] * BLOCKS_PER_ROUND)], reference_ms=1.0)
+    assert statistics.median(busy.raw_ms) == pytest.approx(3.2), "raw readings keep the slowdown"
+    assert statistics.median(calm.calibrated_ms) == pytest.approx(2.0)
+    assert statistics.median(busy.calibrated_ms) == pytest.approx(2.0, rel=0.05)
+    assert busy.window_reference_ms == pytest.approx(1.6)
+
+
+def test_without_a_study_reference_the_window_median_is_the_yardstick() -> None:
+    readings = calibrate([_round([1.0] * BLOCKS_PER_ROUND), _round([2.0] * BLOCKS_PER_ROUND)], reference_ms=None)
+    assert readings.window_reference_ms == pytest.approx(1.5)
+    assert set(round(ms, 6) for ms in readings.calibrated_ms) == {3.0}, "both speed states scaled to the median"
+
+
+def test_the_timing_budget_is_seconds_not_calls() -> None:
+    fast = BlockSizes.from_warmup(candidate_ms=1.0, reference_ms=0.7, round_s=0.3)
+    slow = BlockSizes.from_warmup(candidate_ms=3000.0, reference_ms=0.7, round_s=0.3)
+    tiny = BlockSizes.from_warmup(candidate_ms=0.001, reference_ms=0.7, round_s=0.3)
+    assert fast.candidate_calls * BLOCKS_PER_ROUND == 300, "a 1 ms model: 0.3 s of calls"
+    assert slow.candidate_calls == 1, "a 3 s model: one call a block"
+    assert tiny.candidate_calls * BLOCKS_PER_ROUND == MAX_CALLS_PER_ROUND
+    assert fast.reference_calls * 0.7 >= 20, "20 ms of reference around a block"
+
+
+def test_the_reference_workload_is_the_same_computation_in_every_process() -> None:
+    assert reference_workload()().equal(reference_workload()())
