@@ -276,6 +276,8 @@ def select(
     alias: str = typer.Option("champion", "--alias", help="alias set on the new model version"),
     register: bool = typer.Option(True, "--register/--no-register", help="register an MLflow model version"),
     allow_simulated: bool = typer.Option(False, "--allow-simulated", help="also consider fake-quant (simulated) bit widths"),
+    allow_noisy: bool = typer.Option(False, "--allow-noisy", help="deploy even if the re-measurement was timed on a "
+                                     "busy host"),
 ) -> None:
     """Choose a deployment under limits, re-measure it, export it and register it in MLflow."""
     from slimsearch.pipelines.export import FORMATS
@@ -314,7 +316,7 @@ def select(
     served = RUNTIMES[runtime].export_format
     if (register or not formats) and served not in formats:
         formats = [*formats, served]
-    deployment = build_deployment(review, chosen, limits, formats, directory)  # SelectionRefused: exit 3
+    deployment = build_deployment(review, chosen, limits, formats, directory, allow_noisy)  # SelectionRefused: exit 3
     m, quality = deployment.remeasured.metrics, review.quality
     console.print(f"re-measured: {quality.name} {m[quality.name]:.4f} (drop {m[quality.drop]:+.4f}), latency p50 "
                   f"{m['latency_p50_ms']:.3f} ms [95% CI {m['latency_p50_ci_low_ms']:.3f}-{m['latency_p50_ci_high_ms']:.3f}], "

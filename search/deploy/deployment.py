@@ -30,7 +30,7 @@ from slimsearch.pipelines.export import export_model
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.review.study_review import StudyReview
 from slimsearch.search.review.selection import DeploymentError, Limits
-from slimsearch.search.loop.trial import TrialResult, Yardstick, make_placement, measure_built
+from slimsearch.search.loop.trial import TrialResult, Yardstick, busy_host, make_placement, measure_built
 from slimsearch.spaces import Candidate
 from slimsearch.search.store import records
 
@@ -59,9 +59,12 @@ class Deployment:
 
 
 def build_deployment(
-    review: StudyReview, trial: FrozenTrial, limits: Limits, formats: list[str], directory: Path
+    review: StudyReview, trial: FrozenTrial, limits: Limits, formats: list[str], directory: Path,
+    allow_noisy: bool = False,
 ) -> Deployment:
-    """Rebuild, re-measure, check limits, export in ``formats`` and write the deployment spec."""
+    """Rebuild, re-measure, check limits, export in ``formats`` and write the deployment spec.
+    A re-measurement timed on a busy host proves nothing about the limits: refused unless
+    ``allow_noisy``."""
     config = SlimsearchConfig.model_validate(review.config)
     task = load_task(config.task, config.search.seed)
     pipeline = CompressionPipeline(task, config.cache_dir, config.training.recipe(), config.search.seed,
@@ -72,6 +75,10 @@ def build_deployment(
     with tempfile.TemporaryDirectory(prefix="slimsearch-remeasure-") as scratch:  # nothing left in the deploy folder
         remeasured = measure_built(candidate, built, task, config.evaluation, make_placement(config.evaluation),
                                    Path(scratch), Yardstick.of(review.baseline, review.quality.name))
+    if remeasured.tags["noisy"] == "true" and not allow_noisy:
+        raise SelectionRefused(f"trial {trial.number}'s re-measurement was timed on a busy host "
+                               f"({busy_host(remeasured.metrics)}): its latency proves nothing; run select again "
+                               "when the host is quieter, or pass --allow-noisy")
     broken = limits.violations(remeasured.metrics)
     if broken:
         searched = trial.user_attrs[records.METRICS]

@@ -46,7 +46,7 @@ from slimsearch.search.objectives import minimising_signs
 from slimsearch.search.loop.early_stopping import TrialMonitor
 from slimsearch.search.loop.ray_cluster import ray_cluster
 from slimsearch.search.store.study import evaluated_count
-from slimsearch.search.loop.trial import TrialOutcome, Yardstick, make_placement, run_candidate
+from slimsearch.search.loop.trial import UNCOUNTED, TrialOutcome, Yardstick, make_placement, run_candidate
 from slimsearch.spaces import Candidate, SpaceSpec, suggest_candidate
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ class StudySearcher(_DriverBound, OptunaSearch):
         if outcome is None:
             outcome = TrialOutcome("failed", reason="the Ray trial ended without a result; see the Ray logs",
                                    rule="RayTrialError")
-        if self.driver.record_outcome(self.summary, trial, run_id, candidate, outcome) != "rejected":
+        if self.driver.record_outcome(self.summary, trial, run_id, candidate, outcome) not in UNCOUNTED:
             self.driver.after_evaluated(self.summary)
 
 

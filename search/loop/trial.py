@@ -55,6 +55,9 @@ class TrialResult:
     """The measured TorchScript file; the caller keeps (front members) or deletes it."""
 
 
+UNCOUNTED = ("rejected", "deferred")
+"""How the driver records trials that do not count as evaluated (no budget, no front refresh)."""
+
 _TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -73,6 +76,12 @@ class TrialOutcome:
     def __post_init__(self) -> None:
         # Exporters colour their messages for a terminal; a reason is stored and shown as one plain line.
         self.reason = _TERMINAL_CODES.sub("", self.reason).strip().split("\n")[0]
+
+
+def busy_host(metrics: dict[str, float]) -> str:
+    """How busy the host was while a noisy measurement was timed, in words."""
+    return (f"other work kept the cores {100 * metrics['outside_load_max']:.0f} % busy "
+            f"({metrics['latency_rounds_clean']:.0f} of {metrics['latency_rounds_total']:.0f} timing rounds clean)")
 
 
 def run_candidate(

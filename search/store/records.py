@@ -36,7 +36,8 @@ TAGS = "tags"
 """Facts about how the model was built and measured (quant path, noisy, cache hits)."""
 ACCURACY_CURVE = "accuracy_curve"
 FAILURE_KIND = "failure_kind"
-"""rejected | error | interrupted | stale | host | concurrent (another worker measures the same candidate)"""
+"""rejected | error | interrupted | stale | host | concurrent (another worker measures the same candidate)
+| deferred (latency read on a busy host: measured again later) | noisy (still busy after the retries)"""
 FAILURE_REASON = "failure_reason"
 PRUNED_RULE = "pruned_rule"
 PRUNED_REASON = "pruned_reason"
@@ -53,6 +54,8 @@ PID = "pid"
 """The process running the trial (with ``HOST``): a dead one on this host is seen at once."""
 VARIANT_OF = "variant_of"
 """Number of the trial whose model this one serves another way (``search.deployment_variants``)."""
+DEFERRALS = "deferrals"
+"""How many earlier attempts at this candidate had their latency read on a busy host (and were not recorded)."""
 EXPLORES = "explores"
 """A random unmeasured candidate, enqueued after this many proposals in a row repeated measured ones."""
 
@@ -67,11 +70,17 @@ def is_duplicate(trial: FrozenTrial) -> bool:
     return DUPLICATE_OF in trial.user_attrs
 
 
+BUDGETED_FAILURES = ("error", "noisy")
+"""Failures that used up a trial: the candidate's own error, or a host too busy to time it
+after every retry (so a host that stays busy still ends the run)."""
+
+
 def uses_budget(trial: FrozenTrial) -> bool:
     """A finished trial that counts against the budget: complete, stopped early, or failed by
     an error of the candidate itself. Rejected candidates, answers to repeated proposals,
-    interrupted trials and trials of a dead worker (failed, then retried) do not."""
-    return (trial.state != TrialState.FAIL or trial.user_attrs.get(FAILURE_KIND) == "error") \
+    deferred measurements, interrupted trials and trials of a dead worker (failed, then
+    retried) do not."""
+    return (trial.state != TrialState.FAIL or trial.user_attrs.get(FAILURE_KIND) in BUDGETED_FAILURES) \
         and not is_duplicate(trial)
 
 
