@@ -55,19 +55,29 @@ def reference_workload() -> Callable[[], torch.Tensor]:
 
 
 @dataclass(frozen=True)
-class BlockSizes:
-    """How many calls make a candidate block and a reference block, from warm-up timings."""
+class TimingPlan:
+    """Calls per candidate and reference block, and the rounds wanted / allowed, from the
+    warm-up's timings and the seconds left before the probe's deadline."""
 
     candidate_calls: int
     reference_calls: int
+    rounds: int
+    max_rounds: int
 
     @classmethod
-    def from_warmup(cls, candidate_ms: float, reference_ms: float, round_s: float) -> BlockSizes:
+    def from_warmup(cls, candidate_ms: float, reference_ms: float, round_s: float, rounds: int, max_rounds: int,
+                    seconds_left: float) -> TimingPlan:
+        """A slow model gets fewer rounds rather than a timeout: rounds are cut to what fits
+        in ``seconds_left`` (at least one), so it is measured as slow, with a wide interval."""
         per_round = round(round_s * 1000 / max(candidate_ms, 1e-6))
         per_round = min(MAX_CALLS_PER_ROUND, max(MIN_CALLS_PER_ROUND, per_round))
         block_s = min(REFERENCE_BLOCK_S, round_s / BLOCKS_PER_ROUND)  # never longer than a candidate block
         reference_calls = max(MIN_REFERENCE_CALLS, math.ceil(block_s * 1000 / max(reference_ms, 1e-6)))
-        return cls(max(1, per_round // BLOCKS_PER_ROUND), reference_calls)
+        candidate_calls = max(1, per_round // BLOCKS_PER_ROUND)
+        round_ms = BLOCKS_PER_ROUND * candidate_calls * candidate_ms + (BLOCKS_PER_ROUND + 1) * reference_calls * reference_ms
+        affordable = int(seconds_left * 1000 // round_ms)
+        fitted = max(1, min(rounds, affordable))
+        return cls(candidate_calls, reference_calls, fitted, max(fitted, min(max_rounds, affordable)))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import torch.multiprocessing as mp
 from slimsearch.evaluators.cpu_load import outside_load, snapshot
 from slimsearch.evaluators.isolation import hardware_identity, timing_lock
 from slimsearch.evaluators.latency import time_calls
-from slimsearch.evaluators.paired_timing import BLOCKS_PER_ROUND, BlockSizes, reference_workload
+from slimsearch.evaluators.paired_timing import BLOCKS_PER_ROUND, TimingPlan, reference_workload
 from slimsearch.evaluators.artifacts import load_artifact
 from slimsearch.evaluators.memory import current_rss_bytes, file_rss_bytes, peak_rss_bytes, reset_peak_rss
 from slimsearch.evaluators.parallel_steps import load_rank_model, local_weight_bytes, make_step
@@ -61,6 +61,9 @@ class ServingJob:
     busy_wait_s: float
     """Longest total pause between disturbed rounds, waiting for the host to quieten."""
     progress_file: str
+    deadline: float
+    """Unix time by which timing must be over (before the caller's timeout): a slow model
+    is timed in fewer rounds instead of being killed."""
     micro_batches: int = 1
     boundaries: list[tuple[list[int], str]] = field(default_factory=list)
 
@@ -114,11 +117,11 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
         _progress(job, rank, "serving the first request")
         first_call_s = _seconds(step)  # cold start: includes compiling a torch_compile program
         _progress(job, rank, f"warming up (first request took {first_call_s:.2f} s)", first_call_s)
-        sizes = _warm_up(step, reference, job, distributed, rank)
-        _progress(job, rank, f"timing ({sizes.candidate_calls * BLOCKS_PER_ROUND} calls a round; first request took "
-                       f"{first_call_s:.2f} s)", first_call_s)
+        plan = _warm_up(step, reference, job, distributed, rank)
+        _progress(job, rank, f"timing ({plan.candidate_calls * BLOCKS_PER_ROUND} calls a round; first request took "
+                             f"{first_call_s:.2f} s)", first_call_s)
         start_ns = time.time_ns()
-        rounds = _timed_rounds(step, reference, job, cores, distributed, rank, sizes)
+        rounds = _timed_rounds(step, reference, job, cores, distributed, rank, plan)
         end_ns = time.time_ns()
         peak, file_growth = max(r["peak_bytes"] for r in rounds), file_rss_bytes() - baseline_file
         output = step()
@@ -128,7 +131,7 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
         dist.destroy_process_group()
     return {"rank": rank, "baseline_bytes": baseline, "peak_bytes": peak, "file_growth_bytes": file_growth,
             "weight_bytes": local_weight_bytes(model) if job.strategy == "tensor_parallel" else None,
-            "rounds": rounds, "window_ns": [start_ns, end_ns], "output_error": error, "first_call_s": first_call_s}
+            "rounds": rounds, "rounds_wanted": plan.rounds, "window_ns": [start_ns, end_ns], "output_error": error, "first_call_s": first_call_s}
 
 
 def _seconds(call: Callable[[], Any]) -> float:
@@ -146,8 +149,8 @@ def _error_against_reference(job: ServingJob, batch: torch.Tensor, output: torch
 
 
 def _warm_up(step: Callable[[], Any], reference: Callable[[], Any], job: ServingJob, distributed: bool,
-             rank: int) -> BlockSizes:
-    """Call the model for ``warmup_s`` (at least twice), then size the blocks from the last
+             rank: int) -> TimingPlan:
+    """Call the model for ``warmup_s`` (at least twice), then plan the timing from the last
     calls. Rank 0 decides and broadcasts, so every rank runs the same collective steps."""
     started, durations = time.perf_counter(), []
     while True:
@@ -155,18 +158,19 @@ def _warm_up(step: Callable[[], Any], reference: Callable[[], Any], job: Serving
         done = len(durations) >= 2 and time.perf_counter() - started >= job.warmup_s
         if not _agree([int(done)], distributed)[0]:
             continue
+        agreed = [0, 0, 0, 0]
         if rank == 0:
             reference_ms = min(time_calls(reference, 3, 5))
-            sizes = BlockSizes.from_warmup(min(durations[-3:]), reference_ms, job.round_s)
-            agreed = [sizes.candidate_calls, sizes.reference_calls]
-        else:
-            agreed = [0, 0]
-        return BlockSizes(*_agree(agreed, distributed))
+            plan = TimingPlan.from_warmup(min(durations[-3:]), reference_ms, job.round_s, job.rounds, job.max_rounds,
+                                          job.deadline - time.time())
+            agreed = [plan.candidate_calls, plan.reference_calls, plan.rounds, plan.max_rounds]
+        return TimingPlan(*_agree(agreed, distributed))
 
 
 def _timed_rounds(step: Callable[[], Any], reference: Callable[[], Any], job: ServingJob, cores: list[int],
-                  distributed: bool, rank: int, sizes: BlockSizes) -> list[dict[str, Any]]:
-    """Time rounds until ``job.rounds`` undisturbed ones or ``job.max_rounds`` in all.
+                  distributed: bool, rank: int, plan: TimingPlan) -> list[dict[str, Any]]:
+    """Time rounds until ``plan.rounds`` undisturbed ones, ``plan.max_rounds`` in all, or
+    the deadline.
 
     Rank 0 times the reference around every candidate block, decides whether another
     round is needed and, after a disturbed round, pauses (0.5 s, doubling, at most
@@ -175,24 +179,26 @@ def _timed_rounds(step: Callable[[], Any], reference: Callable[[], Any], job: Se
     rounds: list[dict[str, Any]] = []
     pause_s, paused_s = 0.5, 0.0
     while True:
+        round_started = time.time()
         before = snapshot(cores)
         reset_peak_rss()  # each round's own peak: their spread is the memory reading's noise
         candidate, paired = [], []
         for _ in range(BLOCKS_PER_ROUND):
             if rank == 0:
-                paired.append(time_calls(reference, 0, sizes.reference_calls))
-            candidate.append(time_calls(step, 0, sizes.candidate_calls))
+                paired.append(time_calls(reference, 0, plan.reference_calls))
+            candidate.append(time_calls(step, 0, plan.candidate_calls))
         if rank == 0:
-            paired.append(time_calls(reference, 0, sizes.reference_calls))
+            paired.append(time_calls(reference, 0, plan.reference_calls))
         load = outside_load(before, snapshot(cores))
         rounds.append({"candidate": candidate, "reference": paired, "outside_load": load,
                        "peak_bytes": peak_rss_bytes()})
         clean = sum(r["outside_load"] <= job.max_outside_load for r in rounds)
-        more = int(clean < job.rounds and len(rounds) < job.max_rounds)
+        round_s = time.time() - round_started
+        more = int(clean < plan.rounds and len(rounds) < plan.max_rounds and time.time() + round_s < job.deadline)
         if not _agree([more], distributed)[0]:
             return rounds
         if rank == 0 and load > job.max_outside_load and paused_s < job.busy_wait_s:
-            pause = min(pause_s, job.busy_wait_s - paused_s)
+            pause = min(pause_s, job.busy_wait_s - paused_s, max(0.0, job.deadline - time.time() - round_s))
             _progress(job, rank, f"pausing {pause:.1f} s: other work kept the cores {100 * load:.0f} % busy")
             time.sleep(pause)
             paused_s, pause_s = paused_s + pause, pause_s * 2

@@ -290,7 +290,7 @@ def test_select_exports_registers_and_refuses_impossible_limits(tmp_path: Path, 
 
 def test_a_second_sigint_aborts_the_running_trial_and_marks_it(tmp_path: Path, fast_config: dict) -> None:
     fast_config["search"].update(n_trials=50, study_name="aborted")
-    fast_config["evaluation"].update(round_s=1000, timeout_s=300)  # a trial that would run for minutes
+    fast_config["evaluation"].update(warmup_s=250, timeout_s=300)  # a trial that would run for minutes
     config = write_config(tmp_path / "abort.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
     log = tmp_path / "abort.log"

@@ -9,7 +9,7 @@ import pytest
 from slimsearch.evaluators.paired_timing import (
     BLOCKS_PER_ROUND,
     MAX_CALLS_PER_ROUND,
-    BlockSizes,
+    TimingPlan,
     calibrate,
     reference_workload,
 )
@@ -39,14 +39,25 @@ def test_without_a_study_reference_the_window_median_is_the_yardstick() -> None:
     assert set(round(ms, 6) for ms in readings.calibrated_ms) == {3.0}, "both speed states scaled to the median"
 
 
+def _plan(candidate_ms: float, seconds_left: float = 240.0) -> TimingPlan:
+    return TimingPlan.from_warmup(candidate_ms, reference_ms=0.7, round_s=0.3, rounds=3, max_rounds=6,
+                                  seconds_left=seconds_left)
+
+
 def test_the_timing_budget_is_seconds_not_calls() -> None:
-    fast = BlockSizes.from_warmup(candidate_ms=1.0, reference_ms=0.7, round_s=0.3)
-    slow = BlockSizes.from_warmup(candidate_ms=3000.0, reference_ms=0.7, round_s=0.3)
-    tiny = BlockSizes.from_warmup(candidate_ms=0.001, reference_ms=0.7, round_s=0.3)
+    fast, slow, tiny = _plan(1.0), _plan(3000.0), _plan(0.001)
     assert fast.candidate_calls * BLOCKS_PER_ROUND == 300, "a 1 ms model: 0.3 s of calls"
     assert slow.candidate_calls == 1, "a 3 s model: one call a block"
     assert tiny.candidate_calls * BLOCKS_PER_ROUND == MAX_CALLS_PER_ROUND
     assert fast.reference_calls * 0.7 >= 20, "20 ms of reference around a block"
+    assert (fast.rounds, fast.max_rounds) == (3, 6)
+
+
+def test_a_model_too_slow_for_every_round_is_timed_in_the_rounds_that_fit() -> None:
+    slow = _plan(10_000.0, seconds_left=150.0)  # a round of six 10 s calls takes 60 s
+    assert (slow.rounds, slow.max_rounds) == (2, 2)
+    hopeless = _plan(60_000.0, seconds_left=150.0)
+    assert (hopeless.rounds, hopeless.max_rounds) == (1, 1), "still measured: one round, as slow as it is"
 
 
 def test_the_reference_workload_is_the_same_computation_in_every_process() -> None:
