@@ -62,8 +62,8 @@ EXPLORES = "explores"
 RUN_NAME = "mlflow.runName"
 """MLflow's run-name tag: a finished trial's run is named ``#7 w0.5 d2 | prune 0.3 | int8 | ...``,
 so the runs table reads as configurations without widening a column."""
-KILLED_KINDS = ("interrupted", "stale", "host", "concurrent")
-"""Failures that are the process's, not the candidate's: their MLflow runs end KILLED."""
+KILLED_KINDS = ("interrupted", "stale", "host", "concurrent", "deferred", "noisy")
+"""Failures that are the process's or the host's, not the candidate's: their MLflow runs end KILLED."""
 
 
 def is_duplicate(trial: FrozenTrial) -> bool:
