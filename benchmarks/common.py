@@ -21,7 +21,8 @@ from torch import nn
 from slimsearch.evaluators import ServingMeasurement, TimingProtocol, hardware_identity, measure_serving, plan_ranks, save_artifact
 from slimsearch.pipelines import CompressionPipeline, Task, load_task
 from slimsearch.search.config import SlimsearchConfig
-from slimsearch.search.loop.driver import RunSummary, SearchDriver
+from slimsearch.search.loop.driver import SearchDriver
+from slimsearch.search.loop.recording import RunSummary
 from slimsearch.search.store.study import open_study
 from slimsearch.spaces import SpaceSpec
 

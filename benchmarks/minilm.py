@@ -23,7 +23,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from slimsearch.search.loop.driver import RunSummary
+from slimsearch.search.loop.recording import RunSummary
 from slimsearch.search.store.study import load_existing_study
 from slimsearch.spaces import SpaceSpec, anchor_params
 

@@ -30,7 +30,7 @@ from scipy.stats import spearmanr
 
 from slimsearch.pipelines import CompressionPipeline, load_task
 from slimsearch.search.config import SlimsearchConfig
-from slimsearch.search.loop.driver import RunSummary
+from slimsearch.search.loop.recording import RunSummary
 from slimsearch.search.store.study import load_existing_study
 from slimsearch.spaces import Candidate, SpaceSpec, sample_trials
 

@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from slimsearch.search.cli import app
-from slimsearch.search.loop.driver import MAX_DEFERRALS
+from slimsearch.search.loop.recording import MAX_DEFERRALS
 from slimsearch.search.store import records
 from tests.conftest import write_config
 from tests.helpers import cli_text, run_cli, runner, stores, wait_until

@@ -159,3 +159,14 @@ def test_the_readme_is_short_and_its_config_table_names_every_field() -> None:
         assert not missing, f"README config table: {path} is not in the row of {section}"
     for target in re.findall(r"\]\(((?:docs|benchmarks)/[^)#]+)", "\n".join(lines)):
         assert (ROOT / target).is_file(), f"README links to a missing {target}"
+
+
+def test_resuming_a_study_made_with_retired_settings_names_them() -> None:
+    import optuna
+
+    from slimsearch.search.store.study import StudyMismatch, _check_or_store
+
+    study = optuna.create_study()
+    study.set_user_attr("config.evaluation", {"warmup": 20, "repeats": 30, "rounds": 3})
+    with pytest.raises(StudyMismatch, match="older slimsearch whose config.evaluation had repeats, warmup"):
+        _check_or_store(study, "config.evaluation", {"warmup_s": 0.3, "round_s": 0.3, "rounds": 3})

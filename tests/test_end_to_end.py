@@ -290,17 +290,22 @@ def test_select_exports_registers_and_refuses_impossible_limits(tmp_path: Path, 
 
 def test_a_second_sigint_aborts_the_running_trial_and_marks_it(tmp_path: Path, fast_config: dict) -> None:
     fast_config["search"].update(n_trials=50, study_name="aborted")
-    fast_config["evaluation"].update(warmup_s=250, timeout_s=300)  # a trial that would run for minutes
+    fast_config["space"]["student"]["keep_teacher"] = False  # every trial distils a student ...
+    fast_config["training"]["distill_epochs"] = 100000  # ... for hours; the teacher's baseline stays quick
     config = write_config(tmp_path / "abort.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
     log = tmp_path / "abort.log"
     with open(log, "w") as stdout:
         process = search_process(config, tmp_path, stdout=stdout)
-        wait_until(lambda: count_trials(out, "aborted", _measuring) == 1)
-        process.send_signal(signal.SIGINT)
-        wait_until(lambda: "a running trial finishes first" in " ".join(log.read_text().split()))  # the first signal was heard
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=120)
+        try:
+            wait_until(lambda: count_trials(out, "aborted", _measuring) == 1)
+            process.send_signal(signal.SIGINT)
+            wait_until(lambda: "a running trial finishes first" in " ".join(log.read_text().split()))  # heard
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=120)
+        finally:  # a search left running would hold the host's timing lock for the tests after this one
+            process.kill()
+            process.wait()
     output = log.read_text()
     assert process.returncode == 130, output
     study, _, children, parent = stores(out, "aborted")

@@ -536,8 +536,11 @@ class _Runs:
 
 def test_a_lost_ray_worker_is_a_host_fault_re_run_once_and_never_the_candidate_s_error(tmp_path: Path) -> None:
     from slimsearch.search.config import SlimsearchConfig
-    from slimsearch.search.loop.driver import RunSummary, SearchDriver
+    from slimsearch.search.loop.driver import SearchDriver
+    from slimsearch.search.loop.predictor import CostPredictor
+    from slimsearch.search.loop.recording import RunSummary, TrialRecorder
     from slimsearch.search.loop.ray_backend import StudySearcher
+    from slimsearch.search.objectives import QualityMetric
     from slimsearch.search.store.study import evaluated_count
     from slimsearch.spaces import suggest_candidate
 
@@ -546,6 +549,8 @@ def test_a_lost_ray_worker_is_a_host_fault_re_run_once_and_never_the_candidate_s
     driver.study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}"),
                                        directions=list(config.objectives.values()))
     driver.tracker, driver.heartbeats = _Runs(), Heartbeats(driver.study, 10)
+    driver.recorder = TrialRecorder(driver.study, driver.tracker, config, QualityMetric("accuracy", "maximize"),
+                                    CostPredictor(0), tmp_path / "front-models", driver.console)
     searcher = StudySearcher.__new__(StudySearcher)  # the searcher's Tune-facing state, without a Tune experiment
     searcher.driver, searcher.summary, searcher._completed_trials = driver, RunSummary("s"), set()
 

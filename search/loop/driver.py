@@ -24,7 +24,6 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,36 +36,33 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from slimsearch.spaces.errors import SlimsearchError
-from slimsearch.evaluators import MeasurementError, hardware_identity, missing_compiler
+from slimsearch.evaluators import missing_compiler
 from slimsearch.pipelines import CompressionPipeline, Task, load_task, space_problem
 from slimsearch.search.config import SlimsearchConfig, redact_url
-from slimsearch.search.objectives import QUALITY_ATTR, QualityMetric, accurate_enough
+from slimsearch.search.objectives import QUALITY_ATTR, QualityMetric
 from slimsearch.search.loop.early_stopping import EarlyStopping, TrialMonitor
 from slimsearch.search.loop.teacher_progress import TeacherProgress, TeacherTrainingStopped
 from slimsearch.search.loop.library_logs import route_library_logs
 from slimsearch.search.loop.predictor import CostPredictor
 from slimsearch.search.loop.publishing import PARETO_TAGS, FrontPublisher
 from slimsearch.search.loop.record_repair import RecordRepair, check_tracking_matches
-from slimsearch.search.store.pareto import front_trials, reference_point
+from slimsearch.search.loop.baseline import study_baseline
+from slimsearch.search.loop.errors import SearchError, SearchInterrupted
+from slimsearch.search.loop.recording import RunSummary, TrialRecorder
+from slimsearch.search.store.pareto import front_trials
 from slimsearch.search.store import records
 from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.windowed_sampler import WindowedTPESampler
 from slimsearch.search.store.outages import Outages, StorageOutage
-from slimsearch.search.store.storage import Heartbeats, mark_trial_owner, rerun_once, unreachable
-from slimsearch.search.store.study import (
-    load_existing_study,
-    open_study,
-    stored_baseline,
-)
+from slimsearch.search.store.storage import Heartbeats, mark_trial_owner, unreachable
+from slimsearch.search.store.study import load_existing_study, open_study
 from slimsearch.search.store.tracking import STUDY_UID_TAG, MlflowTracker, readable_tracking
-from slimsearch.search.loop.trial import TrialOutcome, TrialResult, Yardstick, busy_host, make_placement, measure_candidate, run_candidate
+from slimsearch.search.loop.trial import TrialOutcome, Yardstick, make_placement, run_candidate
 from slimsearch.search.loop.workers import WorkerProcess, join_workers, signal_workers, spawn_workers
 from slimsearch.spaces import (
     Candidate,
     InvalidCandidate,
     anchor_params,
-    deployment_variants,
     rejection_reason,
     suggest_candidate,
     unmeasured_params,
@@ -78,42 +74,6 @@ MAX_CONSECUTIVE_DUPLICATES = 200
 # is measured next (found within EXPLORE_DRAWS random draws, else the space is exhausted).
 EXPLORE_AFTER_DUPLICATES = 30
 EXPLORE_DRAWS = 200
-MAX_DEFERRALS = 2
-"""Times a candidate whose latency was read on a busy host is queued to be measured again."""
-
-
-class SearchError(SlimsearchError, RuntimeError):
-    """The search cannot go on; the message says why and what to change."""
-
-
-class SearchInterrupted(SlimsearchError, RuntimeError):
-    """Ctrl-C: the running trial was marked and the front written; re-run to resume."""
-
-    exit_code = 130
-    label = "stopped"
-    colour = "yellow"
-
-
-@dataclass
-class RunSummary:
-    study_name: str
-    evaluated: int = 0
-    completed: int = 0
-    failed: int = 0
-    pruned: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    seconds: float = 0.0
-    first_trial: int | None = None
-    last_trial: int | None = None
-    failure_reasons: dict[str, int] = field(default_factory=dict)
-    pruned_rules: dict[str, int] = field(default_factory=dict)
-    hypervolume: float = 0.0
-    parent_run_id: str = ""
-
-    @property
-    def trials_per_minute(self) -> float:
-        return 60.0 * self.evaluated / self.seconds if self.seconds > 0 else 0.0
 
 
 class SearchDriver:
@@ -131,16 +91,7 @@ class SearchDriver:
         # Measured models of trials that may still be on the front, until logged or dominated.
         self.staged_models = Path(config.output_dir) / "front-models" / config.search.study_name
         self._rejected_in_a_row = self._duplicates_in_a_row = 0
-        self._last_reason = ""
-        self._last_skip = ""
-        """Why the last proposal was not run: "rejected" or "duplicate"."""
-        self._rejected_candidates: set[str] = set()
-        """Fingerprints of candidates this process rejected (the empty string: unresolvable)."""
         self.exhausted = False
-        self.host_fault = ""
-        """Why the machine (not a candidate) stopped the run, e.g. a full disk; empty while it can go on."""
-        self._predictions: dict[int, dict[str, tuple[float, float]] | None] = {}
-        """What the cost predictor said before each running trial was built."""
 
     def run(self, n_trials: int | None = None, timeout_s: float | None = None, warm_start: str | None = None) -> RunSummary:
         """Run (or, as a worker, join) the search until the study's budget is used up; a new
@@ -222,7 +173,8 @@ class SearchDriver:
         self.console.print(f"[bold]study[/] {cfg.search.study_name} ({len(self.study.get_trials(deepcopy=False))} trials so far) "
                            f"in {redact_url(cfg.storage_url)}" + (f" as worker {self.worker}" if self.worker else ""))
         with self.console.status("measuring the teacher (once per study)"):
-            self.baseline = self._baseline()
+            self.baseline = study_baseline(self.study, cfg, self.pipeline, self.placement, self.workdir,
+                                           self.console, self.worker)
         self.reference = self.study.user_attrs[records.STUDY_REFERENCE_POINT]
         stopping = cfg.search.early_stopping
         self.predictor = CostPredictor(cfg.search.seed)
@@ -242,6 +194,8 @@ class SearchDriver:
                                          cfg.search.study_name, self._parent_tags(),
                                          self._outages("the MLflow tracking store"))
         self.repair = RecordRepair(self.study, self.tracker, cfg, self.console)
+        self.recorder = TrialRecorder(self.study, self.tracker, cfg, self.quality, self.predictor, self.staged_models,
+                                      self.console)
         self.publisher = FrontPublisher(self.study, self.ledger, self.tracker, cfg.objectives, self.reference,
                                         self.quality, self.staged_models, self.repair.run_id_of)
         workers: list[WorkerProcess] = []
@@ -290,10 +244,10 @@ class SearchDriver:
             problems = []
         for problem in problems:
             self.console.print(f"[red]{problem}[/]")
-        if self.host_fault:  # publishing the front would meet the same full disk
+        if self.recorder.host_fault:  # publishing the front would meet the same full disk
             if self.worker == 0:
                 self.tracker.end("FAILED")
-            raise SearchError(self.host_fault)
+            raise SearchError(self.recorder.host_fault)
         if workers:  # the workers' last trials
             self.tracker.log_parent_metrics(self.publisher.update(summary)[1], step=summary.last_trial or 0)
         if self.worker == 0:
@@ -378,7 +332,7 @@ class SearchDriver:
     def check_rejections(self) -> None:
         """Stop a search whose space yields nothing this host can build or serve, or whose
         sampler only proposes candidates already measured (the space is exhausted)."""
-        if self._last_skip == "duplicate":
+        if self.recorder.last_skip == "duplicate":
             self._duplicates_in_a_row += 1
             if self._duplicates_in_a_row % EXPLORE_AFTER_DUPLICATES == 0:
                 self._explore()
@@ -390,7 +344,7 @@ class SearchDriver:
         self._rejected_in_a_row += 1
         if self._rejected_in_a_row >= MAX_CONSECUTIVE_REJECTIONS:
             raise SearchError(f"{self._rejected_in_a_row} candidates in a row were rejected "
-                              f"(e.g. {self._last_reason}); narrow the space section of the config")
+                              f"(e.g. {self.recorder.last_reason}); narrow the space section of the config")
 
     def _explore(self) -> None:
         """Enqueue a random candidate no trial has proposed yet: the sampler keeps repeating
@@ -434,9 +388,9 @@ class SearchDriver:
             outcome = run_candidate(candidate, self.pipeline, self.config.evaluation, self.placement, self.workdir,
                                     self.yardstick, self.monitor(candidate))
         except KeyboardInterrupt:
-            self.record_failure(trial, run_id, "interrupted", "interrupted by the user")
+            self.recorder.record_failure(trial, run_id, "interrupted", "interrupted by the user")
             raise
-        return self.record_outcome(summary, trial, run_id, candidate, outcome)
+        return self.recorder.record_outcome(summary, trial, run_id, candidate, outcome)
 
     def start_trial(self, summary: RunSummary, trial: optuna.Trial) -> tuple[str, Candidate] | None:
         """Open the trial's MLflow run and resolve its candidate; a candidate that cannot
@@ -456,18 +410,18 @@ class SearchDriver:
             if not self.config.search.remeasure:
                 self.ledger.catch_up()  # what other workers finished or started since the proposal began
                 if (earlier := self.ledger.measured_trial(candidate)) is not None:
-                    self._answer_duplicate(summary, trial, run_id, candidate, earlier)
+                    self.recorder.answer_duplicate(summary, trial, run_id, candidate, earlier)
                     return None
                 if (twin := self._measuring_now(candidate, trial.number)) is not None:
-                    self._skip_twin(trial, run_id, candidate, twin)
+                    self.recorder.skip_twin(trial, run_id, candidate, twin)
                     return None
             reason = self._rejection(candidate)
         except InvalidCandidate as exc:
             reason = str(exc)
         if not reason:
-            self._predictions[trial.number] = self.predictor.predict(candidate)
+            self.recorder.predictions[trial.number] = self.predictor.predict(candidate)
             return run_id, candidate
-        self.record_outcome(summary, trial, run_id, candidate, TrialOutcome("rejected", reason=reason))
+        self.recorder.record_outcome(summary, trial, run_id, candidate, TrialOutcome("rejected", reason=reason))
         return None
 
     def _rejection(self, candidate: Candidate) -> str | None:
@@ -488,179 +442,12 @@ class SearchDriver:
                 return trial.number
         return None
 
-    def _skip_twin(self, trial: optuna.Trial, run_id: str, candidate: Candidate, twin: int) -> None:
-        """Step aside for a twin being measured: recorded, not counted, and (like a repeated
-        proposal) answered by exploring once the sampler keeps repeating itself."""
-        self._last_skip = "duplicate"
-        self.record_failure(trial, run_id, "concurrent", f"trial {twin} measures the same candidate now")
-        self._print_trial(trial.number, candidate, f"[dim]trial {twin} measures the same candidate now: skipped[/]")
-
-    def _answer_duplicate(self, summary: RunSummary, trial: optuna.Trial, run_id: str, candidate: Candidate,
-                          earlier: optuna.trial.FrozenTrial) -> None:
-        """Tell the sampler what ``earlier`` measured for the same candidate; nothing is re-run
-        (``search.remeasure: true`` re-measures instead, e.g. to study noise)."""
-        self._last_skip = "duplicate"
-        summary.duplicates += 1
-        trial.set_user_attr(records.DUPLICATE_OF, earlier.number)
-        for key in (records.METRICS, records.TAGS, records.ACCURACY_CURVE, records.PRUNED_RULE, records.PRUNED_REASON,
-                    records.PRUNED_AT):
-            if key in earlier.user_attrs:
-                trial.set_user_attr(key, earlier.user_attrs[key])
-        if earlier.state == TrialState.COMPLETE:
-            for name, violation in earlier.constraints.items():
-                trial.set_constraint(name, violation)
-            self.study.tell(trial, earlier.values)
-        else:
-            self.study.tell(trial, state=TrialState.PRUNED)
-        self._finish_run(run_id, trial)
-        self._print_trial(trial.number, candidate, f"[dim]duplicate of trial {earlier.number}: answered from the "
-                                                   "study, not re-measured[/]")
-
     def monitor(self, candidate: Candidate) -> TrialMonitor | None:
         """The early-stopping monitor for a trial of ``candidate`` (None when disabled)."""
         if self.early_stopping is None:
             return None
         # The ledger was caught up for this proposal (budget check, duplicate check).
         return self.early_stopping.for_trial(self.ledger.front_trials(), candidate)
-
-    def record_outcome(self, summary: RunSummary, trial: optuna.Trial, run_id: str, candidate: Candidate | None,
-                       outcome: TrialOutcome) -> str:
-        """Tell Optuna, then complete the MLflow run with the same facts; returns the outcome kind."""
-        if outcome.kind == "rejected":
-            # The sampler learns nothing from a rejection (a failed trial), so it may propose the
-            # same candidate again: a repeat is a repeated proposal, not a new rejection, and
-            # repeats lead to exploring unmeasured candidates instead of ending the run.
-            fingerprint = candidate.fingerprint() if candidate else ""
-            repeat = fingerprint in self._rejected_candidates
-            self._rejected_candidates.add(fingerprint)
-            self._last_skip, self._last_reason = "duplicate" if repeat else "rejected", outcome.reason
-            self.record_failure(trial, run_id, "rejected", outcome.reason)
-            summary.rejected += 1
-            self._print_trial(trial.number, candidate, f"[yellow]rejected[/]: {escape(outcome.reason)}")
-        elif outcome.kind == "host":
-            self.record_failure(trial, run_id, "host", outcome.reason)
-            self.study.enqueue_trial(trial.params)  # the resumed run measures it first
-            self.host_fault = (f"trial {trial.number} was stopped by the host, not by its candidate ({outcome.reason}); "
-                               f"free space under {self.config.output_dir} (slimsearch cache clear frees the stage "
-                               "cache) and run the same command again to resume: the trial is not counted")
-            self._print_trial(trial.number, candidate, f"[red]stopped by the host[/]: {escape(outcome.reason)}")
-        elif outcome.kind == "failed":
-            self.record_failure(trial, run_id, "error", outcome.reason, outcome.trace)
-            summary.failed += 1
-            summary.failure_reasons[outcome.rule] = summary.failure_reasons.get(outcome.rule, 0) + 1
-            self._print_trial(trial.number, candidate, f"[red]failed[/]: {escape(outcome.reason)}")
-        elif outcome.kind == "pruned":
-            assert candidate is not None
-            self._record_pruned(trial, run_id, candidate, outcome)
-            summary.pruned += 1
-            summary.pruned_rules[outcome.rule] = summary.pruned_rules.get(outcome.rule, 0) + 1
-        elif outcome.result is not None and outcome.result.tags.get("noisy") == "true":
-            assert candidate is not None
-            return self._record_noisy(summary, trial, run_id, candidate, outcome.result)
-        else:
-            assert candidate is not None and outcome.result is not None
-            if outcome.curve:
-                trial.set_user_attr(records.ACCURACY_CURVE, outcome.curve)  # what later trials' stopping rules learn from
-            self._record_success(trial, run_id, candidate, outcome.result)
-            summary.completed += 1
-            self._enqueue_deployment_variants(trial, outcome.result.metrics)
-        return outcome.kind
-
-    def _enqueue_deployment_variants(self, trial: optuna.Trial, metrics: dict[str, float]) -> None:
-        """Measure other deployments of a new model next (``search.deployment_variants``):
-        its built stages are cached, so each costs a probe, not a training run. Not for a
-        model that misses a constraint on the task's metric: no deployment of it can meet it."""
-        limit = self.config.search.deployment_variants
-        if not limit or records.VARIANT_OF in trial.user_attrs:
-            return
-        if not accurate_enough({c.name: c.violation(metrics) for c in self.constraints}, self.quality):
-            return
-        for params in deployment_variants(self.config.space, trial.params, limit, self.config.search.seed + trial.number,
-                                          self.config.evaluation.batch_size):
-            self.study.enqueue_trial(params, user_attrs={records.VARIANT_OF: trial.number})
-
-    def _record_success(self, trial: optuna.Trial, run_id: str, candidate: Candidate, result: Any) -> None:
-        predicted = self._predictions.pop(trial.number, None)
-        if predicted:
-            trial.set_user_attr(records.PREDICTED, {name: value for name, (value, _) in predicted.items()})
-        self.predictor.learn(candidate, result.metrics, predicted)
-        metrics = result.metrics
-        feasible = True
-        for constraint in self.constraints:
-            violation = constraint.violation(metrics)
-            trial.set_constraint(constraint.name, violation)
-            feasible &= violation <= 0
-        trial.set_user_attr(records.METRICS, metrics)
-        trial.set_user_attr(records.TAGS, result.tags)
-        self.study.tell(trial, [metrics[name] for name in self.objectives])
-        if result.artifact:
-            self.staged_models.mkdir(parents=True, exist_ok=True)
-            result.artifact.replace(self.staged_models / f"trial-{trial.number:04d}.ts.pt")
-        self._finish_run(run_id, trial)
-        shown = " ".join(f"{n}={metrics[n]:.4g}" for n in self.objectives)
-        flag = "" if feasible else " [yellow](infeasible)[/]"
-        sim = " [magenta]simulated[/]" if candidate.simulated else ""
-        self._print_trial(trial.number, candidate, f"{shown}{flag}{sim}")
-
-    def _record_noisy(self, summary: RunSummary, trial: optuna.Trial, run_id: str, candidate: Candidate,
-                      result: Any) -> str:
-        """A latency read while other work kept the cores busy is wrong, not just uncertain:
-        the sampler is not told it and the front never holds it. The candidate is queued to be
-        measured again (its stages are cached: a probe, not a training run), up to
-        ``MAX_DEFERRALS`` times; then it fails as ``noisy`` and uses up its trial."""
-        self._predictions.pop(trial.number, None)
-        if result.artifact:
-            result.artifact.unlink(missing_ok=True)
-        m, attempt = result.metrics, int(trial.user_attrs.get(records.DEFERRALS, 0)) + 1
-        trial.set_user_attr(records.METRICS, m)  # kept for the record, told to no one
-        trial.set_user_attr(records.TAGS, result.tags)
-        busy = busy_host(m)
-        if attempt <= MAX_DEFERRALS:
-            self.record_failure(trial, run_id, "deferred", f"latency not recorded: {busy}; queued to be measured again")
-            self.study.enqueue_trial(trial.params, user_attrs={records.DEFERRALS: attempt})
-            self._print_trial(trial.number, candidate, f"[yellow]deferred[/]: {busy}; measured again next")
-            return "deferred"
-        reason = (f"latency not recorded: {busy} in {attempt} attempts; run when the host is quieter "
-                  "or raise evaluation.max_outside_load")
-        self.record_failure(trial, run_id, "noisy", reason)
-        summary.failed += 1
-        summary.failure_reasons["noisy"] = summary.failure_reasons.get("noisy", 0) + 1
-        self._print_trial(trial.number, candidate, f"[red]not measurable[/]: {escape(reason)}")
-        return "failed"
-
-    def _record_pruned(self, trial: optuna.Trial, run_id: str, candidate: Candidate, stop: TrialOutcome) -> None:
-        """PRUNED in Optuna, FINISHED in MLflow with the rule, the point and the accuracy curve."""
-        trial.set_user_attr(records.ACCURACY_CURVE, stop.curve)
-        trial.set_user_attr(records.PRUNED_RULE, stop.rule)
-        trial.set_user_attr(records.PRUNED_REASON, stop.reason)
-        trial.set_user_attr(records.PRUNED_AT, stop.point)
-        self.study.tell(trial, state=TrialState.PRUNED)
-        self._finish_run(run_id, trial)
-        self._print_trial(trial.number, candidate, f"[cyan]stopped early[/] ({stop.rule}): {escape(stop.reason)}")
-
-    def record_failure(self, trial: optuna.Trial, run_id: str, kind: str, reason: str, trace: str | None = None) -> None:
-        trial.set_user_attr(records.FAILURE_KIND, kind)
-        trial.set_user_attr(records.FAILURE_REASON, reason)
-        self.study.tell(trial, state=TrialState.FAIL)
-        self._finish_run(run_id, trial)
-        if trace:
-            self.tracker.client.log_text(run_id, trace, "failure/traceback.txt")
-
-    def record_lost_worker(self, trial: optuna.Trial, run_id: str, candidate: Candidate, reason: str) -> None:
-        """A trial whose worker process died under it (a host fault, not the candidate's):
-        failed without using budget, and its parameters measured again once."""
-        self.record_failure(trial, run_id, "stale", f"{reason}; the parameters were re-enqueued")
-        rerun_once(self.study, self.study._storage.get_trial(trial._trial_id))  # noqa: SLF001
-        self._print_trial(trial.number, candidate, f"[yellow]worker lost[/]: {escape(reason)}; measured again")
-
-    def _finish_run(self, run_id: str, trial: optuna.Trial) -> None:
-        """End the trial's MLflow run with exactly what Optuna now records for it."""
-        frozen = self.study._storage.get_trial(trial._trial_id)  # noqa: SLF001 - one trial, not the whole study
-        self.tracker.finish_trial(run_id, *records.TrialRecord(frozen).mlflow())
-
-    def _print_trial(self, number: int, candidate: Candidate | None, text: str) -> None:
-        what = candidate.summary() if candidate else "?"
-        self.console.print(f"trial {number:>4}  {what:<58} {text}")
 
     @property
     def teacher_quality(self) -> float:
@@ -670,52 +457,6 @@ class SearchDriver:
     @property
     def yardstick(self) -> Yardstick:
         return Yardstick.of(self.baseline, self.quality.name)
-
-    def _baseline(self) -> dict[str, Any]:
-        """The teacher's measurement, taken once per study and reused on resume."""
-        stored = stored_baseline(self.study)
-        hardware = hardware_identity()
-        if stored is None and self.worker:
-            raise SearchError(f"study '{self.study.study_name}' has no baseline yet; start it with slimsearch run")
-        if stored is not None:
-            if stored["hardware"].get("cpu") != hardware["cpu"]:
-                raise SearchError(
-                    f"study '{self.study.study_name}' was measured on '{stored['hardware'].get('cpu')}', "
-                    f"this host is '{hardware['cpu']}'; use a new search.study_name for this hardware"
-                )
-            return stored
-        cfg = self.config
-        teacher = Candidate(None, 0.0, 32, None, "single", 1, max(cfg.space.parallel.threads))
-        result = self._measure_teacher(teacher)
-        baseline = {"metrics": result.metrics, "hardware": result.hardware, "candidate": teacher.to_dict()}
-        self.study.set_user_attr(records.STUDY_BASELINE, baseline)
-        self.study.set_user_attr(records.STUDY_REFERENCE_POINT, reference_point(cfg.objectives, result.metrics))
-        return baseline
-
-    def _measure_teacher(self, teacher: Candidate) -> TrialResult:
-        """The teacher served alone: the study's yardstick for quality drop, latency ratios and
-        the paired-timing reference, so it is measured again while the host is busy."""
-        cfg = self.config
-        for attempt in range(1, MAX_DEFERRALS + 2):
-            try:
-                result = measure_candidate(teacher, self.pipeline, cfg.evaluation, self.placement, self.workdir,
-                                           Yardstick())
-            except MeasurementError as exc:  # the probe (timed out, or crashed), not the model
-                raise SearchError(f"the teacher's serving measurement failed ({exc}); raise evaluation.timeout_s if "
-                                  "the teacher is that slow here, then run the same command again") from exc
-            except Exception as exc:  # every trial would fail the same way: stop before the first one
-                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-                raise SearchError(f"the teacher itself cannot be served and measured ({type(exc).__name__}: {first}); "
-                                  "it must be traceable by torch.jit.trace on the task's inputs") from exc
-            if result.artifact:
-                result.artifact.unlink()
-            if result.tags["noisy"] != "true":
-                return result
-            self.console.print(f"the teacher's baseline was timed on a busy host ({busy_host(result.metrics)}); "
-                               f"attempt {attempt} not used")
-        raise SearchError(f"the host stayed busy while the teacher's baseline was timed ({busy_host(result.metrics)}); "
-                          "every trial is measured against it: run when the host is quieter, or raise "
-                          "evaluation.max_outside_load")
 
     def _parent_tags(self) -> dict[str, str]:
         cfg = self.config

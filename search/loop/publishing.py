@@ -26,7 +26,7 @@ from slimsearch.search.store.pareto import front_rows, hypervolume, noise_aware_
 from slimsearch.search.store.tracking import MlflowTracker
 
 if TYPE_CHECKING:
-    from slimsearch.search.loop.driver import RunSummary
+    from slimsearch.search.loop.recording import RunSummary
 
 PARETO_TAGS = "pareto_tags"
 """Study attribute: the ``pareto`` tags last written that are not ``false`` ({trial number: tag})."""

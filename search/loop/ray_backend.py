@@ -50,7 +50,8 @@ from slimsearch.search.loop.trial import UNCOUNTED, TrialOutcome, Yardstick, mak
 from slimsearch.spaces import Candidate, SpaceSpec, suggest_candidate
 
 if TYPE_CHECKING:
-    from slimsearch.search.loop.driver import RunSummary, SearchDriver
+    from slimsearch.search.loop.driver import SearchDriver
+    from slimsearch.search.loop.recording import RunSummary
 
 # Tune's own SIGINT handler and result loggers would compete with the driver's: Ctrl-C
 # goes through the driver's stop event, and results are recorded in Optuna and MLflow.
@@ -157,16 +158,16 @@ class StudySearcher(_DriverBound, OptunaSearch):
         self.driver.heartbeats.remove(trial)
         outcome = (result or {}).get("outcome")
         if outcome is None and self.driver.stop.is_set():
-            self.driver.record_failure(trial, run_id, "interrupted", "interrupted by the user")
+            self.driver.recorder.record_failure(trial, run_id, "interrupted", "interrupted by the user")
             return
         if outcome is None and error:
-            self.driver.record_lost_worker(trial, run_id, candidate, "its Ray worker died mid-trial (a lost node or a killed "
+            self.driver.recorder.record_lost_worker(trial, run_id, candidate, "its Ray worker died mid-trial (a lost node or a killed "
                                            "process); see the Ray logs")
             return
         if outcome is None:
             outcome = TrialOutcome("failed", reason="the Ray trial ended without a result; see the Ray logs",
                                    rule="RayTrialError")
-        if self.driver.record_outcome(self.summary, trial, run_id, candidate, outcome) not in UNCOUNTED:
+        if self.driver.recorder.record_outcome(self.summary, trial, run_id, candidate, outcome) not in UNCOUNTED:
             self.driver.after_evaluated(self.summary)
 
 

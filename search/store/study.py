@@ -94,6 +94,11 @@ def _check_or_store(study: optuna.Study, key: str, value: Any) -> None:
     stored = study.user_attrs.get(key)
     if stored is None:
         study.set_user_attr(key, value)
+    elif isinstance(stored, dict) and isinstance(value, dict) and (retired := sorted(set(stored) - set(value))):
+        raise StudyMismatch(
+            f"study '{study.study_name}' was made by an older slimsearch whose {key} had {', '.join(retired)} "
+            "(no longer settings): its trials are not comparable with this version's; use a new search.study_name"
+        )
     elif stored != value:
         raise StudyMismatch(
             f"study '{study.study_name}' was created with {key} = {stored}, the config now says {value}; "

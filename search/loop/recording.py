@@ -1,0 +1,238 @@
+"""Recording how a trial ended: Optuna first, then its MLflow run with the same facts.
+
+Every ending has one path here -- complete, stopped early, rejected, failed, stopped by
+the host, read on a busy host (deferred, then noisy), answered from an earlier trial,
+stepping aside for a twin, lost with its worker -- so the two stores never disagree and
+the driver only decides what runs next. The recorder also keeps what a trial's record
+needs from before it ran (the cost predictor's prediction) and what the driver needs
+to decide after it (the last skip's kind, a host fault).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.markup import escape
+
+from slimsearch.search.config import SlimsearchConfig
+from slimsearch.search.objectives import QualityMetric, accurate_enough
+from slimsearch.search.loop.predictor import CostPredictor
+from slimsearch.search.loop.trial import TrialOutcome, busy_host
+from slimsearch.search.store import records
+from slimsearch.search.store.storage import rerun_once
+from slimsearch.search.store.tracking import MlflowTracker
+from slimsearch.spaces import Candidate, deployment_variants
+
+MAX_DEFERRALS = 2
+"""Times a candidate whose latency was read on a busy host is queued to be measured again."""
+
+
+@dataclass
+class RunSummary:
+    study_name: str
+    evaluated: int = 0
+    completed: int = 0
+    failed: int = 0
+    pruned: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    seconds: float = 0.0
+    first_trial: int | None = None
+    last_trial: int | None = None
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+    pruned_rules: dict[str, int] = field(default_factory=dict)
+    hypervolume: float = 0.0
+    parent_run_id: str = ""
+
+    @property
+    def trials_per_minute(self) -> float:
+        return 60.0 * self.evaluated / self.seconds if self.seconds > 0 else 0.0
+
+
+class TrialRecorder:
+    def __init__(self, study: optuna.Study, tracker: MlflowTracker, config: SlimsearchConfig, quality: QualityMetric,
+                 predictor: CostPredictor, staged_models: Path, console: Console) -> None:
+        self.study, self.tracker, self.config, self.quality = study, tracker, config, quality
+        self.objectives, self.constraints = list(config.objectives), config.parsed_constraints
+        self.predictor, self.staged_models, self.console = predictor, staged_models, console
+        self.predictions: dict[int, dict[str, tuple[float, float]] | None] = {}
+        """What the cost predictor said before each running trial was built."""
+        self.rejected_candidates: set[str] = set()
+        """Fingerprints of candidates this process rejected (the empty string: unresolvable)."""
+        self.last_skip = ""
+        """Why the last proposal was not run: "rejected" or "duplicate"."""
+        self.last_reason = ""
+        self.host_fault = ""
+        """Why the machine (not a candidate) stopped the run, e.g. a full disk; empty while it can go on."""
+
+    def skip_twin(self, trial: optuna.Trial, run_id: str, candidate: Candidate, twin: int) -> None:
+        """Step aside for a twin being measured: recorded, not counted, and (like a repeated
+        proposal) answered by exploring once the sampler keeps repeating itself."""
+        self.last_skip = "duplicate"
+        self.record_failure(trial, run_id, "concurrent", f"trial {twin} measures the same candidate now")
+        self.print_trial(trial.number, candidate, f"[dim]trial {twin} measures the same candidate now: skipped[/]")
+
+    def answer_duplicate(self, summary: RunSummary, trial: optuna.Trial, run_id: str, candidate: Candidate,
+                          earlier: optuna.trial.FrozenTrial) -> None:
+        """Tell the sampler what ``earlier`` measured for the same candidate; nothing is re-run
+        (``search.remeasure: true`` re-measures instead, e.g. to study noise)."""
+        self.last_skip = "duplicate"
+        summary.duplicates += 1
+        trial.set_user_attr(records.DUPLICATE_OF, earlier.number)
+        for key in (records.METRICS, records.TAGS, records.ACCURACY_CURVE, records.PRUNED_RULE, records.PRUNED_REASON,
+                    records.PRUNED_AT):
+            if key in earlier.user_attrs:
+                trial.set_user_attr(key, earlier.user_attrs[key])
+        if earlier.state == TrialState.COMPLETE:
+            for name, violation in earlier.constraints.items():
+                trial.set_constraint(name, violation)
+            self.study.tell(trial, earlier.values)
+        else:
+            self.study.tell(trial, state=TrialState.PRUNED)
+        self.finish_run(run_id, trial)
+        self.print_trial(trial.number, candidate, f"[dim]duplicate of trial {earlier.number}: answered from the "
+                                                   "study, not re-measured[/]")
+
+    def record_outcome(self, summary: RunSummary, trial: optuna.Trial, run_id: str, candidate: Candidate | None,
+                       outcome: TrialOutcome) -> str:
+        """Tell Optuna, then complete the MLflow run with the same facts; returns the outcome kind."""
+        if outcome.kind == "rejected":
+            # The sampler learns nothing from a rejection (a failed trial), so it may propose the
+            # same candidate again: a repeat is a repeated proposal, not a new rejection, and
+            # repeats lead to exploring unmeasured candidates instead of ending the run.
+            fingerprint = candidate.fingerprint() if candidate else ""
+            repeat = fingerprint in self.rejected_candidates
+            self.rejected_candidates.add(fingerprint)
+            self.last_skip, self.last_reason = "duplicate" if repeat else "rejected", outcome.reason
+            self.record_failure(trial, run_id, "rejected", outcome.reason)
+            summary.rejected += 1
+            self.print_trial(trial.number, candidate, f"[yellow]rejected[/]: {escape(outcome.reason)}")
+        elif outcome.kind == "host":
+            self.record_failure(trial, run_id, "host", outcome.reason)
+            self.study.enqueue_trial(trial.params)  # the resumed run measures it first
+            self.host_fault = (f"trial {trial.number} was stopped by the host, not by its candidate ({outcome.reason}); "
+                               f"free space under {self.config.output_dir} (slimsearch cache clear frees the stage "
+                               "cache) and run the same command again to resume: the trial is not counted")
+            self.print_trial(trial.number, candidate, f"[red]stopped by the host[/]: {escape(outcome.reason)}")
+        elif outcome.kind == "failed":
+            self.record_failure(trial, run_id, "error", outcome.reason, outcome.trace)
+            summary.failed += 1
+            summary.failure_reasons[outcome.rule] = summary.failure_reasons.get(outcome.rule, 0) + 1
+            self.print_trial(trial.number, candidate, f"[red]failed[/]: {escape(outcome.reason)}")
+        elif outcome.kind == "pruned":
+            assert candidate is not None
+            self._record_pruned(trial, run_id, candidate, outcome)
+            summary.pruned += 1
+            summary.pruned_rules[outcome.rule] = summary.pruned_rules.get(outcome.rule, 0) + 1
+        elif outcome.result is not None and outcome.result.tags.get("noisy") == "true":
+            assert candidate is not None
+            return self._record_noisy(summary, trial, run_id, candidate, outcome.result)
+        else:
+            assert candidate is not None and outcome.result is not None
+            if outcome.curve:
+                trial.set_user_attr(records.ACCURACY_CURVE, outcome.curve)  # what later trials' stopping rules learn from
+            self._record_success(trial, run_id, candidate, outcome.result)
+            summary.completed += 1
+            self._enqueue_deployment_variants(trial, outcome.result.metrics)
+        return outcome.kind
+
+    def _enqueue_deployment_variants(self, trial: optuna.Trial, metrics: dict[str, float]) -> None:
+        """Measure other deployments of a new model next (``search.deployment_variants``):
+        its built stages are cached, so each costs a probe, not a training run. Not for a
+        model that misses a constraint on the task's metric: no deployment of it can meet it."""
+        limit = self.config.search.deployment_variants
+        if not limit or records.VARIANT_OF in trial.user_attrs:
+            return
+        if not accurate_enough({c.name: c.violation(metrics) for c in self.constraints}, self.quality):
+            return
+        for params in deployment_variants(self.config.space, trial.params, limit, self.config.search.seed + trial.number,
+                                          self.config.evaluation.batch_size):
+            self.study.enqueue_trial(params, user_attrs={records.VARIANT_OF: trial.number})
+
+    def _record_success(self, trial: optuna.Trial, run_id: str, candidate: Candidate, result: Any) -> None:
+        predicted = self.predictions.pop(trial.number, None)
+        if predicted:
+            trial.set_user_attr(records.PREDICTED, {name: value for name, (value, _) in predicted.items()})
+        self.predictor.learn(candidate, result.metrics, predicted)
+        metrics = result.metrics
+        feasible = True
+        for constraint in self.constraints:
+            violation = constraint.violation(metrics)
+            trial.set_constraint(constraint.name, violation)
+            feasible &= violation <= 0
+        trial.set_user_attr(records.METRICS, metrics)
+        trial.set_user_attr(records.TAGS, result.tags)
+        self.study.tell(trial, [metrics[name] for name in self.objectives])
+        if result.artifact:
+            self.staged_models.mkdir(parents=True, exist_ok=True)
+            result.artifact.replace(self.staged_models / f"trial-{trial.number:04d}.ts.pt")
+        self.finish_run(run_id, trial)
+        shown = " ".join(f"{n}={metrics[n]:.4g}" for n in self.objectives)
+        flag = "" if feasible else " [yellow](infeasible)[/]"
+        sim = " [magenta]simulated[/]" if candidate.simulated else ""
+        self.print_trial(trial.number, candidate, f"{shown}{flag}{sim}")
+
+    def _record_noisy(self, summary: RunSummary, trial: optuna.Trial, run_id: str, candidate: Candidate,
+                      result: Any) -> str:
+        """A latency read while other work kept the cores busy is wrong, not just uncertain:
+        the sampler is not told it and the front never holds it. The candidate is queued to be
+        measured again (its stages are cached: a probe, not a training run), up to
+        ``MAX_DEFERRALS`` times; then it fails as ``noisy`` and uses up its trial."""
+        self.predictions.pop(trial.number, None)
+        if result.artifact:
+            result.artifact.unlink(missing_ok=True)
+        m, attempt = result.metrics, int(trial.user_attrs.get(records.DEFERRALS, 0)) + 1
+        trial.set_user_attr(records.METRICS, m)  # kept for the record, told to no one
+        trial.set_user_attr(records.TAGS, result.tags)
+        busy = busy_host(m)
+        if attempt <= MAX_DEFERRALS:
+            self.record_failure(trial, run_id, "deferred", f"latency not recorded: {busy}; queued to be measured again")
+            self.study.enqueue_trial(trial.params, user_attrs={records.DEFERRALS: attempt})
+            self.print_trial(trial.number, candidate, f"[yellow]deferred[/]: {busy}; measured again next")
+            return "deferred"
+        reason = (f"latency not recorded: {busy} in {attempt} attempts; run when the host is quieter "
+                  "or raise evaluation.max_outside_load")
+        self.record_failure(trial, run_id, "noisy", reason)
+        summary.failed += 1
+        summary.failure_reasons["noisy"] = summary.failure_reasons.get("noisy", 0) + 1
+        self.print_trial(trial.number, candidate, f"[red]not measurable[/]: {escape(reason)}")
+        return "failed"
+
+    def _record_pruned(self, trial: optuna.Trial, run_id: str, candidate: Candidate, stop: TrialOutcome) -> None:
+        """PRUNED in Optuna, FINISHED in MLflow with the rule, the point and the accuracy curve."""
+        trial.set_user_attr(records.ACCURACY_CURVE, stop.curve)
+        trial.set_user_attr(records.PRUNED_RULE, stop.rule)
+        trial.set_user_attr(records.PRUNED_REASON, stop.reason)
+        trial.set_user_attr(records.PRUNED_AT, stop.point)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self.finish_run(run_id, trial)
+        self.print_trial(trial.number, candidate, f"[cyan]stopped early[/] ({stop.rule}): {escape(stop.reason)}")
+
+    def record_failure(self, trial: optuna.Trial, run_id: str, kind: str, reason: str, trace: str | None = None) -> None:
+        trial.set_user_attr(records.FAILURE_KIND, kind)
+        trial.set_user_attr(records.FAILURE_REASON, reason)
+        self.study.tell(trial, state=TrialState.FAIL)
+        self.finish_run(run_id, trial)
+        if trace:
+            self.tracker.client.log_text(run_id, trace, "failure/traceback.txt")
+
+    def record_lost_worker(self, trial: optuna.Trial, run_id: str, candidate: Candidate, reason: str) -> None:
+        """A trial whose worker process died under it (a host fault, not the candidate's):
+        failed without using budget, and its parameters measured again once."""
+        self.record_failure(trial, run_id, "stale", f"{reason}; the parameters were re-enqueued")
+        rerun_once(self.study, self.study._storage.get_trial(trial._trial_id))  # noqa: SLF001
+        self.print_trial(trial.number, candidate, f"[yellow]worker lost[/]: {escape(reason)}; measured again")
+
+    def finish_run(self, run_id: str, trial: optuna.Trial) -> None:
+        """End the trial's MLflow run with exactly what Optuna now records for it."""
+        frozen = self.study._storage.get_trial(trial._trial_id)  # noqa: SLF001 - one trial, not the whole study
+        self.tracker.finish_trial(run_id, *records.TrialRecord(frozen).mlflow())
+
+    def print_trial(self, number: int, candidate: Candidate | None, text: str) -> None:
+        what = candidate.summary() if candidate else "?"
+        self.console.print(f"trial {number:>4}  {what:<58} {text}")
