@@ -30,7 +30,7 @@ import time
 import urllib.request
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import optuna
 import psutil
@@ -98,8 +98,6 @@ def open_storage(url: str, outages: Outages | None = None) -> BaseStorage:
     with _creation_lock(url):
         rdb = outages.call(RDBStorage, url, engine_kwargs=engine)
         _index_trial_numbers(rdb)
-        if url.startswith("sqlite"):
-            _commit_without_fsync(rdb)
     # The cache Optuna itself puts in front of an RDBStorage opened from a URL, kept behind the retries.
     return RetryingStorage(_CachedStorage(rdb), outages)
 
@@ -133,24 +131,6 @@ def _index_trial_numbers(rdb: RDBStorage) -> None:
     that cannot take it (read-only, MySQL's syntax) is read without it."""
     with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError), rdb.engine.begin() as connection:
         connection.execute(sqlalchemy.text(f"CREATE INDEX IF NOT EXISTS {TRIAL_NUMBER_INDEX} ON trials (study_id, number)"))
-
-
-def _commit_without_fsync(rdb: RDBStorage) -> None:
-    """SQLite in WAL mode with ``synchronous=NORMAL``: a commit appends to the log without
-    an fsync (SQLite syncs at checkpoints). Optuna commits every parameter and user
-    attribute on its own (~20 commits a trial), each an fsync in SQLite's default mode.
-    A killed process loses nothing committed; a power cut may lose the last commits, never
-    the database's consistency. WAL needs the database on a local disk (as SQLite's
-    locking does anyway)."""
-
-    @sqlalchemy.event.listens_for(rdb.engine, "connect")
-    def _pragmas(connection: Any, _record: Any) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    rdb.engine.dispose()  # connections opened before the listener are replaced by ones with it
 
 
 def reconnected_at(storage: BaseStorage) -> float:
