@@ -28,6 +28,7 @@ from rich.table import Table
 
 from slimsearch.search.config import ConfigError, SlimsearchConfig, format_validation_error, load_config
 from slimsearch.search.objectives import QualityMetric
+from slimsearch.search.store.confirmation import stored_confirmation
 from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.pareto import FrontRow, front_rows, hypervolume
 from slimsearch.search.store.storage import stale_trials
@@ -142,9 +143,7 @@ def run(
     with _graceful_stop(stop):
         summary = SearchDriver(cfg, console, stop).run(n_trials, timeout, warm_start)
     study = load_existing_study(cfg.storage_url, cfg.search.study_name)
-    objectives = list(study.user_attrs[records.STUDY_OBJECTIVES])  # as the run resolved them for the task's metric
-    console.print(_front_table(front_rows(study, objectives), objectives, study.user_attrs.get(records.STUDY_BASELINE),
-                               QualityMetric.of(study.user_attrs)))
+    _print_front(study, list(study.user_attrs[records.STUDY_OBJECTIVES]))  # as the run resolved them for the task's metric
     reasons = ", ".join(f"{k} x{v}" for k, v in summary.failure_reasons.items()) or "none"
     rules = ", ".join(f"{k} x{v}" for k, v in summary.pruned_rules.items()) or "none"
     console.print(
@@ -231,9 +230,7 @@ def front(
 ) -> None:
     """Print the Pareto front of a study from its storage."""
     study, cfg, _ = _read_study(target, study_name, storage)
-    objectives = list(study.user_attrs.get(records.STUDY_OBJECTIVES) or cfg.objectives)
-    console.print(_front_table(front_rows(study, objectives), objectives, study.user_attrs.get(records.STUDY_BASELINE),
-                               QualityMetric.of(study.user_attrs)))
+    _print_front(study, list(study.user_attrs.get(records.STUDY_OBJECTIVES) or cfg.objectives))
 
 
 @app.command()
@@ -278,10 +275,12 @@ def select(
     allow_simulated: bool = typer.Option(False, "--allow-simulated", help="also consider fake-quant (simulated) bit widths"),
     allow_noisy: bool = typer.Option(False, "--allow-noisy", help="deploy even if the re-measurement was timed on a "
                                      "busy host"),
+    confirm: bool = typer.Option(True, "--confirm/--no-confirm", help="first re-measure the front together when a "
+                                 "member was not (the run stopped before its end)"),
 ) -> None:
     """Choose a deployment under limits, re-measure it, export it and register it in MLflow."""
     from slimsearch.pipelines.export import FORMATS
-    from slimsearch.search.deploy.deployment import build_deployment
+    from slimsearch.search.deploy.deployment import build_deployment, confirmed_review
     from slimsearch.search.deploy.registry import register_model
     from slimsearch.search.loop.library_logs import route_library_logs
     from slimsearch.search.review.study_review import StudyReview
@@ -293,6 +292,8 @@ def select(
         raise ConfigError(f"--format {unknown[0]} is not an export format; choose from {', '.join(FORMATS)}")
     found, study_config, _ = _read_study(target, study, storage)
     review, study_name = StudyReview(found), found.study_name
+    if confirm:
+        review = confirmed_review(review, console.print)
     if prefer not in (*PREFERENCES, review.quality.name):
         raise ConfigError(f"--prefer must be one of {', '.join(PREFERENCES)}, {review.quality.name}; got '{prefer}'")
     route_library_logs(Path(study_config.output_dir) / "logs" / f"{study_name}-select.log")
@@ -470,6 +471,20 @@ def space(
     for candidate in sample_candidates(cfg.space, samples, seed):
         reason = rejection_reason(candidate, cfg.evaluation.batch_size)
         console.print(f"  {candidate.summary():<60} " + (f"[yellow]rejected: {reason}[/]" if reason else "[green]ok[/]"))
+
+
+def _print_front(study: optuna.Study, objectives: list[str]) -> None:
+    """The front table, under a line saying whether (and when) its latencies were confirmed."""
+    facts, confirmed = stored_confirmation(study)
+    rows = front_rows(study, objectives)
+    table = _front_table(rows, objectives, study.user_attrs.get(records.STUDY_BASELINE), QualityMetric.of(study.user_attrs))
+    unconfirmed = [str(row.number) for row in rows if row.confirmed != "yes"]
+    if not confirmed:
+        table.caption = "latencies as each trial measured them (the front is re-measured together when a run ends)"
+    else:
+        table.caption = (f"latencies re-measured together at {facts['at']} ({facts['passes']} interleaved passes)"
+                         + (f"; not confirmed: trial {', '.join(unconfirmed)}" if unconfirmed else ""))
+    console.print(table)
 
 
 def _front_table(rows: list[FrontRow], objectives: list[str], baseline: Optional[dict], quality: QualityMetric) -> Table:

@@ -119,6 +119,8 @@ class EvaluationSettings(_Strict):
     max_outside_load: float = Field(0.2, ge=0, le=1, description="a round whose cores were busier with other work is redone")
     busy_wait_s: float = Field(20, ge=0, description="longest total pause between disturbed rounds, waiting for quiet")
     timeout_s: float = Field(300, gt=0, description="kill a serving measurement after this long")
+    confirm_passes: int = Field(2, ge=0, description="interleaved passes re-measuring the front together when a run "
+                                "ends (0: keep each trial's own reading)")
     calibration_size: int = Field(256, ge=1, description="training rows used to calibrate int8")
     placement: Literal["local", "ray"] = Field("local", description="where evaluators run")
     ray_address: str | None = Field(None, description="Ray cluster to join for placement: ray (None = local Ray)")

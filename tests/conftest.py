@@ -56,7 +56,9 @@ def fast_config(tmp_path: Path, user_task: str) -> dict:
         "training": {"teacher_epochs": 3, "distill_epochs": 2, "finetune_epochs": 1},
         # Searches under test must not depend on the host's load (workers even train beside
         # each other's probes): no reading is too busy here; test_busy_host tests the rule.
-        "evaluation": {"batch_size": 32, "warmup_s": 0.01, "round_s": 0.02, "timeout_s": 120, "max_outside_load": 1.0},
+        # The front is confirmed at a run's end only where a test asks (test_confirmed_front).
+        "evaluation": {"batch_size": 32, "warmup_s": 0.01, "round_s": 0.02, "timeout_s": 120, "max_outside_load": 1.0,
+                       "confirm_passes": 0},
     }
 
 

@@ -12,6 +12,9 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from slimsearch.search.cli import app
+from slimsearch.search.store.confirmation import CONFIRMED_ATTR, stored_confirmation
+from slimsearch.search.store.ledger import StudyLedger
+from slimsearch.search.store.pareto import noise_aware_front
 from slimsearch.search.store.tracking import MlflowTracker
 from tests.conftest import readme_task_source, write_config
 from tests.helpers import cli_text, count_trials, run_cli, runner, search_process, stores, wait_until
@@ -39,8 +42,6 @@ def test_search_records_agree_and_resume_continues_numbering(tmp_path: Path, fas
             assert run.data.params["quantize.bits"] == str(trial.user_attrs["candidate"]["bits"])
             assert run.data.tags["simulated"] == str(trial.user_attrs["simulated"]).lower()
     assert study.trials[0].user_attrs["summary"].startswith("teacher | prune 0 | fp32 | single"), "teacher enqueued"
-
-    from slimsearch.search.store.pareto import noise_aware_front
 
     front_numbers = {t.number for t in study.best_trials}
     members, within = noise_aware_front(study)
@@ -237,25 +238,49 @@ def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path: Path, fast_config:
     assert parent.info.status == "FINISHED"
 
 
-def test_select_exports_registers_and_refuses_impossible_limits(tmp_path: Path, fast_config: dict) -> None:
+def _assert_the_front_was_confirmed(out: Path, output: str, tmp_path: Path) -> None:
+    """The run ended by re-measuring its front together, and shows, tags and logs that front."""
+    assert "front confirmed:" in output and "latencies re-measured together at" in output, output
+    study, client, children, parent = stores(out, "pick")
+    facts, confirmed = stored_confirmation(study)
+    assert facts["passes"] == 2 and {t.number for t in StudyLedger.for_reading(study).front_trials()} <= set(confirmed)
+    assert all(r["clean"] and r["passes"] == 2 and r["latency_p50_ms"] > 0 for r in confirmed.values()), confirmed
+    runs = {int(r.data.tags["trial_number"]): r for r in children}
+    for number, record in confirmed.items():
+        assert runs[number].data.metrics["confirmed_latency_p50_ms"] == pytest.approx(record["latency_p50_ms"])
+        assert runs[number].data.tags["latency_confirmed"] == "yes"
+    members, _ = noise_aware_front(study)
+    assert {n for n, r in runs.items() if r.data.tags.get("pareto") == "true"} == {t.number for t in members}
+    assert all(t.values[1] == confirmed[t.number]["latency_p50_ms"] for t in members), "the front shows the re-measurement"
+    front_csv = Path(client.download_artifacts(parent.info.run_id, "pareto/front.csv", str(tmp_path))).read_text()
+    assert front_csv.splitlines()[0].endswith("latency_confirmed")
+    assert all(line.endswith(",yes") for line in front_csv.splitlines()[1:])
+
+
+def test_select_exports_registers_and_refuses_impossible_limits_from_the_confirmed_front(tmp_path: Path, fast_config: dict) -> None:
     import mlflow
     import numpy as np
     import torch
     import yaml
 
     fast_config["search"].update(n_trials=3, study_name="pick")
-    run_cli(write_config(tmp_path / "pick.yaml", **fast_config))
+    fast_config["evaluation"]["confirm_passes"] = 2
+    output = cli_text(run_cli(write_config(tmp_path / "pick.yaml", **fast_config)))
     out = Path(fast_config["output_dir"])
     storage = f"sqlite:///{out / 'optuna.db'}"
+    _assert_the_front_was_confirmed(out, output, tmp_path)
 
     impossible = runner.invoke(app, ["select", "pick", "--storage", storage, "--max-latency-ms", "0.00001"])
     assert impossible.exit_code == 2
     assert "no completed trial satisfies these limits; closest: trial" in cli_text(impossible.output)
 
+    stores(out, "pick")[0].set_user_attr(CONFIRMED_ATTR, None)  # as if the run had been stopped before its end
     deploy_dir = tmp_path / "deploy"
     result = runner.invoke(app, ["select", "pick", "--storage", storage, "--max-accuracy-drop", "0.2",
                                  "--prefer", "latency", "--output", str(deploy_dir), "--alias", "champion"])
     assert result.exit_code == 0, result.output
+    assert "front confirmed:" in cli_text(result.output), "a front left unconfirmed is confirmed before choosing"
+    assert stored_confirmation(stores(out, "pick")[0])[1]
     assert "registered: models:/slimsearch-pick@champion (version 1" in cli_text(result.output)
     spec = yaml.safe_load((deploy_dir / "deployment.yaml").read_text())
     assert not (deploy_dir / ".probe").exists(), "nothing but the deployment is left in its folder"

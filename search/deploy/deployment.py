@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from slimsearch.pipelines.export import export_model
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.review.study_review import StudyReview
 from slimsearch.search.review.selection import DeploymentError, Limits
+from slimsearch.search.loop.confirmation import confirm, describe, trials_to_confirm, unconfirmed_members
 from slimsearch.search.loop.trial import TrialResult, Yardstick, busy_host, make_placement, measure_built
 from slimsearch.spaces import Candidate
 from slimsearch.search.store import records
@@ -58,6 +59,31 @@ class Deployment:
     """Rows as the registered model's ``predict`` takes them (named inputs: a dict), and its outputs."""
 
 
+def _study_pipeline(review: StudyReview) -> tuple[SlimsearchConfig, CompressionPipeline]:
+    """The study's config and its compression pipeline (the teacher from the stage cache)."""
+    config = SlimsearchConfig.model_validate(review.config)
+    task = load_task(config.task, config.search.seed)
+    return config, CompressionPipeline(task, config.cache_dir, config.training.recipe(), config.search.seed,
+                                       config.evaluation.calibration_size)
+
+
+def confirmed_review(review: StudyReview, say: Callable[[str], None]) -> StudyReview:
+    """``review`` with its front confirmed: when a front member was never re-measured with the
+    others (the run was stopped before its end, or the front changed since), the front is
+    confirmed now and the study read again."""
+    passes = SlimsearchConfig.model_validate(review.config).evaluation.confirm_passes
+    if not passes or not unconfirmed_members(review.study, review.ledger.front_trials()):
+        return review
+    config, pipeline = _study_pipeline(review)
+    trials = trials_to_confirm(review.ledger.front_trials(), review.complete, list(review.objectives),
+                               list(review.objectives.values()))
+    with tempfile.TemporaryDirectory(prefix="slimsearch-confirm-") as scratch:
+        confirmed = confirm(review.study, trials, pipeline, config.evaluation, make_placement(config.evaluation),
+                            Path(scratch), Yardstick.of(review.baseline, review.quality.name), say)
+    say(describe(confirmed))
+    return StudyReview(review.study)
+
+
 def build_deployment(
     review: StudyReview, trial: FrozenTrial, limits: Limits, formats: list[str], directory: Path,
     allow_noisy: bool = False,
@@ -65,10 +91,8 @@ def build_deployment(
     """Rebuild, re-measure, check limits, export in ``formats`` and write the deployment spec.
     A re-measurement timed on a busy host proves nothing about the limits: refused unless
     ``allow_noisy``."""
-    config = SlimsearchConfig.model_validate(review.config)
-    task = load_task(config.task, config.search.seed)
-    pipeline = CompressionPipeline(task, config.cache_dir, config.training.recipe(), config.search.seed,
-                                   config.evaluation.calibration_size)
+    config, pipeline = _study_pipeline(review)
+    task = pipeline.task
     candidate = Candidate.from_dict(trial.user_attrs[records.CANDIDATE])
     built = pipeline.build(candidate)
     directory.parent.mkdir(parents=True, exist_ok=True)

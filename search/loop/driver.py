@@ -47,6 +47,7 @@ from slimsearch.search.loop.predictor import CostPredictor
 from slimsearch.search.loop.publishing import PARETO_TAGS, FrontPublisher
 from slimsearch.search.loop.record_repair import RecordRepair, check_tracking_matches
 from slimsearch.search.loop.baseline import study_baseline
+from slimsearch.search.loop.confirmation import FrontConfirmer
 from slimsearch.search.loop.errors import SearchError, SearchInterrupted
 from slimsearch.search.loop.recording import RunSummary, TrialRecorder
 from slimsearch.search.store.pareto import front_trials
@@ -198,6 +199,9 @@ class SearchDriver:
                                       self.console)
         self.publisher = FrontPublisher(self.study, self.ledger, self.tracker, cfg.objectives, self.reference,
                                         self.quality, self.staged_models, self.repair.run_id_of)
+        self.confirmer = FrontConfirmer(self.study, self.ledger, self.tracker, self.repair.run_id_of, self.pipeline,
+                                        cfg.evaluation, self.placement, self.workdir, self.yardstick, cfg.objectives,
+                                        self.console.print)
         workers: list[WorkerProcess] = []
         if self.worker == 0:
             rebuilt, repaired = self.repair.rebuild_lost_store(), self.repair.end_orphaned_runs()
@@ -248,7 +252,9 @@ class SearchDriver:
             if self.worker == 0:
                 self.tracker.end("FAILED")
             raise SearchError(self.recorder.host_fault)
-        if workers:  # the workers' last trials
+        # The front shown, logged and selected from is the one re-measured together.
+        confirmed = self.worker == 0 and not self.stop.is_set() and self.confirmer.run()
+        if workers or confirmed:  # the workers' last trials; the confirmed front's tags
             self.tracker.log_parent_metrics(self.publisher.update(summary)[1], step=summary.last_trial or 0)
         if self.worker == 0:
             self.publisher.publish(final=True)
@@ -369,6 +375,8 @@ class SearchDriver:
         trials by the study's owner); returns the progress line."""
         self._rejected_in_a_row = self._duplicates_in_a_row = 0
         summary.evaluated += 1
+        if self.worker == 0 and self.confirmer.due():
+            self.confirmer.run()
         front, charted = self.publisher.update(summary)
         status = f"failed {summary.failed} · stopped early {summary.pruned} · " + front
         if mape := self.predictor.mape():

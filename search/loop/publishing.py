@@ -122,9 +122,9 @@ def front_csv(rows: list[dict[str, Any]], objectives: list[str], quality: Qualit
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["trial", "configuration", *objectives, quality.drop, quality.test, "model_mb", "simulated",
-                     "within_noise_of"])
+                     "within_noise_of", "latency_confirmed"])
     for row in rows:
         writer.writerow([row["number"], row["summary"], *(row["values"][o] for o in objectives),
                          row["quality_drop"], row["test_quality"], row["model_mb"], row["simulated"],
-                         "" if row["within_noise_of"] is None else row["within_noise_of"]])
+                         "" if row["within_noise_of"] is None else row["within_noise_of"], row["confirmed"]])
     return buffer.getvalue()

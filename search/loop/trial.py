@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from slimsearch.evaluators import LocalPlacement, Placement, RayPlacement, ServingRequest, plan_ranks, save_artifact
-from slimsearch.evaluators.serving import MB
+from slimsearch.evaluators.serving import MB, ServingMeasurement
 from slimsearch.pipelines import AccuracyMonitor, BuiltModel, CompressionPipeline, Task
 from slimsearch.search.config import EvaluationSettings
 from slimsearch.search.objectives import QualityMetric
@@ -173,33 +173,17 @@ def measure_built(
         if monitor is not None:
             monitor(SERVING_POINT, accuracy)
         test_accuracy = placement.accuracy(artifact, task.test, task.metric)
-        plan = plan_ranks(built.serving, example, candidate.strategy, candidate.degree, artifact)
-        request = ServingRequest(example, candidate.threads, evaluation.protocol(yardstick.reference_ms),
-                                 evaluation.timeout_s)
-        serving = placement.measure(artifact, plan, request)
+        serving = time_serving(candidate, built, artifact, example, evaluation, placement, yardstick)
     except BaseException:  # nothing of a failed measurement is left behind
         artifact.unlink(missing_ok=True)
         raise
-    latency = serving.latency
     quality = QualityMetric(task.metric_name, task.metric_direction)
     metrics = {
         quality.name: accuracy,
         quality.test: test_accuracy,
         quality.drop: (quality.worsening(yardstick.teacher_quality, accuracy)
                        if yardstick.teacher_quality is not None else 0.0),
-        "latency_p50_ms": latency.p50_ms,
-        "latency_p95_ms": latency.p95_ms,
-        "latency_p99_ms": latency.p99_ms,
-        "latency_mean_ms": latency.mean_ms,
-        "latency_cv": latency.cv,
-        "latency_p50_ci_low_ms": latency.p50_ci_low_ms,
-        "latency_p50_ci_high_ms": latency.p50_ci_high_ms,
-        "latency_p95_ci_low_ms": latency.p95_ci_low_ms,
-        "latency_p95_ci_high_ms": latency.p95_ci_high_ms,
-        "latency_raw_p50_ms": serving.raw_latency.p50_ms,
-        "latency_raw_p95_ms": serving.raw_latency.p95_ms,
-        REFERENCE_METRIC: serving.window_reference_ms,
-        "host_slowdown": serving.host_slowdown,
+        **latency_metrics(serving),
         "memory_spread_mb": serving.memory_spread_bytes / MB,
         "val_rows": float(len(task.val[1])),
         "memory_mb": serving.memory_mb,
@@ -207,9 +191,6 @@ def measure_built(
         "params": float(built.params),
         "macs": float(built.macs),
         "lock_wait_s": serving.lock_wait_s,
-        "latency_rounds_clean": float(serving.rounds_clean),
-        "latency_rounds_total": float(serving.rounds_total),
-        "outside_load_max": serving.outside_load_max,
         "parallel_output_error": serving.output_error,
         "serving_first_call_s": serving.first_call_s,
         **{f"rank{r}_peak_mb": peak / MB for r, peak in enumerate(serving.per_rank_peak_bytes)},
@@ -225,3 +206,35 @@ def measure_built(
         **{f"cache_hit.{stage}": str(hit).lower() for stage, hit in built.cache_hits.items()},
     }
     return TrialResult(metrics=metrics, tags=tags, hardware=serving.hardware, artifact=artifact)
+
+
+def time_serving(candidate: Candidate, built: BuiltModel, artifact: Path, example: Any, evaluation: EvaluationSettings,
+                 placement: Placement, yardstick: Yardstick) -> ServingMeasurement:
+    """Latency and memory of ``artifact`` (``built``'s serving file) served as ``candidate``
+    says, in the isolated probe where ``placement`` runs it, calibrated to the yardstick."""
+    plan = plan_ranks(built.serving, example, candidate.strategy, candidate.degree, artifact)
+    request = ServingRequest(example, candidate.threads, evaluation.protocol(yardstick.reference_ms), evaluation.timeout_s)
+    return placement.measure(artifact, plan, request)
+
+
+def latency_metrics(serving: ServingMeasurement) -> dict[str, float]:
+    """A measurement's latency figures, calibrated and raw, and how clean its window was."""
+    latency = serving.latency
+    return {
+        "latency_p50_ms": latency.p50_ms,
+        "latency_p95_ms": latency.p95_ms,
+        "latency_p99_ms": latency.p99_ms,
+        "latency_mean_ms": latency.mean_ms,
+        "latency_cv": latency.cv,
+        "latency_p50_ci_low_ms": latency.p50_ci_low_ms,
+        "latency_p50_ci_high_ms": latency.p50_ci_high_ms,
+        "latency_p95_ci_low_ms": latency.p95_ci_low_ms,
+        "latency_p95_ci_high_ms": latency.p95_ci_high_ms,
+        "latency_raw_p50_ms": serving.raw_latency.p50_ms,
+        "latency_raw_p95_ms": serving.raw_latency.p95_ms,
+        REFERENCE_METRIC: serving.window_reference_ms,
+        "host_slowdown": serving.host_slowdown,
+        "latency_rounds_clean": float(serving.rounds_clean),
+        "latency_rounds_total": float(serving.rounds_total),
+        "outside_load_max": serving.outside_load_max,
+    }

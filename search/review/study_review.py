@@ -24,6 +24,7 @@ from slimsearch.dashboards import (
     report_html,
 )
 from slimsearch.search.objectives import Constraint, QualityMetric, minimising_signs
+from slimsearch.search.store.confirmation import confirmed_view, stored_confirmation
 from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.pareto import is_feasible, noise_aware_front
 from slimsearch.search.store.storage import read_trials
@@ -75,7 +76,12 @@ class StudyReview:
         self.ledger = ledger or StudyLedger.for_reading(study)
         told = [t for t in self.ledger.seen_trials.values() if t.state == TrialState.COMPLETE] if ledger \
             else read_trials(study, (TrialState.COMPLETE,))
-        self.complete = sorted((t for t in told if all(math.isfinite(v) for v in t.values)), key=lambda t: t.number)
+        _, confirmed = stored_confirmation(study)
+        constraints = self.constraints
+        self.complete = sorted((confirmed_view(t, confirmed[t.number], list(self.objectives), constraints)
+                                if t.number in confirmed else t
+                                for t in told if all(math.isfinite(v) for v in t.values)), key=lambda t: t.number)
+        """Every complete trial, seen through its latest confirmation where it has one."""
         self.front, self.within_noise = noise_aware_front(study, self.ledger.front_trials())
         """Front members, and ``{trial: member}`` for points that win only within measurement noise."""
         self.knee = knee_trial(self.front, list(self.objectives.values()))

@@ -43,6 +43,12 @@ def dominates(a: list[float], b: list[float]) -> bool:
     return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
 
 
+def read_numbers(study: optuna.Study, numbers: list[int]) -> dict[int, FrozenTrial]:
+    """These trials of ``study`` by number, read one by one (not the whole study)."""
+    storage, study_id = study._storage, study._study_id  # noqa: SLF001 - reads by number
+    return {n: storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, n)) for n in numbers}
+
+
 class StudyLedger:
     """The front and the measured-candidate index of one study, caught up on demand."""
 
@@ -98,17 +104,13 @@ class StudyLedger:
         ledger = cls(study, recent=0)
         stored = study.user_attrs.get(SNAPSHOT_ATTR)
         if stored:
-            by_number = ledger._read_numbers([*stored["front"], *stored["unfinished"]])
+            by_number = read_numbers(study, [*stored["front"], *stored["unfinished"]])
             ledger.front = {n: by_number[n] for n in stored["front"]}
             ledger.unfinished = {n: by_number[n] for n in stored["unfinished"]}
             ledger.next_number, ledger.evaluated = stored["next_number"], stored["evaluated"]
             ledger.outcomes.update(stored["outcomes"])
         ledger.catch_up()
         return ledger
-
-    def _read_numbers(self, numbers: list[int]) -> dict[int, FrozenTrial]:
-        storage, study_id = self.study._storage, self.study._study_id  # noqa: SLF001 - reads by number
-        return {n: storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, n)) for n in numbers}
 
     def _read_all(self) -> list[FrozenTrial]:
         trials = self.study.get_trials(deepcopy=False)

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from slimsearch.search.objectives import QualityMetric, minimising_signs
 from slimsearch.search.store import records
+from slimsearch.search.store.confirmation import CONFIRMATION, confirmation_word, confirmed_front
 from slimsearch.search.store.ledger import StudyLedger
 
 # Reference point = this multiple of the teacher's value for minimised objectives; 0 for
@@ -41,6 +42,9 @@ class FrontRow:
     simulated: bool
     within_noise_of: int | None = None
     """Set for a point that wins only within measurement noise of that front member."""
+    confirmed: str = ""
+    """``yes``: latency re-measured with the front (these are those numbers); ``busy`` or
+    ``failed``: the re-measurement was not clean (search-time numbers); empty: not yet."""
 
 
 def reference_point(objectives: dict[str, str], baseline: dict[str, float]) -> list[float]:
@@ -85,6 +89,12 @@ def uncertainty(trial: FrozenTrial, objective: str) -> float:
     return 0.0
 
 
+def _margins(a: FrozenTrial, b: FrozenTrial, objectives: list[str], signs: list[float]) -> list[float]:
+    """How much better ``a`` is than ``b`` per objective, in units of their combined noise (>1: beyond)."""
+    return [sign * (vb - va) / max(uncertainty(a, o) + uncertainty(b, o), 1e-12)
+            for va, vb, sign, o in zip(a.values, b.values, signs, objectives)]
+
+
 def within_noise(front: list[FrozenTrial], objectives: list[str], directions: list[str]) -> dict[int, int]:
     """``{trial: the front member it is within noise of}`` for front members that win only
     inside measurement noise.
@@ -95,20 +105,13 @@ def within_noise(front: list[FrozenTrial], objectives: list[str], directions: li
     equal within noise stays). Larger models are judged first, so a chain keeps the simplest.
     """
     signs = minimising_signs(directions)
-    noise = {t.number: [uncertainty(t, o) for o in objectives] for t in front}
     size = {t.number: t.user_attrs.get(records.METRICS, {}).get("model_mb", 0.0) for t in front}
-
-    def margins(a: FrozenTrial, b: FrozenTrial) -> list[float]:
-        """How much better ``a`` is than ``b`` per objective, in units of combined noise (>1: beyond)."""
-        return [sign * (vb - va) / max(noise[a.number][i] + noise[b.number][i], 1e-12)
-                for i, (va, vb, sign) in enumerate(zip(a.values, b.values, signs))]
-
     dropped: dict[int, int] = {}
     for a in sorted(front, key=lambda t: (-size[t.number], -t.number)):
         for b in front:
             if b.number == a.number or b.number in dropped:
                 continue
-            ahead = margins(a, b)
+            ahead = _margins(a, b, objectives, signs)
             if any(m > 1 for m in ahead):
                 continue  # a wins somewhere beyond noise: a real trade-off
             if any(m < -1 for m in ahead) or (size[b.number], b.number) < (size[a.number], a.number):
@@ -117,14 +120,38 @@ def within_noise(front: list[FrozenTrial], objectives: list[str], directions: li
     return dropped
 
 
+def near_front(trials: list[FrozenTrial], front: list[FrozenTrial], objectives: list[str], directions: list[str],
+               limit: int) -> list[FrozenTrial]:
+    """Feasible trials off the front that a front member beats only within noise on every
+    objective (a re-measurement could put them on it), closest first, at most ``limit``."""
+    signs = minimising_signs(directions)
+    members = {t.number for t in front}
+    close: list[tuple[float, int, FrozenTrial]] = []
+    for trial in trials:
+        if trial.number in members or not is_feasible(trial):
+            continue
+        behind = [min(_margins(member, trial, objectives, signs)) for member in front
+                  if max(_margins(member, trial, objectives, signs)) <= 1]
+        if behind:
+            close.append((-max(behind), trial.number, trial))
+    return [trial for _, _, trial in sorted(close, key=lambda c: (c[0], c[1]))[:limit]]
+
+
 def noise_aware_front(study: optuna.Study, front: list[FrozenTrial] | None = None
                       ) -> tuple[list[FrozenTrial], dict[int, int]]:
-    """The front (``front``: already known) without the members that win only within noise,
-    and those members' pairing."""
-    front = front_trials(study) if front is None else front
+    """The front (``front``: already known) as the latest confirmation shows it, without the
+    members that win only within noise, and those members' pairing."""
+    members, within, _ = _noise_aware(study, front)
+    return members, within
+
+
+def _noise_aware(study: optuna.Study, front: list[FrozenTrial] | None
+                 ) -> tuple[list[FrozenTrial], dict[int, int], list[FrozenTrial]]:
+    """Members, ``{point: member}`` pairing, and the points within noise of a member."""
+    front = confirmed_front(study, front_trials(study) if front is None else front)
     objectives = list(study.user_attrs.get(records.STUDY_OBJECTIVES, {})) or [f"objective {i}" for i in range(len(study.directions))]
     dropped = within_noise(front, objectives, [d.name.lower() for d in study.directions])
-    return [t for t in front if t.number not in dropped], dropped
+    return ([t for t in front if t.number not in dropped], dropped, [t for t in front if t.number in dropped])
 
 
 def pareto_tag(number: int, members: list[FrozenTrial], within: dict[int, int]) -> str:
@@ -140,9 +167,7 @@ def is_feasible(trial: FrozenTrial) -> bool:
 
 def front_rows(study: optuna.Study, objectives: list[str], front: list[FrozenTrial] | None = None) -> list[FrontRow]:
     """The noise-aware front, then the points within noise of a member (marked as such)."""
-    front = front_trials(study) if front is None else front
-    members, within = noise_aware_front(study, front)
-    dropped = [t for t in front if t.number in within]
+    members, within, dropped = _noise_aware(study, front)
     quality = QualityMetric.of(study.user_attrs)
     rows = []
     for trial in members + dropped:
@@ -157,6 +182,8 @@ def front_rows(study: optuna.Study, objectives: list[str], front: list[FrozenTri
                 model_mb=metrics.get("model_mb", float("nan")),
                 simulated=bool(trial.user_attrs.get(records.SIMULATED, False)),
                 within_noise_of=within.get(trial.number),
+                confirmed=confirmation_word(trial.user_attrs.get(CONFIRMATION)),
             )
         )
     return rows
+

@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from slimsearch.spaces.errors import SlimsearchError
 from slimsearch.search.config import redact_url
+from slimsearch.search.store.confirmation import confirmation_word
 from slimsearch.search.store.outages import Outages, Retrying
 
 STUDY_TAG = "slimsearch.study"
@@ -124,6 +125,15 @@ class MlflowTracker:
             f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and attributes.status = 'RUNNING'"))
         return [(r.info.run_id, int(r.data.tags["trial_number"])) for r in runs
                 if "trial_number" in r.data.tags and r.data.tags.get(ROLE_TAG, "trial") == "trial"]
+
+    def log_confirmation(self, records_by_run: dict[str, dict[str, Any]]) -> None:
+        """A front confirmation's reading on each re-measured trial's run: ``confirmed_``
+        latency metrics (when clean) and the tag ``latency_confirmed`` (yes / busy / failed)."""
+        now = int(time.time() * 1000)
+        for run_id, record in records_by_run.items():
+            metrics = [Metric(f"confirmed_{name}", float(record[name]), now, 0)
+                       for name in ("latency_p50_ms", "latency_p95_ms") if record["clean"]]
+            self.client.log_batch(run_id, metrics=metrics, tags=[RunTag("latency_confirmed", confirmation_word(record))])
 
     def log_parent_metrics(self, metrics: dict[str, float], step: int) -> None:
         """The study's charts (hypervolume, front size, predictor error) at trial ``step``, in one write."""
