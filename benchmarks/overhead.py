@@ -45,7 +45,9 @@ from rich.console import Console
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.loop import driver as driver_module
 from slimsearch.search.loop.driver import SearchDriver
+from slimsearch.search.loop import proposals as proposals_module
 from slimsearch.search.loop.publishing import FrontPublisher
+from slimsearch.search.loop.session import StudySession
 from slimsearch.search.loop.record_repair import RecordRepair
 from slimsearch.search.loop.predictor import CostPredictor
 from slimsearch.search.loop.trial import TrialOutcome, TrialResult
@@ -65,13 +67,13 @@ RUN_POOL = 64
 """Real MLflow runs the synthetic trials point at (round robin): re-tagging one must work."""
 COMPONENTS = {
     "ask": (optuna.Study, "ask"),
-    "sampling (TPE)": (driver_module, "suggest_candidate"),
+    "sampling (TPE)": (proposals_module, "suggest_candidate"),
     "tell": (optuna.Study, "tell"),
     "front update": (FrontPublisher, "update"),
     "front publish": (FrontPublisher, "publish"),
     "ledger catch-up": (StudyLedger, "catch_up"),
     "stale check": (RecordRepair, "fail_stale_trials"),
-    "early-stopping monitor": (SearchDriver, "monitor"),
+    "early-stopping monitor": (StudySession, "monitor"),
     "predictor fit": (CostPredictor, "refit"),
     "MLflow run start": (MlflowTracker, "start_trial"),
     "MLflow run finish": (MlflowTracker, "finish_trial"),

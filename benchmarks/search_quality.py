@@ -37,7 +37,7 @@ import optuna
 from optuna.trial import TrialState
 from scipy.stats import mannwhitneyu
 
-from slimsearch.search.loop.driver import EXPLORE_AFTER_DUPLICATES, EXPLORE_DRAWS
+from slimsearch.search.loop.proposals import EXPLORE_AFTER_DUPLICATES, EXPLORE_DRAWS
 from slimsearch.search.loop.predictor import PREDICTED, CostPredictor
 from slimsearch.search.objectives import Constraint, QualityMetric, accurate_enough, minimising_signs
 from slimsearch.search.store.pareto import hypervolume

@@ -407,7 +407,7 @@ def test_a_repeated_proposal_is_answered_from_the_study_not_re_measured(tmp_path
 
 def test_a_sampler_stuck_on_measured_candidates_is_sent_to_an_unmeasured_one(tmp_path: Path,
                                                                               fast_config: dict) -> None:
-    from slimsearch.search.loop.driver import EXPLORE_AFTER_DUPLICATES
+    from slimsearch.search.loop.proposals import EXPLORE_AFTER_DUPLICATES
 
     fast_config["space"] = {"prune": {"low": 0.0, "high": 0.0}, "quantize": {"bits": [32, 8, 4]},
                             "student": {"distill": False},
@@ -435,7 +435,7 @@ def test_a_sampler_repeating_a_rejected_candidate_is_sent_to_an_unmeasured_one_n
         tmp_path: Path, fast_config: dict) -> None:
     """The sampler learns nothing from a rejection: repeats of one rejected candidate are
     repeated proposals (then exploring), not 50 distinct rejections ending the run."""
-    from slimsearch.search.loop.driver import EXPLORE_AFTER_DUPLICATES, MAX_CONSECUTIVE_REJECTIONS
+    from slimsearch.search.loop.proposals import EXPLORE_AFTER_DUPLICATES, MAX_CONSECUTIVE_REJECTIONS
 
     fast_config["space"] = {"prune": {"low": 0.0, "high": 0.0}, "quantize": {"bits": [32, 8, 4]},
                             "student": {"distill": False},

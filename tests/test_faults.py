@@ -8,6 +8,7 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -498,29 +499,32 @@ def test_a_postgresql_restart_of_15_s_with_two_workers_is_waited_out_and_every_t
 
 
 def test_a_candidate_another_worker_is_measuring_is_stepped_aside_for_by_the_later_trial(tmp_path: Path) -> None:
+    from rich.console import Console
+
     from slimsearch.search.config import SlimsearchConfig
-    from slimsearch.search.loop.driver import SearchDriver
+    from slimsearch.search.loop.predictor import CostPredictor
+    from slimsearch.search.loop.proposals import ProposalGuard
     from slimsearch.spaces import suggest_candidate
 
     config = SlimsearchConfig(output_dir=str(tmp_path))
-    driver = SearchDriver(config)
-    driver.study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}"),
-                                       directions=list(config.objectives.values()))
-    first, second = driver.study.ask(), driver.study.ask()
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}"),
+                                directions=list(config.objectives.values()))
+    first, second = study.ask(), study.ask()
     candidate = suggest_candidate(first, config.space)
     other = dataclasses.replace(candidate, prune_ratio=0.5 if candidate.prune_ratio != 0.5 else 0.25)
     first.set_user_attr("candidate", candidate.to_dict())
     second.set_user_attr("candidate", candidate.to_dict())
-    driver.ledger = StudyLedger(driver.study)
+    ledger = StudyLedger(study)
+    guard = ProposalGuard(config, study, ledger, None, None, CostPredictor(0), Console())  # type: ignore[arg-type]
 
     def measuring(candidate, number: int) -> int | None:  # noqa: ANN001 - a Candidate
-        driver.ledger.catch_up()  # as the driver does before asking
-        return driver._measuring_now(candidate, number)
+        ledger.catch_up()  # as the driver does before asking
+        return guard._measuring_now(candidate, number)
 
     assert measuring(candidate, second.number) == first.number, "the later trial steps aside"
     assert measuring(candidate, first.number) is None, "the earlier one goes on: never both"
     assert measuring(other, second.number) is None
-    driver.study.tell(first, state=TrialState.FAIL)
+    study.tell(first, state=TrialState.FAIL)
     assert measuring(candidate, second.number) is None, "only a trial still being measured counts"
 
 
@@ -546,11 +550,12 @@ def test_a_lost_ray_worker_is_a_host_fault_re_run_once_and_never_the_candidate_s
 
     config = SlimsearchConfig(output_dir=str(tmp_path))
     driver = SearchDriver(config)
-    driver.study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}"),
-                                       directions=list(config.objectives.values()))
-    driver.tracker, driver.heartbeats = _Runs(), Heartbeats(driver.study, 10)
-    driver.recorder = TrialRecorder(driver.study, driver.tracker, config, QualityMetric("accuracy", "maximize"),
-                                    CostPredictor(0), tmp_path / "front-models", driver.console)
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}"),
+                                directions=list(config.objectives.values()))
+    tracker, driver.heartbeats = _Runs(), Heartbeats(study, 10)
+    recorder = TrialRecorder(study, tracker, config, QualityMetric("accuracy", "maximize"), CostPredictor(0),
+                             tmp_path / "front-models", driver.console)
+    driver.session = SimpleNamespace(study=study, recorder=recorder)  # what the searcher reaches
     searcher = StudySearcher.__new__(StudySearcher)  # the searcher's Tune-facing state, without a Tune experiment
     searcher.driver, searcher.summary, searcher._completed_trials = driver, RunSummary("s"), set()
 
@@ -558,12 +563,12 @@ def test_a_lost_ray_worker_is_a_host_fault_re_run_once_and_never_the_candidate_s
         searcher._ot_trials, searcher.started = {tune_id: trial}, {tune_id: (tune_id, suggest_candidate(trial, config.space))}
         searcher.on_trial_complete(tune_id, None, error=True)  # what Tune reports when the actor died
 
-    first = driver.study.ask()
+    first = study.ask()
     lose_worker_of(first, "run-1")
-    rerun = driver.study.get_trials(states=(TrialState.WAITING,))
-    assert driver.study.trials[first.number].user_attrs["failure_kind"] == "stale" and driver.tracker.finished["run-1"] == "KILLED"
-    assert len(rerun) == 1 and rerun[0].params == first.params and evaluated_count(driver.study) == 0, "budget not spent"
-    again = driver.study.ask()
+    rerun = study.get_trials(states=(TrialState.WAITING,))
+    assert study.trials[first.number].user_attrs["failure_kind"] == "stale" and tracker.finished["run-1"] == "KILLED"
+    assert len(rerun) == 1 and rerun[0].params == first.params and evaluated_count(study) == 0, "budget not spent"
+    again = study.ask()
     lose_worker_of(again, "run-2")
-    assert not driver.study.get_trials(states=(TrialState.WAITING,)), "a candidate that kills every worker: re-run once"
-    assert evaluated_count(driver.study) == 0
+    assert not study.get_trials(states=(TrialState.WAITING,)), "a candidate that kills every worker: re-run once"
+    assert evaluated_count(study) == 0

@@ -56,7 +56,8 @@ def confirm(study: optuna.Study, trials: list[FrozenTrial], pipeline: Compressio
     """Re-measure ``trials``' latency in ``evaluation.confirm_passes`` interleaved passes,
     store the records in the study and return them ({trial: record})."""
     passes = evaluation.confirm_passes
-    say(f"confirming the front: {len(trials)} trials re-measured together in {passes} passes")
+    say(f"confirming the front: {len(trials)} trials re-measured together in {passes} passes "
+        "(Ctrl-C skips it: the front keeps each trial's own reading)")
     example = pipeline.task.serving_batch(evaluation.batch_size)
     built, errors = {}, {}
     for trial in trials:  # from the stage cache: loading and (for int8) calibrating, no training

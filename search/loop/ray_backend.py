@@ -65,7 +65,7 @@ def run_with_ray_tune(driver: SearchDriver, summary: RunSummary, target: int, ti
     """Run Tune trials until the study holds ``target`` evaluated trials (or stop/timeout)."""
     cfg = absolute_paths(driver.config)
     os.environ.update(TUNE_ENVIRONMENT)
-    remaining = target - evaluated_count(driver.study)
+    remaining = target - evaluated_count(driver.session.study)
     if remaining <= 0:
         return
     with ray_cluster(cfg.search.ray.address, Path(cfg.output_dir), cfg.search.study_name, driver.console.print):
@@ -77,7 +77,7 @@ def run_with_ray_tune(driver: SearchDriver, summary: RunSummary, target: int, ti
 def _fit(driver: SearchDriver, summary: RunSummary, cfg: SlimsearchConfig, remaining: int,
          timeout_s: float | None) -> None:
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, study_config=cfg, yardstick=driver.yardstick),
+        tune.with_parameters(tune_trial, study_config=cfg, yardstick=driver.session.yardstick),
         {"cpu": cfg.search.ray.cpus_per_trial},
     )
     tuner = tune.Tuner(
@@ -120,7 +120,7 @@ class StudySearcher(_DriverBound, OptunaSearch):
             space=functools.partial(_define_candidate, spec=cfg.space),
             metric=list(cfg.objectives),
             mode=["min" if sign > 0 else "max" for sign in minimising_signs(cfg.objectives.values())],
-            sampler=driver.study.sampler,
+            sampler=driver.session.study.sampler,
             study_name=cfg.search.study_name,
         )
 
@@ -129,7 +129,7 @@ class StudySearcher(_DriverBound, OptunaSearch):
             pickle.dump(self.__getstate__(), file)
 
     def _setup_study(self, mode: Any) -> None:
-        self._ot_study = self.driver.study  # the study open_study checked and configured
+        self._ot_study = self.driver.session.study  # the study open_study checked and configured
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """Ask until a candidate can exist here; rejected ones are recorded in between."""
@@ -137,12 +137,12 @@ class StudySearcher(_DriverBound, OptunaSearch):
             trial = self._ot_study.ask()
             started = self.driver.start_trial(self.summary, trial)
             if started is None:
-                self.driver.check_rejections()
+                self.driver.session.proposals.check_rejections()
                 continue
             self._ot_trials[trial_id] = trial
             self.started[trial_id] = started
             self.driver.heartbeats.add(trial)
-            monitor = self.driver.monitor(started[1])
+            monitor = self.driver.session.monitor(started[1])
             return {"candidate": started[1].to_dict(), "monitor": monitor}
         return None
 
@@ -157,17 +157,18 @@ class StudySearcher(_DriverBound, OptunaSearch):
         run_id, candidate = self.started.pop(trial_id)
         self.driver.heartbeats.remove(trial)
         outcome = (result or {}).get("outcome")
+        recorder = self.driver.session.recorder
         if outcome is None and self.driver.stop.is_set():
-            self.driver.recorder.record_failure(trial, run_id, "interrupted", "interrupted by the user")
+            recorder.record_failure(trial, run_id, "interrupted", "interrupted by the user")
             return
         if outcome is None and error:
-            self.driver.recorder.record_lost_worker(trial, run_id, candidate, "its Ray worker died mid-trial (a lost node or a killed "
-                                           "process); see the Ray logs")
+            recorder.record_lost_worker(trial, run_id, candidate, "its Ray worker died mid-trial (a lost node or a "
+                                        "killed process); see the Ray logs")
             return
         if outcome is None:
             outcome = TrialOutcome("failed", reason="the Ray trial ended without a result; see the Ray logs",
                                    rule="RayTrialError")
-        if self.driver.recorder.record_outcome(self.summary, trial, run_id, candidate, outcome) not in UNCOUNTED:
+        if recorder.record_outcome(self.summary, trial, run_id, candidate, outcome) not in UNCOUNTED:
             self.driver.after_evaluated(self.summary)
 
 
