@@ -5,6 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from slimsearch.search.objectives import Constraint
 from slimsearch.search.review.selection import Limits, select
 from slimsearch.search.review.study_review import StudyReview
 from slimsearch.search.store.confirmation import save_confirmation
@@ -13,10 +14,10 @@ from slimsearch.search.store.pareto import front_rows, near_front, noise_aware_f
 OBJECTIVES = {"accuracy": "maximize", "latency_p50_ms": "minimize", "memory_mb": "minimize"}
 
 
-def _study() -> optuna.Study:
+def _study(constraints: tuple[str, ...] | list[str] = ("accuracy_drop <= 0.05",)) -> optuna.Study:
     study = optuna.create_study(directions=list(OBJECTIVES.values()))
     study.set_user_attr("objectives", OBJECTIVES)
-    study.set_user_attr("config", {"constraints": ["accuracy_drop <= 0.05"]})
+    study.set_user_attr("config", {"constraints": list(constraints)})
     return study
 
 
@@ -25,9 +26,11 @@ def _measured(study: optuna.Study, accuracy: float, p50: float, memory: float, c
                "latency_p95_ms": 1.2 * p50, "memory_mb": memory, "model_mb": memory / 10,
                "latency_p50_ci_low_ms": p50 - ci, "latency_p50_ci_high_ms": p50 + ci, "memory_spread_mb": 0.1,
                "val_rows": 359}
-    study.add_trial(optuna.trial.create_trial(
-        values=[accuracy, p50, memory], user_attrs={"metrics": metrics, "summary": f"p50 {p50}"},
-        system_attrs={"constraints": [0.99 - accuracy - 0.05]}))
+    trial = optuna.trial.create_trial(values=[accuracy, p50, memory],
+                                      user_attrs={"metrics": metrics, "summary": f"p50 {p50}"})
+    for text in study.user_attrs["config"]["constraints"]:  # as the driver tells them: by name
+        trial.set_constraint(text, Constraint.parse(text).violation(metrics))
+    study.add_trial(trial)
 
 
 def _confirmed(p50: float, clean: bool = True) -> dict:
@@ -88,3 +91,14 @@ def test_a_confirmation_does_not_change_a_front_it_agrees_with(searched: float) 
     before = {t.number for t in noise_aware_front(study)[0]}
     save_confirmation(study, {0: _confirmed(searched), 1: _confirmed(1.0)}, "now", 2)
     assert {t.number for t in noise_aware_front(study)[0]} == before == {0, 1}
+
+
+def test_a_latency_constraint_is_judged_on_the_confirmed_latency() -> None:
+    study = _study(["accuracy_drop <= 0.05", "latency_p95_ms <= 3"])
+    _measured(study, 0.98, 2.0, 10.0)   # p95 2.4: feasible as searched
+    _measured(study, 0.95, 1.0, 6.0)
+    save_confirmation(study, {0: _confirmed(3.0), 1: _confirmed(1.0)}, "now", 2)
+    assert {t.number for t in noise_aware_front(study)[0]} == {1}, "re-measured at p95 3.6, trial 0 breaks the limit"
+    (view,) = [t for t in StudyReview(study).complete if t.number == 0]
+    assert view.constraints["latency_p95_ms <= 3"] == pytest.approx(0.6)
+    assert view.constraints["accuracy_drop <= 0.05"] == pytest.approx(-0.04)

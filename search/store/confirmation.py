@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+from optuna.study._constrained_optimization import _CONSTRAINTS_KEY  # private; Optuna's major version is pinned
 from optuna.trial import FrozenTrial
 
 from slimsearch.search.objectives import Constraint, minimising_signs
@@ -67,17 +68,19 @@ def confirmed_view(trial: FrozenTrial, record: dict[str, Any], objectives: list[
     metrics = dict(trial.user_attrs.get(records.METRICS, {}))
     if is_clean(record):
         metrics |= {name: record[name] for name in CONFIRMED_METRICS if name in record}
+    violations = trial.constraints | {c.name: c.violation(metrics) for c in constraints if c.metric in metrics}
     view = FrozenTrial(
         number=trial.number, state=trial.state, value=None, datetime_start=trial.datetime_start,
         datetime_complete=trial.datetime_complete, params=trial.params, distributions=trial.distributions,
         user_attrs={**trial.user_attrs, records.METRICS: metrics, CONFIRMATION: record},
-        system_attrs=dict(trial.system_attrs), intermediate_values=trial.intermediate_values,
+        # Optuna keeps a constraint once set: the stored ones are left out and all set anew.
+        system_attrs={k: v for k, v in trial.system_attrs.items() if k.split(":")[0] != _CONSTRAINTS_KEY},
+        intermediate_values=trial.intermediate_values,
         trial_id=trial._trial_id,  # noqa: SLF001 - the view stands for the stored trial
         values=[metrics.get(name, value) for name, value in zip(objectives, trial.values)],
     )
-    for constraint in constraints:
-        if constraint.metric in metrics:
-            view.set_constraint(constraint.name, constraint.violation(metrics))
+    for name, violation in violations.items():
+        view.set_constraint(name, violation)
     return view
 
 
