@@ -28,7 +28,7 @@ from rich.table import Table
 
 from slimsearch.search.config import ConfigError, SlimsearchConfig, format_validation_error, load_config
 from slimsearch.search.objectives import QualityMetric
-from slimsearch.search.store.confirmation import stored_confirmation
+from slimsearch.search.store.confirmation import stored_confirmation, teacher_metrics
 from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.pareto import FrontRow, front_rows, hypervolume
 from slimsearch.search.store.storage import stale_trials
@@ -477,7 +477,7 @@ def _print_front(study: optuna.Study, objectives: list[str]) -> None:
     """The front table, under a line saying whether (and when) its latencies were confirmed."""
     facts, confirmed = stored_confirmation(study)
     rows = front_rows(study, objectives)
-    table = _front_table(rows, objectives, study.user_attrs.get(records.STUDY_BASELINE), QualityMetric.of(study.user_attrs))
+    table = _front_table(rows, objectives, teacher_metrics(study), QualityMetric.of(study.user_attrs))
     unconfirmed = [str(row.number) for row in rows if row.confirmed != "yes"]
     if not confirmed:
         table.caption = "latencies as each trial measured them (the front is re-measured together when a run ends)"
@@ -487,13 +487,13 @@ def _print_front(study: optuna.Study, objectives: list[str]) -> None:
     console.print(table)
 
 
-def _front_table(rows: list[FrontRow], objectives: list[str], baseline: Optional[dict], quality: QualityMetric) -> Table:
+def _front_table(rows: list[FrontRow], objectives: list[str], teacher: dict[str, float],
+                 quality: QualityMetric) -> Table:
     noisy = sum(row.within_noise_of is not None for row in rows)
     table = Table(title=f"Pareto front ({len(rows) - noisy} feasible non-dominated trials"
                         + (f"; {noisy} more win only within measurement noise" if noisy else "") + ")")
     for column in ("trial", "configuration", *objectives, quality.drop, quality.test, "model MB", "vs teacher"):
         table.add_column(column, justify="left" if column == "configuration" else "right")
-    teacher = (baseline or {}).get("metrics", {})
     for row in rows:
         table.add_row(
             str(row.number),
@@ -509,7 +509,8 @@ def _front_table(rows: list[FrontRow], objectives: list[str], baseline: Optional
 
 
 def _versus_teacher(row: FrontRow, teacher: dict) -> str:
-    """Measured ratios against the teacher's baseline, e.g. ``3.6x smaller 5.1x faster``."""
+    """Measured ratios against the teacher (its latency as confirmed beside the front), e.g.
+    ``3.6x smaller 5.1x faster``."""
     parts = []
     if teacher.get("model_mb") and row.model_mb > 0:
         parts.append(ratio_words(teacher["model_mb"] / row.model_mb, "smaller", "larger"))

@@ -102,3 +102,25 @@ def test_a_latency_constraint_is_judged_on_the_confirmed_latency() -> None:
     (view,) = [t for t in StudyReview(study).complete if t.number == 0]
     assert view.constraints["latency_p95_ms <= 3"] == pytest.approx(0.6)
     assert view.constraints["accuracy_drop <= 0.05"] == pytest.approx(-0.04)
+
+
+def test_vs_teacher_uses_the_teacher_timed_in_the_same_sitting_as_the_front() -> None:
+    from slimsearch.search.loop.confirmation import teacher_trial, trials_to_confirm
+    from slimsearch.search.store.confirmation import teacher_metrics
+
+    study = _study()
+    _measured(study, 0.99, 5.0, 16.0)   # 0: the teacher, ahead of 1 only within noise
+    _measured(study, 0.98, 2.0, 10.0)
+    study.set_user_attr("baseline", {"metrics": {"latency_p50_ms": 4.4, "model_mb": 1.6}})
+    assert teacher_trial(study.trials, study.user_attrs["baseline"]) is None, "no candidate stored: no teacher trial"
+    front = noise_aware_front(study)[0]
+    assert [t.number for t in front] == [1]
+    chosen = trials_to_confirm(front, study.trials, list(OBJECTIVES), list(OBJECTIVES.values()), study.trials[0])
+    assert [t.number for t in chosen] == [0, 1], "the teacher's trial is timed with the front"
+    assert teacher_metrics(study)["latency_p50_ms"] == 4.4, "not confirmed yet: the baseline's reading"
+    save_confirmation(study, {0: _confirmed(5.1), 1: _confirmed(2.0)}, "now", 2, teacher=0)
+    assert teacher_metrics(study) == {"latency_p50_ms": 5.1, "model_mb": 1.6, "latency_p95_ms": pytest.approx(6.12),
+                                      "latency_p50_ci_low_ms": pytest.approx(5.08),
+                                      "latency_p50_ci_high_ms": pytest.approx(5.12)}
+    save_confirmation(study, {0: _confirmed(9.0, clean=False)}, "now", 2, teacher=0)
+    assert teacher_metrics(study)["latency_p50_ms"] == 4.4, "a busy re-measurement of the teacher proves nothing"

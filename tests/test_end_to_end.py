@@ -244,6 +244,7 @@ def _assert_the_front_was_confirmed(out: Path, output: str, tmp_path: Path) -> N
     study, client, children, parent = stores(out, "pick")
     facts, confirmed = stored_confirmation(study)
     assert facts["passes"] == 2 and {t.number for t in StudyLedger.for_reading(study).front_trials()} <= set(confirmed)
+    assert facts["teacher"] == 0 and 0 in confirmed, "the teacher (trial 0) is timed in the same sitting"
     assert all(r["clean"] and r["passes"] == 2 and r["latency_p50_ms"] > 0 for r in confirmed.values()), confirmed
     runs = {int(r.data.tags["trial_number"]): r for r in children}
     for number, record in confirmed.items():

@@ -30,7 +30,8 @@ from slimsearch.pipelines.export import export_model
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.review.study_review import StudyReview
 from slimsearch.search.review.selection import DeploymentError, Limits
-from slimsearch.search.loop.confirmation import confirm, describe, trials_to_confirm, unconfirmed_members
+from slimsearch.search.loop.confirmation import (confirm, describe, teacher_trial, trials_to_confirm,
+                                                 unconfirmed_members)
 from slimsearch.search.loop.trial import TrialResult, Yardstick, busy_host, make_placement, measure_built
 from slimsearch.spaces import Candidate
 from slimsearch.search.store import records
@@ -75,11 +76,12 @@ def confirmed_review(review: StudyReview, say: Callable[[str], None]) -> StudyRe
     if not passes or not unconfirmed_members(review.study, review.ledger.front_trials()):
         return review
     config, pipeline = _study_pipeline(review)
+    teacher = teacher_trial(review.complete, review.baseline)
     trials = trials_to_confirm(review.ledger.front_trials(), review.complete, list(review.objectives),
-                               list(review.objectives.values()))
+                               list(review.objectives.values()), teacher)
     with tempfile.TemporaryDirectory(prefix="slimsearch-confirm-") as scratch:
         confirmed = confirm(review.study, trials, pipeline, config.evaluation, make_placement(config.evaluation),
-                            Path(scratch), Yardstick.of(review.baseline, review.quality.name), say)
+                            Path(scratch), Yardstick.of(review.baseline, review.quality.name), say, teacher)
     say(describe(confirmed))
     return StudyReview(review.study)
 

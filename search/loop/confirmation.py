@@ -19,7 +19,7 @@ import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -43,16 +43,25 @@ CONFIRM_EVERY_S = 3600.0
 
 
 def trials_to_confirm(front: list[FrozenTrial], complete: list[FrozenTrial], objectives: list[str],
-                      directions: list[str]) -> list[FrozenTrial]:
-    """The front's members, then the trials a member beats only within noise, by number."""
+                      directions: list[str], teacher: FrozenTrial | None) -> list[FrozenTrial]:
+    """The front's members, then the trials a member beats only within noise, and the
+    teacher's own trial (what "vs teacher" compares with), by number."""
     chosen = front[:MAX_CONFIRMED]
     chosen += near_front(complete, front, objectives, directions, MAX_CONFIRMED - len(chosen))
+    if teacher is not None and all(t.number != teacher.number for t in chosen):
+        chosen.append(teacher)
     return sorted(chosen, key=lambda t: t.number)
+
+
+def teacher_trial(complete: Iterable[FrozenTrial], baseline: dict[str, Any]) -> FrozenTrial | None:
+    """The first complete trial that measured the baseline's candidate (the teacher as served)."""
+    return next((t for t in complete if baseline.get("candidate") is not None and not records.is_duplicate(t)
+                 and t.user_attrs.get(records.CANDIDATE) == baseline["candidate"]), None)
 
 
 def confirm(study: optuna.Study, trials: list[FrozenTrial], pipeline: CompressionPipeline,
             evaluation: EvaluationSettings, placement: Placement, workdir: Path, yardstick: Yardstick,
-            say: Callable[[str], None]) -> dict[int, dict[str, Any]]:
+            say: Callable[[str], None], teacher: FrozenTrial | None = None) -> dict[int, dict[str, Any]]:
     """Re-measure ``trials``' latency in ``evaluation.confirm_passes`` interleaved passes,
     store the records in the study and return them ({trial: record})."""
     passes = evaluation.confirm_passes
@@ -83,7 +92,7 @@ def confirm(study: optuna.Study, trials: list[FrozenTrial], pipeline: Compressio
                 artifact.unlink(missing_ok=True)
     confirmed = {trial.number: _record(trial, readings[trial.number], errors.get(trial.number)) for trial in trials}
     save_confirmation(study, confirmed, datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                      passes)
+                      passes, teacher.number if teacher is not None else None)
     return confirmed
 
 
@@ -140,13 +149,15 @@ class FrontConfirmer:
         if not self.evaluation.confirm_passes:
             return False
         self.ledger.catch_up()
-        complete = [t for t in self.ledger.seen_trials.values() if t.state == TrialState.COMPLETE]
+        complete = sorted((t for t in self.ledger.seen_trials.values() if t.state == TrialState.COMPLETE),
+                          key=lambda t: t.number)
+        teacher = teacher_trial(complete, self.study.user_attrs.get(records.STUDY_BASELINE) or {})
         trials = trials_to_confirm(self.ledger.front_trials(), complete, list(self.objectives),
-                                   list(self.objectives.values()))
+                                   list(self.objectives.values()), teacher)
         if not trials:
             return False
         confirmed = confirm(self.study, trials, self.pipeline, self.evaluation, self.placement, self.workdir,
-                            self.yardstick, self.say)
+                            self.yardstick, self.say, teacher)
         by_number = {t.number: t for t in trials}
         self.tracker.log_confirmation({run_id: record for number, record in confirmed.items()
                                        if (run_id := self.run_id_of(by_number[number]))})

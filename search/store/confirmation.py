@@ -36,9 +36,22 @@ CONFIRMED_METRICS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "late
 """The metrics a confirmation re-measures (memory and accuracy do not drift with the host)."""
 
 
-def save_confirmation(study: optuna.Study, confirmed: dict[int, dict[str, Any]], at: str, passes: int) -> None:
-    study.set_user_attr(CONFIRMED_ATTR, {"at": at, "passes": passes,
+def save_confirmation(study: optuna.Study, confirmed: dict[int, dict[str, Any]], at: str, passes: int,
+                      teacher: int | None = None) -> None:
+    """Store a confirmation; ``teacher``: the trial of the baseline's candidate, timed in the same sitting."""
+    study.set_user_attr(CONFIRMED_ATTR, {"at": at, "passes": passes, "teacher": teacher,
                                          "trials": {str(n): record for n, record in sorted(confirmed.items())}})
+
+
+def teacher_metrics(study: optuna.Study) -> dict[str, float]:
+    """The teacher's figures the front is compared with ("vs teacher"): the baseline's, with
+    its latency as the latest confirmation timed it beside the front when it did so cleanly
+    (a ratio of two readings from one sitting, not of readings hours apart)."""
+    metrics = dict((study.user_attrs.get(records.STUDY_BASELINE) or {}).get("metrics", {}))
+    facts, confirmed = stored_confirmation(study)
+    if is_clean(record := confirmed.get(facts.get("teacher", -1))):
+        metrics |= {name: record[name] for name in CONFIRMED_METRICS if name in record}
+    return metrics
 
 
 def stored_confirmation(study: optuna.Study) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
