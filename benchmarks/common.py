@@ -57,7 +57,7 @@ def serve(model: nn.Module, task: Task, strategy: str = "single", degree: int = 
     """Measure ``model`` served with ``strategy`` in the isolated probe, as a trial would."""
     example = task.serving_batch(BATCH)
     with tempfile.TemporaryDirectory(prefix="slimsearch-bench-") as workdir:
-        artifact = save_artifact(model, example, Path(workdir) / "model.pt")
+        artifact = save_artifact("torch", model, example, Path(workdir) / "model.pt")
         plan = plan_ranks(model, example, strategy, degree, artifact)
         return measure_serving(artifact, plan, example, threads=threads,
                                protocol=protocol, timeout_s=600)

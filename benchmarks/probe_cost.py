@@ -58,7 +58,7 @@ def artifacts(root: Path) -> list[tuple[str, str]]:
         torch.save(example, batch)
         for bits in (32, 8):
             served = quantize(model, bits, None, task.train[0][:256]).serving
-            saved.append((str(save_artifact(served, example, root / f"{name}-{bits}.pt")), str(batch)))
+            saved.append((str(save_artifact("torch", served, example, root / f"{name}-{bits}.pt")), str(batch)))
     return saved
 
 

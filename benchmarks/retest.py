@@ -72,7 +72,7 @@ def retest(task: str, count: int) -> None:
         started = time.perf_counter()
         for i, candidate in enumerate(candidates(task, count)):
             model = built.build(candidate).serving
-            artifact = save_artifact(model, example, Path(workdir) / f"c{i}.pt")
+            artifact = save_artifact(candidate.runtime, model, example, Path(workdir) / f"c{i}.pt")
             served.append((candidate, artifact, plan_ranks(model, example, candidate.strategy, candidate.degree, artifact)))
         print(f"built {len(served)} candidates in {time.perf_counter() - started:.0f} s")
 

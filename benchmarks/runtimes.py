@@ -33,7 +33,7 @@ def measure(built_pipeline, runtime: str, bits: int) -> dict[str, float | str]: 
     batch = task.serving_batch(BATCH)
     placement = LocalPlacement()
     with tempfile.TemporaryDirectory(prefix="slimsearch-bench-") as workdir:
-        artifact = save_artifact(built.serving, batch, Path(workdir) / "model.pt")
+        artifact = save_artifact(runtime, built.serving, batch, Path(workdir) / "model.pt")
         accuracy = placement.accuracy(artifact, task.val, task.metric)
         plan = plan_ranks(built.serving, batch, "single", 1, artifact)
         served = placement.measure(artifact, plan, ServingRequest(batch, THREADS, TimingProtocol(), 600))

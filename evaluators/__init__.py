@@ -7,14 +7,16 @@ executes the parallel strategy over gloo ranks: ``rank_plans`` prepares what eac
 rank loads, ``parallel_steps`` is one served request per strategy, and the probe
 checks parallel outputs against the single-process model. ``placement`` decides where
 evaluators run: this host, or Ray nodes advertising a ``latency_bench`` resource.
+``runtimes`` holds the serving runtimes (TorchScript, onnxruntime, torch.compile,
+OpenVINO): what a candidate's artifact is, and how it is loaded to be measured.
 """
 
 from slimsearch.evaluators.accuracy import evaluate_accuracy, predict
-from slimsearch.evaluators.artifacts import CompiledRuntime, load_artifact, missing_compiler, save_artifact
 from slimsearch.evaluators.isolation import hardware_identity
 from slimsearch.evaluators.latency import LatencyStats
 from slimsearch.evaluators.placement import LocalPlacement, Placement, PlacementError, RayPlacement, ServingRequest
 from slimsearch.evaluators.rank_plans import RankPlan, plan_ranks
+from slimsearch.evaluators.runtimes import ServingRuntime, load_artifact, save_artifact, serving_runtime
 from slimsearch.evaluators.serving import (
     MeasurementError,
     ServingMeasurement,
@@ -23,7 +25,6 @@ from slimsearch.evaluators.serving import (
 )
 
 __all__ = [
-    "CompiledRuntime",
     "LatencyStats",
     "LocalPlacement",
     "MeasurementError",
@@ -32,14 +33,15 @@ __all__ = [
     "RankPlan",
     "RayPlacement",
     "ServingMeasurement",
+    "ServingRuntime",
     "ServingRequest",
     "TimingProtocol",
     "evaluate_accuracy",
     "hardware_identity",
     "load_artifact",
     "measure_serving",
-    "missing_compiler",
     "plan_ranks",
     "predict",
     "save_artifact",
+    "serving_runtime",
 ]

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from slimsearch.evaluators.artifacts import load_artifact
+from slimsearch.evaluators.runtimes import load_artifact
 from slimsearch.evaluators.families import transformer_layers, use_rank_widths
 from slimsearch.evaluators.rank_plans import tensor_parallel_plans
 

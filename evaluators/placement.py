@@ -21,7 +21,7 @@ import torch
 
 from slimsearch.spaces.errors import SlimsearchError
 from slimsearch.evaluators.accuracy import evaluate_accuracy
-from slimsearch.evaluators.artifacts import load_artifact
+from slimsearch.evaluators.runtimes import load_artifact
 from slimsearch.evaluators.rank_plans import RankPlan
 from slimsearch.evaluators.serving import ServingMeasurement, TimingProtocol, measure_serving
 
@@ -58,7 +58,7 @@ class LocalPlacement:
                                threads=request.threads, protocol=request.protocol, timeout_s=request.timeout_s)
 
     def accuracy(self, artifact: Path, split: Split, metric: Metric) -> float:
-        # A torch_compile artifact's program, uncompiled: the probe checks its compiled outputs against it.
+        # A compiled runtime's graph, uncompiled: the probe checks its compiled outputs against it.
         return evaluate_accuracy(load_artifact(artifact, compiled=False), split, metric)
 
 

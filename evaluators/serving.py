@@ -1,8 +1,7 @@
 """Latency and memory of serving a model, measured in an isolated probe process.
 
-The serving artifact (``artifacts``: TorchScript, ONNX or a torch.export program, by
-runtime; each loads without project code) is handed to a fresh ``serving_probe``
-process, so memory is measured against a clean baseline and the timed window holds the
+The serving artifact (one file in the format of its runtime, see ``runtimes``) is
+handed to a fresh ``serving_probe`` process, so memory is measured against a clean baseline and the timed window holds the
 host lock. Memory is the peak RSS of all serving processes minus the
 baseline of one idle torch process and minus the library pages faulted in while serving
 (shared code, see ``memory``): the extra ranks of a parallel plan count in full,

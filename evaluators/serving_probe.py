@@ -35,7 +35,7 @@ from slimsearch.evaluators.cpu_load import outside_load, snapshot
 from slimsearch.evaluators.isolation import hardware_identity, timing_lock
 from slimsearch.evaluators.latency import time_calls
 from slimsearch.evaluators.paired_timing import BLOCKS_PER_ROUND, TimingPlan, reference_workload
-from slimsearch.evaluators.artifacts import load_artifact
+from slimsearch.evaluators.runtimes import load_artifact, runtime_for_artifact
 from slimsearch.evaluators.memory import current_rss_bytes, file_rss_bytes, peak_rss_bytes, reset_peak_rss
 from slimsearch.evaluators.parallel_steps import load_rank_model, local_weight_bytes, make_step
 
@@ -125,7 +125,7 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
         end_ns = time.time_ns()
         peak, file_growth = max(r["peak_bytes"] for r in rounds), file_rss_bytes() - baseline_file
         output = step()
-        checked = rank == 0 and (job.degree > 1 or job.artifact.endswith(".pt2"))
+        checked = rank == 0 and (job.degree > 1 or runtime_for_artifact(job.artifact).compiles_when_served)
         error = _error_against_reference(job, batch, output) if checked else None
     if port is not None:
         dist.destroy_process_group()

@@ -1,6 +1,7 @@
-"""Candidate -> compressed, ready-to-serve model: distil -> prune -> fine-tune -> quantize
-(torch, or onnxruntime's export + int8 for candidates deployed on onnxruntime; a
-torch_compile candidate is the float model, exported and compiled where it is served).
+"""Candidate -> compressed, ready-to-serve model: distil -> prune -> fine-tune -> quantize,
+then handed to its serving runtime (``evaluators.runtimes``): torch's own quantization
+wrapped for the runtime, or the runtime's own conversion and int8 of the float model
+(a cached stage, e.g. onnxruntime's export or OpenVINO's IR).
 
 :class:`CompressionPipeline` is created once per study process (it holds the task, the
 teacher and its cached logits) and builds one :class:`BuiltModel` per candidate, with
@@ -20,24 +21,20 @@ import torch
 from torch import nn
 
 from slimsearch.evaluators.accuracy import evaluate_accuracy
-from slimsearch.evaluators.artifacts import CompiledRuntime
 from slimsearch.evaluators.memory import state_dict_bytes
-from slimsearch.evaluators.onnx_runtime import OnnxModule
-from slimsearch.evaluators.openvino_runtime import OpenVinoModule
 from slimsearch.evaluators.rank_plans import deployment_problem
+from slimsearch.evaluators.runtimes import ServingRuntime, serving_runtime
 from slimsearch.pipelines import stages
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.features import FeatureHints
 from slimsearch.pipelines.lowrank import factorizable
-from slimsearch.pipelines.openvino_convert import openvino_ir, openvino_path
-from slimsearch.pipelines.ort_quantize import onnxruntime_bytes, onnxruntime_path
 from slimsearch.pipelines.pruning import PruningChoice, pruning_problem
 from slimsearch.pipelines.quantize import QuantizedModel, quantize
 from slimsearch.pipelines.students import teacher_init_problem
 from slimsearch.pipelines.stages import StageResult, TrainingRecipe
 from slimsearch.pipelines.task import Task
 from slimsearch.pipelines.training import Distillation, EpochHook, TrainingProgress
-from slimsearch.spaces import Candidate, InvalidCandidate
+from slimsearch.spaces import Candidate, runtime_spec
 
 AccuracyMonitor = Callable[[str, float], None]
 """Receives ``(point, validation accuracy)`` while a candidate trains — points are named
@@ -102,9 +99,10 @@ class CompressionPipeline:
                            lambda: None if factorizable(self._untrained(candidate), self.task) else
                            "low-rank factorisation needs Linear layers besides the head; this model has none: "
                            "set space.lowrank.ratios: [0]"))
-        if candidate.runtime == "openvino":
-            checks.append((("openvino", architecture),
-                           lambda: _conversion_problem(self._untrained(candidate), self.calibration[:2])))
+        if runtime_spec(candidate.runtime).converts:  # the torch graph serves whatever trained
+            runtime = serving_runtime(candidate.runtime)
+            checks.append(((runtime.name, architecture),
+                           lambda: runtime.conversion_problem(self._untrained(candidate), self.calibration[:2])))
         if candidate.strategy in ("tensor_parallel", "pipeline_parallel"):
             checks.append((("plan", architecture, candidate.strategy, candidate.degree),
                            lambda: deployment_problem(self._untrained(candidate), self.task.serving_batch(2 * candidate.degree),
@@ -155,14 +153,13 @@ class CompressionPipeline:
         if candidate.qat:
             qat, qat_hits = stages.qat_trainer(self.task, self.cache, self.recipe, self.seed, base, distillation,
                                                self._epoch_hook("qat", monitor))
+        runtime = serving_runtime(candidate.runtime)
         with _timed(timings, "quantize"):
-            if candidate.runtime == "onnxruntime":
-                quantized = self._onnxruntime(base, candidate.bits, hits)
-            elif candidate.runtime == "openvino":
-                quantized = self._openvino(base, candidate.bits, hits)
+            if runtime.spec.converts:
+                quantized = self._converted(runtime, base, candidate.bits, hits)
             else:
                 quantized = quantize(base.model, candidate.bits, candidate.float_dtype, self.calibration, qat)
-        serving = CompiledRuntime(quantized.serving) if candidate.runtime == "torch_compile" else quantized.serving
+        serving = runtime.wrap(quantized.serving)
         if qat_hits:
             hits["qat"] = qat_hits[0]
         return BuiltModel(
@@ -176,29 +173,14 @@ class CompressionPipeline:
             cache_hits=hits,
         )
 
-    def _onnxruntime(self, base: StageResult, bits: int, hits: dict[str, bool]) -> QuantizedModel:
-        """The onnxruntime model, exported (and quantized) once per base model and bit width:
-        the dynamo exporter takes seconds, so it is a cached stage like training."""
-        key = self.cache.key("onnx", base=base.key, bits=bits, calibration=len(self.calibration))
-        data, hits["onnx"] = self.cache.get_or_build(
-            key,
-            lambda: torch.frombuffer(bytearray(onnxruntime_bytes(base.model, bits, self.calibration)), dtype=torch.uint8),
-        )
-        serving = OnnxModule(data.numpy().tobytes())
-        return QuantizedModel(serving, onnxruntime_path(base.model, bits), state_dict_bytes(serving), simulated=False)
-
-    def _openvino(self, base: StageResult, bits: int, hits: dict[str, bool]) -> QuantizedModel:
-        """The OpenVINO IR, converted (and NNCF-quantized) once per base model and bit width."""
-        key = self.cache.key("openvino", base=base.key, bits=bits, calibration=len(self.calibration))
-
-        def build() -> dict[str, torch.Tensor]:
-            xml, weights = openvino_ir(base.model, bits, self.calibration)
-            return {name: torch.frombuffer(bytearray(data), dtype=torch.uint8) for name, data in
-                    (("xml", xml), ("bin", weights))}
-
-        ir, hits["openvino"] = self.cache.get_or_build(key, build)
-        serving = OpenVinoModule(ir["xml"].numpy().tobytes(), ir["bin"].numpy().tobytes())
-        return QuantizedModel(serving, openvino_path(bits), state_dict_bytes(serving), simulated=False)
+    def _converted(self, runtime: ServingRuntime, base: StageResult, bits: int, hits: dict[str, bool]) -> QuantizedModel:
+        """The runtime's own artifact, converted (and quantized) once per base model and bit
+        width: exporters and converters take seconds, so it is a cached stage like training."""
+        key = self.cache.key(runtime.name, base=base.key, bits=bits, calibration=len(self.calibration))
+        buffers, hits[runtime.name] = self.cache.get_or_build(
+            key, lambda: runtime.convert(base.model, bits, self.calibration))
+        serving = runtime.from_buffers(buffers)
+        return QuantizedModel(serving, runtime.quant_path(base.model, bits), state_dict_bytes(serving), simulated=False)
 
     def _architecture(
         self, candidate: Candidate, timings: dict[str, float], hits: dict[str, bool], monitor: AccuracyMonitor | None
@@ -228,15 +210,6 @@ class CompressionPipeline:
             monitor(f"{stage} {epoch}/{epochs}", evaluate_accuracy(model, self.task.val, self.task.metric))
 
         return report
-
-
-def _conversion_problem(model: nn.Module, rows: torch.Tensor) -> str | None:
-    """Why OpenVINO cannot convert this architecture (found once, before training), or ``None``."""
-    try:
-        openvino_ir(model, 32, rows)
-    except InvalidCandidate as exc:
-        return str(exc)
-    return None
 
 
 @contextmanager

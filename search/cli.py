@@ -33,7 +33,15 @@ from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.pareto import FrontRow, front_rows, hypervolume
 from slimsearch.search.store.storage import stale_trials
 from slimsearch.search.store.study import load_existing_study
-from slimsearch.spaces import RUNTIMES, SlimsearchError, describe_space, rejection_reason, sample_candidates
+from slimsearch.spaces import (
+    DEFAULT_RUNTIME,
+    SlimsearchError,
+    describe_space,
+    export_formats,
+    rejection_reason,
+    runtime_spec,
+    sample_candidates,
+)
 from slimsearch.search.store import records
 
 # The layers that import torch or MLflow are imported inside the commands that use them, so
@@ -47,7 +55,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., object])
-EXPORT_FORMATS = list(dict.fromkeys(runtime.export_format for runtime in RUNTIMES.values()))
 
 StudyArg = typer.Argument(None, metavar="[CONFIG|STUDY]", show_default=False,
                           help="YAML config of the search (or a study name in the default output_dir)")
@@ -266,7 +273,7 @@ def select(
                                              help="limit on how much worse than the teacher on the task's metric, in "
                                                   "its units (accuracy: teacher minus candidate)"),
     prefer: str = typer.Option("knee", "--prefer", help="latency | memory | knee | the task's metric (e.g. accuracy)"),
-    formats: list[str] = typer.Option([], "--format", help=f"{' | '.join(EXPORT_FORMATS)} (repeatable); only "
+    formats: list[str] = typer.Option([], "--format", help=f"{' | '.join(export_formats())} (repeatable); only "
                                       "trials exportable so are chosen (default: the format the trial was served in)"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="directory (default: <output_dir>/deploy-STUDY)"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="registered model name (default: slimsearch-STUDY)"),
@@ -279,7 +286,6 @@ def select(
                                  "member was not (the run stopped before its end)"),
 ) -> None:
     """Choose a deployment under limits, re-measure it, export it and register it in MLflow."""
-    from slimsearch.pipelines.export import FORMATS
     from slimsearch.search.deploy.deployment import build_deployment, confirmed_review
     from slimsearch.search.deploy.registry import register_model
     from slimsearch.search.loop.library_logs import route_library_logs
@@ -287,9 +293,9 @@ def select(
     from slimsearch.search.review.selection import PREFERENCES, DeploymentError, Limits
     from slimsearch.search.review.selection import select as choose
 
-    unknown = sorted(set(formats) - set(FORMATS))
+    unknown = sorted(set(formats) - set(export_formats()))
     if unknown:
-        raise ConfigError(f"--format {unknown[0]} is not an export format; choose from {', '.join(FORMATS)}")
+        raise ConfigError(f"--format {unknown[0]} is not an export format; choose from {', '.join(export_formats())}")
     found, study_config, _ = _read_study(target, study, storage)
     review, study_name = StudyReview(found), found.study_name
     if confirm:
@@ -311,10 +317,8 @@ def select(
     console.print(f"chosen: trial {chosen.number} ({chosen.user_attrs[records.SUMMARY]}), preference {prefer}; "
                   "rebuilding and re-measuring in isolation...")
     directory = output or Path(study_config.output_dir) / f"deploy-{study_name}"
-    # The registered pyfunc serves what the trial measured: ONNX for onnxruntime candidates, the
-    # torch.export program for torch_compile ones (compiled where it is loaded), else TorchScript.
-    runtime = chosen.user_attrs[records.CANDIDATE].get("runtime", "torch")
-    served = RUNTIMES[runtime].export_format
+    # The registered pyfunc serves what the trial measured: its runtime's export format.
+    served = runtime_spec(chosen.user_attrs[records.CANDIDATE].get("runtime", DEFAULT_RUNTIME)).export_format
     if (register or not formats) and served not in formats:
         formats = [*formats, served]
     deployment = build_deployment(review, chosen, limits, formats, directory, allow_noisy)  # SelectionRefused: exit 3

@@ -9,7 +9,18 @@ silently wrong.
 
 from slimsearch.spaces.candidate import Candidate, StudentChoice
 from slimsearch.spaces.errors import SlimsearchError
-from slimsearch.spaces.runtimes import RUNTIMES, STRATEGIES, Runtime, RuntimeSpec, Strategy
+from slimsearch.spaces.runtimes import (
+    DEFAULT_RUNTIME,
+    PLUGINS_VARIABLE,
+    STRATEGIES,
+    RuntimeSpec,
+    Strategy,
+    UnknownRuntime,
+    export_formats,
+    register,
+    runtime_spec,
+    runtime_specs,
+)
 from slimsearch.spaces.spec import (
     FLOAT16_DTYPES,
     LowRankSpec,
@@ -38,9 +49,14 @@ __all__ = [
     "SlimsearchError",
     "StudentChoice",
     "FLOAT16_DTYPES",
-    "RUNTIMES",
-    "Runtime",
+    "DEFAULT_RUNTIME",
+    "PLUGINS_VARIABLE",
     "RuntimeSpec",
+    "UnknownRuntime",
+    "export_formats",
+    "register",
+    "runtime_spec",
+    "runtime_specs",
     "STRATEGIES",
     "Strategy",
     "LowRankSpec",

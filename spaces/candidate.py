@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from slimsearch.spaces.runtimes import Runtime, Strategy
+from slimsearch.spaces.runtimes import DEFAULT_RUNTIME, Strategy
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Candidate:
     prune_scope: str = "uniform"
     prune_steps: int = 1
     qat: bool = False
-    runtime: Runtime = "torch"
+    runtime: str = DEFAULT_RUNTIME
     rank_ratio: float = 0.0
     """Low-rank factorisation of Linear layers (fraction of full rank kept; 0 = none)."""
 
@@ -130,5 +130,5 @@ class Candidate:
         prune += f" | rank {self.rank_ratio:g}" if self.rank_ratio else ""
         return (
             f"{arch} | {prune} | {precision} | "
-            f"{self.strategy} x{self.degree} t{self.threads}" + (f" | {self.runtime}" if self.runtime != "torch" else "")
+            f"{self.strategy} x{self.degree} t{self.threads}" + (f" | {self.runtime}" if self.runtime != DEFAULT_RUNTIME else "")
         )

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import optuna
 
 from slimsearch.spaces.candidate import Candidate, StudentChoice
-from slimsearch.spaces.runtimes import RUNTIMES
+from slimsearch.spaces.runtimes import DEFAULT_RUNTIME, runtime_spec
 from slimsearch.spaces.spec import SpaceSpec
 
 class InvalidCandidate(ValueError):
@@ -55,7 +55,7 @@ def suggest_candidate(trial: optuna.trial.BaseTrial, spec: SpaceSpec, cpu_count:
     degree = 1 if strategy == "single" else int(trial.suggest_categorical("parallel.degree", spec.parallel.degree))
     threads_name = "parallel.threads" if strategy == "single" else "parallel.rank_threads"
     threads = int(trial.suggest_categorical(threads_name, _thread_choices(spec, strategy, cpu_count)))
-    runtime = "torch"
+    runtime = DEFAULT_RUNTIME
     if strategy == "single" and not qat and (runtimes := runtime_choices(spec, bits)):
         runtime = str(_choose(trial, *runtimes))
     return Candidate(
@@ -90,7 +90,7 @@ def runtime_choices(spec: SpaceSpec, bits: int) -> tuple[str, list[str]] | None:
     graphs do not ``torch.export``). Optuna needs one fixed choice list per parameter
     name, so int8 asks under its own name when its list is shorter.
     """
-    choices = [r for r in spec.parallel.runtimes if bits in RUNTIMES[r].bits]
+    choices = [r for r in spec.parallel.runtimes if bits in runtime_spec(r).bits]
     if not choices:
         return None
     return ("parallel.runtime" if choices == spec.parallel.runtimes else "parallel.int8_runtime"), choices
@@ -128,7 +128,7 @@ def rejection_reason(candidate: Candidate, batch_size: int, cpu_count: int | Non
             f"{candidate.strategy} needs degree x threads = {candidate.degree * candidate.threads} cores "
             f"but this host has {cores}; lower space.parallel.degree or threads"
         )
-    if reason := RUNTIMES[candidate.runtime].rejection(candidate.strategy, candidate.bits, candidate.qat):
+    if reason := runtime_spec(candidate.runtime).rejection(candidate.strategy, candidate.bits, candidate.qat):
         return reason
     if batch_size % candidate.degree:
         return f"batch size {batch_size} does not split evenly over {candidate.degree} ranks"
@@ -195,7 +195,7 @@ def _plainly_served(spec: SpaceSpec, bits: int) -> dict[str, Any] | None:
         params["quantize.qat"] = False
     name, runtimes = runtime_choices(spec, bits) or ("", [])
     if len(runtimes) > 1:
-        params[name] = "torch" if "torch" in runtimes else runtimes[0]
+        params[name] = DEFAULT_RUNTIME if DEFAULT_RUNTIME in runtimes else runtimes[0]
     return params
 
 
@@ -332,7 +332,7 @@ def describe_space(spec: SpaceSpec) -> list[tuple[str, str, str]]:
         ("quantize.float_dtype", _join(q.float16_dtypes), "quantize.bits = 16"),
         ("quantize.qat", _join(q.qat) + "  (int8 quantization-aware fine-tuning)", "quantize.bits = 8"),
         ("parallel.strategy", _join(p.strategies), "always"),
-        ("parallel.runtime", _join(p.runtimes), "single, 32 bits (8 bits without torch_compile), no QAT"),
+        ("parallel.runtime", _join(p.runtimes), "single, no QAT, a bit width the runtime serves"),
         *([(int8_name, _join(int8_runtimes), "single, 8 bits, no QAT")] if int8_name != "parallel.runtime" else []),
         ("parallel.degree", _join(p.degree), "parallel.strategy != single"),
         ("parallel.threads", _join(p.threads), "parallel.strategy = single"),

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from slimsearch.spaces.runtimes import Runtime, Strategy
+from slimsearch.spaces.runtimes import DEFAULT_RUNTIMES, Strategy, runtime_spec, runtime_specs
 
 PRUNE_IMPORTANCE = ("l1", "l2", "taylor", "random")
 FLOAT16_DTYPES = ("float16", "bfloat16")
@@ -170,11 +170,9 @@ class ParallelSpec(_Strict):
     )
     degree: list[int] = Field(default_factory=lambda: [2])
     threads: list[int] = Field(default_factory=lambda: [1, 2])
-    runtimes: list[Runtime] = Field(
-        default_factory=lambda: ["torch", "onnxruntime"], min_length=1,
-        description="torch = TorchScript artifact; onnxruntime = ONNX on onnxruntime (own int8), single process; "
-                    "torch_compile = torch.export program compiled by inductor where served (fp32, single process); "
-                    "openvino = OpenVINO IR (NNCF int8), single process",
+    runtimes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_RUNTIMES), min_length=1,
+        description="serving runtimes: " + "; ".join(f"{r.name} = {r.description}" for r in runtime_specs()),
     )
 
     @field_validator("degree", "threads")
@@ -182,6 +180,13 @@ class ParallelSpec(_Strict):
     def _positive(cls, values: list[int]) -> list[int]:
         if not values or any(v < 1 for v in values):
             raise ValueError("must be a non-empty list of integers >= 1")
+        return values
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, values: list[str]) -> list[str]:
+        for name in values:
+            runtime_spec(name)  # an unknown name raises, listing the known ones
         return values
 
     @field_validator("strategies")

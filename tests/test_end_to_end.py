@@ -158,7 +158,7 @@ def test_torch_compile_without_a_cpp_compiler_exits_2_before_recording(
     fast_config["space"]["parallel"]["runtimes"] = ["torch", "torch_compile"]
     result = runner.invoke(app, ["run", str(write_config(tmp_path / "compile.yaml", **fast_config))])
     assert result.exit_code == 2
-    assert "needs a C++ compiler ('no-such-compiler++' is not on PATH)" in cli_text(result.output)
+    assert "needs a C++ compiler ('no-such-compiler++' is not on PATH" in cli_text(result.output)
     assert "remove torch_compile from space.parallel.runtimes" in cli_text(result.output)
     assert len(result.output.strip().splitlines()) == 1
     assert not Path(fast_config["output_dir"]).exists()

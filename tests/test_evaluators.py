@@ -22,11 +22,11 @@ from slimsearch.evaluators import (
     evaluate_accuracy,
     measure_serving,
     save_artifact,
+    serving_runtime,
 )
 from slimsearch.evaluators.latency import time_calls
-from slimsearch.evaluators.artifacts import CompiledRuntime, load_artifact
+from slimsearch.evaluators.runtimes import load_artifact
 from slimsearch.evaluators.isolation import timing_lock
-from slimsearch.pipelines.ort_quantize import onnxruntime_model
 from tests.helpers import wait_until
 from slimsearch.evaluators.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 
@@ -35,7 +35,7 @@ SHAPE = (1, 8, 8)
 
 def _tiny_artifact(path: Path, width: int = 8) -> Path:
     model = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(width * 64, 10)).eval()
-    return save_artifact(model, torch.randn(4, *SHAPE), path)
+    return save_artifact("torch", model, torch.randn(4, *SHAPE), path)
 
 
 def _measure(artifact: Path, round_s: float = 0.01, rounds: int = 1, strategy: str = "single", degree: int = 1,
@@ -160,8 +160,10 @@ def test_rounds_disturbed_by_a_neighbour_on_our_core_are_detected_and_flagged(tm
 
 def test_an_onnxruntime_artifact_is_served_and_measured_on_onnxruntime(tmp_path: Path) -> None:
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10)).eval()
-    served, path_tag = onnxruntime_model(model, 32, torch.randn(16, *SHAPE))
-    artifact = save_artifact(served, torch.randn(4, *SHAPE), tmp_path / "m.pt")
+    onnxruntime = serving_runtime("onnxruntime")
+    served = onnxruntime.from_buffers(onnxruntime.convert(model, 32, torch.randn(16, *SHAPE)))
+    path_tag = onnxruntime.quant_path(model, 32)
+    artifact = save_artifact("onnxruntime", served, torch.randn(4, *SHAPE), tmp_path / "m")
     assert artifact.suffix == ".onnx" and path_tag == "ort-fp32"
     x = torch.randn(4, *SHAPE)
     assert torch.allclose(load_artifact(artifact)(x), model(x), atol=1e-5)
@@ -171,7 +173,8 @@ def test_an_onnxruntime_artifact_is_served_and_measured_on_onnxruntime(tmp_path:
 
 def test_a_torch_compile_artifact_is_an_exported_program_compiled_in_the_probe(tmp_path: Path) -> None:
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10)).eval()
-    artifact = save_artifact(CompiledRuntime(model), torch.randn(4, *SHAPE), tmp_path / "m.pt")
+    served = serving_runtime("torch_compile").wrap(model)
+    artifact = save_artifact("torch_compile", served, torch.randn(4, *SHAPE), tmp_path / "m")
     assert artifact.suffix == ".pt2"
     x = torch.randn(3, *SHAPE)
     program = load_artifact(artifact, compiled=False)

@@ -156,7 +156,7 @@ def test_tensor_parallel_serves_fused_and_shared_key_value_attention_sharded_by_
     model = CompressionPipeline(task, tmp_path, RECIPE, seed=0).teacher.model
     batch = task.serving_batch(8)
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    artifact = save_artifact(model, batch, tmp_path / "m.pt")
+    artifact = save_artifact("torch", model, batch, tmp_path / "m.pt")
     plan = plan_ranks(model, batch, "tensor_parallel", 2, artifact)
     measured = measure_serving(artifact, plan, batch, threads=1, timeout_s=120,
                                protocol=TimingProtocol(warmup_s=0.01, round_s=0.02, rounds=1, max_rounds=1))

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from slimsearch.evaluators import TimingProtocol, evaluate_accuracy, load_artifact, measure_serving, plan_ranks, save_artifact
-from slimsearch.evaluators.openvino_runtime import OpenVinoModule
+from slimsearch.evaluators.runtimes import serving_runtime
+from slimsearch.evaluators.runtimes.openvino import OpenVinoModule, openvino_ir
 from slimsearch.pipelines import CompressionPipeline, TrainingRecipe, load_task
 from slimsearch.spaces import Candidate
 
@@ -36,7 +37,7 @@ def test_an_openvino_candidate_is_served_from_its_ir_with_its_accuracy(tmp_path:
     built = digits.build(Candidate(None, 0.0, 32, None, "single", 1, 1, runtime="openvino"))
     assert isinstance(built.serving, OpenVinoModule) and built.quant_path == "openvino-fp32"
     batch = task.serving_batch(32)
-    artifact = save_artifact(built.serving, batch, tmp_path / "m.pt")
+    artifact = save_artifact("openvino", built.serving, batch, tmp_path / "m.pt")
     assert artifact.suffix == ".ovz"
     served = load_artifact(artifact, threads=1)
     assert abs(evaluate_accuracy(served, task.val, task.metric) - teacher_accuracy) <= 1 / len(task.val[1])
@@ -72,15 +73,12 @@ class NotConvertible(nn.Module):
 
 
 def test_nncf_draws_no_progress_bars_over_the_search_display(capsys: pytest.CaptureFixture[str]) -> None:
-    from slimsearch.pipelines.openvino_convert import openvino_model
-
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
-    openvino_model(model, 8, torch.randn(64, 16))
+    serving_runtime("openvino").convert(model, 8, torch.randn(64, 16))
     assert capsys.readouterr().out == ""
 
 def test_an_unconvertible_model_is_rejected_with_the_converters_reason(digits: CompressionPipeline) -> None:
     from slimsearch.spaces import InvalidCandidate
-    from slimsearch.pipelines.openvino_convert import openvino_ir
 
     with pytest.raises(InvalidCandidate, match="cannot convert this model to OpenVINO: .*unsupported operation"):
         openvino_ir(NotConvertible(), 32, digits.task.val[0][:2])
@@ -115,4 +113,4 @@ def test_an_openvino_trial_is_searched_selected_exported_as_ir_and_registered(tm
     rows = torch.randn(6, 20)
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
     served = mlflow.pyfunc.load_model("models:/slimsearch-ov@champion").predict(rows.numpy())
-    assert np.allclose(served, OpenVinoModule.load(ir)(rows).numpy(), atol=1e-5)
+    assert np.allclose(served, load_artifact(ir)(rows).numpy(), atol=1e-5)

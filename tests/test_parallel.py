@@ -25,7 +25,7 @@ def _model(kind: str) -> torch.nn.Module:
 
 def _serve(model: torch.nn.Module, strategy: str, tmp_path: Path, degree: int = 2) -> object:
     example = torch.randn(BATCH, *SHAPE)
-    artifact = save_artifact(model, example, tmp_path / f"{strategy}.pt")
+    artifact = save_artifact("torch", model, example, tmp_path / f"{strategy}.pt")
     plan = plan_ranks(model, example, strategy, 1 if strategy == "single" else degree, artifact)
     return measure_serving(artifact, plan, example, threads=1, timeout_s=120,
                            protocol=TimingProtocol(warmup_s=0.01, round_s=0.02, rounds=1, max_rounds=2))
@@ -54,7 +54,7 @@ def test_tensor_parallel_ranks_hold_about_half_the_weights(tmp_path: Path) -> No
 def test_pipeline_stages_split_the_weights_between_ranks(tmp_path: Path) -> None:
     model = _model("transformer")
     example = torch.randn(BATCH, *SHAPE)
-    plan = plan_ranks(model, example, "pipeline_parallel", 2, save_artifact(model, example, tmp_path / "m.pt"))
+    plan = plan_ranks(model, example, "pipeline_parallel", 2, save_artifact("torch", model, example, tmp_path / "m.pt"))
     stages = [torch.jit.load(path) for path in plan.rank_files]
     with torch.no_grad():
         torch.testing.assert_close(stages[1](stages[0](example)), model(example), rtol=1e-5, atol=1e-5)
@@ -65,8 +65,8 @@ def test_pipeline_stages_split_the_weights_between_ranks(tmp_path: Path) -> None
 def test_wrong_rank_outputs_are_a_failed_measurement(tmp_path: Path) -> None:
     model, impostor = _model("transformer"), DigitsTransformer(width=0.5, depth=2).eval()
     example = torch.randn(BATCH, *SHAPE)
-    artifact = save_artifact(model, example, tmp_path / "m.pt")
-    other = save_artifact(impostor, example, tmp_path / "other.pt")
+    artifact = save_artifact("torch", model, example, tmp_path / "m.pt")
+    other = save_artifact("torch", impostor, example, tmp_path / "other.pt")
     plan = RankPlan("data_parallel", 2, [str(artifact), str(other)], tolerance=1e-4, weight_bytes=[1, 1])
     with pytest.raises(MeasurementError, match="outputs differ from the single-process model"):
         measure_serving(artifact, plan, example, threads=1, timeout_s=120,
@@ -88,4 +88,4 @@ def test_strategies_that_cannot_run_are_rejected_with_the_reason(
     example = torch.randn(BATCH, *SHAPE)
     model = quantize(_model(kind), bits, None, example).serving
     with pytest.raises(InvalidCandidate, match=fragment):
-        plan_ranks(model, example, strategy, degree, save_artifact(model, example, tmp_path / "m.pt"))
+        plan_ranks(model, example, strategy, degree, save_artifact("torch", model, example, tmp_path / "m.pt"))

@@ -21,7 +21,7 @@ from slimsearch.pipelines.digits_transformer import DigitsTransformer
 from slimsearch.pipelines.task import Task
 from slimsearch.evaluators.memory import state_dict_bytes
 from slimsearch.pipelines.export import ExportError, export_model
-from slimsearch.pipelines.ort_quantize import onnxruntime_model
+from slimsearch.evaluators.runtimes import serving_runtime
 from slimsearch.pipelines.outputs import with_logits_outputs
 from slimsearch.pipelines.quantize import quantize
 from slimsearch.pipelines.features import FeatureHints, HintLoss, teacher_stage_outputs
@@ -147,18 +147,18 @@ def test_quantization_aware_fine_tuning_trains_through_fake_quant_then_runs_int8
 def test_onnxruntime_runtime_runs_float_and_its_own_int8(digits_task, small_cnn, family: str) -> None:
     model = small_cnn if family == "cnn" else train_model(DigitsTransformer(), digits_task.train, 3, seed=0)
     calibration, x = digits_task.train[0][:128], digits_task.val[0][:64]
-    fp32, fp32_path = onnxruntime_model(model, 32, calibration)
-    int8, int8_path = onnxruntime_model(model, 8, calibration)
-    assert fp32_path == "ort-fp32"
-    assert int8_path == ("ort-static-int8-qdq" if family == "cnn" else "ort-dynamic-int8")
+    onnxruntime = serving_runtime("onnxruntime")
+    fp32, int8 = (onnxruntime.from_buffers(onnxruntime.convert(model, bits, calibration)) for bits in (32, 8))
+    assert onnxruntime.quant_path(model, 32) == "ort-fp32"
+    assert onnxruntime.quant_path(model, 8) == ("ort-static-int8-qdq" if family == "cnn" else "ort-dynamic-int8")
     assert torch.allclose(fp32(x), model(x), atol=1e-4), "fp32 onnxruntime computes the torch model"
     assert state_dict_bytes(int8) < state_dict_bytes(fp32) / 2, "int8 weights are stored as int8"
     agree = (int8(x).argmax(1) == model(x).argmax(1)).float().mean()
     assert agree >= 0.9 and not torch.equal(int8(x), fp32(x))
     with pytest.raises(InvalidCandidate, match="32 or 8 bits"):
-        onnxruntime_model(model, 16, calibration)
+        onnxruntime.convert(model, 16, calibration)
     with pytest.raises(ExportError, match="--format onnx"):
-        export_model(int8, x[:4], "torchscript", Path("unused"))
+        export_model(int8, "onnxruntime", x[:4], "torchscript", Path("unused"))
 
 
 def test_int8_runs_quantized_kernels_and_is_smaller(digits_task, small_cnn) -> None:
@@ -433,7 +433,7 @@ def test_float_exports_load_and_match_on_another_batch_size(tmp_path: Path, digi
     import numpy as np
     import onnxruntime
 
-    path = export_model(small_cnn, digits_task.val[0][:8], fmt, tmp_path / "model")
+    path = export_model(small_cnn, "torch", digits_task.val[0][:8], fmt, tmp_path / "model")
     batch = digits_task.val[0][8:40]
     with torch.no_grad():
         expected = small_cnn(batch)
@@ -449,10 +449,10 @@ def test_float_exports_load_and_match_on_another_batch_size(tmp_path: Path, digi
 
 def test_int8_exports_to_torchscript_and_onnx_is_refused_with_a_reason(tmp_path: Path, digits_task, small_cnn) -> None:
     int8 = quantize(small_cnn, 8, None, digits_task.train[0][:64]).serving
-    path = export_model(int8, digits_task.val[0][:8], "torchscript", tmp_path / "q")
+    path = export_model(int8, "torch", digits_task.val[0][:8], "torchscript", tmp_path / "q")
     assert torch.allclose(torch.jit.load(str(path))(digits_task.val[0][:8]), int8(digits_task.val[0][:8]), atol=1e-3)
     with pytest.raises(ExportError, match="onnx export failed.*try --format torchscript"):
-        export_model(int8, digits_task.val[0][:8], "onnx", tmp_path / "q")
+        export_model(int8, "torch", digits_task.val[0][:8], "onnx", tmp_path / "q")
 
 
 def test_digits_transformer_teacher_dynamic_int8_and_ffn_pruning(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def test_latency_jobs_land_only_on_the_bench_node_and_accuracy_runs_anywhere(two
         torch.manual_seed(0)
         model = DigitsCNN(width, 2).eval()
         example = torch.randn(16, *SHAPE)
-        artifact = save_artifact(model, example, tmp_path / f"w{width}.pt")
+        artifact = save_artifact("torch", model, example, tmp_path / f"w{width}.pt")
         plan = plan_ranks(model, example, "pipeline_parallel", 2, artifact)
         measurement = placement.measure(artifact, plan, request)
         assert measurement.hardware["node"] == two_node_cluster

@@ -98,7 +98,7 @@ def test_the_pipeline_rejects_unbuildable_candidates_without_training(tmp_path: 
 
 def test_tensor_parallel_serves_bert_layers_sharded_without_a_user_plan(tmp_path: Path, task, bert: nn.Module) -> None:
     batch = task.serving_batch(8)
-    artifact = save_artifact(bert, batch, tmp_path / "m.pt")
+    artifact = save_artifact("torch", bert, batch, tmp_path / "m.pt")
     plan = plan_ranks(bert, batch, "tensor_parallel", 2, artifact)
     measured = measure_serving(artifact, plan, batch, threads=1, timeout_s=120,
                                protocol=TimingProtocol(warmup_s=0.01, round_s=0.02, rounds=1, max_rounds=1))

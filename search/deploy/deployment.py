@@ -33,7 +33,7 @@ from slimsearch.search.review.selection import DeploymentError, Limits
 from slimsearch.search.loop.confirmation import (confirm, describe, teacher_trial, trials_to_confirm,
                                                  unconfirmed_members)
 from slimsearch.search.loop.trial import TrialResult, Yardstick, busy_host, make_placement, measure_built
-from slimsearch.spaces import Candidate
+from slimsearch.spaces import Candidate, runtime_spec
 from slimsearch.search.store import records
 
 
@@ -115,7 +115,7 @@ def build_deployment(
         )
     example = task.serving_batch(config.evaluation.batch_size)
     with _replaced_atomically(directory) as staging:
-        files = {fmt: export_model(built.serving, example, fmt, staging / "model") for fmt in formats}
+        files = {fmt: export_model(built.serving, candidate.runtime, example, fmt, staging / "model") for fmt in formats}
         spec = _spec(review, trial, candidate, config, built.quant_path, remeasured, files, task.input_signature())
         (staging / "deployment.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     files = {fmt: directory / path.name for fmt, path in files.items()}
@@ -194,14 +194,14 @@ def _spec(
         "search_measured": {k: trial.user_attrs[records.METRICS][k] for k in (quality.name, "latency_p50_ms", "latency_p95_ms", "memory_mb")},
         "hardware": {"measured_on": remeasured.hardware, "study_baseline_on": review.baseline.get("hardware", {}),
                      "this_host": hardware_identity()},
-        "versions": _versions(),
+        "versions": _versions(runtime_spec(candidate.runtime).packages),
         "artifacts": {fmt: path.name for fmt, path in files.items()},
     }
 
 
-def _versions() -> dict[str, str]:
+def _versions(runtime_packages: tuple[str, ...]) -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for package in ("slimsearch", "torch", "torch-pruning", "optuna", "mlflow", "onnx", "onnxruntime"):
+    for package in ("slimsearch", "torch", "torch-pruning", "optuna", "mlflow", *runtime_packages):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

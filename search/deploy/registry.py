@@ -24,7 +24,7 @@ import torch
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from slimsearch.evaluators.artifacts import load_artifact
+from slimsearch.evaluators.runtimes import load_artifact
 from slimsearch.search.config import redact_url
 from slimsearch.search.review.selection import DeploymentError
 from slimsearch.search.store.tracking import ROLE_TAG, find_parent_run

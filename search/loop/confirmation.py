@@ -82,7 +82,7 @@ def confirm(study: optuna.Study, trials: list[FrozenTrial], pipeline: Compressio
             if trial.number in errors:
                 continue
             candidate, model = built[trial.number]
-            artifact = save_artifact(model.serving, example, workdir / f"confirm-{trial.number}.pt")
+            artifact = save_artifact(candidate.runtime, model.serving, example, workdir / f"confirm-{trial.number}")
             try:
                 readings[trial.number].append(time_serving(candidate, model, artifact, example, evaluation,
                                                            placement, yardstick))

@@ -36,7 +36,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, WhiteKernel
 from threadpoolctl import threadpool_limits
 
-from slimsearch.spaces import RUNTIMES, STRATEGIES, Candidate
+from slimsearch.spaces import STRATEGIES, Candidate, runtime_specs
 
 PREDICTED = ("latency_p50_ms", "memory_mb")
 MIN_TRIALS = 8
@@ -65,7 +65,7 @@ def features(candidate: Candidate) -> list[float]:
         1.0 if candidate.qat else 0.0,
         math.log(candidate.threads),
         math.log(candidate.degree),
-        *(1.0 if candidate.runtime == name else 0.0 for name in RUNTIMES),
+        *(1.0 if candidate.runtime == spec.name else 0.0 for spec in runtime_specs()),
         *(1.0 if candidate.strategy == name else 0.0 for name in STRATEGIES),
     ]
 

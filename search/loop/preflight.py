@@ -18,7 +18,7 @@ from typing import Iterator
 import psutil
 from filelock import FileLock, Timeout
 
-from slimsearch.evaluators import missing_compiler
+from slimsearch.evaluators import serving_runtime
 from slimsearch.pipelines import Task, space_problem
 from slimsearch.search.config import SlimsearchConfig, redact_url
 from slimsearch.search.loop.errors import SearchError
@@ -31,9 +31,9 @@ def check_before_training(cfg: SlimsearchConfig, task: Task, worker: int) -> Non
     or one joining an overnight run, waits an outage out like every call)."""
     if problem := space_problem(task, cfg.space.students_from_scratch):
         raise SearchError(problem)
-    if "torch_compile" in cfg.space.parallel.runtimes and (problem := missing_compiler()):
-        raise SearchError(f"{problem}; install one (e.g. apt install g++) or remove torch_compile from "
-                          "space.parallel.runtimes")
+    for runtime in map(serving_runtime, cfg.space.parallel.runtimes):
+        if problem := runtime.host_problem():
+            raise SearchError(f"{problem}; install it or remove {runtime.name} from space.parallel.runtimes")
     _check_writable(Path(cfg.output_dir))
     for setting, url in (("search.storage", cfg.storage_url), ("tracking.tracking_uri", cfg.tracking_uri)):
         if not worker and (problem := unreachable(url)):

@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from slimsearch.evaluators import LocalPlacement, Placement, RayPlacement, ServingRequest, plan_ranks, save_artifact
+from slimsearch.evaluators import (
+    LocalPlacement,
+    Placement,
+    RayPlacement,
+    ServingRequest,
+    plan_ranks,
+    save_artifact,
+    serving_runtime,
+)
 from slimsearch.evaluators.serving import MB, ServingMeasurement
 from slimsearch.pipelines import AccuracyMonitor, BuiltModel, CompressionPipeline, Task
 from slimsearch.search.config import EvaluationSettings
@@ -165,7 +173,7 @@ def measure_built(
     paired with the reference workload and calibrated to the yardstick's reference."""
     workdir.mkdir(parents=True, exist_ok=True)
     example = task.serving_batch(evaluation.batch_size)
-    artifact = save_artifact(built.serving, example, workdir / f"{candidate.fingerprint()}.pt")
+    artifact = save_artifact(candidate.runtime, built.serving, example, workdir / candidate.fingerprint())
     try:
         accuracy = placement.accuracy(artifact, task.val, task.metric)
         if math.isnan(accuracy):
@@ -199,8 +207,7 @@ def measure_built(
     }
     tags = {
         "quant_path": built.quant_path,
-        **({"inference_precision": precision} if (precision := getattr(built.serving, "inference_precision", None))
-           else {}),
+        **serving_runtime(candidate.runtime).serving_tags(built.serving),
         "simulated": str(built.simulated).lower(),
         "noisy": str(serving.noisy).lower(),
         **{f"cache_hit.{stage}": str(hit).lower() for stage, hit in built.cache_hits.items()},

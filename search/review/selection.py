@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial
 from slimsearch.spaces.errors import SlimsearchError
 from slimsearch.search.objectives import QualityMetric
 from slimsearch.search.review.study_review import StudyReview, knee_trial
-from slimsearch.spaces import RUNTIMES
+from slimsearch.spaces import DEFAULT_RUNTIME, runtime_spec, runtime_specs
 from slimsearch.search.store import records
 
 PREFERENCES = ("latency", "memory", "knee")
@@ -94,15 +94,15 @@ def select(review: StudyReview, limits: Limits, prefer: str = "knee", allow_simu
 
 
 def export_problem(trial: FrozenTrial, fmt: str) -> str | None:
-    """Why the trial's model cannot be exported as ``fmt``, known from its candidate: a model
-    deployed on onnxruntime is an ONNX file; int8 and fake-quant torch graphs trace to
-    TorchScript only; ``torch.export`` and ONNX take float models."""
+    """Why the trial's model cannot be exported as ``fmt``, known from its candidate and the
+    runtime rows: a runtime that converts the model exports its own artifact only; a
+    torch-served graph exports in the formats that take its bit width."""
     candidate = trial.user_attrs.get(records.CANDIDATE, {})
-    runtime, bits = candidate.get("runtime", "torch"), candidate.get("bits", 32)
-    if RUNTIMES[runtime].export_format == "onnx":
-        return None if fmt == "onnx" else f"deployed on {runtime}: exported as onnx, not {fmt}"
-    if fmt != "torchscript" and bits < 16:
-        return f"an int{bits} torch graph exports as torchscript only, not {fmt}"
+    served, bits = runtime_spec(candidate.get("runtime", DEFAULT_RUNTIME)), candidate.get("bits", 32)
+    if served.converts:
+        return None if fmt == served.export_format else f"deployed on {served.name}: exported as {served.export_format}, not {fmt}"
+    if not any(spec.export_format == fmt and bits in spec.export_bits for spec in runtime_specs()):
+        return f"a {bits}-bit torch graph does not export as {fmt}"
     return None
 
 
