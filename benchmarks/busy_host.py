@@ -24,7 +24,7 @@ from pathlib import Path
 from slimsearch.evaluators import TimingProtocol
 from slimsearch.pipelines import CompressionPipeline, load_task
 from slimsearch.search.config import SlimsearchConfig
-from slimsearch.search.loop.trial import REFERENCE_METRIC
+from slimsearch.search.objectives import LATENCY_REFERENCE_MS
 from slimsearch.search.store import records
 from slimsearch.search.store.confirmation import CONFIRMATION, confirmation_word
 from slimsearch.search.store.pareto import noise_aware_front
@@ -54,7 +54,7 @@ def start_loops_after_baseline(config_path: Path, study_name: str, loops: list[s
 def remeasured_front(config: SlimsearchConfig) -> list[tuple[str, float, float, bool, str]]:
     """(summary, shown p50, quiet p50, noisy, confirmed) of every member of the front the run shows."""
     study = load_existing_study(config.storage_url, config.search.study_name)
-    reference_ms = study.user_attrs[records.STUDY_BASELINE]["metrics"][REFERENCE_METRIC]
+    reference_ms = study.user_attrs[records.STUDY_BASELINE]["metrics"][LATENCY_REFERENCE_MS]
     protocol = dataclasses.replace(TimingProtocol(), reference_ms=reference_ms)
     task = load_task(config.task, config.search.seed)
     pipeline = CompressionPipeline(task, config.cache_dir, config.training.recipe(), config.search.seed,

@@ -11,7 +11,8 @@ per candidate.
 
 from slimsearch.pipelines.build import AccuracyMonitor, BuiltModel, CompressionPipeline
 from slimsearch.pipelines.stages import TrainingRecipe
-from slimsearch.pipelines.task import BUILTIN_TASKS, Task, TaskLoadError, load_task, space_problem, top1_accuracy
+from slimsearch.pipelines.task import Task, TaskLoadError, space_problem, top1_accuracy
+from slimsearch.pipelines.task_loading import BUILTIN_TASKS, load_task
 
 __all__ = [
     "AccuracyMonitor",

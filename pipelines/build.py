@@ -130,38 +130,38 @@ class CompressionPipeline:
         base, distillation = self._architecture(candidate, timings, hits, monitor)
         if candidate.prune_ratio > 0:
             hook = self._epoch_hook("finetune", monitor)
-            with _timed(timings, "prune_finetune"):
+            with _timed(timings, stages.PRUNE_FINETUNE):
                 pruning = PruningChoice(candidate.prune_ratio, candidate.prune_importance,
                                                candidate.prune_scope, candidate.prune_steps)
                 base = stages.pruned_and_finetuned(
                     self.task, self.cache, self.recipe, self.seed, base, pruning, distillation, hook
                 )
-            hits["prune_finetune"] = base.cache_hit
+            hits[stages.PRUNE_FINETUNE] = base.cache_hit
             if base.cache_hit and hook:
                 epochs = self.recipe.finetune_epochs * candidate.prune_steps
                 hook(epochs, epochs, base.model)
         if candidate.rank_ratio > 0:
-            hook = self._epoch_hook("lowrank", monitor)
-            with _timed(timings, "lowrank"):
+            hook = self._epoch_hook(stages.LOWRANK, monitor)
+            with _timed(timings, stages.LOWRANK):
                 base = stages.factorized_and_finetuned(self.task, self.cache, self.recipe, self.seed, base,
                                                        candidate.rank_ratio, distillation, hook)
-            hits["lowrank"] = base.cache_hit
+            hits[stages.LOWRANK] = base.cache_hit
             if base.cache_hit and hook:
                 hook(self.recipe.finetune_epochs, self.recipe.finetune_epochs, base.model)
         macs, params = stages.count_macs_and_params(base.model, self.task.train[0][:1])
         qat, qat_hits = None, []
         if candidate.qat:
             qat, qat_hits = stages.qat_trainer(self.task, self.cache, self.recipe, self.seed, base, distillation,
-                                               self._epoch_hook("qat", monitor))
+                                               self._epoch_hook(stages.QAT, monitor))
         runtime = serving_runtime(candidate.runtime)
-        with _timed(timings, "quantize"):
+        with _timed(timings, stages.QUANTIZE):
             if runtime.spec.converts:
                 quantized = self._converted(runtime, base, candidate.bits, hits)
             else:
                 quantized = quantize(base.model, candidate.bits, candidate.float_dtype, self.calibration, qat)
         serving = runtime.wrap(quantized.serving)
         if qat_hits:
-            hits["qat"] = qat_hits[0]
+            hits[stages.QAT] = qat_hits[0]
         return BuiltModel(
             serving=serving,
             quant_path=quantized.path,
@@ -189,14 +189,14 @@ class CompressionPipeline:
         choice = candidate.student
         if choice is None:
             return self.teacher, None
-        hook = self._epoch_hook("distill", monitor)
-        with _timed(timings, "distill"):
+        hook = self._epoch_hook(stages.DISTILL, monitor)
+        with _timed(timings, stages.DISTILL):
             # Loaded only when the student is trained, not on a cache hit (the features are large).
             hints = (lambda: FeatureHints(self.teacher_features, choice.feature_weight)) if choice.feature_weight else None
             student = stages.distilled_student(
                 self.task, self.cache, self.recipe, self.seed, choice, self.teacher, self.soft_targets, hints, hook
             )
-        hits["distill"] = student.cache_hit
+        hits[stages.DISTILL] = student.cache_hit
         if student.cache_hit and hook:
             epochs = stages.student_epochs(choice, self.recipe)
             hook(epochs, epochs, student.model)

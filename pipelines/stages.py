@@ -28,6 +28,19 @@ from slimsearch.pipelines.training import Distillation, EpochHook, TrainingProgr
 from slimsearch.spaces import InvalidCandidate, StudentChoice
 
 
+# Stage names, one per stage: its stage-cache entries, its wall time (``seconds_<stage>``)
+# and its cache hit (``cache_hit.<stage>``) in every trial's record. A serving runtime that
+# converts the model caches its conversion under the runtime's name.
+TEACHER = "teacher"
+TEACHER_LOGITS = "teacher-logits"
+TEACHER_FEATURES = "teacher-features"
+DISTILL = "distill"
+PRUNE_FINETUNE = "prune_finetune"
+LOWRANK = "lowrank"
+QAT = "qat"
+QUANTIZE = "quantize"
+
+
 @dataclass(frozen=True)
 class TrainingRecipe:
     """Epoch budgets and optimiser settings shared by all stages."""
@@ -69,7 +82,7 @@ def teacher(task: Task, cache: StageCache, recipe: TrainingRecipe, seed: int,
     model = checked_teacher(task, seed)
     if task.pretrained_teacher is not None:
         return StageResult(model.eval(), f"pretrained-{task.cache_identity}", True)
-    key = cache.key("teacher", task=task.cache_identity, seed=seed, epochs=recipe.teacher_epochs, lr=recipe.lr)
+    key = cache.key(TEACHER, task=task.cache_identity, seed=seed, epochs=recipe.teacher_epochs, lr=recipe.lr)
     state, hit = cache.get_or_build(
         key,
         lambda: train_model(
@@ -85,7 +98,7 @@ def teacher(task: Task, cache: StageCache, recipe: TrainingRecipe, seed: int,
 def teacher_logits(task: Task, cache: StageCache, teacher_stage: StageResult) -> torch.Tensor:
     """Teacher logits on the training split, computed once per teacher."""
     logits, _ = cache.get_or_build(
-        cache.key("teacher-logits", teacher=teacher_stage.key),
+        cache.key(TEACHER_LOGITS, teacher=teacher_stage.key),
         lambda: predict(teacher_stage.model, task.train[0]),
     )
     return logits
@@ -95,7 +108,7 @@ def teacher_features(task: Task, cache: StageCache, teacher_stage: StageResult) 
     """The teacher's stage outputs on the training split (feature distillation), once per teacher."""
     names = stage_names(teacher_stage.model)
     stacked, _ = cache.get_or_build(
-        cache.key("teacher-features", teacher=teacher_stage.key, stages=names),
+        cache.key(TEACHER_FEATURES, teacher=teacher_stage.key, stages=names),
         lambda: {name: output for name, output in zip(names, teacher_stage_outputs(teacher_stage.model, task.train[0]))},
     )
     return [stacked[name] for name in names]
@@ -119,7 +132,7 @@ def distilled_student(
     if choice.init != "scratch":
         extras["init"] = choice.init
     key = cache.key(
-        "student",
+        DISTILL,
         teacher=teacher_stage.key,
         width=choice.width,
         depth=choice.depth,
@@ -178,7 +191,7 @@ def pruned_and_finetuned(
     layer shapes (which channels go does not matter: the cached weights replace them)."""
     model = copy.deepcopy(base.model)
     key = cache.key(
-        "pruned",
+        PRUNE_FINETUNE,
         base=base.key,
         ratio=pruning.ratio,
         importance=pruning.importance,
@@ -226,7 +239,7 @@ def factorized_and_finetuned(
     """``base`` with its Linear layers replaced by rank-``ratio`` SVD pairs, then fine-tuned
     (``recipe.finetune_epochs``). The factorised architecture follows from ``base`` and the
     ratio, so a cache hit rebuilds it the same way and loads the fine-tuned weights."""
-    key = cache.key("lowrank", base=base.key, ratio=ratio, epochs=recipe.finetune_epochs, lr=recipe.lr, seed=seed,
+    key = cache.key(LOWRANK, base=base.key, ratio=ratio, epochs=recipe.finetune_epochs, lr=recipe.lr, seed=seed,
                     distill=None if distillation is None else [distillation.temperature, distillation.alpha])
     model = factorize(copy.deepcopy(base.model), ratio, task)
     state, hit = cache.get_or_build(
@@ -249,7 +262,7 @@ def qat_trainer(
 ) -> tuple[Callable[[nn.Module], None], list[bool]]:
     """Quantization-aware fine-tuning of a prepared model (``recipe.finetune_epochs``), cached
     like the other training stages; the list receives whether it was a cache hit."""
-    key = cache.key("qat", base=base.key, epochs=recipe.finetune_epochs, lr=recipe.lr, seed=seed,
+    key = cache.key(QAT, base=base.key, epochs=recipe.finetune_epochs, lr=recipe.lr, seed=seed,
                     distill=None if distillation is None else [distillation.temperature, distillation.alpha])
     hits: list[bool] = []
 

@@ -16,7 +16,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator, ValidationInfo
 
 from slimsearch.spaces.errors import SlimsearchError
-from slimsearch.search.objectives import SERVING_METRICS, Constraint, Direction, QualityMetric, quality_name
+from slimsearch.search.objectives import (
+    ACCURACY,
+    ACCURACY_METRIC,
+    LATENCY_P50_MS,
+    MEMORY_MB,
+    SERVING_METRICS,
+    Constraint,
+    Direction,
+    QualityMetric,
+    quality_name,
+)
 from slimsearch.spaces import SpaceSpec
 
 if TYPE_CHECKING:  # torch-importing layers, loaded only when a config is put to work: read commands stay light
@@ -145,9 +155,9 @@ class SlimsearchConfig(_Strict):
     output_dir: str = "slimsearch-out"
     space: SpaceSpec = Field(default_factory=SpaceSpec)
     objectives: dict[str, Direction] = Field(
-        default_factory=lambda: {"accuracy": "maximize", "latency_p50_ms": "minimize", "memory_mb": "minimize"}
+        default_factory=lambda: {ACCURACY: "maximize", LATENCY_P50_MS: "minimize", MEMORY_MB: "minimize"}
     )
-    constraints: list[str] = Field(default_factory=lambda: ["accuracy_drop <= 0.01"])
+    constraints: list[str] = Field(default_factory=lambda: [f"{ACCURACY_METRIC.drop} <= 0.01"])
     search: SearchSettings = Field(default_factory=SearchSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
@@ -181,10 +191,10 @@ class SlimsearchConfig(_Strict):
         changes: dict[str, object] = {}
         if "objectives" in unset:
             changes["objectives"] = {quality.name: quality.direction,
-                                     **{k: v for k, v in self.objectives.items() if k != "accuracy"}}
+                                     **{k: v for k, v in self.objectives.items() if k != ACCURACY}}
         if "constraints" in unset:
-            changes["constraints"] = [text.replace("accuracy_drop", quality.drop) for text in self.constraints]
-        config = self.model_copy(update=changes) if quality.name != "accuracy" and changes else self
+            changes["constraints"] = [text.replace(ACCURACY_METRIC.drop, quality.drop) for text in self.constraints]
+        config = self.model_copy(update=changes) if quality.name != ACCURACY and changes else self
         fix = (f"write '{quality.name}: {quality.direction}' in objectives and '{quality.drop} <= ...' in constraints "
                f"(a drop is how much worse than the teacher, in {quality.name}'s units)")
         if other := [name for name in config.quality_names if name != quality.name]:

@@ -17,13 +17,51 @@ from typing import Callable, Iterable, Literal
 
 Direction = Literal["maximize", "minimize"]
 
+# The keys of a trial's measured metrics, named once: Optuna's ``metrics`` attribute, the
+# MLflow run, the front's tables, the deployment spec and every read command use these.
+LATENCY_P50_MS = "latency_p50_ms"
+LATENCY_P95_MS = "latency_p95_ms"
+LATENCY_P99_MS = "latency_p99_ms"
+LATENCY_MEAN_MS = "latency_mean_ms"
+LATENCY_CV = "latency_cv"
+LATENCY_P50_CI_LOW_MS = "latency_p50_ci_low_ms"
+LATENCY_P50_CI_HIGH_MS = "latency_p50_ci_high_ms"
+LATENCY_P95_CI_LOW_MS = "latency_p95_ci_low_ms"
+LATENCY_P95_CI_HIGH_MS = "latency_p95_ci_high_ms"
+LATENCY_RAW_P50_MS = "latency_raw_p50_ms"
+LATENCY_RAW_P95_MS = "latency_raw_p95_ms"
+LATENCY_REFERENCE_MS = "latency_reference_ms"
+"""The paired reference workload's median in a measurement's window; the baseline's is
+the study's calibrated reference every later trial is scaled to."""
+HOST_SLOWDOWN = "host_slowdown"
+LATENCY_ROUNDS_CLEAN = "latency_rounds_clean"
+LATENCY_ROUNDS_TOTAL = "latency_rounds_total"
+OUTSIDE_LOAD_MAX = "outside_load_max"
+MEMORY_MB = "memory_mb"
+MEMORY_SPREAD_MB = "memory_spread_mb"
+MODEL_MB = "model_mb"
+PARAMS = "params"
+MACS = "macs"
+VAL_ROWS = "val_rows"
+LOCK_WAIT_S = "lock_wait_s"
+PARALLEL_OUTPUT_ERROR = "parallel_output_error"
+SERVING_FIRST_CALL_S = "serving_first_call_s"
+ACCURACY = "accuracy"
+"""The quality metric of classification tasks (the default :class:`QualityMetric`)."""
+
+LATENCY_READINGS = (LATENCY_P50_MS, LATENCY_P95_MS, LATENCY_P99_MS, LATENCY_P50_CI_LOW_MS, LATENCY_P50_CI_HIGH_MS,
+                    LATENCY_P95_CI_LOW_MS, LATENCY_P95_CI_HIGH_MS, LATENCY_RAW_P50_MS, LATENCY_RAW_P95_MS)
+"""A measurement's latency figures, calibrated and raw."""
+LATENCY_CI_MS = {LATENCY_P50_MS: (LATENCY_P50_CI_LOW_MS, LATENCY_P50_CI_HIGH_MS),
+                 LATENCY_P95_MS: (LATENCY_P95_CI_LOW_MS, LATENCY_P95_CI_HIGH_MS)}
+"""Each latency percentile's bootstrap 95 % interval: (low, high) metric names."""
+
 SERVING_METRICS: dict[str, str] = {
-    "latency_p50_ms": "median serving latency of one batch, ms",
-    "latency_p95_ms": "95th-percentile serving latency of one batch, ms",
-    "memory_mb": "peak resident memory added by serving, MiB (all ranks)",
-    "model_mb": "serialized weight size, MiB (computed from packed bits when simulated)",
+    LATENCY_P50_MS: "median serving latency of one batch, ms",
+    LATENCY_P95_MS: "95th-percentile serving latency of one batch, ms",
+    MEMORY_MB: "peak resident memory added by serving, MiB (all ranks)",
+    MODEL_MB: "serialized weight size, MiB (computed from packed bits when simulated)",
 }
-_BOUNDS = {"accuracy": (0.0, 1.0), "accuracy_drop": (-1.0, 1.0)}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -34,7 +72,7 @@ QUALITY_ATTR = "quality"
 class QualityMetric:
     """The task's quality metric: its name and direction, and the keys derived from it."""
 
-    name: str = "accuracy"
+    name: str = ACCURACY
     direction: Direction = "maximize"
 
     @property
@@ -56,11 +94,16 @@ class QualityMetric:
     @classmethod
     def of(cls, attrs: dict[str, object]) -> QualityMetric:
         """The quality metric a study recorded (``accuracy`` for studies from before it did)."""
-        name, direction = attrs.get(QUALITY_ATTR) or ("accuracy", "maximize")  # type: ignore[misc]
+        name, direction = attrs.get(QUALITY_ATTR) or (ACCURACY, "maximize")  # type: ignore[misc]
         return cls(name, direction)
 
     def as_attr(self) -> list[str]:
         return [self.name, self.direction]
+
+
+ACCURACY_METRIC = QualityMetric()
+"""Classification's quality metric: ``accuracy``, ``accuracy_drop``, ``test_accuracy``."""
+_BOUNDS = {ACCURACY_METRIC.name: (0.0, 1.0), ACCURACY_METRIC.drop: (-1.0, 1.0)}
 
 
 def quality_name(metric: str) -> str | None:
@@ -117,9 +160,8 @@ class Constraint:
         return cls(metric, op, bound)  # type: ignore[arg-type]
 
 
-def accurate_enough(violations: dict[str, float], quality: QualityMetric) -> bool:
-    """Whether every constraint on the quality metric holds, given Optuna's violations keyed
-    by :attr:`Constraint.name`. Quality is the model's alone: another deployment of a model
-    that misses it cannot meet it either, so it is not worth measuring."""
-    return all(value <= 0 for name, value in violations.items()
-               if quality_name(name.split(" ")[0]) == quality.name)
+def accurate_enough(constraints: Iterable[Constraint], metrics: dict[str, float], quality: QualityMetric) -> bool:
+    """Whether every constraint on the quality metric holds for ``metrics``. Quality is the
+    model's alone: another deployment of a model that misses it cannot meet it either, so
+    it is not worth measuring."""
+    return all(c.violation(metrics) <= 0 for c in constraints if quality_name(c.metric) == quality.name)

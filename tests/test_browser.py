@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from slimsearch.dashboards.launch import start_mlflow_ui
-from slimsearch.search.store.pareto import noise_aware_front
+from slimsearch.search.store.pareto import NEAR_FRONT, noise_aware_front
 from slimsearch.search.store.tracking import trials_view_path
 from slimsearch.search.cli import app
 from tests.conftest import write_config
@@ -62,9 +62,10 @@ def test_mlflow_ui_shows_the_study_and_its_pareto_report(tmp_path: Path, fast_co
                 header = page.locator(".ag-header-cell", has_text=column)
                 assert header.count() >= 1, f"the trials view has no '{column}' column"
             assert page.get_by_role("link", name=re.compile(r"^#2 ")).count() == 1, "every trial listed by its configuration"
-            front, dominated = page.get_by_text("Group: true"), page.get_by_text("Group: false")
-            assert front.count() == 1, "the front is a group of its own"
-            assert front.bounding_box()["y"] < dominated.bounding_box()["y"], "the front group comes first"
+            groups = [page.get_by_text(f"Group: {tag}") for tag in ("true", NEAR_FRONT, "false")]
+            assert groups[0].count() == 1, "the front is a group of its own"
+            heights = [group.bounding_box()["y"] for group in groups if group.count()]
+            assert heights == sorted(heights), "the front group first, then those within noise of it, then the rest"
             page.screenshot(path=str(ARTIFACTS / "mlflow-trials-view.png"))
 
             page.goto(f"{server.url}/#/experiments/{experiment_id}/runs/{parent}/artifacts/pareto/front.html")

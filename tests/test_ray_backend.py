@@ -42,7 +42,7 @@ def test_ray_backend_completes_a_search_with_constraints_and_the_same_mlflow_lay
         assert set(trial.constraints) == {c.name for c in constraints}, "constraints reach the Optuna study"
         feasible = all(c.violation(metrics) <= 0 for c in constraints)
         assert runs[trial.number].data.tags["feasible"] == str(feasible).lower()
-        assert runs[trial.number].data.metrics["latency_p50_ms"] == pytest.approx(metrics["latency_p50_ms"])
+        assert runs[trial.number].data.metrics["latency_p50_ms"] == pytest.approx(metrics["latency_p50_ms"], rel=5e-4)
     assert (Path(fast_config["output_dir"]) / "mlartifacts").exists()
 
 

@@ -24,6 +24,22 @@ import torch
 import yaml
 from optuna.trial import FrozenTrial
 
+from slimsearch.search.objectives import (
+    LATENCY_CV,
+    LATENCY_MEAN_MS,
+    LATENCY_P50_CI_HIGH_MS,
+    LATENCY_P50_CI_LOW_MS,
+    LATENCY_P50_MS,
+    LATENCY_P95_MS,
+    LATENCY_P99_MS,
+    LATENCY_ROUNDS_CLEAN,
+    LATENCY_ROUNDS_TOTAL,
+    MACS,
+    MEMORY_MB,
+    MODEL_MB,
+    OUTSIDE_LOAD_MAX,
+    PARAMS,
+)
 from slimsearch.evaluators import hardware_identity
 from slimsearch.pipelines import CompressionPipeline, load_task
 from slimsearch.pipelines.export import export_model
@@ -110,7 +126,7 @@ def build_deployment(
         searched = trial.user_attrs[records.METRICS]
         raise SelectionRefused(
             f"trial {trial.number} re-measured in isolation breaks {'; '.join(broken)} "
-            f"(the search measured latency_p95_ms {searched['latency_p95_ms']:.4g}, memory_mb {searched['memory_mb']:.4g}); "
+            f"(the search measured latency_p95_ms {searched[LATENCY_P95_MS]:.4g}, memory_mb {searched[MEMORY_MB]:.4g}); "
             "loosen the limit or choose with a margin"
         )
     example = task.serving_batch(config.evaluation.batch_size)
@@ -181,17 +197,17 @@ def _spec(
             quality.name: m[quality.name],
             quality.test: m[quality.test],
             quality.drop: m[quality.drop],
-            "latency_ms": {"p50": m["latency_p50_ms"], "p95": m["latency_p95_ms"], "p99": m["latency_p99_ms"],
-                           "mean": m["latency_mean_ms"], "cv": m["latency_cv"],
-                           "p50_ci95": [m["latency_p50_ci_low_ms"], m["latency_p50_ci_high_ms"]]},
-            "timing": {"rounds_clean": int(m["latency_rounds_clean"]), "rounds_total": int(m["latency_rounds_total"]),
-                       "outside_load_max": m["outside_load_max"], "noisy": remeasured.tags["noisy"] == "true"},
-            "memory_mb": m["memory_mb"],
-            "model_mb": m["model_mb"],
-            "params": int(m["params"]),
-            "macs": int(m["macs"]),
+            "latency_ms": {"p50": m[LATENCY_P50_MS], "p95": m[LATENCY_P95_MS], "p99": m[LATENCY_P99_MS],
+                           "mean": m[LATENCY_MEAN_MS], "cv": m[LATENCY_CV],
+                           "p50_ci95": [m[LATENCY_P50_CI_LOW_MS], m[LATENCY_P50_CI_HIGH_MS]]},
+            "timing": {"rounds_clean": int(m[LATENCY_ROUNDS_CLEAN]), "rounds_total": int(m[LATENCY_ROUNDS_TOTAL]),
+                       OUTSIDE_LOAD_MAX: m[OUTSIDE_LOAD_MAX], "noisy": remeasured.tags["noisy"] == "true"},
+            MEMORY_MB: m[MEMORY_MB],
+            MODEL_MB: m[MODEL_MB],
+            PARAMS: int(m[PARAMS]),
+            MACS: int(m[MACS]),
         },
-        "search_measured": {k: trial.user_attrs[records.METRICS][k] for k in (quality.name, "latency_p50_ms", "latency_p95_ms", "memory_mb")},
+        "search_measured": {k: trial.user_attrs[records.METRICS][k] for k in (quality.name, LATENCY_P50_MS, LATENCY_P95_MS, MEMORY_MB)},
         "hardware": {"measured_on": remeasured.hardware, "study_baseline_on": review.baseline.get("hardware", {}),
                      "this_host": hardware_identity()},
         "versions": _versions(runtime_spec(candidate.runtime).packages),

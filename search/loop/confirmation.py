@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from slimsearch.search.objectives import LATENCY_P50_MS, OUTSIDE_LOAD_MAX
 from slimsearch.evaluators import MeasurementError, Placement, PlacementError, save_artifact
 from slimsearch.evaluators.serving import ServingMeasurement
 from slimsearch.pipelines import CompressionPipeline
@@ -99,20 +100,20 @@ def confirm(study: optuna.Study, trials: list[FrozenTrial], pipeline: Compressio
 def _record(trial: FrozenTrial, readings: list[ServingMeasurement], error: str | None) -> dict[str, Any]:
     """The median of each latency figure over the passes; clean when every pass was."""
     searched = trial.user_attrs.get(records.METRICS, {})
-    record: dict[str, Any] = {"searched_p50_ms": searched.get("latency_p50_ms"), "passes": len(readings),
+    record: dict[str, Any] = {"searched_p50_ms": searched.get(LATENCY_P50_MS), "passes": len(readings),
                               "clean": not error and bool(readings) and not any(r.noisy for r in readings)}
     if error:
         record["error"] = error
     if readings:
         figures = [latency_metrics(r) for r in readings]
         record |= {name: statistics.median(f[name] for f in figures) for name in CONFIRMED_METRICS}
-        record["outside_load_max"] = max(f["outside_load_max"] for f in figures)
+        record[OUTSIDE_LOAD_MAX] = max(f[OUTSIDE_LOAD_MAX] for f in figures)
     return record
 
 
 def describe(confirmed: dict[int, dict[str, Any]]) -> str:
     """One line: how far the confirmation moved the latencies, and what it could not confirm."""
-    moved = [abs(r["latency_p50_ms"] / r["searched_p50_ms"] - 1) for r in confirmed.values()
+    moved = [abs(r[LATENCY_P50_MS] / r["searched_p50_ms"] - 1) for r in confirmed.values()
              if r["clean"] and r.get("searched_p50_ms")]
     shift = f"latency p50 moved {100 * statistics.median(moved):.1f} % (median), {100 * max(moved):.1f} % (most)" \
         if moved else "nothing re-measured cleanly"

@@ -36,9 +36,10 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, WhiteKernel
 from threadpoolctl import threadpool_limits
 
+from slimsearch.search.objectives import LATENCY_P50_MS, MEMORY_MB
 from slimsearch.spaces import STRATEGIES, Candidate, runtime_specs
 
-PREDICTED = ("latency_p50_ms", "memory_mb")
+PREDICTED = (LATENCY_P50_MS, MEMORY_MB)
 MIN_TRIALS = 8
 """Trials measured before the first prediction."""
 WINDOW = 20

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import optuna
 
-from slimsearch.search.objectives import QualityMetric, best_of
+from slimsearch.search.objectives import MODEL_MB, QualityMetric, best_of
 from slimsearch.search.review.study_review import StudyReview
 from slimsearch.search.store.ledger import SNAPSHOT_ATTR, StudyLedger
 from slimsearch.search.store.pareto import front_rows, hypervolume, noise_aware_front, pareto_tag
@@ -121,10 +121,10 @@ class FrontPublisher:
 def front_csv(rows: list[dict[str, Any]], objectives: list[str], quality: QualityMetric) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["trial", "configuration", *objectives, quality.drop, quality.test, "model_mb", "simulated",
+    writer.writerow(["trial", "configuration", *objectives, quality.drop, quality.test, MODEL_MB, "simulated",
                      "within_noise_of", "latency_confirmed"])
     for row in rows:
         writer.writerow([row["number"], row["summary"], *(row["values"][o] for o in objectives),
-                         row["quality_drop"], row["test_quality"], row["model_mb"], row["simulated"],
+                         row["quality_drop"], row["test_quality"], row[MODEL_MB], row["simulated"],
                          "" if row["within_noise_of"] is None else row["within_noise_of"], row["confirmed"]])
     return buffer.getvalue()

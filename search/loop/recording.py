@@ -148,7 +148,7 @@ class TrialRecorder:
         limit = self.config.search.deployment_variants
         if not limit or records.VARIANT_OF in trial.user_attrs:
             return
-        if not accurate_enough({c.name: c.violation(metrics) for c in self.constraints}, self.quality):
+        if not accurate_enough(self.constraints, metrics, self.quality):
             return
         for params in deployment_variants(self.config.space, trial.params, limit, self.config.search.seed + trial.number,
                                           self.config.evaluation.batch_size):

@@ -30,14 +30,36 @@ from slimsearch.evaluators import (
 from slimsearch.evaluators.serving import MB, ServingMeasurement
 from slimsearch.pipelines import AccuracyMonitor, BuiltModel, CompressionPipeline, Task
 from slimsearch.search.config import EvaluationSettings
-from slimsearch.search.objectives import QualityMetric
+from slimsearch.search.objectives import (
+    HOST_SLOWDOWN,
+    LATENCY_CV,
+    LATENCY_MEAN_MS,
+    LATENCY_P50_CI_HIGH_MS,
+    LATENCY_P50_CI_LOW_MS,
+    LATENCY_P50_MS,
+    LATENCY_P95_CI_HIGH_MS,
+    LATENCY_P95_CI_LOW_MS,
+    LATENCY_P95_MS,
+    LATENCY_P99_MS,
+    LATENCY_RAW_P50_MS,
+    LATENCY_RAW_P95_MS,
+    LATENCY_REFERENCE_MS,
+    LATENCY_ROUNDS_CLEAN,
+    LATENCY_ROUNDS_TOTAL,
+    LOCK_WAIT_S,
+    MACS,
+    MEMORY_MB,
+    MEMORY_SPREAD_MB,
+    MODEL_MB,
+    OUTSIDE_LOAD_MAX,
+    PARALLEL_OUTPUT_ERROR,
+    PARAMS,
+    SERVING_FIRST_CALL_S,
+    VAL_ROWS,
+    QualityMetric,
+)
 from slimsearch.search.loop.early_stopping import SERVING_POINT, TrialMonitor, TrialStopped
 from slimsearch.spaces import Candidate, InvalidCandidate
-
-
-REFERENCE_METRIC = "latency_reference_ms"
-"""The paired reference workload's median in a measurement's window; the baseline's is
-the study's calibrated reference every later trial is scaled to."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +73,7 @@ class Yardstick:
     @classmethod
     def of(cls, baseline: dict[str, Any], quality_name: str) -> Yardstick:
         metrics = baseline["metrics"]
-        return cls(metrics.get(quality_name), metrics.get(REFERENCE_METRIC))
+        return cls(metrics.get(quality_name), metrics.get(LATENCY_REFERENCE_MS))
 
 
 @dataclass
@@ -88,8 +110,8 @@ class TrialOutcome:
 
 def busy_host(metrics: dict[str, float]) -> str:
     """How busy the host was while a noisy measurement was timed, in words."""
-    return (f"other work kept the cores {100 * metrics['outside_load_max']:.0f} % busy "
-            f"({metrics['latency_rounds_clean']:.0f} of {metrics['latency_rounds_total']:.0f} timing rounds clean)")
+    return (f"other work kept the cores {100 * metrics[OUTSIDE_LOAD_MAX]:.0f} % busy "
+            f"({metrics[LATENCY_ROUNDS_CLEAN]:.0f} of {metrics[LATENCY_ROUNDS_TOTAL]:.0f} timing rounds clean)")
 
 
 def run_candidate(
@@ -192,15 +214,15 @@ def measure_built(
         quality.drop: (quality.worsening(yardstick.teacher_quality, accuracy)
                        if yardstick.teacher_quality is not None else 0.0),
         **latency_metrics(serving),
-        "memory_spread_mb": serving.memory_spread_bytes / MB,
-        "val_rows": float(len(task.val[1])),
-        "memory_mb": serving.memory_mb,
-        "model_mb": built.model_bytes / MB,
-        "params": float(built.params),
-        "macs": float(built.macs),
-        "lock_wait_s": serving.lock_wait_s,
-        "parallel_output_error": serving.output_error,
-        "serving_first_call_s": serving.first_call_s,
+        MEMORY_SPREAD_MB: serving.memory_spread_bytes / MB,
+        VAL_ROWS: float(len(task.val[1])),
+        MEMORY_MB: serving.memory_mb,
+        MODEL_MB: built.model_bytes / MB,
+        PARAMS: float(built.params),
+        MACS: float(built.macs),
+        LOCK_WAIT_S: serving.lock_wait_s,
+        PARALLEL_OUTPUT_ERROR: serving.output_error,
+        SERVING_FIRST_CALL_S: serving.first_call_s,
         **{f"rank{r}_peak_mb": peak / MB for r, peak in enumerate(serving.per_rank_peak_bytes)},
         **{f"rank{r}_weight_mb": weights / MB for r, weights in enumerate(serving.per_rank_weight_bytes)},
         **{f"seconds_{stage}": seconds for stage, seconds in built.stage_seconds.items()},
@@ -228,20 +250,20 @@ def latency_metrics(serving: ServingMeasurement) -> dict[str, float]:
     """A measurement's latency figures, calibrated and raw, and how clean its window was."""
     latency = serving.latency
     return {
-        "latency_p50_ms": latency.p50_ms,
-        "latency_p95_ms": latency.p95_ms,
-        "latency_p99_ms": latency.p99_ms,
-        "latency_mean_ms": latency.mean_ms,
-        "latency_cv": latency.cv,
-        "latency_p50_ci_low_ms": latency.p50_ci_low_ms,
-        "latency_p50_ci_high_ms": latency.p50_ci_high_ms,
-        "latency_p95_ci_low_ms": latency.p95_ci_low_ms,
-        "latency_p95_ci_high_ms": latency.p95_ci_high_ms,
-        "latency_raw_p50_ms": serving.raw_latency.p50_ms,
-        "latency_raw_p95_ms": serving.raw_latency.p95_ms,
-        REFERENCE_METRIC: serving.window_reference_ms,
-        "host_slowdown": serving.host_slowdown,
-        "latency_rounds_clean": float(serving.rounds_clean),
-        "latency_rounds_total": float(serving.rounds_total),
-        "outside_load_max": serving.outside_load_max,
+        LATENCY_P50_MS: latency.p50_ms,
+        LATENCY_P95_MS: latency.p95_ms,
+        LATENCY_P99_MS: latency.p99_ms,
+        LATENCY_MEAN_MS: latency.mean_ms,
+        LATENCY_CV: latency.cv,
+        LATENCY_P50_CI_LOW_MS: latency.p50_ci_low_ms,
+        LATENCY_P50_CI_HIGH_MS: latency.p50_ci_high_ms,
+        LATENCY_P95_CI_LOW_MS: latency.p95_ci_low_ms,
+        LATENCY_P95_CI_HIGH_MS: latency.p95_ci_high_ms,
+        LATENCY_RAW_P50_MS: serving.raw_latency.p50_ms,
+        LATENCY_RAW_P95_MS: serving.raw_latency.p95_ms,
+        LATENCY_REFERENCE_MS: serving.window_reference_ms,
+        HOST_SLOWDOWN: serving.host_slowdown,
+        LATENCY_ROUNDS_CLEAN: float(serving.rounds_clean),
+        LATENCY_ROUNDS_TOTAL: float(serving.rounds_total),
+        OUTSIDE_LOAD_MAX: serving.outside_load_max,
     }

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from optuna.trial import FrozenTrial
 
 from slimsearch.spaces.errors import SlimsearchError
-from slimsearch.search.objectives import QualityMetric
+from slimsearch.search.objectives import LATENCY_P95_MS, MEMORY_MB, QualityMetric
 from slimsearch.search.review.study_review import StudyReview, knee_trial
 from slimsearch.spaces import DEFAULT_RUNTIME, runtime_spec, runtime_specs
 from slimsearch.search.store import records
 
 PREFERENCES = ("latency", "memory", "knee")
 """Besides the task's metric by name (``accuracy``, ``r2``, ...): the best value of it."""
-_PREFERENCE_KEY = {"latency": ("latency_p95_ms", 1.0), "memory": ("memory_mb", 1.0)}
+_PREFERENCE_KEY = {"latency": (LATENCY_P95_MS, 1.0), "memory": (MEMORY_MB, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,8 @@ class Limits:
     quality: QualityMetric = QualityMetric()
 
     def _pairs(self) -> list[tuple[str, str, float]]:
-        named = (("latency_p95_ms", "--max-latency-ms", self.max_latency_ms),
-                 ("memory_mb", "--max-memory-mb", self.max_memory_mb),
+        named = ((LATENCY_P95_MS, "--max-latency-ms", self.max_latency_ms),
+                 (MEMORY_MB, "--max-memory-mb", self.max_memory_mb),
                  (self.quality.drop, "--max-drop", self.max_drop))
         return [(metric, flag, bound) for metric, flag, bound in named if bound is not None]
 
@@ -101,9 +101,8 @@ def export_problem(trial: FrozenTrial, fmt: str) -> str | None:
     served, bits = runtime_spec(candidate.get("runtime", DEFAULT_RUNTIME)), candidate.get("bits", 32)
     if served.converts:
         return None if fmt == served.export_format else f"deployed on {served.name}: exported as {served.export_format}, not {fmt}"
-    if not any(spec.export_format == fmt and bits in spec.export_bits for spec in runtime_specs()):
-        return f"a {bits}-bit torch graph does not export as {fmt}"
-    return None
+    takes = [spec.export_format for spec in runtime_specs() if bits in spec.export_bits]
+    return None if fmt in takes else f"a torch graph at {bits} bits exports as {' or '.join(takes)} only, not {fmt}"
 
 
 def _best(eligible: list[FrozenTrial], prefer: str, review: StudyReview) -> FrozenTrial:

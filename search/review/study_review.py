@@ -23,7 +23,15 @@ from slimsearch.dashboards import (
     pareto_figure,
     report_html,
 )
-from slimsearch.search.objectives import Constraint, QualityMetric, minimising_signs
+from slimsearch.search.objectives import (
+    LATENCY_P95_MS,
+    MACS,
+    MODEL_MB,
+    PARAMS,
+    Constraint,
+    QualityMetric,
+    minimising_signs,
+)
 from slimsearch.search.store.confirmation import confirmed_view, stored_confirmation
 from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.pareto import is_feasible, noise_aware_front
@@ -110,7 +118,7 @@ class StudyReview:
             metrics = trial.user_attrs.get(records.METRICS, {})
             cells: dict[str, str | float] = {"trial": float(trial.number), "configuration": trial.user_attrs.get(records.SUMMARY, "")}
             cells.update({name: float(value) for name, value in zip(self.objectives, trial.values)})
-            for extra in (self.quality.drop, self.quality.test, "latency_p95_ms", "model_mb", "params", "macs"):
+            for extra in (self.quality.drop, self.quality.test, LATENCY_P95_MS, MODEL_MB, PARAMS, MACS):
                 if extra in metrics and extra not in cells:
                     cells[extra] = float(metrics[extra])
             cells["quant path"] = trial.user_attrs.get(records.TAGS, {}).get("quant_path", "")
@@ -120,7 +128,7 @@ class StudyReview:
     def facts(self) -> list[str]:
         hardware = self.baseline.get("hardware", {})
         teacher = self.baseline.get("metrics", {})
-        shown = ", ".join(f"{k} {teacher[k]:.4g}" for k in (*self.objectives, "model_mb") if k in teacher)
+        shown = ", ".join(f"{k} {teacher[k]:.4g}" for k in (*self.objectives, MODEL_MB) if k in teacher)
         return [
             f"task {self.config.get('task', '?')} · {len(self.complete)} completed trials of {self.ledger.trial_count()} · "
             f"front {len(self.front)}" + (f" (+{len(self.within_noise)} within measurement noise of a member: "

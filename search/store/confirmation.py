@@ -22,7 +22,7 @@ import optuna
 from optuna.study._constrained_optimization import _CONSTRAINTS_KEY  # private; Optuna's major version is pinned
 from optuna.trial import FrozenTrial
 
-from slimsearch.search.objectives import Constraint, minimising_signs
+from slimsearch.search.objectives import LATENCY_READINGS, Constraint, minimising_signs
 from slimsearch.search.store import records
 from slimsearch.search.store.ledger import dominates, read_numbers
 
@@ -30,9 +30,7 @@ CONFIRMED_ATTR = "confirmed_front"
 """Study attribute: ``{"at": ISO time, "passes": n, "trials": {number: record}}`` of the latest confirmation."""
 CONFIRMATION = "confirmation"
 """User attribute of a confirmed view: the trial's confirmation record."""
-CONFIRMED_METRICS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_p50_ci_low_ms",
-                     "latency_p50_ci_high_ms", "latency_p95_ci_low_ms", "latency_p95_ci_high_ms",
-                     "latency_raw_p50_ms", "latency_raw_p95_ms")
+CONFIRMED_METRICS = LATENCY_READINGS
 """The metrics a confirmation re-measures (memory and accuracy do not drift with the host)."""
 
 

@@ -19,7 +19,16 @@ import optuna
 from optuna._hypervolume import compute_hypervolume
 from optuna.trial import FrozenTrial, TrialState
 
-from slimsearch.search.objectives import QualityMetric, minimising_signs
+from slimsearch.search.objectives import (
+    ACCURACY_METRIC,
+    LATENCY_CI_MS,
+    MEMORY_MB,
+    MEMORY_SPREAD_MB,
+    MODEL_MB,
+    VAL_ROWS,
+    QualityMetric,
+    minimising_signs,
+)
 from slimsearch.search.store import records
 from slimsearch.search.store.confirmation import CONFIRMATION, confirmation_word, confirmed_front
 from slimsearch.search.store.ledger import StudyLedger
@@ -78,14 +87,14 @@ def uncertainty(trial: FrozenTrial, objective: str) -> float:
     the spread of the per-round memory peaks. 0 where nothing was recorded (older trials,
     exact quantities such as model size)."""
     m = trial.user_attrs.get(records.METRICS, {})
-    if objective in ("accuracy", "test_accuracy") and m.get("val_rows"):
+    if objective in (ACCURACY_METRIC.name, ACCURACY_METRIC.test) and m.get(VAL_ROWS):
         p = m[objective]
-        return math.sqrt(max(p * (1 - p), 0.0) / m["val_rows"])
-    if objective in ("latency_p50_ms", "latency_p95_ms"):
-        stem = objective.removesuffix("_ms")
-        return max(0.0, m.get(f"{stem}_ci_high_ms", 0.0) - m.get(f"{stem}_ci_low_ms", 0.0)) / 2
-    if objective == "memory_mb":
-        return m.get("memory_spread_mb", 0.0)
+        return math.sqrt(max(p * (1 - p), 0.0) / m[VAL_ROWS])
+    if objective in LATENCY_CI_MS:
+        low, high = LATENCY_CI_MS[objective]
+        return max(0.0, m.get(high, 0.0) - m.get(low, 0.0)) / 2
+    if objective == MEMORY_MB:
+        return m.get(MEMORY_SPREAD_MB, 0.0)
     return 0.0
 
 
@@ -105,7 +114,7 @@ def within_noise(front: list[FrozenTrial], objectives: list[str], directions: li
     equal within noise stays). Larger models are judged first, so a chain keeps the simplest.
     """
     signs = minimising_signs(directions)
-    size = {t.number: t.user_attrs.get(records.METRICS, {}).get("model_mb", 0.0) for t in front}
+    size = {t.number: t.user_attrs.get(records.METRICS, {}).get(MODEL_MB, 0.0) for t in front}
     dropped: dict[int, int] = {}
     for a in sorted(front, key=lambda t: (-size[t.number], -t.number)):
         for b in front:
@@ -154,10 +163,15 @@ def _noise_aware(study: optuna.Study, front: list[FrozenTrial] | None
     return ([t for t in front if t.number not in dropped], dropped, [t for t in front if t.number in dropped])
 
 
+NEAR_FRONT = "near-front"
+"""The ``pareto`` tag of a trial that beats a front member only within measurement noise."""
+
+
 def pareto_tag(number: int, members: list[FrozenTrial], within: dict[int, int]) -> str:
-    """The ``pareto`` tag of a trial: ``true``, ``within-noise`` (of a member) or ``false``."""
+    """The ``pareto`` tag of a trial: ``true``, ``near-front`` (within measurement noise of a
+    member) or ``false``; in that order when sorted descending, as the trials view lists them."""
     if number in within:
-        return "within-noise"
+        return NEAR_FRONT
     return "true" if any(t.number == number for t in members) else "false"
 
 
@@ -179,7 +193,7 @@ def front_rows(study: optuna.Study, objectives: list[str], front: list[FrozenTri
                 values=dict(zip(objectives, trial.values)),
                 quality_drop=metrics.get(quality.drop, float("nan")),
                 test_quality=metrics.get(quality.test, float("nan")),
-                model_mb=metrics.get("model_mb", float("nan")),
+                model_mb=metrics.get(MODEL_MB, float("nan")),
                 simulated=bool(trial.user_attrs.get(records.SIMULATED, False)),
                 within_noise_of=within.get(trial.number),
                 confirmed=confirmation_word(trial.user_attrs.get(CONFIRMATION)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +22,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from slimsearch.search.objectives import LATENCY_P50_MS, LATENCY_P95_MS
 from slimsearch.spaces.errors import SlimsearchError
 from slimsearch.search.config import redact_url
 from slimsearch.search.store.confirmation import confirmation_word
@@ -72,8 +74,8 @@ class MlflowTracker:
         """Store the runs view ``slimsearch ui`` opens: this study's trials grouped by their
         ``pareto`` tag with ``metrics`` (objectives and constrained values) and the review tags
         as columns. MLflow lists groups in the order their first runs appear, so the runs are
-        ordered by that tag, descending: ``within-noise`` and the front (``true``) before the
-        dominated trials (``false``).
+        ordered by that tag, descending: the front (``true``), then the trials within noise of
+        it (``near-front``), then the dominated ones (``false``).
 
         Without it the runs table shows the parent run collapsed and no metric column.
         MLflow does not share which rows are expanded, but it does share grouping, and
@@ -112,7 +114,7 @@ class MlflowTracker:
         now = int(time.time() * 1000)
         self.client.log_batch(
             run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            metrics=[Metric(k, shown(v), now, 0) for k, v in metrics.items()],
             params=[Param(k, str(v)) for k, v in params.items() if v is not None],
             tags=[RunTag(k, str(v)) for k, v in tags.items()],
         )
@@ -131,8 +133,8 @@ class MlflowTracker:
         latency metrics (when clean) and the tag ``latency_confirmed`` (yes / busy / failed)."""
         now = int(time.time() * 1000)
         for run_id, record in records_by_run.items():
-            metrics = [Metric(f"confirmed_{name}", float(record[name]), now, 0)
-                       for name in ("latency_p50_ms", "latency_p95_ms") if record["clean"]]
+            metrics = [Metric(f"confirmed_{name}", shown(record[name]), now, 0)
+                       for name in (LATENCY_P50_MS, LATENCY_P95_MS) if record["clean"]]
             self.client.log_batch(run_id, metrics=metrics, tags=[RunTag("latency_confirmed", confirmation_word(record))])
 
     def log_parent_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -144,7 +146,7 @@ class MlflowTracker:
         self.client.log_batch(self.parent_run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
     def set_pareto_tags(self, pareto_by_run: dict[str, str]) -> None:
-        """Write ``pareto`` (true / within-noise / false) on these runs (the caller passes the changed ones)."""
+        """Write ``pareto`` (true / near-front / false) on these runs (the caller passes the changed ones)."""
         for run_id, value in pareto_by_run.items():
             self.client.set_tag(run_id, "pareto", value)
 
@@ -188,6 +190,14 @@ def recorded_study(tracking_uri: str, experiment: str, study_name: str) -> tuple
     children = client.search_runs([found.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
                                   max_results=1000)
     return parent, client.get_run(parent).data.tags.get(STUDY_UID_TAG), len(children)
+
+
+def shown(value: float) -> float:
+    """A trial's metric as the MLflow columns show it: 4 significant digits (a latency or
+    memory reading is not repeatable beyond ~1 %, and the trials view prints every digit it
+    gets); whole numbers (params, MACs, rows) stay exact. Optuna keeps the exact value."""
+    value = float(value)
+    return value if not math.isfinite(value) or value.is_integer() else float(f"{value:.4g}")
 
 
 def trials_view_path(tracking_uri: str, experiment: str, study_name: str) -> str:
