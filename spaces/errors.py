@@ -15,3 +15,7 @@ class SlimsearchError(Exception):
     exit_code = 2
     label = "error"
     colour = "red"
+
+
+class InvalidCandidate(ValueError):
+    """A candidate that cannot be built or served here; the message is the recorded reason."""

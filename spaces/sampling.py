@@ -19,10 +19,6 @@ from slimsearch.spaces.candidate import Candidate, StudentChoice
 from slimsearch.spaces.runtimes import DEFAULT_RUNTIME, runtime_spec
 from slimsearch.spaces.spec import SpaceSpec
 
-class InvalidCandidate(ValueError):
-    """A candidate that cannot be built or served here; the message is the recorded reason."""
-
-
 def suggest_candidate(trial: optuna.trial.BaseTrial, spec: SpaceSpec, cpu_count: int | None = None) -> Candidate:
     """Ask the trial for every parameter that matters for this candidate, and nothing else.
 
