@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
 RESULTS = HERE / "results"
 LOGS = HERE.parent / "slimsearch-out" / "bench-logs"
-SCRIPTS = ("latency_noise", "retest", "probe_cost", "busy_host", "half_precision", "latency_integrity", "parallel_strategies", "cache_reuse", "throughput",
+SCRIPTS = ("latency_noise", "retest", "probe_cost", "busy_host", "teacher_agreement", "half_precision", "latency_integrity", "parallel_strategies", "cache_reuse", "throughput",
            "search_quality", "early_stopping", "compression", "minilm", "runtimes", "families")
 START, END = "<!-- results:start (written by benchmarks/run_all.py) -->", "<!-- results:end -->"
 # What libraries print to stdout on their own (Ray Tune's experiment box) is not a result.

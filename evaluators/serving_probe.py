@@ -189,7 +189,7 @@ def _timed_rounds(step: Callable[[], Any], reference: Callable[[], Any], job: Se
             candidate.append(time_calls(step, 0, plan.candidate_calls))
         if rank == 0:
             paired.append(time_calls(reference, 0, plan.reference_calls))
-        load = outside_load(before, snapshot(cores))
+        load = _busiest(outside_load(before, snapshot(cores)), distributed)
         rounds.append({"candidate": candidate, "reference": paired, "outside_load": load,
                        "peak_bytes": peak_rss_bytes()})
         clean = sum(r["outside_load"] <= job.max_outside_load for r in rounds)
@@ -202,6 +202,16 @@ def _timed_rounds(step: Callable[[], Any], reference: Callable[[], Any], job: Se
             _progress(job, rank, f"pausing {pause:.1f} s: other work kept the cores {100 * load:.0f} % busy")
             time.sleep(pause)
             paused_s, pause_s = paused_s + pause, pause_s * 2
+
+
+def _busiest(load: float, distributed: bool) -> float:
+    """The largest outside load any rank saw on its own cores this round: a neighbour on
+    rank 1's core slows every collective step, though rank 0's cores stay quiet."""
+    if not distributed:
+        return load
+    tensor = torch.tensor([load], dtype=torch.float64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())
 
 
 def _agree(values: list[int], distributed: bool) -> list[int]:

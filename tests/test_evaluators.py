@@ -158,6 +158,21 @@ def test_rounds_disturbed_by_a_neighbour_on_our_core_are_detected_and_flagged(tm
     assert result.outside_load_max > 0.3
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="two ranks need two cores")
+def test_a_neighbour_on_another_rank_s_core_disturbs_a_multi_rank_reading(tmp_path: Path) -> None:
+    artifact = _tiny_artifact(tmp_path / "m.pt", width=64)
+    core = sorted(os.sched_getaffinity(0))[1]  # rank 1 with one thread is pinned to the second core
+    neighbour = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, [{core}])\nwhile True: pass"])
+    try:
+        spinning = psutil.Process(neighbour.pid)
+        wait_until(lambda: spinning.cpu_times().user > 0.2, timeout_s=30)
+        result = _measure(artifact, batch_size=64, round_s=0.2, rounds=2, strategy="data_parallel", degree=2)
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    assert result.noisy and result.outside_load_max > 0.3, "rank 0's cores were quiet; rank 1's were not"
+
+
 def test_an_onnxruntime_artifact_is_served_and_measured_on_onnxruntime(tmp_path: Path) -> None:
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10)).eval()
     onnxruntime = serving_runtime("onnxruntime")

@@ -41,12 +41,12 @@ def _front_table(rows: list[FrontRow], objectives: list[str], teacher: dict[str,
             f"{row.quality_drop:+.4f}",
             f"{row.test_quality:.4f}",
             f"{row.model_mb:.3f}",
-            _versus_teacher(row, teacher),
+            versus_teacher(row, teacher),
         )
     return table
 
 
-def _versus_teacher(row: FrontRow, teacher: dict) -> str:
+def versus_teacher(row: FrontRow, teacher: dict) -> str:
     """Measured ratios against the teacher (its latency as confirmed beside the front), e.g.
     ``3.6x smaller 5.1x faster``."""
     parts = []

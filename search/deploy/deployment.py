@@ -9,6 +9,8 @@ shipping a model whose search-time figure was luck.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 import platform
 import shutil
@@ -77,8 +79,14 @@ class Deployment:
 
 
 def _study_pipeline(review: StudyReview) -> tuple[SlimsearchConfig, CompressionPipeline]:
-    """The study's config and its compression pipeline (the teacher from the stage cache)."""
-    config = SlimsearchConfig.model_validate(review.config)
+    """The study's config and its compression pipeline (the teacher from the stage cache),
+    loaded once per process: ``select`` confirms the front, then rebuilds its choice."""
+    return _pipeline_of(json.dumps(review.config, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=1)
+def _pipeline_of(config_json: str) -> tuple[SlimsearchConfig, CompressionPipeline]:
+    config = SlimsearchConfig.model_validate(json.loads(config_json))
     task = load_task(config.task, config.search.seed)
     return config, CompressionPipeline(task, config.cache_dir, config.training.recipe(), config.search.seed,
                                        config.evaluation.calibration_size)
