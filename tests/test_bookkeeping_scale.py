@@ -104,3 +104,51 @@ def test_trials_are_found_by_number_through_an_index(tmp_path: Path) -> None:
     plan = sqlite3.connect(tmp_path / "o.db").execute(
         "EXPLAIN QUERY PLAN SELECT trial_id FROM trials WHERE number = 7 AND study_id = 1").fetchall()
     assert TRIAL_NUMBER_INDEX in str(plan), plan
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_trial_s_records_written_together_read_back_as_optuna_s_own_setters_write_them(kind: str,
+                                                                                         tmp_path: Path) -> None:
+    """``write_trial`` (one transaction on a database, one write each on a journal) leaves
+    what ``set_user_attr`` and ``set_constraint`` leave: attributes, constraint values that
+    decide feasibility, and the trial's own view of them before it is told."""
+    import optuna
+
+    from slimsearch.search.store.storage import open_storage
+    from slimsearch.search.store.trial_writes import write_trial
+
+    url = f"sqlite:///{tmp_path / 'o.db'}" if kind == "sqlite" else f"journal:///{tmp_path / 'o.log'}"
+    study = optuna.create_study(directions=["minimize", "minimize"], storage=open_storage(url))
+    for violation in (0.5, -0.5):
+        trial = study.ask()
+        write_trial(trial, {"metrics": {"a": 1.0}, "summary": "x"}, {"accuracy_drop": violation})
+        assert trial.user_attrs["summary"] == "x"
+        study.tell(trial, [violation, 1.0])
+    stored = study.get_trials(deepcopy=False)
+    assert [t.user_attrs for t in stored] == [{"metrics": {"a": 1.0}, "summary": "x"}] * 2
+    assert [t.constraints for t in stored] == [{"accuracy_drop": 0.5}, {"accuracy_drop": -0.5}]
+    assert [t.number for t in study.best_trials] == [1], "the infeasible trial is not on the front"
+
+
+def test_a_proposal_commits_a_handful_of_database_transactions(tmp_path: Path) -> None:
+    """Every Optuna parameter and attribute write was its own commit (fsyncs on SQLite): a
+    new trial made 34 commits (reads included). What a step records together is one now (18)."""
+    import sqlalchemy
+
+    config = overhead.config_for(tmp_path / "out", None, None)
+    overhead.drive(config, 2)  # the study, the teacher's baseline and the parent run
+    database = str(config.storage_url).removeprefix("sqlite:///")
+    commits: list[float] = []
+
+    def count(connection: sqlalchemy.engine.Connection) -> None:
+        if connection.engine.url.database and connection.engine.url.database.endswith(Path(database).name):
+            commits.append(time.perf_counter())
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", count)
+    try:
+        timings = overhead.drive(config, 6)
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "commit", count)
+    starts = timings.trial_starts
+    per_trial = sum(starts[0] <= at < starts[-1] for at in commits) / (len(starts) - 1)
+    assert per_trial <= 24, f"{per_trial:.1f} Optuna commits per new trial (34 when each write was its own)"

@@ -42,7 +42,8 @@ from slimsearch.search.loop.recording import RunSummary
 from slimsearch.search.loop.session import StudySession, open_session
 from slimsearch.search.store import records
 from slimsearch.search.store.outages import StorageOutage
-from slimsearch.search.store.storage import Heartbeats, mark_trial_owner
+from slimsearch.search.store.storage import Heartbeats
+from slimsearch.search.store.trial_writes import owner_attrs
 from slimsearch.search.loop.trial import run_candidate
 from slimsearch.search.loop.workers import WorkerProcess, join_workers, signal_workers, spawn_workers
 from slimsearch.spaces import Candidate, anchor_params
@@ -260,10 +261,8 @@ class SearchDriver:
         answered, skipped or rejected (``ProposalGuard``), without using up budget."""
         session = self.session
         run_id = session.tracker.start_trial(trial.number)
-        trial.set_user_attr(records.MLFLOW_RUN_ID, run_id)
-        trial.set_user_attr(records.WORKER, self.worker)
-        mark_trial_owner(trial)
+        owner = {records.MLFLOW_RUN_ID: run_id, records.WORKER: self.worker, **owner_attrs()}
         summary.first_trial = trial.number if summary.first_trial is None else summary.first_trial
         summary.last_trial = trial.number
-        candidate = session.proposals.admit(summary, trial, run_id)
+        candidate = session.proposals.admit(summary, trial, run_id, owner)
         return None if candidate is None else (run_id, candidate)

@@ -27,6 +27,7 @@ from slimsearch.search.store import records
 from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.pareto import front_trials
 from slimsearch.search.store.study import load_existing_study
+from slimsearch.search.store.trial_writes import write_trial, writes_held
 from slimsearch.spaces import Candidate, InvalidCandidate, rejection_reason, suggest_candidate, unmeasured_params
 
 MAX_CONSECUTIVE_REJECTIONS = 50
@@ -48,14 +49,17 @@ class ProposalGuard:
         """Every candidate of the space has been proposed: the run ends early."""
         self._rejected_in_a_row = self._duplicates_in_a_row = 0
 
-    def admit(self, summary: RunSummary, trial: optuna.Trial, run_id: str) -> Candidate | None:
-        """The trial's candidate, or ``None`` when it was answered, skipped or rejected (and recorded so)."""
+    def admit(self, summary: RunSummary, trial: optuna.Trial, run_id: str, owner: dict[str, Any]) -> Candidate | None:
+        """The trial's candidate, or ``None`` when it was answered, skipped or rejected (and recorded so).
+        ``owner`` (its MLflow run, its worker) is recorded with its parameters and candidate,
+        in one transaction, before other workers look for a twin."""
         candidate: Candidate | None = None
         try:
-            candidate = suggest_candidate(trial, self.config.space)
-            trial.set_user_attr(records.CANDIDATE, candidate.to_dict())
-            trial.set_user_attr(records.SUMMARY, candidate.summary())
-            trial.set_user_attr(records.SIMULATED, candidate.simulated)
+            with writes_held(trial):
+                write_trial(trial, owner)
+                candidate = suggest_candidate(trial, self.config.space)
+                write_trial(trial, {records.CANDIDATE: candidate.to_dict(), records.SUMMARY: candidate.summary(),
+                                    records.SIMULATED: candidate.simulated})
             if not self.config.search.remeasure:
                 self.ledger.catch_up()  # what other workers finished or started since the proposal began
                 if (earlier := self.ledger.measured_trial(candidate)) is not None:

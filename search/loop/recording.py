@@ -26,6 +26,7 @@ from slimsearch.search.loop.trial import TrialOutcome, busy_host
 from slimsearch.search.store import records
 from slimsearch.search.store.storage import rerun_once
 from slimsearch.search.store.tracking import MlflowTracker
+from slimsearch.search.store.trial_writes import write_trial
 from slimsearch.spaces import Candidate, deployment_variants
 
 MAX_DEFERRALS = 2
@@ -83,14 +84,12 @@ class TrialRecorder:
         (``search.remeasure: true`` re-measures instead, e.g. to study noise)."""
         self.last_skip = "duplicate"
         summary.duplicates += 1
-        trial.set_user_attr(records.DUPLICATE_OF, earlier.number)
-        for key in (records.METRICS, records.TAGS, records.ACCURACY_CURVE, records.PRUNED_RULE, records.PRUNED_REASON,
-                    records.PRUNED_AT):
-            if key in earlier.user_attrs:
-                trial.set_user_attr(key, earlier.user_attrs[key])
-        if earlier.state == TrialState.COMPLETE:
-            for name, violation in earlier.constraints.items():
-                trial.set_constraint(name, violation)
+        copied = {key: earlier.user_attrs[key] for key in (records.METRICS, records.TAGS, records.ACCURACY_CURVE,
+                                                          records.PRUNED_RULE, records.PRUNED_REASON, records.PRUNED_AT)
+                  if key in earlier.user_attrs}
+        complete = earlier.state == TrialState.COMPLETE
+        write_trial(trial, {records.DUPLICATE_OF: earlier.number, **copied}, earlier.constraints if complete else None)
+        if complete:
             self.study.tell(trial, earlier.values)
         else:
             self.study.tell(trial, state=TrialState.PRUNED)
@@ -134,9 +133,7 @@ class TrialRecorder:
             return self._record_noisy(summary, trial, run_id, candidate, outcome.result)
         else:
             assert candidate is not None and outcome.result is not None
-            if outcome.curve:
-                trial.set_user_attr(records.ACCURACY_CURVE, outcome.curve)  # what later trials' stopping rules learn from
-            self._record_success(trial, run_id, candidate, outcome.result)
+            self._record_success(trial, run_id, candidate, outcome.result, outcome.curve)
             summary.completed += 1
             self._enqueue_deployment_variants(trial, outcome.result.metrics)
         return outcome.kind
@@ -154,19 +151,19 @@ class TrialRecorder:
                                           self.config.evaluation.batch_size):
             self.study.enqueue_trial(params, user_attrs={records.VARIANT_OF: trial.number})
 
-    def _record_success(self, trial: optuna.Trial, run_id: str, candidate: Candidate, result: Any) -> None:
+    def _record_success(self, trial: optuna.Trial, run_id: str, candidate: Candidate, result: Any,
+                        curve: dict[str, float] | None) -> None:
+        metrics = result.metrics
+        attrs: dict[str, Any] = {records.METRICS: metrics, records.TAGS: result.tags}
+        if curve:
+            attrs[records.ACCURACY_CURVE] = curve  # what later trials' stopping rules learn from
         predicted = self.predictions.pop(trial.number, None)
         if predicted:
-            trial.set_user_attr(records.PREDICTED, {name: value for name, (value, _) in predicted.items()})
-        self.predictor.learn(candidate, result.metrics, predicted)
-        metrics = result.metrics
-        feasible = True
-        for constraint in self.constraints:
-            violation = constraint.violation(metrics)
-            trial.set_constraint(constraint.name, violation)
-            feasible &= violation <= 0
-        trial.set_user_attr(records.METRICS, metrics)
-        trial.set_user_attr(records.TAGS, result.tags)
+            attrs[records.PREDICTED] = {name: value for name, (value, _) in predicted.items()}
+        self.predictor.learn(candidate, metrics, predicted)
+        violations = {constraint.name: constraint.violation(metrics) for constraint in self.constraints}
+        feasible = all(violation <= 0 for violation in violations.values())
+        write_trial(trial, attrs, violations)
         self.study.tell(trial, [metrics[name] for name in self.objectives])
         if result.artifact:
             self.staged_models.mkdir(parents=True, exist_ok=True)
@@ -187,8 +184,7 @@ class TrialRecorder:
         if result.artifact:
             result.artifact.unlink(missing_ok=True)
         m, attempt = result.metrics, int(trial.user_attrs.get(records.DEFERRALS, 0)) + 1
-        trial.set_user_attr(records.METRICS, m)  # kept for the record, told to no one
-        trial.set_user_attr(records.TAGS, result.tags)
+        write_trial(trial, {records.METRICS: m, records.TAGS: result.tags})  # kept for the record, told to no one
         busy = busy_host(m)
         if attempt <= MAX_DEFERRALS:
             self.record_failure(trial, run_id, "deferred", f"latency not recorded: {busy}; queued to be measured again")
@@ -205,17 +201,14 @@ class TrialRecorder:
 
     def _record_pruned(self, trial: optuna.Trial, run_id: str, candidate: Candidate, stop: TrialOutcome) -> None:
         """PRUNED in Optuna, FINISHED in MLflow with the rule, the point and the accuracy curve."""
-        trial.set_user_attr(records.ACCURACY_CURVE, stop.curve)
-        trial.set_user_attr(records.PRUNED_RULE, stop.rule)
-        trial.set_user_attr(records.PRUNED_REASON, stop.reason)
-        trial.set_user_attr(records.PRUNED_AT, stop.point)
+        write_trial(trial, {records.ACCURACY_CURVE: stop.curve, records.PRUNED_RULE: stop.rule,
+                            records.PRUNED_REASON: stop.reason, records.PRUNED_AT: stop.point})
         self.study.tell(trial, state=TrialState.PRUNED)
         self.finish_run(run_id, trial)
         self.print_trial(trial.number, candidate, f"[cyan]stopped early[/] ({stop.rule}): {escape(stop.reason)}")
 
     def record_failure(self, trial: optuna.Trial, run_id: str, kind: str, reason: str, trace: str | None = None) -> None:
-        trial.set_user_attr(records.FAILURE_KIND, kind)
-        trial.set_user_attr(records.FAILURE_REASON, reason)
+        write_trial(trial, {records.FAILURE_KIND: kind, records.FAILURE_REASON: reason})
         self.study.tell(trial, state=TrialState.FAIL)
         self.finish_run(run_id, trial)
         if trace:

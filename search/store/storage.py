@@ -102,16 +102,24 @@ def open_storage(url: str, outages: Outages | None = None) -> BaseStorage:
     return RetryingStorage(_CachedStorage(rdb), outages)
 
 
+def database_of(storage: BaseStorage) -> RDBStorage | None:
+    """The database behind a storage ``open_storage`` built, or ``None`` (a journal, or a
+    storage built elsewhere)."""
+    cached = storage.backend if isinstance(storage, RetryingStorage) else None
+    if isinstance(cached, _CachedStorage) and isinstance(cached._backend, RDBStorage):  # noqa: SLF001
+        return cached._backend  # noqa: SLF001
+    return None
+
+
 def read_trials(study: optuna.Study, states: tuple[TrialState, ...]) -> list[FrozenTrial]:
     """``study.get_trials(deepcopy=False, states=states)``, read from a database 1,000 trial ids
     at a time: Optuna reads a study in one query whose row objects, for a 10,000-trial study,
     take about 300 MB at once -- more than a read command (``report``, ``select``) may use.
     Uses Optuna's own trial reader (private in Optuna 5, pinned); a journal is read whole."""
     storage = study._storage  # noqa: SLF001 - the storage open_storage built
-    cached = storage.backend if isinstance(storage, RetryingStorage) else None
-    if not isinstance(cached, _CachedStorage) or not isinstance(cached._backend, RDBStorage):  # noqa: SLF001
+    rdb, study_id = database_of(storage), study._study_id  # noqa: SLF001
+    if rdb is None:
         return study.get_trials(deepcopy=False, states=states)
-    rdb, study_id = cached._backend, study._study_id  # noqa: SLF001
     with _create_scoped_session(rdb.scoped_session) as session:
         first, last = session.query(sqlalchemy.func.min(TrialModel.trial_id), sqlalchemy.func.max(TrialModel.trial_id)) \
             .filter(TrialModel.study_id == study_id).one()
@@ -136,13 +144,6 @@ def _index_trial_numbers(rdb: RDBStorage) -> None:
 def reconnected_at(storage: BaseStorage) -> float:
     """When this process last got the storage back after an outage (0: never lost it)."""
     return storage.outages.reconnected_at if isinstance(storage, RetryingStorage) else 0.0
-
-
-def mark_trial_owner(trial: optuna.Trial) -> None:
-    """Record which process runs the trial, so a storage without heartbeats can tell
-    whether it is still alive."""
-    trial.set_user_attr(records.HOST, socket.gethostname())
-    trial.set_user_attr(records.PID, psutil.Process().pid)
 
 
 def stale_trials(study: optuna.Study, heartbeat_s: float, now: float | None = None,
