@@ -12,7 +12,8 @@ proposes measured candidates again: each is answered from the study, at a propos
 cost), and each component's median; the ratio overhead(largest) / overhead(smallest) per
 proposal is the verdict.
 
-The sampler is shown on its own line (it includes writing each sampled parameter): it
+The sampler is shown on its own line (the sampled parameters are written after it, in
+one transaction with the trial's candidate: ``search/store/trial_writes.py``): it
 learns from a bounded history (the front and the latest 1,000 trials,
 ``search/store/windowed_sampler.py``), so its cost stops growing past that size.
 
