@@ -13,7 +13,6 @@ the trials deferred or failed as noisy are counted.
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 from slimsearch.evaluators import TimingProtocol
 from slimsearch.pipelines import CompressionPipeline, load_task
 from slimsearch.search.config import SlimsearchConfig
-from slimsearch.search.objectives import LATENCY_REFERENCE_MS
+from slimsearch.search.loop.trial import Yardstick
 from slimsearch.search.store import records
 from slimsearch.search.store.confirmation import CONFIRMATION, confirmation_word
 from slimsearch.search.store.pareto import noise_aware_front
@@ -54,16 +53,16 @@ def start_loops_after_baseline(config_path: Path, study_name: str, loops: list[s
 def remeasured_front(config: SlimsearchConfig) -> list[tuple[str, float, float, bool, str]]:
     """(summary, shown p50, quiet p50, noisy, confirmed) of every member of the front the run shows."""
     study = load_existing_study(config.storage_url, config.search.study_name)
-    reference_ms = study.user_attrs[records.STUDY_BASELINE]["metrics"][LATENCY_REFERENCE_MS]
-    protocol = dataclasses.replace(TimingProtocol(), reference_ms=reference_ms)
     task = load_task(config.task, config.search.seed)
+    yardstick = Yardstick.of(study.user_attrs[records.STUDY_BASELINE], task.metric_name)
     pipeline = CompressionPipeline(task, config.cache_dir, config.training.recipe(), config.search.seed,
                                    config.evaluation.calibration_size)
     rows = []
     for trial in noise_aware_front(study)[0]:
         candidate = Candidate.from_dict(trial.user_attrs[records.CANDIDATE])
         quiet = serve(pipeline.build(candidate).serving, task, candidate.strategy, candidate.degree,
-                      candidate.threads, protocol).latency.p50_ms
+                      candidate.threads, TimingProtocol(reference_ms=yardstick.reference_for(candidate.threads))
+                      ).latency.p50_ms
         rows.append((candidate.summary(), trial.user_attrs[records.METRICS]["latency_p50_ms"], quiet,
                      trial.user_attrs[records.TAGS].get("noisy") == "true",
                      confirmation_word(trial.user_attrs.get(CONFIRMATION))))

@@ -76,20 +76,25 @@ def retest(task: str, count: int) -> None:
             served.append((candidate, artifact, plan_ranks(model, example, candidate.strategy, candidate.degree, artifact)))
         print(f"built {len(served)} candidates in {time.perf_counter() - started:.0f} s")
 
+        teacher = served[0]  # any fixed artifact: only its window's reference readings are used
+        thread_counts = tuple(sorted({candidate.threads for candidate, _, _ in served}))
+        calibration = measure_serving(teacher[1], teacher[2], example, threads=max(thread_counts),
+                                      protocol=TimingProtocol(calibrate_threads=thread_counts), timeout_s=600)
+        references = calibration.reference_by_threads
+        print("reference workload calibrated at " + ", ".join(f"{ms:.3f} ms on {threads} thread(s)"
+                                                                for threads, ms in references.items()))
+
         def measure(protocol: TimingProtocol) -> tuple[list[ServingMeasurement], list[float]]:
             readings, seconds = [], []
             for candidate, artifact, plan in served:
                 begun = time.perf_counter()
+                calibrated = dataclasses.replace(protocol, reference_ms=references[candidate.threads])
                 readings.append(measure_serving(artifact, plan, example, threads=candidate.threads,
-                                                protocol=protocol, timeout_s=600))
+                                                protocol=calibrated, timeout_s=600))
                 seconds.append(time.perf_counter() - begun)
             return readings, seconds
 
-        teacher = served[0]  # any fixed artifact: only its window's reference reading is used
-        calibration = measure_serving(teacher[1], teacher[2], example, threads=1, protocol=TimingProtocol(),
-                                      timeout_s=600)
-        protocol = TimingProtocol(reference_ms=calibration.window_reference_ms)
-        print(f"reference workload calibrated at {calibration.window_reference_ms:.3f} ms")
+        protocol = TimingProtocol()
         first, seconds = measure(protocol)
         second, _ = measure(protocol)
         loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(BUSY_LOOPS)]

@@ -12,6 +12,12 @@ when the reference runs at ``reference_ms`` -- the study's calibrated value (mea
 with the teacher's baseline), or this window's own median where there is none.
 The raw readings are kept beside the calibrated ones.
 
+The reference runs on the candidate's threads (so it sees the cores the candidate
+runs on), which makes its speed depend on the thread count: 0.67 ms on one thread,
+0.46 ms on two (idle Zen 3, 2026-11-29). A study's calibrated value is therefore one
+per thread count, all taken in the baseline's window (``reference_speeds``);
+calibrating a one-thread candidate to the two-thread value read it 31 % fast.
+
 The amount of timing is a budget in seconds (as pyperf and Google Benchmark size
 their loops), not a count of calls: a 1 ms model gets hundreds of calls a round and a
 3 s model a few, with their statistics' uncertainty recorded either way.
@@ -26,6 +32,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from slimsearch.evaluators.latency import time_calls
 
 BLOCKS_PER_ROUND = 6
 """Candidate blocks per round, each with a reference block on either side."""
@@ -52,6 +60,32 @@ def reference_workload() -> Callable[[], torch.Tensor]:
             return net(inputs)
 
     return call
+
+
+CALIBRATION_CYCLES = 12
+"""Blocks of the reference per thread count when calibrating, alternated across counts."""
+
+
+def reference_speeds(reference: Callable[[], torch.Tensor], thread_counts: list[int], block_calls: int) -> dict[int, float]:
+    """Median reference latency (ms) at each of ``thread_counts``, in blocks of
+    ``block_calls`` that alternate between the counts, so a host speed state hits every
+    count alike; the caller's thread count is restored after."""
+    own = torch.get_num_threads()
+    samples: dict[int, list[float]] = {threads: [] for threads in thread_counts}
+    try:
+        for _ in range(CALIBRATION_CYCLES):
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+                samples[threads].extend(time_calls(reference, 1, block_calls))
+    finally:
+        torch.set_num_threads(own)
+    return {threads: statistics.median(times) for threads, times in samples.items()}
+
+
+def scaled_to_window(speeds: dict[int, float], own_threads: int, window_reference_ms: float) -> dict[int, float]:
+    """``speeds`` anchored to the reference as read in the timed window at ``own_threads``:
+    the calibration's ratios between thread counts, at the window's speed."""
+    return {threads: window_reference_ms * ms / speeds[own_threads] for threads, ms in speeds.items()}
 
 
 @dataclass(frozen=True)

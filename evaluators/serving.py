@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from slimsearch.evaluators.latency import LatencyStats
-from slimsearch.evaluators.paired_timing import calibrate
+from slimsearch.evaluators.paired_timing import calibrate, scaled_to_window
 from slimsearch.evaluators.rank_plans import RankPlan
 from slimsearch.evaluators.serving_probe import ServingJob, job_dict
 
@@ -51,7 +51,9 @@ class TimingProtocol:
     until ``rounds`` undisturbed ones (outside load on the rank's cores <=
     ``max_outside_load``) or ``max_rounds`` in all, pausing up to ``busy_wait_s`` in all
     after disturbed rounds. ``reference_ms`` is the study's calibrated reference latency
-    (None: this window's own)."""
+    at the candidate's thread count (None: this window's own). ``calibrate_threads``
+    asks the probe to time the reference at those thread counts too, after the window
+    (the study's baseline does, to calibrate every count the space serves)."""
 
     warmup_s: float = 0.3
     round_s: float = 0.3
@@ -60,6 +62,7 @@ class TimingProtocol:
     max_outside_load: float = 0.2
     busy_wait_s: float = 20.0
     reference_ms: float | None = None
+    calibrate_threads: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ class ServingMeasurement:
     host_slowdown: float
     """Window reference / calibrated reference: 1.3 = the host ran 30 % slower than when
     the study calibrated (the calibrated latency has that taken out)."""
+    reference_by_threads: dict[int, float]
+    """The reference's latency at each of ``protocol.calibrate_threads``, at this
+    window's speed (empty when none was asked for)."""
     rounds_clean: int
     rounds_total: int
     outside_load_max: float
@@ -111,13 +117,17 @@ def measure_serving(
 ) -> ServingMeasurement:
     """Serve ``artifact`` as ``plan`` says in the probe and return the measurement, or
     raise MeasurementError (probe crash, timeout, parallel outputs off the reference)."""
+    if any(count > threads for count in protocol.calibrate_threads):
+        raise ValueError(f"the reference can be calibrated at up to {threads} threads here (the probe's cores), "
+                         f"not {max(protocol.calibrate_threads)}")
     batch_path = artifact.with_suffix(".batch.pt")
     torch.save(batch, batch_path)
     progress_path = artifact.with_suffix(".progress.json")
     job = ServingJob(str(artifact), plan.rank_files, str(batch_path), plan.strategy, plan.degree,
                      threads, protocol.warmup_s, protocol.round_s, protocol.rounds, protocol.max_rounds,
                      protocol.max_outside_load, protocol.busy_wait_s, str(progress_path),
-                     time.time() + TIMING_SHARE * timeout_s, plan.micro_batches, plan.boundaries)
+                     time.time() + TIMING_SHARE * timeout_s, plan.micro_batches, plan.boundaries,
+                     sorted({*protocol.calibrate_threads, threads}) if protocol.calibrate_threads else [])
     job_path = artifact.with_suffix(".job.json")
     result_path = artifact.with_suffix(".result.json")
     job_path.write_text(json.dumps(job_dict(job)))
@@ -179,6 +189,7 @@ def _parse(result: dict, protocol: TimingProtocol, plan: RankPlan) -> ServingMea
     clean = [r for r in rounds if r["outside_load"] <= protocol.max_outside_load]
     used = clean or rounds
     readings = calibrate(used, protocol.reference_ms)
+    speeds, threads = ranks[0].get("reference_speeds"), int(result["hardware"]["threads_per_rank"])
     peaks = [int(r["peak_bytes"]) for r in ranks]
     baseline = int(ranks[0]["baseline_bytes"])
     # Library pages faulted in while serving are shared code, not the model's memory.
@@ -188,6 +199,8 @@ def _parse(result: dict, protocol: TimingProtocol, plan: RankPlan) -> ServingMea
         raw_latency=LatencyStats.from_samples(readings.raw_ms),
         window_reference_ms=readings.window_reference_ms,
         host_slowdown=readings.window_reference_ms / (protocol.reference_ms or readings.window_reference_ms),
+        reference_by_threads=scaled_to_window({int(t): ms for t, ms in speeds.items()}, threads,
+                                              readings.window_reference_ms) if speeds else {},
         rounds_clean=len(clean),
         rounds_total=len(rounds),
         outside_load_max=max(r["outside_load"] for r in used),

@@ -34,7 +34,7 @@ import torch.multiprocessing as mp
 from slimsearch.evaluators.cpu_load import outside_load, snapshot
 from slimsearch.evaluators.isolation import hardware_identity, timing_lock
 from slimsearch.evaluators.latency import time_calls
-from slimsearch.evaluators.paired_timing import BLOCKS_PER_ROUND, TimingPlan, reference_workload
+from slimsearch.evaluators.paired_timing import BLOCKS_PER_ROUND, TimingPlan, reference_speeds, reference_workload
 from slimsearch.evaluators.runtimes import load_artifact, runtime_for_artifact
 from slimsearch.evaluators.memory import current_rss_bytes, file_rss_bytes, peak_rss_bytes, reset_peak_rss
 from slimsearch.evaluators.parallel_steps import load_rank_model, local_weight_bytes, make_step
@@ -66,6 +66,8 @@ class ServingJob:
     is timed in fewer rounds instead of being killed."""
     micro_batches: int = 1
     boundaries: list[tuple[list[int], str]] = field(default_factory=list)
+    calibrate_threads: list[int] = field(default_factory=list)
+    """Thread counts to time the reference at after the window (``reference_speeds``)."""
 
 
 def main(job_path: str, result_path: str) -> None:
@@ -125,13 +127,15 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
         end_ns = time.time_ns()
         peak, file_growth = max(r["peak_bytes"] for r in rounds), file_rss_bytes() - baseline_file
         output = step()
+        speeds = (reference_speeds(reference, job.calibrate_threads, plan.reference_calls)
+                  if rank == 0 and job.calibrate_threads else None)
         checked = rank == 0 and (job.degree > 1 or runtime_for_artifact(job.artifact).compiles_when_served)
         error = _error_against_reference(job, batch, output) if checked else None
     if port is not None:
         dist.destroy_process_group()
     return {"rank": rank, "baseline_bytes": baseline, "peak_bytes": peak, "file_growth_bytes": file_growth,
             "weight_bytes": local_weight_bytes(model) if job.strategy == "tensor_parallel" else None,
-            "rounds": rounds, "rounds_wanted": plan.rounds, "window_ns": [start_ns, end_ns], "output_error": error, "first_call_s": first_call_s}
+            "rounds": rounds, "rounds_wanted": plan.rounds, "reference_speeds": speeds, "window_ns": [start_ns, end_ns], "output_error": error, "first_call_s": first_call_s}
 
 
 def _seconds(call: Callable[[], Any]) -> float:

@@ -142,12 +142,13 @@ class EvaluationSettings(_Strict):
             raise ValueError(f"max_rounds ({self.max_rounds}) must be >= rounds ({self.rounds})")
         return self
 
-    def protocol(self, reference_ms: float | None = None) -> TimingProtocol:
-        """The timing protocol, calibrated to the study's reference latency when given."""
+    def protocol(self, reference_ms: float | None = None, calibrate_threads: tuple[int, ...] = ()) -> TimingProtocol:
+        """The timing protocol, calibrated to the study's reference latency when given
+        (and calibrating the reference at ``calibrate_threads``: the baseline's)."""
         from slimsearch.evaluators import TimingProtocol
 
         return TimingProtocol(self.warmup_s, self.round_s, self.rounds, self.max_rounds, self.max_outside_load,
-                              self.busy_wait_s, reference_ms)
+                              self.busy_wait_s, reference_ms, calibrate_threads)
 
 
 class SlimsearchConfig(_Strict):

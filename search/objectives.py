@@ -31,8 +31,22 @@ LATENCY_P95_CI_HIGH_MS = "latency_p95_ci_high_ms"
 LATENCY_RAW_P50_MS = "latency_raw_p50_ms"
 LATENCY_RAW_P95_MS = "latency_raw_p95_ms"
 LATENCY_REFERENCE_MS = "latency_reference_ms"
-"""The paired reference workload's median in a measurement's window; the baseline's is
-the study's calibrated reference every later trial is scaled to."""
+"""The paired reference workload's median in a measurement's window."""
+
+
+_PER_THREADS = f"{LATENCY_REFERENCE_MS}_t"
+
+
+def latency_reference_key(threads: int) -> str:
+    """The baseline's calibrated reference at ``threads`` threads: every later trial
+    served on that many threads is scaled to it (the reference's speed depends on them)."""
+    return f"{_PER_THREADS}{threads}"
+
+
+def latency_references(metrics: dict[str, float]) -> dict[int, float]:
+    """The calibrated references among ``metrics``, by thread count."""
+    counts = {key: key.removeprefix(_PER_THREADS) for key in metrics if key.startswith(_PER_THREADS)}
+    return {int(count): metrics[key] for key, count in counts.items() if count.isdigit()}
 HOST_SLOWDOWN = "host_slowdown"
 LATENCY_ROUNDS_CLEAN = "latency_rounds_clean"
 LATENCY_ROUNDS_TOTAL = "latency_rounds_total"

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from slimsearch.search.cli import app
+from slimsearch.search.objectives import latency_reference_key
 from slimsearch.search.store.confirmation import CONFIRMED_ATTR, stored_confirmation
 from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.pareto import NEAR_FRONT, noise_aware_front
@@ -43,6 +44,8 @@ def test_search_records_agree_and_resume_continues_numbering(tmp_path: Path, fas
             assert run.data.params["quantize.bits"] == str(trial.user_attrs["candidate"]["bits"])
             assert run.data.tags["simulated"] == str(trial.user_attrs["simulated"]).lower()
     assert study.trials[0].user_attrs["summary"].startswith("teacher | prune 0 | fp32 | single"), "teacher enqueued"
+    calibrated = study.user_attrs["baseline"]["metrics"]
+    assert {latency_reference_key(threads) for threads in fast_config["space"]["parallel"]["threads"]} <= set(calibrated)
 
     front_numbers = {t.number for t in study.best_trials}
     members, within = noise_aware_front(study)

@@ -199,3 +199,14 @@ def test_a_torch_compile_artifact_is_an_exported_program_compiled_in_the_probe(t
     assert result.latency.p50_ms > 0 and result.memory_bytes > 0
     assert result.output_error < 1e-4, "compiled outputs match the uncompiled program"
     assert result.first_call_s > 10 * result.latency.p50_ms / 1000, "the first call compiles"
+
+
+def test_the_probe_calibrates_the_reference_at_each_thread_count_asked(tmp_path: Path) -> None:
+    artifact = _tiny_artifact(tmp_path / "m.pt")
+    protocol = TimingProtocol(warmup_s=0.01, round_s=0.01, rounds=1, max_rounds=1, calibrate_threads=(1, 2))
+    measured = _measure(artifact, threads=2, protocol=protocol)
+    assert set(measured.reference_by_threads) == {1, 2}
+    assert measured.reference_by_threads[2] == pytest.approx(measured.window_reference_ms)
+    assert _measure(artifact).reference_by_threads == {}, "only the baseline pays for calibration"
+    with pytest.raises(ValueError, match="up to 1 threads"):
+        _measure(artifact, threads=1, protocol=protocol)

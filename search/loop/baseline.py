@@ -1,8 +1,8 @@
 """The study's baseline: the teacher served alone, measured once per study.
 
 It is every trial's yardstick -- the quality drop, the "vs teacher" ratios, the
-hypervolume's reference point and paired timing's calibrated reference latency all come
-from it -- so it is never taken on a busy host (measured again while the host is busy)
+hypervolume's reference point and paired timing's calibrated reference latency (one per
+thread count the space serves, timed in the teacher's window) all come from it -- so it is never taken on a busy host (measured again while the host is busy)
 and never mixed across hardware (a study resumed on another CPU is refused).
 """
 
@@ -52,7 +52,8 @@ def _measure_teacher(teacher: Candidate, config: SlimsearchConfig, pipeline: Com
                      placement: Placement, workdir: Path, console: Console) -> TrialResult:
     for attempt in range(1, MAX_DEFERRALS + 2):
         try:
-            result = measure_candidate(teacher, pipeline, config.evaluation, placement, workdir, Yardstick())
+            result = measure_candidate(teacher, pipeline, config.evaluation, placement, workdir,
+                                       Yardstick(calibrate_threads=tuple(sorted(set(config.space.parallel.threads)))))
         except MeasurementError as exc:  # the probe (timed out, or crashed), not the model
             raise SearchError(f"the teacher's serving measurement failed ({exc}); raise evaluation.timeout_s if "
                               "the teacher is that slow here, then run the same command again") from exc

@@ -44,6 +44,8 @@ from slimsearch.search.objectives import (
     LATENCY_RAW_P50_MS,
     LATENCY_RAW_P95_MS,
     LATENCY_REFERENCE_MS,
+    latency_reference_key,
+    latency_references,
     LATENCY_ROUNDS_CLEAN,
     LATENCY_ROUNDS_TOTAL,
     LOCK_WAIT_S,
@@ -65,15 +67,27 @@ from slimsearch.spaces import Candidate, InvalidCandidate
 @dataclass(frozen=True)
 class Yardstick:
     """What a trial is judged against, from the study's baseline: the teacher's quality
-    (every ``_drop``) and the reference latency (paired timing's calibration)."""
+    (every ``_drop``) and the reference latency per thread count (paired timing's
+    calibration). The baseline's own measurement has neither and instead asks the probe
+    to calibrate the reference at ``calibrate_threads``."""
 
     teacher_quality: float | None = None
-    reference_ms: float | None = None
+    reference_ms: dict[int, float] = field(default_factory=dict)
+    calibrate_threads: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, baseline: dict[str, Any], quality_name: str) -> Yardstick:
         metrics = baseline["metrics"]
-        return cls(metrics.get(quality_name), metrics.get(LATENCY_REFERENCE_MS))
+        reference = latency_references(metrics)
+        if not reference and LATENCY_REFERENCE_MS in metrics:
+            # Calibrated before references were per thread count: valid at the teacher's count only.
+            reference = {int(baseline["candidate"]["threads"]): metrics[LATENCY_REFERENCE_MS]}
+        return cls(metrics.get(quality_name), reference)
+
+    def reference_for(self, threads: int) -> float | None:
+        """The calibrated reference for a candidate on ``threads`` threads (None: the
+        measurement's own window is its yardstick)."""
+        return self.reference_ms.get(threads)
 
 
 @dataclass
@@ -242,7 +256,8 @@ def time_serving(candidate: Candidate, built: BuiltModel, artifact: Path, exampl
     """Latency and memory of ``artifact`` (``built``'s serving file) served as ``candidate``
     says, in the isolated probe where ``placement`` runs it, calibrated to the yardstick."""
     plan = plan_ranks(built.serving, example, candidate.strategy, candidate.degree, artifact)
-    request = ServingRequest(example, candidate.threads, evaluation.protocol(yardstick.reference_ms), evaluation.timeout_s)
+    protocol = evaluation.protocol(yardstick.reference_for(candidate.threads), yardstick.calibrate_threads)
+    request = ServingRequest(example, candidate.threads, protocol, evaluation.timeout_s)
     return placement.measure(artifact, plan, request)
 
 
@@ -262,6 +277,7 @@ def latency_metrics(serving: ServingMeasurement) -> dict[str, float]:
         LATENCY_RAW_P50_MS: serving.raw_latency.p50_ms,
         LATENCY_RAW_P95_MS: serving.raw_latency.p95_ms,
         LATENCY_REFERENCE_MS: serving.window_reference_ms,
+        **{latency_reference_key(threads): ms for threads, ms in serving.reference_by_threads.items()},
         HOST_SLOWDOWN: serving.host_slowdown,
         LATENCY_ROUNDS_CLEAN: float(serving.rounds_clean),
         LATENCY_ROUNDS_TOTAL: float(serving.rounds_total),
