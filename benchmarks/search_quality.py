@@ -38,6 +38,7 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
+from slimsearch.search.config import SearchSettings
 from slimsearch.search.loop.proposals import EXPLORE_AFTER_DUPLICATES, EXPLORE_DRAWS
 from slimsearch.search.loop.predictor import PREDICTED, CostPredictor
 from slimsearch.search.objectives import Constraint, QualityMetric, accurate_enough
@@ -269,7 +270,8 @@ def main() -> None:
                         help="samplers to replay besides the uniform baseline (default: random and the default sampler)")
     parser.add_argument("--seed-set", action="append", help="replay only these seed sets (default: all three)")
     parser.add_argument("--json", action="store_true", help="every seed's scores at every checkpoint, as JSON")
-    parser.add_argument("--variants", type=int, default=0, help="search.deployment_variants of the replayed search")
+    parser.add_argument("--variants", type=int, default=None,
+                        help="search.deployment_variants of the replayed search (default: the product's default)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     sets = seed_sets()
@@ -279,7 +281,8 @@ def main() -> None:
     samplers = list(dict.fromkeys([BASELINE, *(args.sampler or ["random", optuna_default()])]))
     chosen = {name: sets[name] for name in args.seed_set or sets}
     for path in args.table or [TABLES / "digits.csv", TABLES / "digits-transformer.csv"]:
-        report(path, samplers, chosen, args.variants, args.json)
+        report(path, samplers, chosen, default_settings().deployment_variants if args.variants is None else args.variants,
+               args.json)
 
 
 def report(path: Path, samplers: list[str], sets: dict[str, list[int]], variants: int, as_json: bool) -> None:
@@ -299,7 +302,7 @@ def report(path: Path, samplers: list[str], sets: dict[str, list[int]], variants
         return
     print(f"# search quality: {len(samplers)} samplers x seed sets {', '.join(sets)} (20 seeds each) replayed on "
           f"a measured table of {table.candidates} {path.stem} candidates -- {provenance()}; table measured in "
-          f"{table.provenance} ({table.measuring_hours:.2f} h)")
+          f"{table.provenance} ({table.measuring_hours:.2f} h); search.deployment_variants = {variants}")
     print("Median over the set's seeds [bootstrap 95 % interval]; regret = best feasible value found / the table's "
           f"best - 1; ratios are the sampler's median over {BASELINE}'s (for HV > 1 is better, for regret < 1). "
           "Seed sets: " + "; ".join(f"{n} = {seeds[0]}-{seeds[-1]}" for n, seeds in sets.items()))
@@ -368,10 +371,14 @@ def fact(name: str, measured: str, target: str, met: bool) -> None:
     print(f"{name}: {measured} (the digits goal: {target}, {'reached' if met else 'not reached'} here)")
 
 
-def optuna_default() -> str:
-    from slimsearch.search.config import SearchSettings
+def default_settings() -> SearchSettings:
+    """The search settings a user gets without a config: the default sampler is judged as
+    it runs there (with the default deployment variants)."""
+    return SearchSettings()
 
-    return SearchSettings().sampler
+
+def optuna_default() -> str:
+    return default_settings().sampler
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterator
 
+import psutil
 import pytest
 import torch
 import yaml
@@ -23,6 +25,27 @@ def readme_task_source() -> str:
     """The ``# my_task.py`` code block of the README, verbatim."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     return next(b for b in blocks if b.startswith("# my_task.py"))
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """A process a test started (its command line names the test's folder) and left running
+    is killed after the test and reported as a warning naming the test: a leftover worker
+    or probe goes on writing to stores nobody reads, and one printed storage warnings after
+    a whole suite had passed (2026-11-29)."""
+    yield
+    folder = f"{tmp_path}{os.sep}"
+    leftovers = [process for process in psutil.process_iter(["cmdline"])
+                 if process.pid != os.getpid() and folder in " ".join(process.info["cmdline"] or ())]
+    for process in leftovers:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(leftovers, timeout=10)
+    if leftovers:
+        commands = "; ".join(" ".join(process.info["cmdline"] or ())[-160:] for process in leftovers)
+        warnings.warn(f"{request.node.nodeid} left {len(leftovers)} process(es) running, killed: {commands}")
 
 
 @pytest.fixture()

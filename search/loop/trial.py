@@ -79,9 +79,10 @@ class Yardstick:
     def of(cls, baseline: dict[str, Any], quality_name: str) -> Yardstick:
         metrics = baseline["metrics"]
         reference = latency_references(metrics)
-        if not reference and LATENCY_REFERENCE_MS in metrics:
+        teacher_threads = baseline.get("candidate", {}).get("threads")
+        if not reference and LATENCY_REFERENCE_MS in metrics and teacher_threads:
             # Calibrated before references were per thread count: valid at the teacher's count only.
-            reference = {int(baseline["candidate"]["threads"]): metrics[LATENCY_REFERENCE_MS]}
+            reference = {int(teacher_threads): metrics[LATENCY_REFERENCE_MS]}
         return cls(metrics.get(quality_name), reference)
 
     def reference_for(self, threads: int) -> float | None:
