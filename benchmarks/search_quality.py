@@ -113,11 +113,11 @@ class Table:
             stages = tuple((key, first_build.get(key, 0.0)) for stage in ("distill", "prune_finetune")
                            if (key := _stage_key(params, stage)))
             trained = sum(float(r[f"seconds_{s}"] or 0) for s in ("distill", "prune_finetune"))
-            metrics = {name: float(r[name]) for name in PREDICTED}
+            measured = {c.metric: float(r[c.metric]) for c in constraints}
+            metrics = {**{name: float(r[name]) for name in PREDICTED}, **measured}
             # Keyed by the candidate this code resolves from the stored params (a fingerprint
             # written by an older version may hash fields differently).
             fingerprint = suggest_candidate(optuna.trial.FixedTrial(params), space).fingerprint()
-            measured = {c.metric: float(r[c.metric]) for c in constraints}
             rows[fingerprint] = Row(params, metrics, tuple(float(r[o]) for o in objectives),
                                     {c.name: c.violation(measured) for c in constraints},
                                     float(r["seconds_trial"]) - trained, stages)
@@ -207,7 +207,8 @@ def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0
             continue
         duplicates_in_a_row = 0
         seen.add(fingerprint)
-        if variants and "variant_of" not in trial.user_attrs and accurate_enough(row.constraints, QualityMetric()):
+        if variants and "variant_of" not in trial.user_attrs and accurate_enough(
+                [Constraint.parse(name) for name in row.constraints], row.metrics, QualityMetric()):
             for params in deployment_variants(table.space, trial.params, variants, seed + trial.number, BATCH):
                 study.enqueue_trial(params, user_attrs={"variant_of": trial.number})
         trace.evaluate(row, sampler_s)
