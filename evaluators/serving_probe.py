@@ -135,7 +135,8 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
         dist.destroy_process_group()
     return {"rank": rank, "baseline_bytes": baseline, "peak_bytes": peak, "file_growth_bytes": file_growth,
             "weight_bytes": local_weight_bytes(model) if job.strategy == "tensor_parallel" else None,
-            "rounds": rounds, "rounds_wanted": plan.rounds, "reference_speeds": speeds, "window_ns": [start_ns, end_ns], "output_error": error, "first_call_s": first_call_s}
+            "rounds": rounds, "rounds_wanted": plan.rounds, "reference_speeds": speeds, "window_ns": [start_ns, end_ns],
+            "output_error": error, "first_call_s": first_call_s}
 
 
 def _seconds(call: Callable[[], Any]) -> float:

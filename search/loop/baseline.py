@@ -2,8 +2,9 @@
 
 It is every trial's yardstick -- the quality drop, the "vs teacher" ratios, the
 hypervolume's reference point and paired timing's calibrated reference latency (one per
-thread count the space serves, timed in the teacher's window) all come from it -- so it is never taken on a busy host (measured again while the host is busy)
-and never mixed across hardware (a study resumed on another CPU is refused).
+thread count the space serves, timed in the teacher's window) all come from it -- so it
+is never taken on a busy host (measured again while the host is busy) and never mixed
+across hardware (a study resumed on another CPU is refused).
 """
 
 from __future__ import annotations
