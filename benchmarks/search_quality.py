@@ -170,8 +170,10 @@ class Trace:
 
 def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0) -> Trace:
     """A search of the table by ``sampler`` until ``budget`` evaluated candidates. With
-    ``variants``, as ``search.deployment_variants`` does: each new model that meets the
-    accuracy constraints has that many other deployments of it enqueued (paying no training)."""
+    ``variants``, as ``search.deployment_variants`` does: each new model has that many other
+    deployments of it enqueued (paying no training; only more precise ones for a model that
+    misses the accuracy constraints), fastest first by a cost predictor learned along the
+    replay, as the driver orders them."""
     if sampler == BASELINE:
         return replay_uniform(table, seed, budget)
     study = optuna.create_study(directions=table.directions, sampler=SAMPLERS[sampler](seed))
@@ -182,11 +184,13 @@ def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0
     proposed: set[str] = set()
     duplicates_in_a_row = 0
     proposals = 0
+    predictor = CostPredictor(seed)
     while len(trace.outcomes) < budget and proposals < MAX_PROPOSALS * budget:
         proposals += 1
         started = time.perf_counter()
         trial = study.ask()
-        fingerprint = suggest_candidate(trial, table.space).fingerprint()
+        candidate = suggest_candidate(trial, table.space)
+        fingerprint = candidate.fingerprint()
         sampler_s = time.perf_counter() - started
         trace.proposal_s.append((len(trace.outcomes), sampler_s))
         proposed.add(fingerprint)
@@ -207,9 +211,15 @@ def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0
             continue
         duplicates_in_a_row = 0
         seen.add(fingerprint)
-        if variants and "variant_of" not in trial.user_attrs and accurate_enough(
-                [Constraint.parse(name) for name in row.constraints], row.metrics, QualityMetric()):
-            for params in deployment_variants(table.space, trial.params, variants, seed + trial.number, BATCH):
+        if variants:  # the predictor orders variants only; without them it is not needed
+            predictor.learn(candidate, row.metrics, None)
+        if variants and "variant_of" not in trial.user_attrs:
+            accurate = accurate_enough([Constraint.parse(name) for name in row.constraints], row.metrics, QualityMetric())
+            queued = {suggest_candidate(optuna.trial.FixedTrial(t.system_attrs["fixed_params"]), table.space)
+                      .fingerprint() for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+            for params in deployment_variants(table.space, trial.params, variants, seed + trial.number, BATCH,
+                                              cost=predictor.latency, above_bits=0 if accurate else candidate.bits,
+                                              known=lambda variant: variant.fingerprint() in seen | queued):
                 study.enqueue_trial(params, user_attrs={"variant_of": trial.number})
         trace.evaluate(row, sampler_s)
     return trace

@@ -127,7 +127,8 @@ def measure_serving(
                      threads, protocol.warmup_s, protocol.round_s, protocol.rounds, protocol.max_rounds,
                      protocol.max_outside_load, protocol.busy_wait_s, str(progress_path),
                      time.time() + TIMING_SHARE * timeout_s, plan.micro_batches, plan.boundaries,
-                     sorted({*protocol.calibrate_threads, threads}) if protocol.calibrate_threads else [])
+                     sorted({*protocol.calibrate_threads, threads}) if protocol.calibrate_threads else [],
+                     os.getpid())
     job_path = artifact.with_suffix(".job.json")
     result_path = artifact.with_suffix(".result.json")
     job_path.write_text(json.dumps(job_dict(job)))

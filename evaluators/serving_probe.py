@@ -17,8 +17,10 @@ is timed on its own (``first_call_s``: cold start, inductor compilation included
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -38,6 +40,9 @@ from slimsearch.evaluators.paired_timing import BLOCKS_PER_ROUND, TimingPlan, re
 from slimsearch.evaluators.runtimes import load_artifact, runtime_for_artifact
 from slimsearch.evaluators.memory import current_rss_bytes, file_rss_bytes, peak_rss_bytes, reset_peak_rss
 from slimsearch.evaluators.parallel_steps import load_rank_model, local_weight_bytes, make_step
+
+PR_SET_PDEATHSIG = 1
+"""``prctl`` option: the signal this process gets when the thread that started it ends."""
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,13 @@ class ServingJob:
     boundaries: list[tuple[list[int], str]] = field(default_factory=list)
     calibrate_threads: list[int] = field(default_factory=list)
     """Thread counts to time the reference at after the window (``reference_speeds``)."""
+    parent_pid: int = 0
+    """The process that started the probe: the probe does not outlive it (``_die_with``)."""
 
 
 def main(job_path: str, result_path: str) -> None:
     job = ServingJob(**json.loads(Path(job_path).read_text()))
+    _die_with(job.parent_pid)
     host = hardware_identity()  # before ranks pin themselves, so "cores" is the host's
     lock = timing_lock()
     asked = time.time()
@@ -95,11 +103,12 @@ def _serve_single(job: ServingJob) -> list[dict[str, Any]]:
 def _serve_ranks(job: ServingJob) -> list[dict[str, Any]]:
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="slimsearch-ranks-") as outdir:
-        mp.spawn(_rank_entry, args=(job, port, outdir), nprocs=job.degree, join=True)
+        mp.spawn(_rank_entry, args=(job, port, outdir, os.getpid()), nprocs=job.degree, join=True)
         return [json.loads((Path(outdir) / f"rank{r}.json").read_text()) for r in range(job.degree)]
 
 
-def _rank_entry(rank: int, job: ServingJob, port: int, outdir: str) -> None:
+def _rank_entry(rank: int, job: ServingJob, port: int, outdir: str, probe_pid: int) -> None:
+    _die_with(probe_pid)
     (Path(outdir) / f"rank{rank}.json").write_text(json.dumps(_rank_main(rank, job, port)))
 
 
@@ -250,6 +259,23 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _die_with(parent_pid: int) -> None:
+    """Be killed when ``parent_pid`` dies (Linux ``PR_SET_PDEATHSIG``).
+
+    The probe runs in its own session (so a timeout can kill it with its ranks) and holds
+    the host timing lock: a ``slimsearch run`` killed with SIGKILL or by the OOM killer
+    would otherwise leave it serving, holding the lock and the cores, until its own
+    deadline -- and the restarted run would wait for it. It takes effect after the
+    probe's imports (torch: about 1.5 s); a parent that died before is noticed then, by
+    its pid. ``0`` (a job written by hand) skips the check.
+    """
+    if not parent_pid or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # it died before prctl took effect
+        os._exit(1)
 
 
 def job_dict(job: ServingJob) -> dict[str, Any]:

@@ -81,8 +81,10 @@ class SearchSettings(_Strict):
     remeasure: bool = Field(False, description="measure a repeated proposal again (else it is answered from the "
                             "study: not re-run, not counted)")
     deployment_variants: int = Field(
-        0, ge=0, description="after a new model meets the accuracy constraints, measure this many other deployments "
-        "of it (runtime, threads, strategy) next: they re-use its built stages, so cost a probe, not a training run")
+        1, ge=0, description="after a new model is measured, measure this many other deployments of it next (post-"
+        "training bit width, runtime, threads, strategy; the fastest the cost predictor expects first, only more "
+        "precise ones if it missed the accuracy constraints): they re-use its trained stages, so cost a conversion and "
+        "a probe, not a training run; 0 turns it off")
     early_stopping: EarlyStoppingSettings = Field(default_factory=EarlyStoppingSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
 

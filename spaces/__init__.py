@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         sample_trials,
         suggest_candidate,
         teacher_params,
+        trained_model_params,
         unmeasured_params,
     )
     from slimsearch.spaces.spec import (
@@ -58,7 +59,8 @@ _ON_FIRST_USE = {
     **dict.fromkeys(("FLOAT16_DTYPES", "LowRankSpec", "ParallelSpec", "PruneSpec", "QuantizeSpec", "SpaceSpec",
                      "StudentSpec"), "slimsearch.spaces.spec"),
     **dict.fromkeys(("anchor_params", "describe_space", "deployment_variants", "grid_params", "rejection_reason",
-                     "sample_candidates", "sample_trials", "suggest_candidate", "teacher_params", "unmeasured_params"),
+                     "sample_candidates", "sample_trials", "suggest_candidate", "teacher_params", "trained_model_params",
+                     "unmeasured_params"),
                     "slimsearch.spaces.sampling"),
 }
 
@@ -100,6 +102,7 @@ __all__ = [
     "sample_trials",
     "suggest_candidate",
     "teacher_params",
+    "trained_model_params",
     "unmeasured_params",
 ]
 assert set(__all__) >= set(_ON_FIRST_USE)

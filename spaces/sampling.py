@@ -266,21 +266,49 @@ def grid_params(spec: SpaceSpec, cpu_count: int | None = None,
 DEPLOYMENT_PREFIX = "parallel."
 """Parameters that choose how a built model is served (strategy, degree, threads,
 runtime), not which model is built: changing only these needs no training."""
+POST_TRAINING_QUANTIZATION = ("quantize.bits", "quantize.float_dtype", "quantize.qat")
+"""Parameters that choose how a trained model is quantized; without QAT that is a
+conversion after training (``pipelines.build``), so a deployment choice like the above."""
+
+
+def trained_model_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The params of ``params`` that choose what is trained: every other one is a deployment
+    choice of the same trained model. A QAT model's bit width was trained for, so it stays."""
+    deployment = DEPLOYMENT_PREFIX, *(() if params.get("quantize.qat") else POST_TRAINING_QUANTIZATION)
+    return {name: value for name, value in params.items() if not name.startswith(deployment)}
 
 
 def deployment_variants(spec: SpaceSpec, params: dict[str, Any], limit: int, seed: int, batch_size: int,
-                        cpu_count: int | None = None) -> list[dict[str, Any]]:
-    """Up to ``limit`` other ways the space serves the model of ``params`` (seeded random
-    order): candidates that re-use its built stages and cost a conversion and a probe,
-    not a training run. Plans this host or ``batch_size`` cannot serve are left out."""
-    model = {name: value for name, value in params.items() if not name.startswith(DEPLOYMENT_PREFIX)}
+                        cpu_count: int | None = None, cost: Callable[[Candidate], float | None] | None = None,
+                        above_bits: int = 0, known: Callable[[Candidate], bool] = lambda _: False
+                        ) -> list[dict[str, Any]]:
+    """Up to ``limit`` other ways the space deploys the trained model of ``params``: another
+    post-training bit width, runtime, thread count or strategy. They re-use its trained
+    stages and cost a conversion and a probe, not a training run. Plans this host or
+    ``batch_size`` cannot serve, and QAT (a training run), are left out; with
+    ``above_bits``, so are bit widths up to it (a model too inaccurate at its own bit width
+    is worth measuring only at a higher one); so are those the caller ``known``s (measured
+    or already queued: a variant of the teacher was its own int8 anchor, queued before it
+    ran). The order is the caller's ``cost`` estimate,
+    cheapest first (the search passes its cost predictor's latency), in a seeded random
+    order where there is no estimate.
+
+    Measured on the digits table: the fastest deployable candidate is one model's fp32
+    onnxruntime build while TPE finds the same model at int8 on torch, so variants that
+    kept the bit width could not reach it (benchmarks/results/search_quality.md).
+    """
+    model = trained_model_params(params)
+    qat = bool(params.get("quantize.qat"))
     variants = []
     for variant in grid_params(spec, cpu_count, model):
         candidate = suggest_candidate(optuna.trial.FixedTrial(variant), spec, cpu_count)
-        if variant != params and rejection_reason(candidate, batch_size, cpu_count) is None:
-            variants.append(variant)
+        if (variant != params and candidate.qat == qat and candidate.bits > above_bits and not known(candidate)
+                and rejection_reason(candidate, batch_size, cpu_count) is None):
+            variants.append((variant, candidate))
     random.Random(seed).shuffle(variants)
-    return variants[:limit]
+    if cost is not None and (estimates := [cost(candidate) for _, candidate in variants]) and None not in estimates:
+        variants = [variant for _, variant in sorted(zip(estimates, variants), key=lambda pair: pair[0])]
+    return [variant for variant, _ in variants[:limit]]
 
 
 class _Unfixed(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -14,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from tests.helpers import processes_naming
 from tests.postgres_server import PostgresServer, PostgresUnavailable, running_server
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -32,11 +34,12 @@ def no_process_outlives_its_test(request: pytest.FixtureRequest, tmp_path: Path)
     """A process a test started (its command line names the test's folder) and left running
     is killed after the test and reported as a warning naming the test: a leftover worker
     or probe goes on writing to stores nobody reads, and one printed storage warnings after
-    a whole suite had passed (2026-11-29)."""
+    a whole suite had passed (2026-11-29). slimsearch's own threads (heartbeats) the test
+    started and left running are reported too (they cannot be killed): an in-process run
+    that leaves one behind leaks it in every user's process that embeds slimsearch."""
+    threads_before = set(threading.enumerate())
     yield
-    folder = f"{tmp_path}{os.sep}"
-    leftovers = [process for process in psutil.process_iter(["cmdline"])
-                 if process.pid != os.getpid() and folder in " ".join(process.info["cmdline"] or ())]
+    leftovers = processes_naming(tmp_path)
     for process in leftovers:
         try:
             process.kill()
@@ -46,6 +49,10 @@ def no_process_outlives_its_test(request: pytest.FixtureRequest, tmp_path: Path)
     if leftovers:
         commands = "; ".join(" ".join(process.info["cmdline"] or ())[-160:] for process in leftovers)
         warnings.warn(f"{request.node.nodeid} left {len(leftovers)} process(es) running, killed: {commands}")
+    threads = [thread.name for thread in set(threading.enumerate()) - threads_before
+               if thread.is_alive() and getattr(getattr(thread, "_target", None), "__module__", "").startswith("slimsearch")]
+    if threads:
+        warnings.warn(f"{request.node.nodeid} left {len(threads)} thread(s) running: {', '.join(sorted(threads))}")
 
 
 @pytest.fixture()

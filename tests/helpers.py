@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
+import psutil
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -69,6 +70,13 @@ def count_trials(out: Path, study_name: str, keep: Callable[[optuna.trial.Frozen
     except StudyMismatch:
         return 0
     return len([t for t in study.trials if keep(t)])
+
+
+def processes_naming(folder: Path) -> list[psutil.Process]:
+    """Processes other than this one whose command line names a path inside ``folder``."""
+    inside = f"{folder}{os.sep}"
+    return [process for process in psutil.process_iter(["cmdline"])
+            if process.pid != os.getpid() and inside in " ".join(process.info["cmdline"] or ())]
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 120.0, every_s: float = 0.5) -> None:

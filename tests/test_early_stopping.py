@@ -102,9 +102,9 @@ def test_stopped_trials_are_pruned_in_both_stores_and_use_budget(tmp_path: Path,
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned, output
     assert all(t.user_attrs["pruned_rule"] in ("accuracy-constraint", "dominated") for t in pruned)
-    counted = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or t.user_attrs.get("failure_kind") == "error"]
-    assert len(counted) == 5, "stopped trials use budget"
+    counted = [t for t in study.trials if (t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or t.user_attrs.get("failure_kind") == "error") and "duplicate_of" not in t.user_attrs]
+    assert len(counted) == 5, [(t.number, t.state, t.user_attrs.get("duplicate_of")) for t in study.trials]
     runs = {int(r.data.tags["trial_number"]): r for r in children}
     for trial in pruned:
         run = runs[trial.number]
@@ -135,6 +135,32 @@ def test_the_cost_predictor_learns_a_synthetic_cost_model_and_reports_out_of_sam
     assert set(mape) == {"latency_p50_ms", "memory_mb"}
     assert mape["latency_p50_ms"] < 10 and mape["memory_mb"] < 10, mape
     assert "predictor MAPE latency" in predictor.describe()
+
+
+def test_the_cost_predictor_learns_that_threads_and_int8_pay_differently_per_runtime() -> None:
+    """As measured on the digits table: a second thread or int8 halves torch's latency but
+    barely moves onnxruntime's. With one slope per feature shared by the runtimes the
+    median error after 28 trials (5 orders) was 10.2 %; with a slope per runtime, 2.7 %."""
+    import random
+    import statistics
+
+    from slimsearch.search.loop.predictor import CostPredictor
+
+    errors = []
+    for seed in range(5):
+        rng, predictor = random.Random(seed), CostPredictor()
+        for _ in range(28):
+            runtime = rng.choice(["torch", "onnxruntime"])
+            candidate = Candidate(StudentChoice(rng.choice([0.25, 0.5, 1.0]), rng.choice([2, 3]), 4.0, 0.5),
+                                  rng.choice([0.0, 0.3, 0.6]), rng.choice([32, 8]), None, "single", 1,
+                                  rng.choice([1, 2]), runtime=runtime)
+            s, gain = candidate.student, 0.5 if runtime == "torch" else 0.95  # what a thread or int8 buys
+            latency = 10 * s.width * s.depth * (1 - candidate.prune_ratio) * gain ** (candidate.threads - 1) \
+                * gain ** (candidate.bits == 8) * (1.0 if runtime == "torch" else 0.3)
+            predictor.learn(candidate, {"latency_p50_ms": latency, "memory_mb": 5.0 + s.width},
+                            predictor.predict(candidate))
+        errors.append(predictor.mape()["latency_p50_ms"])
+    assert statistics.median(errors) < 6, errors
 
 
 def test_a_resumed_study_teaches_the_cost_predictor_with_one_fit_not_one_per_trial() -> None:

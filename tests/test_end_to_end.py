@@ -17,6 +17,7 @@ from slimsearch.search.store.confirmation import CONFIRMED_ATTR, stored_confirma
 from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.pareto import NEAR_FRONT, noise_aware_front
 from slimsearch.search.store.tracking import MlflowTracker
+from slimsearch.spaces import trained_model_params
 from tests.conftest import readme_task_source, write_config
 from tests.helpers import cli_text, count_trials, run_cli, runner, search_process, stores, wait_until
 
@@ -473,11 +474,8 @@ def test_an_accurate_new_model_s_deployment_variants_are_measured_next(tmp_path:
     teacher = study.trials[0]  # the first anchor: the teacher itself, accurate by definition
     variants = [t for t in study.trials if t.user_attrs.get("variant_of") == 0 and t.state.is_finished()]
     assert len(variants) == 2, [(t.number, t.params, t.user_attrs.get("variant_of")) for t in study.trials]
-
-    def model(params: dict) -> dict:
-        return {k: v for k, v in params.items() if not k.startswith("parallel.")}
-
-    assert all(model(t.params) == model(teacher.params) and t.params != teacher.params for t in variants)
+    model = trained_model_params(teacher.params)
+    assert all(trained_model_params(t.params) == model and t.params != teacher.params for t in variants)
     tags = {int(r.data.tags["trial_number"]): r.data.tags.get("variant_of") for r in children}
     assert {tags[t.number] for t in variants} == {"0"}
 

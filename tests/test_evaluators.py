@@ -27,7 +27,7 @@ from slimsearch.evaluators import (
 from slimsearch.evaluators.latency import time_calls
 from slimsearch.evaluators.runtimes import load_artifact
 from slimsearch.evaluators.isolation import timing_lock
-from tests.helpers import wait_until
+from tests.helpers import processes_naming, wait_until
 from slimsearch.evaluators.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 
 SHAPE = (1, 8, 8)
@@ -133,6 +133,22 @@ def test_a_probe_that_runs_too_long_is_killed_without_leftovers_and_says_why(tmp
     assert not leftovers
     orphans = [p for p in psutil.process_iter(["cmdline"]) if str(artifact) in " ".join(p.info["cmdline"] or [])]
     assert not orphans
+
+
+def test_a_killed_caller_takes_its_probe_down_instead_of_leaving_it_holding_the_host(tmp_path: Path) -> None:
+    """A run killed with SIGKILL (kill -9, the OOM killer) cannot kill its probe, which lives
+    in its own session: the probe must go by itself, or it keeps the timing lock and the
+    cores until its deadline and the restarted run waits behind it."""
+    artifact = _tiny_artifact(tmp_path / "m.pt")
+    measure = "import sys; from pathlib import Path; from tests.test_evaluators import _measure; " \
+              "_measure(Path(sys.argv[1]), timeout_s=600)"
+    with timing_lock():  # the probe waits for the lock, as behind another trial's window
+        caller = subprocess.Popen([sys.executable, "-c", measure, str(artifact)], cwd=Path(__file__).parents[1])
+        wait_until(lambda: any("serving_probe" in " ".join(p.info["cmdline"]) for p in processes_naming(tmp_path)),
+                   timeout_s=60, every_s=0.1)
+        caller.kill()
+        caller.wait()
+        wait_until(lambda: not processes_naming(tmp_path), timeout_s=15, every_s=0.2)
 
 
 def test_memory_excludes_library_pages_faulted_in_while_serving(tmp_path: Path) -> None:

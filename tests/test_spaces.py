@@ -21,6 +21,7 @@ from slimsearch.spaces import (
     sample_candidates,
     suggest_candidate,
     teacher_params,
+    trained_model_params,
     unmeasured_params,
 )
 
@@ -199,20 +200,33 @@ def test_torch_compile_is_offered_for_float32_only_and_int8_keeps_the_other_runt
     assert [p.get("parallel.int8_runtime", p.get("parallel.runtime")) for p in anchor_params(spec)] == ["torch", "torch"]
 
 
-def test_deployment_variants_serve_the_same_model_another_way_that_the_host_can_hold() -> None:
-    spec = SpaceSpec.model_validate({"parallel": {"strategies": ["single", "data_parallel"], "degree": [2],
+def test_deployment_variants_serve_the_same_trained_model_another_way_that_the_host_can_hold() -> None:
+    spec = SpaceSpec.model_validate({"quantize": {"bits": [32, 8], "qat": [False, True]},
+                                     "parallel": {"strategies": ["single", "data_parallel"], "degree": [2],
                                                   "threads": [1, 2], "runtimes": ["torch", "onnxruntime"]}})
     params = anchor_params(spec)[0]
     variants = deployment_variants(spec, params, limit=100, seed=0, batch_size=64, cpu_count=2)
-
-    def model(p: dict) -> dict:
-        return {k: v for k, v in p.items() if not k.startswith("parallel.")}
-
-    assert params not in variants and all(model(v) == model(params) for v in variants)
+    assert params not in variants and all(trained_model_params(v) == trained_model_params(params) for v in variants)
     candidates = [suggest_candidate(optuna.trial.FixedTrial(v), spec, 2) for v in variants]
-    assert len({c.fingerprint() for c in candidates}) == len(candidates) == 4  # 3 single + data_parallel x2 t1
+    assert len({c.fingerprint() for c in candidates}) == len(candidates)
     assert all(c.degree * c.threads <= 2 for c in candidates)
+    # post-training int8 is a deployment of the fp32 model; QAT is a training run, not a variant
+    assert {c.bits for c in candidates} == {32, 8} and not any(c.qat for c in candidates)
+    assert {(c.strategy, c.runtime) for c in candidates} >= {("single", "onnxruntime"), ("data_parallel", "torch")}
     assert deployment_variants(spec, params, 2, 7, 64, 2) == deployment_variants(spec, params, 2, 7, 64, 2)
     assert len(deployment_variants(spec, params, 2, 7, 64, 2)) == 2
     odd_batch = deployment_variants(spec, params, 100, 0, batch_size=63, cpu_count=2)  # 63 rows: no 2 ranks
     assert sorted(map(str, odd_batch)) == sorted(str(v) for v in variants if v["parallel.strategy"] == "single")
+    at_int8 = next(v for v in variants if v["quantize.bits"] == 8)  # missed accuracy at int8: only more precise
+    assert {v["quantize.bits"] for v in deployment_variants(spec, at_int8, 100, 0, 64, 2, above_bits=8)} == {32}
+
+    def cost(candidate: Candidate) -> float:
+        return candidate.bits / candidate.threads / candidate.degree
+
+    cheapest = deployment_variants(spec, params, 3, 0, 64, 2, cost=cost)
+    costs = sorted(cost(candidate) for candidate in candidates)
+    assert [cost(suggest_candidate(optuna.trial.FixedTrial(v), spec, 2)) for v in cheapest] == costs[:3]
+    qat = {**params, "quantize.bits": 8, "quantize.qat": True}
+    qat_variants = [suggest_candidate(optuna.trial.FixedTrial(v), spec, 2)
+                    for v in deployment_variants(spec, qat, 100, 0, 64, 2)]
+    assert qat_variants and all(c.bits == 8 and c.qat for c in qat_variants)  # trained for int8: stays int8

@@ -10,7 +10,9 @@ predicts the log of each objective -- a product becomes a sum it learns from few
 (that sum) plus an anisotropic RBF (what is not a product: a runtime's fixed overhead)
 plus noise: the linear term cut the error after 20 trials in 37 of 50 random orders of
 the digits table (median latency MAPE 51.8 -> 46.2 %, memory 13.8 -> 13.1 %) and of
-digits-transformer (31.4 -> 27.6 %, 11.6 -> 9.7 %). Every prediction is made
+digits-transformer (31.4 -> 27.6 %, 11.6 -> 9.7 %); a slope of log threads and of log
+bits per runtime cut it again on the tables re-measured with paired timing (digits 29.0 ->
+24.2 %, digits-transformer 14.7 -> 12.6 %, medians of 20 orders). Every prediction is made
 *before* the trial is measured and compared with the measurement afterwards, so the error
 it reports (MAPE per objective over the last ``WINDOW`` trials) is an honest out-of-sample
 figure. It informs (progress line, MLflow parent metrics, the benchmark); it never
@@ -68,6 +70,10 @@ def features(candidate: Candidate) -> list[float]:
         math.log(candidate.degree),
         *(1.0 if candidate.runtime == spec.name else 0.0 for spec in runtime_specs()),
         *(1.0 if candidate.strategy == name else 0.0 for name in STRATEGIES),
+        # What a second thread or int8 buys differs per runtime (digits table, median over
+        # models, 2 threads vs 1: int8 torch 1.78x faster, int8 onnxruntime 1.09x): a slope each.
+        *(math.log(value) if candidate.runtime == spec.name else 0.0
+          for spec in runtime_specs() for value in (candidate.threads, candidate.bits)),
     ]
 
 
@@ -97,6 +103,12 @@ class CostPredictor:
             bounded = min(max(float(mean[0]), min(seen) - math.log(2)), max(seen) + math.log(2))
             predicted[name] = (float(math.exp(bounded)), float(math.expm1(std[0])))
         return predicted
+
+    def latency(self, candidate: Candidate) -> float | None:
+        """The predicted latency p50 of ``candidate`` (ms), or ``None`` until trained: what
+        orders a new model's deployment variants, fastest first."""
+        predicted = self.predict(candidate)
+        return None if predicted is None else predicted[LATENCY_P50_MS][0]
 
     def learn(self, candidate: Candidate, metrics: dict[str, float],
               predicted: dict[str, tuple[float, float]] | None, refit: bool = True) -> None:

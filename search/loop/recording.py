@@ -24,10 +24,11 @@ from slimsearch.search.objectives import QualityMetric, accurate_enough
 from slimsearch.search.loop.predictor import CostPredictor
 from slimsearch.search.loop.trial import TrialOutcome, busy_host
 from slimsearch.search.store import records
+from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.storage import rerun_once
 from slimsearch.search.store.tracking import MlflowTracker
 from slimsearch.search.store.trial_writes import write_trial
-from slimsearch.spaces import Candidate, deployment_variants
+from slimsearch.spaces import Candidate, deployment_variants, suggest_candidate
 
 MAX_DEFERRALS = 2
 """Times a candidate whose latency was read on a busy host is queued to be measured again."""
@@ -57,8 +58,11 @@ class RunSummary:
 
 class TrialRecorder:
     def __init__(self, study: optuna.Study, tracker: MlflowTracker, config: SlimsearchConfig, quality: QualityMetric,
-                 predictor: CostPredictor, staged_models: Path, console: Console) -> None:
+                 predictor: CostPredictor, staged_models: Path, console: Console, ledger: StudyLedger | None = None
+                 ) -> None:
         self.study, self.tracker, self.config, self.quality = study, tracker, config, quality
+        self.ledger = ledger
+        """What the study measured and queued: no deployment variant repeats one."""
         self.objectives, self.constraints = list(config.objectives), config.parsed_constraints
         self.predictor, self.staged_models, self.console = predictor, staged_models, console
         self.predictions: dict[int, dict[str, tuple[float, float]] | None] = {}
@@ -135,20 +139,28 @@ class TrialRecorder:
             assert candidate is not None and outcome.result is not None
             self._record_success(trial, run_id, candidate, outcome.result, outcome.curve)
             summary.completed += 1
-            self._enqueue_deployment_variants(trial, outcome.result.metrics)
+            self._enqueue_deployment_variants(trial, candidate, outcome.result.metrics)
         return outcome.kind
 
-    def _enqueue_deployment_variants(self, trial: optuna.Trial, metrics: dict[str, float]) -> None:
-        """Measure other deployments of a new model next (``search.deployment_variants``):
-        its built stages are cached, so each costs a probe, not a training run. Not for a
-        model that misses a constraint on the task's metric: no deployment of it can meet it."""
+    def _enqueue_deployment_variants(self, trial: optuna.Trial, candidate: Candidate, metrics: dict[str, float]) -> None:
+        """Measure other deployments of a new model next (``search.deployment_variants``),
+        those its cost predictor expects fastest first: its trained stages are cached, so
+        each costs a conversion and a probe, not a training run. A model that misses a
+        constraint on the task's metric gets only more precise ones: a lower bit width or
+        another runtime does not recover accuracy, a higher bit width may (on the digits
+        table a student that missed at int8 held the fastest deployable fp32 build)."""
         limit = self.config.search.deployment_variants
         if not limit or records.VARIANT_OF in trial.user_attrs:
             return
-        if not accurate_enough(self.constraints, metrics, self.quality):
-            return
+        above = 0 if accurate_enough(self.constraints, metrics, self.quality) else candidate.bits
+        known: set[str] = set()
+        if self.ledger is not None:
+            self.ledger.catch_up()
+            known = {*self.ledger.measured, *(suggest_candidate(optuna.trial.FixedTrial(params), self.config.space)
+                                              .fingerprint() for params in self.ledger.queued_params())}
         for params in deployment_variants(self.config.space, trial.params, limit, self.config.search.seed + trial.number,
-                                          self.config.evaluation.batch_size):
+                                          self.config.evaluation.batch_size, cost=self.predictor.latency,
+                                          above_bits=above, known=lambda variant: variant.fingerprint() in known):
             self.study.enqueue_trial(params, user_attrs={records.VARIANT_OF: trial.number})
 
     def _record_success(self, trial: optuna.Trial, run_id: str, candidate: Candidate, result: Any,

@@ -113,7 +113,7 @@ def open_session(cfg: SlimsearchConfig, task: Task, quality: QualityMetric, work
                                 parent_tags(cfg, study, baseline, reference),
                                 _outages("the MLflow tracking store", cfg, console))
     repair = RecordRepair(study, tracker, cfg, console)
-    recorder = TrialRecorder(study, tracker, cfg, quality, predictor, staged_models, console)
+    recorder = TrialRecorder(study, tracker, cfg, quality, predictor, staged_models, console, ledger)
     return StudySession(
         pipeline, placement, study, baseline, ledger, predictor, early_stopping, tracker, repair, recorder,
         FrontPublisher(study, ledger, tracker, cfg.objectives, reference, quality, staged_models, repair.run_id_of),

@@ -135,6 +135,12 @@ class StudyLedger:
         """Every trial of the study as of the last :meth:`catch_up`, finished or not."""
         return sum(self.outcomes.values()) + len(self.unfinished)
 
+    def queued_params(self) -> list[dict[str, Any]]:
+        """The parameters of the trials waiting in the queue as of the last :meth:`catch_up`
+        (anchors, deployment variants, a stale trial's re-run)."""
+        return [dict(t.system_attrs.get("fixed_params", {})) for t in self.unfinished.values()
+                if t.state == TrialState.WAITING]
+
     def running(self) -> list[FrozenTrial]:
         """The trials running as of the last :meth:`catch_up` (any worker's), by number."""
         return sorted((t for t in self.unfinished.values() if t.state == TrialState.RUNNING), key=lambda t: t.number)
