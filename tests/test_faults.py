@@ -57,9 +57,12 @@ def test_a_silent_trial_of_another_host_or_with_no_owner_is_failed_and_re_enqueu
     study._storage.set_trial_system_attr(foreign._trial_id, HEARTBEAT_ATTR, time.time())
     ownerless = _running(study)  # killed between ask() and recording its owner
     alive = _running(study)
-    Heartbeats(study, 1).add(alive)
-
+    heartbeats = Heartbeats(study, 1)
+    heartbeats.add(alive)
     assert stale_trials(study, heartbeat_s=10) == [], "nothing is stale within the grace period"
+    # Left beating, the thread outlived the test and retried the session's stopped PostgreSQL
+    # server after the suite ("the Optuna storage unreachable ... retrying for up to 600 s").
+    heartbeats.close()
     later = time.time() + 31
     study._storage.set_trial_system_attr(alive._trial_id, HEARTBEAT_ATTR, later)
     assert {t.number for t in stale_trials(study, 10, now=later)} == {foreign.number, ownerless.number}
