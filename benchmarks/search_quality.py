@@ -219,7 +219,7 @@ def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0
                       .fingerprint() for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
             for params in deployment_variants(table.space, trial.params, variants, seed + trial.number, BATCH,
                                               cost=predictor.latency, above_bits=0 if accurate else candidate.bits,
-                                              known=lambda variant: variant.fingerprint() in seen | queued):
+                                              known=lambda variant: variant.fingerprint() in seen or variant.fingerprint() in queued):
                 study.enqueue_trial(params, user_attrs={"variant_of": trial.number})
         trace.evaluate(row, sampler_s)
     return trace

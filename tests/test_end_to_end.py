@@ -476,6 +476,8 @@ def test_an_accurate_new_model_s_deployment_variants_are_measured_next(tmp_path:
     assert len(variants) == 2, [(t.number, t.params, t.user_attrs.get("variant_of")) for t in study.trials]
     model = trained_model_params(teacher.params)
     assert all(trained_model_params(t.params) == model and t.params != teacher.params for t in variants)
+    # never the study's own int8 anchor (queued before the variants were chosen) or a measured one
+    assert not [t.number for t in variants if "duplicate_of" in t.user_attrs], "a variant repeated a candidate"
     tags = {int(r.data.tags["trial_number"]): r.data.tags.get("variant_of") for r in children}
     assert {tags[t.number] for t in variants} == {"0"}
 

@@ -153,14 +153,20 @@ class TrialRecorder:
         if not limit or records.VARIANT_OF in trial.user_attrs:
             return
         above = 0 if accurate_enough(self.constraints, metrics, self.quality) else candidate.bits
-        known: set[str] = set()
-        if self.ledger is not None:
+        measured: dict[str, Any] = {}
+        queued: set[str] = set()
+        if self.ledger is not None:  # read incrementally; the index is looked up, never copied
             self.ledger.catch_up()
-            known = {*self.ledger.measured, *(suggest_candidate(optuna.trial.FixedTrial(params), self.config.space)
-                                              .fingerprint() for params in self.ledger.queued_params())}
+            measured = self.ledger.measured
+            queued = {suggest_candidate(optuna.trial.FixedTrial(params), self.config.space).fingerprint()
+                      for params in self.ledger.queued_params()}
+
+        def known(variant: Candidate) -> bool:
+            return variant.fingerprint() in measured or variant.fingerprint() in queued
+
         for params in deployment_variants(self.config.space, trial.params, limit, self.config.search.seed + trial.number,
                                           self.config.evaluation.batch_size, cost=self.predictor.latency,
-                                          above_bits=above, known=lambda variant: variant.fingerprint() in known):
+                                          above_bits=above, known=known):
             self.study.enqueue_trial(params, user_attrs={records.VARIANT_OF: trial.number})
 
     def _record_success(self, trial: optuna.Trial, run_id: str, candidate: Candidate, result: Any,
