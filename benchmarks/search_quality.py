@@ -215,11 +215,11 @@ def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0
             predictor.learn(candidate, row.metrics, None)
         if variants and "variant_of" not in trial.user_attrs:
             accurate = accurate_enough([Constraint.parse(name) for name in row.constraints], row.metrics, QualityMetric())
-            queued = {suggest_candidate(optuna.trial.FixedTrial(t.system_attrs["fixed_params"]), table.space)
-                      .fingerprint() for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+            queued = seen | {suggest_candidate(optuna.trial.FixedTrial(t.system_attrs["fixed_params"]), table.space)
+                             .fingerprint() for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
             for params in deployment_variants(table.space, trial.params, variants, seed + trial.number, BATCH,
                                               cost=predictor.latency, above_bits=0 if accurate else candidate.bits,
-                                              known=lambda variant: variant.fingerprint() in seen or variant.fingerprint() in queued):
+                                              known=lambda variant: variant.fingerprint() in queued):
                 study.enqueue_trial(params, user_attrs={"variant_of": trial.number})
         trace.evaluate(row, sampler_s)
     return trace

@@ -285,13 +285,12 @@ def deployment_variants(spec: SpaceSpec, params: dict[str, Any], limit: int, see
     """Up to ``limit`` other ways the space deploys the trained model of ``params``: another
     post-training bit width, runtime, thread count or strategy. They re-use its trained
     stages and cost a conversion and a probe, not a training run. Plans this host or
-    ``batch_size`` cannot serve, and QAT (a training run), are left out; with
-    ``above_bits``, so are bit widths up to it (a model too inaccurate at its own bit width
-    is worth measuring only at a higher one); so are those the caller ``known``s (measured
-    or already queued: a variant of the teacher was its own int8 anchor, queued before it
-    ran). The order is the caller's ``cost`` estimate,
-    cheapest first (the search passes its cost predictor's latency), in a seeded random
-    order where there is no estimate.
+    ``batch_size`` cannot serve, and QAT (a training run), are left out; so are bit widths
+    up to ``above_bits`` (a model too inaccurate at its own bit width is worth measuring
+    only at a higher one) and candidates ``known`` to the caller (measured or queued: a
+    variant of the teacher was its own int8 anchor, queued before it ran). The order is
+    the caller's ``cost`` estimate, cheapest first (the search passes its cost predictor's
+    latency), or seeded random where there is no estimate.
 
     Measured on the digits table: the fastest deployable candidate is one model's fp32
     onnxruntime build while TPE finds the same model at int8 on torch, so variants that
