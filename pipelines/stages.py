@@ -20,7 +20,7 @@ from torch import nn
 from slimsearch.pipelines.cache import StageCache
 from slimsearch.pipelines.features import FeatureHints, stage_names, teacher_stage_outputs
 from slimsearch.pipelines.lowrank import factorize
-from slimsearch.pipelines.pruning import PruningChoice, make_pruner, prune_step, prune_to_shapes
+from slimsearch.pipelines.pruning import CHANNEL_MULTIPLE, PruningChoice, make_pruner, prune_step, prune_to_shapes
 from slimsearch.pipelines.students import student_from_teacher
 from slimsearch.pipelines.task import Task, check_teacher
 from slimsearch.evaluators.accuracy import predict
@@ -197,6 +197,7 @@ def pruned_and_finetuned(
         importance=pruning.importance,
         scope=pruning.scope,
         steps=pruning.steps,
+        channel_multiple=CHANNEL_MULTIPLE,  # a different rounding keeps other channel counts
         epochs=recipe.finetune_epochs,
         lr=recipe.lr,
         seed=seed,
