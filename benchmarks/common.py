@@ -18,13 +18,14 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from slimsearch.evaluators import ServingMeasurement, TimingProtocol, hardware_identity, measure_serving, plan_ranks, save_artifact
+from slimsearch.evaluators import (ServingMeasurement, TimingProtocol, hardware_identity, measure_serving, plan_ranks,
+                                   save_artifact, serving_runtime)
 from slimsearch.pipelines import CompressionPipeline, Task, load_task
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.loop.driver import SearchDriver
 from slimsearch.search.loop.recording import RunSummary
 from slimsearch.search.store.study import open_study
-from slimsearch.spaces import SpaceSpec
+from slimsearch.spaces import SpaceSpec, runtime_spec
 
 CACHE = Path(__file__).resolve().parents[1] / "slimsearch-out" / "cache"
 BATCH = 64
@@ -53,11 +54,14 @@ def teacher(task_name: str) -> tuple[Task, nn.Module]:
 
 
 def serve(model: nn.Module, task: Task, strategy: str = "single", degree: int = 1, threads: int = 1,
-          protocol: TimingProtocol = TimingProtocol()) -> ServingMeasurement:
-    """Measure ``model`` served with ``strategy`` in the isolated probe, as a trial would."""
+          protocol: TimingProtocol = TimingProtocol(), runtime: str = "torch") -> ServingMeasurement:
+    """Measure ``model`` served on ``runtime`` with ``strategy`` in the isolated probe, as a trial would."""
     example = task.serving_batch(BATCH)
+    if runtime_spec(runtime).converts:  # fp32, as the search converts it
+        converter = serving_runtime(runtime)
+        model = converter.from_buffers(converter.convert(model, 32, example))
     with tempfile.TemporaryDirectory(prefix="slimsearch-bench-") as workdir:
-        artifact = save_artifact("torch", model, example, Path(workdir) / "model.pt")
+        artifact = save_artifact(runtime, model, example, Path(workdir) / "model.pt")
         plan = plan_ranks(model, example, strategy, degree, artifact)
         return measure_serving(artifact, plan, example, threads=threads,
                                protocol=protocol, timeout_s=600)

@@ -24,7 +24,8 @@ README = HERE / "README.md"
 RESULTS = HERE / "results"
 LOGS = HERE.parent / "slimsearch-out" / "bench-logs"
 SCRIPTS = ("latency_noise", "retest", "probe_cost", "busy_host", "teacher_agreement", "half_precision", "latency_integrity", "parallel_strategies", "cache_reuse", "throughput",
-           "search_quality", "early_stopping", "compression", "minilm", "runtimes", "families")
+           "search_quality", "early_stopping", "compression", "minilm", "runtimes", "families",
+           "channel_alignment")
 START, END = "<!-- results:start (written by benchmarks/run_all.py) -->", "<!-- results:end -->"
 # What libraries print to stdout on their own (Ray Tune's experiment box) is not a result.
 SUITE = "_suite.md"
