@@ -41,9 +41,9 @@ from optuna.trial import TrialState
 from slimsearch.search.config import SearchSettings
 from slimsearch.search.loop.proposals import EXPLORE_AFTER_DUPLICATES, EXPLORE_DRAWS
 from slimsearch.search.loop.predictor import PREDICTED, CostPredictor
-from slimsearch.search.objectives import Constraint, QualityMetric, accurate_enough
+from slimsearch.search.objectives import MACS, PARAMS, Constraint, QualityMetric, accurate_enough
 from slimsearch.search.store.study import SAMPLERS
-from slimsearch.spaces import SpaceSpec, anchor_params, deployment_variants, suggest_candidate, unmeasured_params
+from slimsearch.spaces import Candidate, SpaceSpec, anchor_params, deployment_variants, suggest_candidate, unmeasured_params
 
 from common import cell, goal, provenance
 from yardstick import (CHECKPOINTS, EQUAL_TIME_AT, METRICS, Interval, Outcome, Yardstick,
@@ -114,7 +114,8 @@ class Table:
                            if (key := _stage_key(params, stage)))
             trained = sum(float(r[f"seconds_{s}"] or 0) for s in ("distill", "prune_finetune"))
             measured = {c.metric: float(r[c.metric]) for c in constraints}
-            metrics = {**{name: float(r[name]) for name in PREDICTED}, **measured}
+            metrics = {**{name: float(r[name]) for name in PREDICTED}, MACS: float(r["macs"]),
+                       PARAMS: float(r["params_count"]), **measured}
             # Keyed by the candidate this code resolves from the stored params (a fingerprint
             # written by an older version may hash fields differently).
             fingerprint = suggest_candidate(optuna.trial.FixedTrial(params), space).fingerprint()
@@ -123,6 +124,12 @@ class Table:
                                     float(r["seconds_trial"]) - trained, stages)
         return cls(space, objectives, meta["directions"], rows, meta["candidates"], meta["measured"],
                    meta["measuring_hours"], list(meta["reference_point"]), meta.get("retest"))
+
+    def structure(self, candidate: Candidate) -> tuple[float, float]:
+        """The MACs and parameters the table measured for ``candidate``'s model: what the
+        pipeline estimates before building it (the same pruned shapes)."""
+        metrics = self.rows[candidate.fingerprint()].metrics
+        return metrics[MACS], metrics[PARAMS]
 
     def yardstick(self) -> Yardstick:
         return Yardstick.of_table([r.outcome for r in self.rows.values()], self.objectives, self.directions,
@@ -184,7 +191,7 @@ def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0
     proposed: set[str] = set()
     duplicates_in_a_row = 0
     proposals = 0
-    predictor = CostPredictor(seed)
+    predictor = CostPredictor(table.structure, seed)
     while len(trace.outcomes) < budget and proposals < MAX_PROPOSALS * budget:
         proposals += 1
         started = time.perf_counter()
@@ -246,7 +253,7 @@ def predictor_error(table: Table, seed: int, learned: int = 20, judged: int = 20
     ones (random order of the table's rows), each prediction made before its row is learned."""
     rows = list(table.rows.values())
     random.Random(seed).shuffle(rows)
-    predictor = CostPredictor(seed)
+    predictor = CostPredictor(table.structure, seed)
     for index, row in enumerate(rows[: learned + judged]):
         candidate = suggest_candidate(optuna.trial.FixedTrial(row.params), table.space)
         predictor.learn(candidate, row.metrics, predictor.predict(candidate) if index >= learned else None)

@@ -114,6 +114,13 @@ def test_stopped_trials_are_pruned_in_both_stores_and_use_budget(tmp_path: Path,
     assert "stopped early" in cli_text(output)
 
 
+def toy_structure(candidate: Candidate) -> tuple[float, float]:
+    """MACs and parameters as a pipeline would estimate them: work in width x depth x kept channels."""
+    width, depth = (candidate.student.width, candidate.student.depth) if candidate.student else (1.0, 3)
+    kept = 1 - candidate.prune_ratio
+    return 1e6 * width * depth * kept, 1e5 * width * kept
+
+
 def test_the_cost_predictor_learns_a_synthetic_cost_model_and_reports_out_of_sample_error() -> None:
     """Latency proportional to the work left after pruning, halved by a second thread: after
     enough trials the error of predictions made before each measurement falls below 10 %."""
@@ -122,7 +129,7 @@ def test_the_cost_predictor_learns_a_synthetic_cost_model_and_reports_out_of_sam
     from slimsearch.search.loop.predictor import CostPredictor
 
     rng = random.Random(0)
-    predictor = CostPredictor()
+    predictor = CostPredictor(toy_structure)
     assert predictor.predict(Candidate(None, 0.0, 32, None, "single", 1, 1)) is None, "untrained"
     for _ in range(36):
         candidate = Candidate(StudentChoice(rng.choice([0.25, 0.5, 1.0]), rng.choice([2, 3]), 4.0, 0.5),
@@ -148,7 +155,7 @@ def test_the_cost_predictor_learns_that_threads_and_int8_pay_differently_per_run
 
     errors = []
     for seed in range(5):
-        rng, predictor = random.Random(seed), CostPredictor()
+        rng, predictor = random.Random(seed), CostPredictor(toy_structure)
         for _ in range(28):
             runtime = rng.choice(["torch", "onnxruntime"])
             candidate = Candidate(StudentChoice(rng.choice([0.25, 0.5, 1.0]), rng.choice([2, 3]), 4.0, 0.5),
@@ -169,7 +176,7 @@ def test_a_resumed_study_teaches_the_cost_predictor_with_one_fit_not_one_per_tri
     recent MAX_ROWS of them."""
     from slimsearch.search.loop import predictor as module
 
-    predictor = module.CostPredictor()
+    predictor = module.CostPredictor(toy_structure)
     fitted: list[int] = []
     original = predictor._fit
     predictor._fit = lambda values, kernel: fitted.append(len(values)) or original(values, kernel)  # type: ignore[method-assign]
@@ -188,7 +195,7 @@ def test_the_cost_predictor_re_optimises_its_kernel_on_a_schedule_not_after_ever
     between optimisations the model is refitted with the kernel it has."""
     from slimsearch.search.loop import predictor as module
 
-    predictor = module.CostPredictor()
+    predictor = module.CostPredictor(toy_structure)
     optimised: list[int] = []
     original = predictor._fit
     predictor._fit = lambda values, fitted: (fitted is None and optimised.append(predictor._learned)) or \
@@ -219,7 +226,7 @@ def test_the_cost_predictor_claims_no_cost_far_outside_what_it_has_measured() ->
             return np.array([math.log(1000.0)]), np.array([0.1])
 
     rng = random.Random(1)
-    predictor = CostPredictor()
+    predictor = CostPredictor(toy_structure)
     for _ in range(8):
         candidate = Candidate(StudentChoice(rng.choice([0.5, 1.0]), 2, 4.0, 0.5), 0.0, 32, None, "single", 1, 1)
         predictor.learn(candidate, {"latency_p50_ms": rng.uniform(1, 2), "memory_mb": rng.uniform(1, 2)}, None)

@@ -520,7 +520,7 @@ def test_a_candidate_another_worker_is_measuring_is_stepped_aside_for_by_the_lat
     first.set_user_attr("candidate", candidate.to_dict())
     second.set_user_attr("candidate", candidate.to_dict())
     ledger = StudyLedger(study)
-    guard = ProposalGuard(config, study, ledger, None, None, CostPredictor(0), Console())  # type: ignore[arg-type]
+    guard = ProposalGuard(config, study, ledger, None, None, CostPredictor(lambda _: (1.0, 1.0)), Console())  # type: ignore[arg-type]
 
     def measuring(candidate, number: int) -> int | None:  # noqa: ANN001 - a Candidate
         ledger.catch_up()  # as the driver does before asking
@@ -558,7 +558,7 @@ def test_a_lost_ray_worker_is_a_host_fault_re_run_once_and_never_the_candidate_s
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}"),
                                 directions=list(config.objectives.values()))
     tracker, driver.heartbeats = _Runs(), Heartbeats(study, 10)
-    recorder = TrialRecorder(study, tracker, config, QualityMetric("accuracy", "maximize"), CostPredictor(0),
+    recorder = TrialRecorder(study, tracker, config, QualityMetric("accuracy", "maximize"), CostPredictor(lambda _: (1.0, 1.0)),
                              tmp_path / "front-models", driver.console)
     driver.session = SimpleNamespace(study=study, recorder=recorder)  # what the searcher reaches
     searcher = StudySearcher.__new__(StudySearcher)  # the searcher's Tune-facing state, without a Tune experiment

@@ -96,6 +96,24 @@ def test_pruned_channel_counts_stay_multiples_of_eight_for_blocked_kernels(digit
         assert _channels(pruned) == [24, 48, 104]
 
 
+def test_a_candidate_is_priced_by_its_pruned_structure_before_any_training(digits_teacher_cache: Path,
+                                                                          digits_task) -> None:
+    """What the cost predictor prices a new model by: the MACs and parameters of its
+    architecture pruned as asked on an untrained copy, the same shapes a build keeps."""
+    pipeline = CompressionPipeline(digits_task, digits_teacher_cache, TrainingRecipe(), seed=0)
+    example = digits_task.train[0][:1]
+    teacher = Candidate(None, 0.0, 32, None, "single", 1, 1)
+    pruned = dataclasses.replace(teacher, prune_ratio=0.4)
+    assert pipeline.structure(teacher) == count_macs_and_params(pipeline.teacher.model, example)
+    expected = count_macs_and_params(prune_channels(copy.deepcopy(pipeline.teacher.model), PruningChoice(0.4),
+                                                    digits_task), example)
+    assert pipeline.structure(pruned) == expected and expected[0] < 0.6 * pipeline.structure(teacher)[0]
+    student = dataclasses.replace(teacher, student=StudentChoice(0.5, 2, 4.0, 0.5))
+    assert pipeline.structure(student) == count_macs_and_params(DigitsCNN(0.5, 2), example)
+    assert pipeline.structure(dataclasses.replace(teacher, bits=8, threads=2)) == pipeline.structure(teacher), \
+        "the deployment does not change the model"
+
+
 def test_an_aligned_cut_rounds_the_kept_count_to_the_nearest_multiple_and_spares_narrow_layers() -> None:
     assert aligned_cut(6, 32, 8) == 8, "26 kept -> 24"
     assert aligned_cut(26, 128, 8) == 24, "102 kept -> 104"

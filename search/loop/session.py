@@ -101,7 +101,7 @@ def open_session(cfg: SlimsearchConfig, task: Task, quality: QualityMetric, work
     ledger = StudyLedger(study, early_stopping.learn if early_stopping else None)
     if isinstance(study.sampler, WindowedTPESampler):
         study.sampler.follow(ledger)
-    predictor = CostPredictor(cfg.search.seed)
+    predictor = CostPredictor(pipeline.structure, cfg.search.seed)
     for done in ledger.catch_up():  # a resumed study: the predictor learns what was measured
         if done.state == TrialState.COMPLETE and (record := records.TrialRecord(done)).candidate \
                 and not records.is_duplicate(done):
