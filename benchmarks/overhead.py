@@ -89,7 +89,8 @@ def stub_metrics(candidate: Candidate) -> dict[str, float]:
     return {"accuracy": accuracy, "accuracy_drop": 0.95 - accuracy, "test_accuracy": accuracy - 0.01,
             "latency_p50_ms": latency, "latency_p95_ms": latency * 1.2, "latency_p50_ci_low_ms": latency * 0.97,
             "latency_p50_ci_high_ms": latency * 1.03, "memory_mb": float(rng.uniform(8, 20)),
-            "memory_spread_mb": 0.05, "model_mb": float(rng.uniform(0.05, 0.4)), "val_rows": 300.0}
+            "memory_spread_mb": 0.05, "model_mb": float(rng.uniform(0.05, 0.4)), "val_rows": 300.0,
+            "macs": float(rng.uniform(1e5, 3e6)), "params": float(rng.uniform(1e4, 1e5))}
 
 
 def instant_trial(candidate: Candidate, *args: Any, **kwargs: Any) -> TrialOutcome:

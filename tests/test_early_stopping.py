@@ -210,6 +210,26 @@ def test_the_cost_predictor_re_optimises_its_kernel_on_a_schedule_not_after_ever
     assert predictor.mape()["latency_p50_ms"] < 5, "refits with the kept kernel still predict"
 
 
+def test_a_model_the_task_cannot_build_is_no_prediction_and_no_crash() -> None:
+    """A candidate whose architecture raises (here every estimate does) is learned from its
+    recorded MACs and parameters when the trial has them, and otherwise skipped."""
+    from slimsearch.search.loop.predictor import MIN_TRIALS, CostPredictor
+
+    def unbuildable(candidate: Candidate) -> tuple[float, float]:
+        raise ValueError("digits CNN depth must be 1..3, got 4")
+
+    predictor = CostPredictor(unbuildable)
+    for index in range(MIN_TRIALS):
+        candidate = Candidate(StudentChoice(0.5, 2, 4.0, 0.5), 0.0, 32, None, "single", 1, 1 + index % 2)
+        predictor.learn(candidate, {"latency_p50_ms": 1.0 + index % 2, "memory_mb": 2.0}, None)
+    assert predictor.rows == [], "no structure, nothing learned"
+    for index in range(MIN_TRIALS):
+        candidate = Candidate(StudentChoice(0.5, 2, 4.0, 0.5), 0.0, 32, None, "single", 1, 1 + index % 2)
+        predictor.learn(candidate, {"latency_p50_ms": 1.0 + index % 2, "memory_mb": 2.0, "macs": 1e6, "params": 1e4},
+                        None)
+    assert len(predictor.rows) == MIN_TRIALS and predictor.predict(candidate) is None
+
+
 def test_the_cost_predictor_claims_no_cost_far_outside_what_it_has_measured() -> None:
     """Eight readings between 1 and 2 ms, and a fit that extrapolates wildly (a fake standing
     in for a GP far from its data): the prediction stays within half the least and twice the

@@ -109,10 +109,9 @@ class CostPredictor:
         """``{objective: (prediction, relative uncertainty)}``, or ``None`` until trained."""
         if not self._models:
             return None
-        try:
-            row = self._scaler.transform(np.array([features(candidate, *self.structure(candidate))]))
-        except Exception:  # noqa: BLE001 - an estimate that cannot be made is no prediction, not a failed search
+        if (structure := self._structure(candidate, {})) is None:
             return None
+        row = self._scaler.transform(np.array([features(candidate, *structure)]))
         predicted = {}
         for name, model in self._models.items():
             mean, std = model.predict(row, return_std=True)
@@ -135,16 +134,27 @@ class CostPredictor:
         (``refit=False`` while replaying a resumed study's trials: :meth:`refit` once after)."""
         if not all(metrics.get(name, 0) > 0 for name in PREDICTED):
             return  # a zero reading (e.g. memory below resolution) has no log
+        if (structure := self._structure(candidate, metrics)) is None:
+            return
         for name, (value, _) in (predicted or {}).items():
             self.errors[name].append(abs(value - metrics[name]) / metrics[name])
-        # What was built (recorded with the trial) where known, else the estimate.
-        structure = (metrics[MACS], metrics[PARAMS]) if MACS in metrics and PARAMS in metrics else self.structure(candidate)
         self.rows = [*self.rows[-(MAX_ROWS - 1):], features(candidate, *structure)]
         for name in PREDICTED:
             self.targets[name] = [*self.targets[name][-(MAX_ROWS - 1):], math.log(metrics[name])]
         self._learned += 1
         if refit:
             self.refit()
+
+    def _structure(self, candidate: Candidate, metrics: dict[str, float]) -> tuple[float, float] | None:
+        """The MACs and parameters of what was built (recorded with the trial) where known, else
+        the pipeline's estimate; ``None`` when neither can be had (an architecture the task
+        cannot build is a failed trial, not a failed search)."""
+        if MACS in metrics and PARAMS in metrics:
+            return metrics[MACS], metrics[PARAMS]
+        try:
+            return self.structure(candidate)
+        except Exception:  # noqa: BLE001 - any error of the task's own architecture code
+            return None
 
     def refit(self) -> None:
         if len(self.rows) < MIN_TRIALS:
