@@ -185,5 +185,6 @@ def pruning_problem(model: nn.Module, pruning: PruningChoice, task: Task) -> str
         return f"pruning {user_model_name(model)} at ratio {pruning.ratio:g} changes its output shape {tuple(expected)} -> {tuple(shape)}"
     if sum(p.numel() for p in trial.parameters()) == size:
         return (f"pruning {user_model_name(model)} at ratio {pruning.ratio:g} removes nothing (its layers are kept whole "
-                f"or too narrow for this ratio once kept channels are multiples of {CHANNEL_MULTIPLE}); set space.prune.low higher or space.prune.high: 0")
+                f"or too narrow for this ratio once kept channels are multiples of {CHANNEL_MULTIPLE}); "
+                "set space.prune.low higher or space.prune.high: 0")
     return None
