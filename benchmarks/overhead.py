@@ -133,6 +133,7 @@ def synthetic_trials(config: SlimsearchConfig, count: int, start: int, run_ids: 
         if kind < 0.15 and measured:
             params, distributions, candidate = measured[int(rng.integers(len(measured)))]
             attrs.update(candidate=candidate.to_dict(), summary=candidate.summary(), duplicate_of=0)
+            del attrs["mlflow_run_id"]  # an answered repeat has no MLflow run
         if kind >= 0.90:
             yield optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params=params,
                                             distributions=distributions,

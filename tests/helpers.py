@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from slimsearch.search.cli import app
+from slimsearch.search.store import records
 from slimsearch.search.store.study import StudyMismatch, load_existing_study
 
 runner = CliRunner()
@@ -50,6 +51,18 @@ def stores(out: Path, study_name: str, storage: str | None = None,
     assert len(parents) == 1, "one parent run per study, also after a resume"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     return study, client, children, parents[0]
+
+
+def assert_one_run_per_decided_trial(study: optuna.Study, children: list) -> None:
+    """Every finished trial the search decided about has exactly one MLflow run, whichever
+    process ran it; answers to repeated proposals and twins' skips have none."""
+    finished = [t for t in study.trials if t.state.is_finished()]
+    numbers = [int(r.data.tags["trial_number"]) for r in children]
+    assert len(numbers) == len(set(numbers)), "one run per trial"
+    assert set(numbers) == {t.number for t in finished if records.has_run(t)}
+    assert all(records.has_run(t) for t in finished if records.uses_budget(t)), "every evaluated trial has a run"
+    assert not [t for t in finished if records.has_run(t) and (records.is_duplicate(t) or
+                                                               t.user_attrs.get(records.FAILURE_KIND) == "concurrent")]
 
 
 def search_process(config: Path, task_dir: Path, *command: str, **popen: object) -> subprocess.Popen:

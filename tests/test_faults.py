@@ -16,12 +16,12 @@ import sqlalchemy
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from slimsearch.search.store import outages
+from slimsearch.search.store import outages, records
 from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.storage import HEARTBEAT_ATTR, Heartbeats, fail_stale_trials, open_storage, stale_trials
 from tests.conftest import write_config
 from slimsearch.search.cli import app
-from tests.helpers import cli_text, count_trials, processes_naming, run_cli, runner, search_process, stores, wait_until
+from tests.helpers import assert_one_run_per_decided_trial, cli_text, count_trials, processes_naming, run_cli, runner, search_process, stores, wait_until
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -403,17 +403,16 @@ def test_a_lost_mlflow_store_is_rebuilt_from_the_study_and_a_corrupt_one_is_one_
     assert run()[0] == 0
     out = Path(fast_config["output_dir"])
     # Optuna only: an MLflow client in this process would keep the deleted file open.
-    finished = count_trials(out, "lost", lambda t: t.state.is_finished())
+    finished = count_trials(out, "lost", records.has_run)
     (out / "mlflow.db").unlink()
 
     code, output = run("--n-trials", "1")
     assert code == 0 and "rebuilt its parent and trial runs from the Optuna study" in cli_text(output), output
     study, _, children, parent = stores(out, "lost")
-    runs = {int(r.data.tags["trial_number"]) for r in children}
-    assert {t.number for t in study.trials if t.state.is_finished()} == runs, "one run per trial, old and new"
+    assert_one_run_per_decided_trial(study, children)  # old and new
     assert parent.info.status == "FINISHED" and any(r.data.tags.get("pareto") == "true" for r in children)
     assert run("--n-trials", "1")[0] == 0, "a later resume finds the rebuilt runs (no crash re-tagging lost ones)"
-    assert len(stores(out, "lost")[2]) == count_trials(out, "lost", lambda t: t.state.is_finished()) > finished + 1
+    assert len(stores(out, "lost")[2]) == count_trials(out, "lost", records.has_run) > finished + 1
 
     (out / "mlflow.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)  # truncated by a full disk
     code, output = run("--n-trials", "1")
@@ -499,7 +498,7 @@ def test_a_postgresql_restart_of_15_s_with_two_workers_is_waited_out_and_every_t
         f"both workers ran trials: {output} {log}"
     assert not [t for t in study.trials if t.user_attrs.get("failure_kind") == "stale"], \
         "silence while the server was away is no dead worker"
-    assert len(children) == len([t for t in study.trials if t.state.is_finished()]), "one child run per trial"
+    assert_one_run_per_decided_trial(study, children)
     assert not [r for r in children if r.info.status == "RUNNING"] and parent.info.status == "FINISHED"
 
 

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from tests.conftest import write_config
 from slimsearch.search.cli import app
-from tests.helpers import cli_text, count_trials, run_cli, runner, search_process, stores, wait_until
+from tests.helpers import assert_one_run_per_decided_trial, cli_text, count_trials, run_cli, runner, search_process, stores, wait_until
 
 pytestmark = pytest.mark.e2e  # whole searches: deselect with -m 'not e2e' for a fast run
 
@@ -43,8 +43,7 @@ def test_two_local_workers_share_the_budget_exactly(kind: str, tmp_path: Path, f
     assert {t.user_attrs["worker"] for t in _evaluated(study)} == {0, 1}, "both workers ran trials"
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert not [r for r in children if r.info.status == "RUNNING"]
-    finished = [t for t in study.trials if t.state.is_finished()]
-    assert len(children) == len(finished), "one child run per trial, whichever worker ran it"
+    assert_one_run_per_decided_trial(study, children)
     assert parent.info.status == "FINISHED"
     log = Path(fast_config["output_dir"]) / "logs" / "pair-worker-1.log"
     assert "worker done" in log.read_text()

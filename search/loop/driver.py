@@ -257,12 +257,9 @@ class SearchDriver:
         return session.recorder.record_outcome(summary, trial, run_id, candidate, outcome)
 
     def start_trial(self, summary: RunSummary, trial: optuna.Trial) -> tuple[str, Candidate] | None:
-        """Open the trial's MLflow run and resolve its candidate; ``None`` when the proposal is
+        """Resolve the trial's candidate and open its MLflow run; ``None`` when the proposal is
         answered, skipped or rejected (``ProposalGuard``), without using up budget."""
-        session = self.session
-        run_id = session.tracker.start_trial(trial.number)
-        owner = {records.MLFLOW_RUN_ID: run_id, records.WORKER: self.worker, **owner_attrs()}
+        owner = {records.WORKER: self.worker, **owner_attrs()}
         summary.first_trial = trial.number if summary.first_trial is None else summary.first_trial
         summary.last_trial = trial.number
-        candidate = session.proposals.admit(summary, trial, run_id, owner)
-        return None if candidate is None else (run_id, candidate)
+        return self.session.proposals.admit(summary, trial, owner)

@@ -49,10 +49,14 @@ class ProposalGuard:
         """Every candidate of the space has been proposed: the run ends early."""
         self._rejected_in_a_row = self._duplicates_in_a_row = 0
 
-    def admit(self, summary: RunSummary, trial: optuna.Trial, run_id: str, owner: dict[str, Any]) -> Candidate | None:
-        """The trial's candidate, or ``None`` when it was answered, skipped or rejected (and recorded so).
-        ``owner`` (its MLflow run, its worker) is recorded with its parameters and candidate,
-        in one transaction, before other workers look for a twin."""
+    def admit(self, summary: RunSummary, trial: optuna.Trial, owner: dict[str, Any]) -> tuple[str, Candidate] | None:
+        """The trial's MLflow run and candidate, or ``None`` when it was answered, skipped or
+        rejected (and recorded so). ``owner`` (its worker) is recorded with its parameters and
+        candidate, in one transaction, before other workers look for a twin. A proposal
+        answered from the study, stepping aside for a twin or repeating a rejected candidate
+        gets no MLflow run: late in a long study a converged sampler repeats itself dozens of
+        times per new candidate, and a run for each buried the measured ones in the UI (and
+        cost ~27 ms each, issue 27)."""
         candidate: Candidate | None = None
         try:
             with writes_held(trial):
@@ -63,17 +67,19 @@ class ProposalGuard:
             if not self.config.search.remeasure:
                 self.ledger.catch_up()  # what other workers finished or started since the proposal began
                 if (earlier := self.ledger.measured_trial(candidate)) is not None:
-                    self.recorder.answer_duplicate(summary, trial, run_id, candidate, earlier)
+                    self.recorder.answer_duplicate(summary, trial, candidate, earlier)
                     return None
                 if (twin := self._measuring_now(candidate, trial.number)) is not None:
-                    self.recorder.skip_twin(trial, run_id, candidate, twin)
+                    self.recorder.skip_twin(trial, candidate, twin)
                     return None
             reason = self.rejection(candidate)
         except InvalidCandidate as exc:
             reason = str(exc)
+        run_id = None if reason and self.recorder.repeats_a_rejection(candidate) else self.recorder.open_run(trial)
         if not reason:
+            assert run_id is not None and candidate is not None
             self.recorder.predictions[trial.number] = self.predictor.predict(candidate)
-            return candidate
+            return run_id, candidate
         self.recorder.record_outcome(summary, trial, run_id, candidate, TrialOutcome("rejected", reason=reason))
         return None
 

@@ -80,9 +80,10 @@ class RecordRepair:
         its record. Returns the start-up line."""
         if not self.tracker.created_parent:
             return ""
-        lost = [t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()]
-        if not lost:
+        finished = [t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()]
+        if not finished:
             return ""
+        lost = [t for t in finished if records.has_run(t)]  # an answered repeat had none: it gets none
         self.rebuilt_runs = {}
         for trial in lost:
             run_id = self.tracker.start_trial(trial.number)
@@ -90,7 +91,7 @@ class RecordRepair:
             self.rebuilt_runs[trial.number] = run_id
         # A finished trial's own attributes cannot change: later runs find its new run here.
         self.study.set_user_attr(REBUILT_RUNS, {str(k): v for k, v in self.rebuilt_runs.items()})
-        return (f"the MLflow store had no record of study '{self.config.search.study_name}' ({len(lost)} finished "
+        return (f"the MLflow store had no record of study '{self.config.search.study_name}' ({len(finished)} finished "
                 f"trials): rebuilt its parent and trial runs from the Optuna study")
 
     def end_orphaned_runs(self) -> str:

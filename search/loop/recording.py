@@ -56,6 +56,12 @@ class RunSummary:
         return 60.0 * self.evaluated / self.seconds if self.seconds > 0 else 0.0
 
 
+def _rejection_key(candidate: Candidate | None) -> str:
+    """What identifies a rejected proposal: its candidate, or the empty string when its
+    parameters resolve to none."""
+    return candidate.fingerprint() if candidate else ""
+
+
 class TrialRecorder:
     def __init__(self, study: optuna.Study, tracker: MlflowTracker, config: SlimsearchConfig, quality: QualityMetric,
                  predictor: CostPredictor, staged_models: Path, console: Console, ledger: StudyLedger | None = None
@@ -75,17 +81,26 @@ class TrialRecorder:
         self.host_fault = ""
         """Why the machine (not a candidate) stopped the run, e.g. a full disk; empty while it can go on."""
 
-    def skip_twin(self, trial: optuna.Trial, run_id: str, candidate: Candidate, twin: int) -> None:
-        """Step aside for a twin being measured: recorded, not counted, and (like a repeated
-        proposal) answered by exploring once the sampler keeps repeating itself."""
+    def open_run(self, trial: optuna.Trial) -> str:
+        """Start the trial's MLflow run and record its id with the trial, before anything long
+        runs (a dead worker's run is ended from it)."""
+        run_id = self.tracker.start_trial(trial.number)
+        write_trial(trial, {records.MLFLOW_RUN_ID: run_id})
+        return run_id
+
+    def skip_twin(self, trial: optuna.Trial, candidate: Candidate, twin: int) -> None:
+        """Step aside for a twin being measured: recorded in the study only (no MLflow run), not
+        counted, and (like a repeated proposal) answered by exploring once the sampler keeps
+        repeating itself."""
         self.last_skip = "duplicate"
-        self.record_failure(trial, run_id, "concurrent", f"trial {twin} measures the same candidate now")
+        self.record_failure(trial, None, "concurrent", f"trial {twin} measures the same candidate now")
         self.print_trial(trial.number, candidate, f"[dim]trial {twin} measures the same candidate now: skipped[/]")
 
-    def answer_duplicate(self, summary: RunSummary, trial: optuna.Trial, run_id: str, candidate: Candidate,
-                          earlier: optuna.trial.FrozenTrial) -> None:
+    def answer_duplicate(self, summary: RunSummary, trial: optuna.Trial, candidate: Candidate,
+                         earlier: optuna.trial.FrozenTrial) -> None:
         """Tell the sampler what ``earlier`` measured for the same candidate; nothing is re-run
-        (``search.remeasure: true`` re-measures instead, e.g. to study noise)."""
+        and no MLflow run is made (the run's closing summary counts the repeats; ``search.remeasure: true``
+        re-measures instead, e.g. to study noise)."""
         self.last_skip = "duplicate"
         summary.duplicates += 1
         copied = {key: earlier.user_attrs[key] for key in (records.METRICS, records.TAGS, records.ACCURACY_CURVE,
@@ -97,20 +112,21 @@ class TrialRecorder:
             self.study.tell(trial, earlier.values)
         else:
             self.study.tell(trial, state=TrialState.PRUNED)
-        self.finish_run(run_id, trial)
         self.print_trial(trial.number, candidate, f"[dim]duplicate of trial {earlier.number}: answered from the "
                                                    "study, not re-measured[/]")
 
-    def record_outcome(self, summary: RunSummary, trial: optuna.Trial, run_id: str, candidate: Candidate | None,
+    def repeats_a_rejection(self, candidate: Candidate | None) -> bool:
+        """The sampler learns nothing from a rejection (a failed trial), so it may propose the
+        same candidate again: a repeat is a repeated proposal, not a new rejection (no MLflow
+        run of its own), and repeats lead to exploring unmeasured candidates instead of ending the run."""
+        return _rejection_key(candidate) in self.rejected_candidates
+
+    def record_outcome(self, summary: RunSummary, trial: optuna.Trial, run_id: str | None, candidate: Candidate | None,
                        outcome: TrialOutcome) -> str:
-        """Tell Optuna, then complete the MLflow run with the same facts; returns the outcome kind."""
+        """Tell Optuna, then complete the MLflow run (if it has one) with the same facts; returns the outcome kind."""
         if outcome.kind == "rejected":
-            # The sampler learns nothing from a rejection (a failed trial), so it may propose the
-            # same candidate again: a repeat is a repeated proposal, not a new rejection, and
-            # repeats lead to exploring unmeasured candidates instead of ending the run.
-            fingerprint = candidate.fingerprint() if candidate else ""
-            repeat = fingerprint in self.rejected_candidates
-            self.rejected_candidates.add(fingerprint)
+            repeat = self.repeats_a_rejection(candidate)
+            self.rejected_candidates.add(_rejection_key(candidate))
             self.last_skip, self.last_reason = "duplicate" if repeat else "rejected", outcome.reason
             self.record_failure(trial, run_id, "rejected", outcome.reason)
             summary.rejected += 1
@@ -225,9 +241,13 @@ class TrialRecorder:
         self.finish_run(run_id, trial)
         self.print_trial(trial.number, candidate, f"[cyan]stopped early[/] ({stop.rule}): {escape(stop.reason)}")
 
-    def record_failure(self, trial: optuna.Trial, run_id: str, kind: str, reason: str, trace: str | None = None) -> None:
+    def record_failure(self, trial: optuna.Trial, run_id: str | None, kind: str, reason: str,
+                       trace: str | None = None) -> None:
+        """Fail the trial in Optuna, then end its MLflow run (``None``: it has none, a twin)."""
         write_trial(trial, {records.FAILURE_KIND: kind, records.FAILURE_REASON: reason})
         self.study.tell(trial, state=TrialState.FAIL)
+        if run_id is None:
+            return
         self.finish_run(run_id, trial)
         if trace:
             self.tracker.client.log_text(run_id, trace, "failure/traceback.txt")

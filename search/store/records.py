@@ -70,6 +70,13 @@ def is_duplicate(trial: FrozenTrial) -> bool:
     return DUPLICATE_OF in trial.user_attrs
 
 
+def has_run(trial: FrozenTrial) -> bool:
+    """Whether the trial has an MLflow run of its own: every trial the search decided about
+    (measured, stopped, rejected, failed) does; an answer to a repeated proposal, a twin's
+    skip and a repeated rejection do not (``ProposalGuard.admit``)."""
+    return MLFLOW_RUN_ID in trial.user_attrs
+
+
 BUDGETED_FAILURES = ("error", "noisy")
 """Failures that used up a trial: the candidate's own error, or a host too busy to time it
 after every retry (so a host that stays busy still ends the run)."""
