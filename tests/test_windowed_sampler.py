@@ -56,3 +56,23 @@ def test_above_its_window_the_sampler_sees_the_front_and_the_latest_trials_only(
     assert set(seen) == front | set(range(49, 59)), "the front and the 10 trials before the last one"
     assert len(seen) < 59
     assert pickle.loads(pickle.dumps(sampler)).ledger is None, "pickled without the live study"
+
+
+def test_one_proposal_splits_its_history_once_for_all_its_parameters(monkeypatch) -> None:  # noqa: ANN001
+    from slimsearch.search.store import windowed_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=WindowedTPESampler(seed=0, n_startup_trials=5, constraints_func=_constraints))
+    study.optimize(_objective, n_trials=10)
+    splits: list[int] = []
+    original = windowed_sampler._optunas_split
+
+    def counted(*args):  # noqa: ANN002, ANN202 - Optuna's private signature
+        splits.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(windowed_sampler, "_optunas_split", counted)
+    study.optimize(_objective, n_trials=1)
+    sampled = len(study.trials[-1].params)
+    assert sampled >= 3 and len(splits) == 1, f"{len(splits)} splits for {sampled} parameters"
