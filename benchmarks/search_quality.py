@@ -371,7 +371,8 @@ def judge_default(results: Results, default: str, table: str) -> None:
 
 def print_predictor(table: Table, path: Path, seeds: list[int]) -> None:
     errors = [predictor_error(table, seed) for seed in seeds]
-    print("\nCost predictor (Gaussian process on log structure features), error of predictions made before "
+    print("\nCost predictor (Gaussian process on log structure features, latency averaged with an overhead-plus-work "
+          "model), error of predictions made before "
           "measuring, trials 21-40 of a random order, median [95 % CI] over seeds: "
           + ", ".join(f"{name} MAPE {median_interval([e[name] for e in errors])} %" for name in PREDICTED))
     if table.retest:
@@ -380,8 +381,8 @@ def print_predictor(table: Table, path: Path, seeds: list[int]) -> None:
               + ", ".join(f"{name} {table.retest[f'{name}_mape']:.1f} %" for name in PREDICTED)
               + " -- no prediction can be judged closer than that.")
     floor, deployments = structure_floor(table)
-    print(f"Structure floor: fitted per deployment on all {len(table.rows)} rows ({deployments} deployments) and judged "
-          f"on the same rows, a model of MACs, parameters and depth misses latency p50 by MAPE {floor:.1f} % "
+    print(f"Structure floor: fitted per deployment on all {len(table.rows)} rows ({deployments} deployments) and "
+          f"judged on the same rows, a model of MACs, parameters and depth misses latency p50 by MAPE {floor:.1f} % "
           "(structure_floor): the error left by what such features cannot see, with every row known.")
     latency_mape = statistics.median(e[LATENCY_P50_MS] for e in errors)
     # Issue 31 set this goal on the digits table; on another table it is printed as a fact,

@@ -123,7 +123,8 @@ class CompressionPipeline:
         """MACs and parameters of ``candidate``'s model before any training: its architecture
         pruned and factorised as asked on an untrained copy (remembered per model). The cost
         predictor prices a candidate by them: on the digits table they cut its latency error
-        after 20 trials from 24 % to 16 % (``search/loop/predictor.py``)."""
+        after 20 trials from 24 % to 16 % (``search/loop/predictor.py``; 12.7 % with the
+        overhead-plus-work model beside it)."""
         student = (candidate.student.width, candidate.student.depth, candidate.student.init) if candidate.student else None
         key = (student, candidate.prune_ratio, candidate.prune_scope, candidate.prune_steps, candidate.rank_ratio)
         if key not in self._structures:
