@@ -5,9 +5,10 @@ runtime's dispatch, per-layer overheads) and what grows with its work (MACs, par
 both depend on the deployment (runtime, precision, strategy, threads). A Gaussian process
 on the logs of the features models a product well (torch reads a power of MACs) but not
 that sum: on the digits table onnxruntime pays ~0.1 ms fixed plus ~0.7 ms per million
-MACs at 2 threads, and int8 onnxruntime ~0.7 ms fixed. Fitted per deployment on every row,
-a sum of overhead and work misses onnxruntime fp32 by 7.6-8.8 % where a product misses by
-13.5-15.2 % (``benchmarks/search_quality.py``, ``structure_floor``).
+MACs at 2 threads, and int8 onnxruntime ~0.7 ms fixed. Fitted per deployment on every row
+(a scratch script, 2026-11-30; ``structure_floor`` in ``benchmarks/search_quality.py``
+prints the better of the two overall), a sum of overhead and work misses onnxruntime fp32
+by 7.6-8.8 % where a product misses by 13.5-15.2 %.
 
 This model is that sum, with the deployment's overhead and cost per unit of work each the
 exponential of a linear function of the deployment's features (so they are positive and
@@ -76,7 +77,6 @@ class OverheadAndWork:
     the deployment's features, ``s`` the layers, ``w`` log MACs and log parameters."""
 
     coefficients: np.ndarray
-    deployment_width: int
     used: np.ndarray
     """Which of :func:`deployment_features` the fit used (the others are zero)."""
 
@@ -102,16 +102,16 @@ class OverheadAndWork:
         ridge = math.sqrt(RIDGE) * np.eye(len(prior))[penalised]
 
         def residuals(theta: np.ndarray) -> np.ndarray:
-            fitted = cls(theta, width, used)._log_latency(deployments, layers, work)
+            fitted = cls(theta, used)._log_latency(deployments, layers, work)
             return np.concatenate([fitted - target, ridge @ (theta - prior)])
 
         def jacobian(theta: np.ndarray) -> np.ndarray:
-            overhead, per_work = cls(theta, width, used)._terms(deployments, layers, work)
+            overhead, per_work = cls(theta, used)._terms(deployments, layers, work)
             share = expit(overhead - per_work)[:, None]  # d logaddexp(a, b) / da
             rows = np.hstack([share * deployments, (1 - share) * deployments, share * layers, (1 - share) * work])
             return np.vstack([rows, ridge])
 
-        return cls(least_squares(residuals, prior, jac=jacobian).x, width, used)
+        return cls(least_squares(residuals, prior, jac=jacobian).x, used)
 
     def latency(self, candidate: Candidate, macs: float, params: float) -> float:
         work = np.log(np.maximum(np.array([[macs, params]], dtype=float), 1.0))
@@ -123,6 +123,6 @@ class OverheadAndWork:
 
     def _terms(self, deployments: np.ndarray, layers: np.ndarray, work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The logs of the overhead and of the work's cost."""
-        width, theta = self.deployment_width, self.coefficients
+        width, theta = int(self.used.sum()), self.coefficients
         return (deployments @ theta[:width] + layers @ theta[2 * width:2 * width + 2],
                 deployments @ theta[width:2 * width] + work @ theta[2 * width + 2:])
