@@ -130,6 +130,31 @@ def test_a_trial_s_records_written_together_read_back_as_optuna_s_own_setters_wr
     assert [t.number for t in study.best_trials] == [1], "the infeasible trial is not on the front"
 
 
+def test_held_parameters_read_back_as_sampled_and_an_incompatible_distribution_is_refused(tmp_path: Path) -> None:
+    """The held writes check each parameter against the study's first stored distribution
+    (remembered per process) as Optuna's own setter does, and upsert attributes in one statement."""
+    import optuna
+
+    from slimsearch.search.store.storage import open_storage
+    from slimsearch.search.store.trial_writes import write_trial, writes_held
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    for _ in range(2):
+        trial = study.ask()
+        with writes_held(trial):
+            trial.suggest_float("x", 0.0, 1.0)
+            trial.suggest_categorical("kind", ["a", "b"])
+            trial.set_user_attr("first", 1)
+        write_trial(trial, {"first": 2, "second": [1, 2]})
+        study.tell(trial, 0.0)
+    assert [sorted(t.params) for t in study.trials] == [["kind", "x"]] * 2
+    assert [t.user_attrs for t in study.trials] == [{"first": 2, "second": [1, 2]}] * 2
+    trial = study.ask()
+    with pytest.raises(ValueError, match="different distribution"):
+        with writes_held(trial):
+            trial.suggest_categorical("x", ["a", "b"])
+
+
 def test_a_proposal_commits_a_handful_of_database_transactions(tmp_path: Path) -> None:
     """Every Optuna parameter and attribute write was its own commit (fsyncs on SQLite): a
     new trial made 34 commits (reads included). What a step records together is one now (18)."""
