@@ -47,6 +47,7 @@ from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.loop import driver as driver_module
 from slimsearch.search.loop.driver import SearchDriver
 from slimsearch.search.loop import proposals as proposals_module
+from slimsearch.search.loop import recording as recording_module
 from slimsearch.search.loop.publishing import FrontPublisher
 from slimsearch.search.loop.session import StudySession
 from slimsearch.search.loop.record_repair import RecordRepair
@@ -69,7 +70,7 @@ RUN_POOL = 64
 COMPONENTS = {
     "ask": (optuna.Study, "ask"),
     "sampling (TPE)": (proposals_module, "suggest_candidate"),
-    "tell": (optuna.Study, "tell"),
+    "tell": (recording_module, "tell"),
     "front update": (FrontPublisher, "update"),
     "front publish": (FrontPublisher, "publish"),
     "ledger catch-up": (StudyLedger, "catch_up"),

@@ -46,6 +46,7 @@ def test_heartbeats_are_recorded_on_the_wrapped_rdb_storage(rdb_study: optuna.St
     trial = _running(study)
     beats = Heartbeats(study, interval_s=1)
     with beats.beating(trial):
+        wait_until(lambda: HEARTBEAT_ATTR in study.trials[0].system_attrs, timeout_s=10)  # the first beat
         first = study.trials[0].system_attrs[HEARTBEAT_ATTR]
         wait_until(lambda: study.trials[0].system_attrs[HEARTBEAT_ATTR] > first, timeout_s=10)  # it keeps beating
     beats.close()
@@ -462,8 +463,8 @@ def test_the_heartbeat_thread_outlives_a_failed_write(rdb_study: optuna.Study, m
         record(trial_id)
 
     monkeypatch.setattr(heartbeats, "_record", first_write_fails)
-    before = rdb_study._storage.get_trial(trial._trial_id).system_attrs[HEARTBEAT_ATTR]
-    wait_until(lambda: rdb_study._storage.get_trial(trial._trial_id).system_attrs[HEARTBEAT_ATTR] > before,
+    assert HEARTBEAT_ATTR not in rdb_study._storage.get_trial(trial._trial_id).system_attrs, "first beat: the thread's"
+    wait_until(lambda: HEARTBEAT_ATTR in rdb_study._storage.get_trial(trial._trial_id).system_attrs,
                timeout_s=10)
     assert failed and heartbeats.thread.is_alive()
     heartbeats.close()

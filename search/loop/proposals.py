@@ -65,7 +65,7 @@ class ProposalGuard:
                 write_trial(trial, {records.CANDIDATE: candidate.to_dict(), records.SUMMARY: candidate.summary(),
                                     records.SIMULATED: candidate.simulated})
             if not self.config.search.remeasure:
-                self.ledger.catch_up()  # what other workers finished or started since the proposal began
+                self.ledger.catch_up(own=trial)  # what other workers finished or started since the proposal began
                 if (earlier := self.ledger.measured_trial(candidate)) is not None:
                     self.recorder.answer_duplicate(summary, trial, candidate, earlier)
                     return None

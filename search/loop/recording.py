@@ -27,7 +27,7 @@ from slimsearch.search.store import records
 from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.storage import rerun_once
 from slimsearch.search.store.tracking import MlflowTracker
-from slimsearch.search.store.trial_writes import write_trial
+from slimsearch.search.store.trial_writes import tell, write_trial
 from slimsearch.spaces import Candidate, deployment_variants, suggest_candidate
 
 MAX_DEFERRALS = 2
@@ -109,9 +109,9 @@ class TrialRecorder:
         complete = earlier.state == TrialState.COMPLETE
         write_trial(trial, {records.DUPLICATE_OF: earlier.number, **copied}, earlier.constraints if complete else None)
         if complete:
-            self.study.tell(trial, earlier.values)
+            tell(self.study, trial, earlier.values)
         else:
-            self.study.tell(trial, state=TrialState.PRUNED)
+            tell(self.study, trial, state=TrialState.PRUNED)
         self.print_trial(trial.number, candidate, f"[dim]duplicate of trial {earlier.number}: answered from the "
                                                    "study, not re-measured[/]")
 
@@ -198,7 +198,7 @@ class TrialRecorder:
         violations = {constraint.name: constraint.violation(metrics) for constraint in self.constraints}
         feasible = all(violation <= 0 for violation in violations.values())
         write_trial(trial, attrs, violations)
-        self.study.tell(trial, [metrics[name] for name in self.objectives])
+        tell(self.study, trial, [metrics[name] for name in self.objectives])
         if result.artifact:
             self.staged_models.mkdir(parents=True, exist_ok=True)
             result.artifact.replace(self.staged_models / f"trial-{trial.number:04d}.ts.pt")
@@ -237,7 +237,7 @@ class TrialRecorder:
         """PRUNED in Optuna, FINISHED in MLflow with the rule, the point and the accuracy curve."""
         write_trial(trial, {records.ACCURACY_CURVE: stop.curve, records.PRUNED_RULE: stop.rule,
                             records.PRUNED_REASON: stop.reason, records.PRUNED_AT: stop.point})
-        self.study.tell(trial, state=TrialState.PRUNED)
+        tell(self.study, trial, state=TrialState.PRUNED)
         self.finish_run(run_id, trial)
         self.print_trial(trial.number, candidate, f"[cyan]stopped early[/] ({stop.rule}): {escape(stop.reason)}")
 
@@ -245,7 +245,7 @@ class TrialRecorder:
                        trace: str | None = None) -> None:
         """Fail the trial in Optuna, then end its MLflow run (``None``: it has none, a twin)."""
         write_trial(trial, {records.FAILURE_KIND: kind, records.FAILURE_REASON: reason})
-        self.study.tell(trial, state=TrialState.FAIL)
+        tell(self.study, trial, state=TrialState.FAIL)
         if run_id is None:
             return
         self.finish_run(run_id, trial)

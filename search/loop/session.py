@@ -99,6 +99,7 @@ def open_session(cfg: SlimsearchConfig, task: Task, quality: QualityMetric, work
                                    float(baseline["metrics"][quality.name])) if stopping.enabled else None
     # Every finished trial, any worker's, is folded in once; early stopping learns from each.
     ledger = StudyLedger(study, early_stopping.learn if early_stopping else None)
+    study._pop_waiting_trial_id = ledger.pop_waiting  # type: ignore[method-assign] # noqa: SLF001 - the driver asks right after a catch-up
     if isinstance(study.sampler, WindowedTPESampler):
         study.sampler.follow(ledger)
     predictor = CostPredictor(pipeline.structure, cfg.search.seed)

@@ -12,7 +12,9 @@ TPE (independent, the default) also splits its history into good and bad trials 
 *parameter*, though the split does not depend on the parameter: at 10,000 trials that was
 most of a proposal's sampling time (a profile: 5 splits of the 1,000-trial window per
 proposal). One split per proposal is kept and reused for its other parameters
-(:func:`_split_once_per_proposal`); the proposals are the same as Optuna's.
+(:func:`_split_once_per_proposal`), and each finished trial's parameters are converted to
+TPE's internal numbers once, not at every proposal (:meth:`WindowedTPESampler._get_internal_repr`);
+the proposals are the same as Optuna's.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Container
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import TPESampler
@@ -53,6 +56,7 @@ class TrialWindow:
         return self._get_trials(deepcopy, states)
 
 
+_UNCONVERTED = object()
 _optunas_split = tpe_module._split_trials  # noqa: SLF001 - Optuna 5 is pinned
 _proposal = threading.local()
 """The splits of the proposal being sampled on this thread (``splits``: ``n_below`` -> split),
@@ -84,10 +88,13 @@ class WindowedTPESampler(TPESampler):
         self._following = False
         self._splits: tuple[int, dict[int, Any]] | None = None
         """The trial being proposed and its history's splits (the same window for every parameter)."""
+        self._internal: dict[tuple[Any, ...], dict[int, tuple[float, ...] | None]] = {}
+        """(study, search space) -> finished trial id -> its parameters as TPE's internal numbers
+        (``None``: it lacks one of them)."""
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (Ray Tune checkpoints its searcher) without the live study behind the ledger."""
-        return {**self.__dict__, "ledger": None, "_window": None, "_following": False, "_splits": None}
+        return {**self.__dict__, "ledger": None, "_window": None, "_following": False, "_splits": None, "_internal": {}}
 
     def follow(self, ledger: StudyLedger) -> None:
         """Take the history from ``ledger``, which its owner (the driver) keeps caught up before
@@ -115,6 +122,26 @@ class WindowedTPESampler(TPESampler):
             return super()._sample(study, trial, search_space)
         finally:
             _proposal.splits = None
+
+    def _get_internal_repr(self, trials: list[FrozenTrial], search_space: dict[str, BaseDistribution],
+                           study: optuna.Study) -> dict[str, np.ndarray]:
+        """Optuna's conversion (the same arrays), each finished trial's numbers remembered: it
+        converted every trial of the window for every parameter of every proposal, ~8 ms of a
+        proposal's ~28 ms at 10,000 trials. A finished trial's parameters never change."""
+        known = self._internal.setdefault((study._study_id, *search_space.items()), {})  # noqa: SLF001
+        if len(known) > 4 * max(self.recent, len(trials)):
+            known.clear()  # trials long out of the window
+        rows = [known.get(trial._trial_id, _UNCONVERTED) for trial in trials]  # noqa: SLF001 - only finished ones are known
+        for index, row in enumerate(rows):
+            if row is _UNCONVERTED:
+                trial, params = trials[index], self._get_params(trials[index], study)
+                rows[index] = row = (tuple(d.to_internal_repr(params[name]) for name, d in search_space.items())
+                                     if search_space.keys() <= params.keys() else None)
+                if trial.state.is_finished():
+                    known[trial._trial_id] = row  # noqa: SLF001
+        rows = [row for row in rows if row is not None]
+        columns = zip(*rows) if rows else ([] for _ in search_space)
+        return {name: np.asarray(column) for name, column in zip(search_space, columns)}
 
     def _view(self, study: optuna.Study, trial: FrozenTrial) -> optuna.Study:
         """One window per proposal: every parameter of a trial is sampled from the same history."""
