@@ -64,14 +64,21 @@ class ProposalGuard:
                 candidate = suggest_candidate(trial, self.config.space)
                 write_trial(trial, {records.CANDIDATE: candidate.to_dict(), records.SUMMARY: candidate.summary(),
                                     records.SIMULATED: candidate.simulated})
-            if not self.config.search.remeasure:
+                # A repeat of what the ledger knows (caught up just before the proposal) is
+                # answered in the proposal's own transaction: most proposals late in a study.
+                earlier = None if self.config.search.remeasure else self.ledger.measured_trial(candidate)
+                if earlier is not None:
+                    self.recorder.write_duplicate(trial, earlier)
+            if earlier is None and not self.config.search.remeasure:
                 self.ledger.catch_up(own=trial)  # what other workers finished or started since the proposal began
                 if (earlier := self.ledger.measured_trial(candidate)) is not None:
-                    self.recorder.answer_duplicate(summary, trial, candidate, earlier)
-                    return None
-                if (twin := self._measuring_now(candidate, trial.number)) is not None:
-                    self.recorder.skip_twin(trial, candidate, twin)
-                    return None
+                    self.recorder.write_duplicate(trial, earlier)
+            if earlier is not None:
+                self.recorder.answer_duplicate(summary, trial, candidate, earlier)
+                return None
+            if not self.config.search.remeasure and (twin := self._measuring_now(candidate, trial.number)) is not None:
+                self.recorder.skip_twin(trial, candidate, twin)
+                return None
             reason = self.rejection(candidate)
         except InvalidCandidate as exc:
             reason = str(exc)

@@ -96,19 +96,24 @@ class TrialRecorder:
         self.record_failure(trial, None, "concurrent", f"trial {twin} measures the same candidate now")
         self.print_trial(trial.number, candidate, f"[dim]trial {twin} measures the same candidate now: skipped[/]")
 
-    def answer_duplicate(self, summary: RunSummary, trial: optuna.Trial, candidate: Candidate,
-                         earlier: optuna.trial.FrozenTrial) -> None:
-        """Tell the sampler what ``earlier`` measured for the same candidate; nothing is re-run
-        and no MLflow run is made (the run's closing summary counts the repeats; ``search.remeasure: true``
-        re-measures instead, e.g. to study noise)."""
-        self.last_skip = "duplicate"
-        summary.duplicates += 1
+    @staticmethod
+    def write_duplicate(trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> None:
+        """Copy what ``earlier`` measured for the same candidate into ``trial`` (inside the
+        proposal's held writes, where it joins their transaction): then :meth:`answer_duplicate`."""
         copied = {key: earlier.user_attrs[key] for key in (records.METRICS, records.TAGS, records.ACCURACY_CURVE,
                                                           records.PRUNED_RULE, records.PRUNED_REASON, records.PRUNED_AT)
                   if key in earlier.user_attrs}
         complete = earlier.state == TrialState.COMPLETE
         write_trial(trial, {records.DUPLICATE_OF: earlier.number, **copied}, earlier.constraints if complete else None)
-        if complete:
+
+    def answer_duplicate(self, summary: RunSummary, trial: optuna.Trial, candidate: Candidate,
+                         earlier: optuna.trial.FrozenTrial) -> None:
+        """Tell the sampler what ``earlier`` measured (copied by :meth:`write_duplicate`); nothing
+        is re-run and no MLflow run is made (the run's closing summary counts the repeats;
+        ``search.remeasure: true`` re-measures instead, e.g. to study noise)."""
+        self.last_skip = "duplicate"
+        summary.duplicates += 1
+        if earlier.state == TrialState.COMPLETE:
             tell(self.study, trial, earlier.values)
         else:
             tell(self.study, trial, state=TrialState.PRUNED)
