@@ -134,6 +134,7 @@ class StudySearcher(_DriverBound, OptunaSearch):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """Ask until a candidate can exist here; rejected ones are recorded in between."""
         while not self.driver.stop.is_set():
+            self.driver.session.ledger.catch_up()  # ask claims queued trials from the ledger (session.py)
             trial = self._ot_study.ask()
             started = self.driver.start_trial(self.summary, trial)
             if started is None:
