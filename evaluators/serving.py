@@ -1,8 +1,9 @@
 """Latency and memory of serving a model, measured in an isolated probe process.
 
 The serving artifact (one file in the format of its runtime, see ``runtimes``) is
-handed to a fresh ``serving_probe`` process, so memory is measured against a clean baseline and the timed window holds the
-host lock. Memory is the peak RSS of all serving processes minus the
+handed to a fresh ``serving_probe`` process (started ahead of its job:
+``probe_processes``), so memory is measured against a clean baseline and the timed
+window holds the host lock. Memory is the peak RSS of all serving processes minus the
 baseline of one idle torch process and minus the library pages faulted in while serving
 (shared code, see ``memory``): the extra ranks of a parallel plan count in full,
 because deploying them costs that much. What each rank loads is prepared by
@@ -11,11 +12,11 @@ because deploying them costs that much. What each rank loads is prepared by
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 
 from slimsearch.evaluators.latency import LatencyStats
 from slimsearch.evaluators.paired_timing import calibrate, scaled_to_window
+from slimsearch.evaluators.probe_processes import ProbeProcesses
 from slimsearch.evaluators.rank_plans import RankPlan
 from slimsearch.evaluators.serving_probe import ServingJob, job_dict
 
@@ -34,6 +36,8 @@ MB = 1024 * 1024
 # Transformer artifact read 4.1-6.7 ms p50 across ten probes (CV 16 %), 4.1-4.4 ms with
 # these set, like a long-running server whose heap has settled.
 STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(256 * MB), "MALLOC_TRIM_THRESHOLD_": str(256 * MB)}
+PROBES = ProbeProcesses(STEADY_MALLOC)
+atexit.register(PROBES.close)
 
 
 TIMING_SHARE = 0.8
@@ -127,8 +131,7 @@ def measure_serving(
                      threads, protocol.warmup_s, protocol.round_s, protocol.rounds, protocol.max_rounds,
                      protocol.max_outside_load, protocol.busy_wait_s, str(progress_path),
                      time.time() + TIMING_SHARE * timeout_s, plan.micro_batches, plan.boundaries,
-                     sorted({*protocol.calibrate_threads, threads}) if protocol.calibrate_threads else [],
-                     os.getpid())
+                     sorted({*protocol.calibrate_threads, threads}) if protocol.calibrate_threads else [])
     job_path = artifact.with_suffix(".job.json")
     result_path = artifact.with_suffix(".result.json")
     job_path.write_text(json.dumps(job_dict(job)))
@@ -150,12 +153,9 @@ def measure_serving(
 
 
 def _run_probe(job_path: Path, result_path: Path, progress_path: Path, timeout_s: float) -> None:
-    command = [sys.executable, "-m", "slimsearch.evaluators.serving_probe", str(job_path), str(result_path)]
-    # A new session makes the probe and its rank processes one group we can kill together.
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, env={**os.environ, **STEADY_MALLOC})
+    process = PROBES.take()
     try:
-        _, stderr = process.communicate(timeout=timeout_s)
+        _, stderr = process.communicate(input=f"{job_path}\n{result_path}\n", timeout=timeout_s)
     except subprocess.TimeoutExpired:
         _kill_group(process)
         raise MeasurementError(f"serving probe timed out after {timeout_s:.0f}s (evaluation.timeout_s) while "
@@ -166,6 +166,7 @@ def _run_probe(job_path: Path, result_path: Path, progress_path: Path, timeout_s
     if process.returncode != 0 or not result_path.exists():
         last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
         raise MeasurementError(f"serving probe failed (exit {process.returncode}): {last[0][:300]}")
+    PROBES.start_spare()
 
 
 def _last_phase(progress_path: Path) -> str:

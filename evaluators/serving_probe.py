@@ -1,7 +1,9 @@
 """Runs in a fresh process: load what each rank serves, serve batches, time them, read peak RSS.
 
-Started by :func:`slimsearch.evaluators.serving.measure_serving` as
-``python -m slimsearch.evaluators.serving_probe JOB.json RESULT.json``. The whole
+Started as ``python -m slimsearch.evaluators.serving_probe PARENT_PID`` (``probe_processes``:
+usually before its job exists), it reads the paths of JOB.json and RESULT.json from stdin
+(:func:`slimsearch.evaluators.serving.measure_serving` writes them) and ends quietly when
+stdin closes without a job. The whole
 measurement holds the host timing lock. ``single`` serves in this process; the parallel
 strategies spawn ``degree`` gloo ranks on 127.0.0.1 and time rank 0's round trip
 (``parallel_steps``). Each rank is pinned to its own cores with ``threads`` intra-op
@@ -73,13 +75,14 @@ class ServingJob:
     boundaries: list[tuple[list[int], str]] = field(default_factory=list)
     calibrate_threads: list[int] = field(default_factory=list)
     """Thread counts to time the reference at after the window (``reference_speeds``)."""
-    parent_pid: int = 0
-    """The process that started the probe: the probe does not outlive it (``_die_with``)."""
 
 
-def main(job_path: str, result_path: str) -> None:
+def main(parent_pid: int) -> None:
+    _die_with(parent_pid)
+    job_path, result_path = sys.stdin.readline().strip(), sys.stdin.readline().strip()
+    if not result_path:
+        return  # an unused spare: its caller closed stdin
     job = ServingJob(**json.loads(Path(job_path).read_text()))
-    _die_with(job.parent_pid)
     host = hardware_identity()  # before ranks pin themselves, so "cores" is the host's
     lock = timing_lock()
     asked = time.time()
@@ -269,7 +272,7 @@ def _die_with(parent_pid: int) -> None:
     would otherwise leave it serving, holding the lock and the cores, until its own
     deadline -- and the restarted run would wait for it. It takes effect after the
     probe's imports (torch: about 1.5 s); a parent that died before is noticed then, by
-    its pid. ``0`` (a job written by hand) skips the check.
+    its pid. ``0`` (a probe started by hand) skips the check.
     """
     if not parent_pid or not sys.platform.startswith("linux"):
         return
@@ -283,4 +286,4 @@ def job_dict(job: ServingJob) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(int(sys.argv[1]))

@@ -19,6 +19,7 @@ import psutil
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from slimsearch.evaluators.probe_processes import PROBE_MODULE
 from slimsearch.search.cli import app
 from slimsearch.search.store import records
 from slimsearch.search.store.study import StudyMismatch, load_existing_study
@@ -90,6 +91,12 @@ def processes_naming(folder: Path) -> list[psutil.Process]:
     inside = f"{folder}{os.sep}"
     return [process for process in psutil.process_iter(["cmdline"])
             if process.pid != os.getpid() and inside in " ".join(process.info["cmdline"] or ())]
+
+
+def probes_of(pid: int) -> list[psutil.Process]:
+    """Serving probe processes started by process ``pid``, running or waiting for a job."""
+    return [process for process in psutil.process_iter(["cmdline"])
+            if (process.info["cmdline"] or [])[-2:] == [PROBE_MODULE, str(pid)]]
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 120.0, every_s: float = 0.5) -> None:

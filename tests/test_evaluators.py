@@ -27,7 +27,8 @@ from slimsearch.evaluators import (
 from slimsearch.evaluators.latency import time_calls
 from slimsearch.evaluators.runtimes import load_artifact
 from slimsearch.evaluators.isolation import timing_lock
-from tests.helpers import processes_naming, wait_until
+from tests.helpers import probes_of, wait_until
+from slimsearch.evaluators.probe_processes import ProbeProcesses
 from slimsearch.evaluators.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 
 SHAPE = (1, 8, 8)
@@ -144,11 +145,41 @@ def test_a_killed_caller_takes_its_probe_down_instead_of_leaving_it_holding_the_
               "_measure(Path(sys.argv[1]), timeout_s=600)"
     with timing_lock():  # the probe waits for the lock, as behind another trial's window
         caller = subprocess.Popen([sys.executable, "-c", measure, str(artifact)], cwd=Path(__file__).parents[1])
-        wait_until(lambda: any("serving_probe" in " ".join(p.info["cmdline"]) for p in processes_naming(tmp_path)),
-                   timeout_s=60, every_s=0.1)
+        wait_until(lambda: bool(probes_of(caller.pid)), timeout_s=60, every_s=0.1)
         caller.kill()
         caller.wait()
-        wait_until(lambda: not processes_naming(tmp_path), timeout_s=15, every_s=0.2)
+        wait_until(lambda: not probes_of(caller.pid), timeout_s=15, every_s=0.2)
+
+
+def test_a_probe_started_ahead_serves_the_next_job_unless_the_environment_changed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next probe is started (and imports torch) before its job exists; a runtime
+    plug-in named by an environment variable is imported in the probe, so a spare started
+    in another environment must not serve."""
+    probes = ProbeProcesses({})
+    try:
+        known = {p.pid for p in probes_of(os.getpid())}
+        probes.start_spare()
+        [waiting] = [p for p in probes_of(os.getpid()) if p.pid not in known]
+        taken = probes.take()
+        assert taken.pid == waiting.pid
+        taken.communicate("")  # no job: it ends quietly
+        assert taken.returncode == 0
+
+        probes.start_spare()
+        [waiting] = [p for p in probes_of(os.getpid()) if p.pid not in known]
+        monkeypatch.setenv("SLIMSEARCH_PROBE_TEST", "1")
+        fresh = probes.take()
+        assert fresh.pid != waiting.pid and not waiting.is_running()
+        assert psutil.Process(fresh.pid).environ()["SLIMSEARCH_PROBE_TEST"] == "1"
+        fresh.communicate("")
+
+        spare_from_a_thread = threading.Thread(target=probes.start_spare)
+        spare_from_a_thread.start()
+        spare_from_a_thread.join()
+        assert {p.pid for p in probes_of(os.getpid())} == known  # it would die with that thread
+    finally:
+        probes.close()
 
 
 def test_memory_excludes_library_pages_faulted_in_while_serving(tmp_path: Path) -> None:

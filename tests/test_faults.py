@@ -21,7 +21,7 @@ from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.storage import HEARTBEAT_ATTR, Heartbeats, fail_stale_trials, open_storage, stale_trials
 from tests.conftest import write_config
 from slimsearch.search.cli import app
-from tests.helpers import assert_one_run_per_decided_trial, cli_text, count_trials, processes_naming, run_cli, runner, search_process, stores, wait_until
+from tests.helpers import assert_one_run_per_decided_trial, cli_text, count_trials, processes_naming, probes_of, run_cli, runner, search_process, stores, wait_until
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -213,7 +213,7 @@ def test_a_second_run_of_the_same_study_is_refused_while_the_first_runs(tmp_path
         first.kill()
         first.communicate()
     # its serving probe (own session, holding the timing lock) goes by itself, not at its deadline
-    wait_until(lambda: not processes_naming(tmp_path), timeout_s=15, every_s=0.2)
+    wait_until(lambda: not processes_naming(tmp_path) and not probes_of(first.pid), timeout_s=15, every_s=0.2)
 
 
 
