@@ -25,13 +25,16 @@ import threading
 from dataclasses import dataclass
 
 PROBE_MODULE = "slimsearch.evaluators.serving_probe"
+Context = tuple[str, tuple[tuple[str, str], ...]]
+"""A working directory and an environment, what a probe process is started in."""
 
 
 @dataclass(frozen=True)
 class _Spare:
     process: subprocess.Popen
-    context: tuple[str, tuple[tuple[str, str], ...]]
-    """The working directory and environment it was started in."""
+    context: Context
+    owner: int
+    """The process that started it: a forked child inherits the reference, not the spare."""
 
 
 class ProbeProcesses:
@@ -48,6 +51,8 @@ class ProbeProcesses:
         context = self._context()
         with self._lock:
             spare, self._spare = self._spare, None
+        if spare is not None and spare.owner != os.getpid():
+            spare = None  # a forked child's copy of its parent's spare: the parent's to use
         if spare is not None and spare.context == context and spare.process.poll() is None:
             return spare.process
         if spare is not None:
@@ -61,19 +66,19 @@ class ProbeProcesses:
         context = self._context()
         with self._lock:
             if self._spare is None:
-                self._spare = _Spare(self._start(context), context)
+                self._spare = _Spare(self._start(context), context, os.getpid())
 
     def close(self) -> None:
         with self._lock:
             spare, self._spare = self._spare, None
-        if spare is not None:
+        if spare is not None and spare.owner == os.getpid():
             _stop(spare.process)
 
-    def _context(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+    def _context(self) -> Context:
         return os.getcwd(), tuple(sorted({**os.environ, **self.extra_environment}.items()))
 
     @staticmethod
-    def _start(context: tuple[str, tuple[tuple[str, str], ...]]) -> subprocess.Popen:
+    def _start(context: Context) -> subprocess.Popen:
         # A new session makes the probe and its rank processes one group we can kill together.
         return subprocess.Popen([sys.executable, "-m", PROBE_MODULE, str(os.getpid())], cwd=context[0],
                                 env=dict(context[1]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
