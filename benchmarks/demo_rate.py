@@ -62,8 +62,8 @@ def run_demo(build: Build, folder: Path) -> DemoRun:
                           env={**os.environ, "COLUMNS": "200"})
     wall_s = time.monotonic() - started
     if done.returncode != 0 or not (rate := RATE.search(done.stdout)):
-        sys.exit(f"{build.name}: `{build.command} run` failed (exit {done.returncode}): "
-                 f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+        last = ((done.stderr or done.stdout).strip().splitlines() or ["no output"])[-1]
+        sys.exit(f"{build.name}: `{build.command} run` failed (exit {done.returncode}): {last}")
     with sqlite3.connect(folder / "slimsearch-out" / "optuna.db") as db:
         spans = db.execute("select datetime_start, datetime_complete from trials where datetime_complete is not null "
                            "order by number").fetchall()
