@@ -22,11 +22,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from slimsearch.evaluators.serving import STEADY_MALLOC  # the malloc settings the serving probe runs with
+
 from common import provenance
 
-MB = 1024 * 1024
-STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(256 * MB), "MALLOC_TRIM_THRESHOLD_": str(256 * MB)}
-"""As the serving probe runs (``evaluators/serving.py``)."""
 SLOW = 1.15
 """A process is slow when its median is this much above the fastest process of its set-up."""
 
