@@ -1,7 +1,7 @@
 """Per-process speed states: the 2-thread digits teacher timed in fresh processes.
 
 ``teacher_agreement`` misses its bound because one fresh process of the 2-thread digits
-teacher serves it 20-45 % slower than the next, for the whole process, while the paired
+teacher serves it 20-50 % slower than the next, for the whole process, while the paired
 reference workload beside it moves far less (so calibration cannot cancel it). This
 script times the model in fresh bare processes (no probe: the state is not the probe's)
 under a set of process set-ups, interleaved so a drift of the host hits every set-up
@@ -71,7 +71,10 @@ def one_process(setup: str) -> list[float]:
     env = {**os.environ, **STEADY_MALLOC, **extra}
     copies = "6" if setup == "copies" else "0"
     done = subprocess.run([*prefix, sys.executable, "-c", CHILD, str(Path(__file__).parent), copies],
-                          capture_output=True, text=True, env=env, check=True)
+                          capture_output=True, text=True, env=env)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"process_states: a '{setup}' process failed (exit {done.returncode}): {last}")
     return [float(v) for v in done.stdout.split()]
 
 
