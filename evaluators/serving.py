@@ -93,7 +93,8 @@ class ServingMeasurement:
     memory_bytes: int
     per_rank_peak_bytes: list[int]
     memory_spread_bytes: int
-    """Largest minus smallest per-round peak (rank 0): how far the memory reading moves."""
+    """Largest minus smallest per-call peak over the later half of rank 0's warm-up: how far
+    the memory reading moves."""
     per_rank_weight_bytes: list[int]
     output_error: float
     """Largest difference from the single-process model (a compiled program: from itself
@@ -209,7 +210,7 @@ def _parse(result: dict, protocol: TimingProtocol, plan: RankPlan) -> ServingMea
         noisy=len(clean) < int(ranks[0]["rounds_wanted"]),
         memory_bytes=max(0, sum(peaks) - file_growth - baseline),
         per_rank_peak_bytes=peaks,
-        memory_spread_bytes=max(r["peak_bytes"] for r in rounds) - min(r["peak_bytes"] for r in rounds),
+        memory_spread_bytes=int(ranks[0]["memory_spread_bytes"]),
         per_rank_weight_bytes=plan.weight_bytes or [int(r["weight_bytes"]) for r in ranks],
         output_error=(ranks[0]["output_error"] or {"relative": 0.0})["relative"],
         first_call_s=float(ranks[0]["first_call_s"]),

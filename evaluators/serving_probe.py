@@ -7,7 +7,8 @@ stdin closes without a job. The whole
 measurement holds the host timing lock. ``single`` serves in this process; the parallel
 strategies spawn ``degree`` gloo ranks on 127.0.0.1 and time rank 0's round trip
 (``parallel_steps``). Each rank is pinned to its own cores with ``threads`` intra-op
-threads. Timing runs in rounds of candidate blocks paired with a reference workload
+threads. Memory is the peak RSS of the warm-up's calls, before the reference workload
+first runs in the process. Timing runs in rounds of candidate blocks paired with a reference workload
 (``paired_timing``), sized by a budget in seconds; a round during which other work kept
 the rank's cores busy is discarded and, after a growing pause (bounded by
 ``busy_wait_s``), another is timed (``cpu_load``), up to ``max_rounds``. The probe
@@ -38,7 +39,8 @@ import torch.multiprocessing as mp
 from slimsearch.evaluators.cpu_load import outside_load, snapshot
 from slimsearch.evaluators.isolation import hardware_identity, timing_lock
 from slimsearch.evaluators.latency import time_calls
-from slimsearch.evaluators.paired_timing import BLOCKS_PER_ROUND, TimingPlan, reference_speeds, reference_workload
+from slimsearch.evaluators.paired_timing import (BLOCKS_PER_ROUND, REFERENCE_WARMUP_CALLS, TimingPlan, reference_speeds,
+                                                 reference_workload)
 from slimsearch.evaluators.runtimes import load_artifact, runtime_for_artifact
 from slimsearch.evaluators.memory import current_rss_bytes, file_rss_bytes, peak_rss_bytes, reset_peak_rss
 from slimsearch.evaluators.parallel_steps import load_rank_model, local_weight_bytes, make_step
@@ -131,13 +133,15 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
         _progress(job, rank, "serving the first request")
         first_call_s = _seconds(step)  # cold start: includes compiling a torch_compile program
         _progress(job, rank, f"warming up (first request took {first_call_s:.2f} s)", first_call_s)
-        plan = _warm_up(step, reference, job, distributed, rank)
+        durations, peaks = _warm_up(step, job, distributed)
+        settled = peaks[len(peaks) // 2:]  # after the allocator has grown to its serving size
+        peak, file_growth = max(settled), file_rss_bytes() - baseline_file
+        plan = _plan(durations, reference, job, distributed, rank)
         _progress(job, rank, f"timing ({plan.candidate_calls * BLOCKS_PER_ROUND} calls a round; first request took "
                              f"{first_call_s:.2f} s)", first_call_s)
         start_ns = time.time_ns()
         rounds = _timed_rounds(step, reference, job, cores, distributed, rank, plan)
         end_ns = time.time_ns()
-        peak, file_growth = max(r["peak_bytes"] for r in rounds), file_rss_bytes() - baseline_file
         output = step()
         speeds = (reference_speeds(reference, job.calibrate_threads, plan.reference_calls)
                   if rank == 0 and job.calibrate_threads else None)
@@ -145,7 +149,8 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
         error = _error_against_reference(job, batch, output) if checked else None
     if port is not None:
         dist.destroy_process_group()
-    return {"rank": rank, "baseline_bytes": baseline, "peak_bytes": peak, "file_growth_bytes": file_growth,
+    return {"rank": rank, "baseline_bytes": baseline, "peak_bytes": peak, "memory_spread_bytes": peak - min(settled),
+            "file_growth_bytes": file_growth,
             "weight_bytes": local_weight_bytes(model) if job.strategy == "tensor_parallel" else None,
             "rounds": rounds, "rounds_wanted": plan.rounds, "reference_speeds": speeds, "window_ns": [start_ns, end_ns],
             "output_error": error, "first_call_s": first_call_s}
@@ -165,23 +170,32 @@ def _error_against_reference(job: ServingJob, batch: torch.Tensor, output: torch
     return {"absolute": absolute, "relative": absolute / max(float(reference.abs().max()), 1e-12)}
 
 
-def _warm_up(step: Callable[[], Any], reference: Callable[[], Any], job: ServingJob, distributed: bool,
-             rank: int) -> TimingPlan:
-    """Call the model for ``warmup_s`` (at least twice), then plan the timing from the last
-    calls. Rank 0 decides and broadcasts, so every rank runs the same collective steps."""
-    started, durations = time.perf_counter(), []
+def _warm_up(step: Callable[[], Any], job: ServingJob, distributed: bool) -> tuple[list[float], list[int]]:
+    """Call the model alone for ``warmup_s`` (at least twice): each call's duration (ms) and
+    peak RSS. This is the memory reading, taken before the reference workload first runs in
+    the process: its few MB of activations would otherwise be counted in the peak, or would
+    hide a small model's activations inside their freed pages. Ranks agree on when to stop,
+    so every rank runs the same collective steps."""
+    started, durations, peaks = time.perf_counter(), [], []
     while True:
+        reset_peak_rss()
         durations.append(_seconds(step) * 1000)
+        peaks.append(peak_rss_bytes())
         done = len(durations) >= 2 and time.perf_counter() - started >= job.warmup_s
-        if not _agree([int(done)], distributed)[0]:
-            continue
-        agreed = [0, 0, 0, 0]
-        if rank == 0:
-            reference_ms = min(time_calls(reference, 3, 5))
-            plan = TimingPlan.from_warmup(min(durations[-3:]), reference_ms, job.round_s, job.rounds, job.max_rounds,
-                                          job.deadline - time.time())
-            agreed = [plan.candidate_calls, plan.reference_calls, plan.rounds, plan.max_rounds]
-        return TimingPlan(*_agree(agreed, distributed))
+        if _agree([int(done)], distributed)[0]:
+            return durations, peaks
+
+
+def _plan(durations: list[float], reference: Callable[[], Any], job: ServingJob, distributed: bool,
+          rank: int) -> TimingPlan:
+    """The timing plan from the warm-up's last calls; rank 0 decides and broadcasts."""
+    agreed = [0, 0, 0, 0]
+    if rank == 0:
+        reference_ms = min(time_calls(reference, 3, 5))
+        plan = TimingPlan.from_warmup(min(durations[-3:]), reference_ms, job.round_s, job.rounds, job.max_rounds,
+                                      job.deadline - time.time())
+        agreed = [plan.candidate_calls, plan.reference_calls, plan.rounds, plan.max_rounds]
+    return TimingPlan(*_agree(agreed, distributed))
 
 
 def _timed_rounds(step: Callable[[], Any], reference: Callable[[], Any], job: ServingJob, cores: list[int],
@@ -198,17 +212,15 @@ def _timed_rounds(step: Callable[[], Any], reference: Callable[[], Any], job: Se
     while True:
         round_started = time.time()
         before = snapshot(cores)
-        reset_peak_rss()  # each round's own peak: their spread is the memory reading's noise
         candidate, paired = [], []
         for _ in range(BLOCKS_PER_ROUND):
             if rank == 0:
-                paired.append(time_calls(reference, 0, plan.reference_calls))
+                paired.append(time_calls(reference, REFERENCE_WARMUP_CALLS, plan.reference_calls))
             candidate.append(time_calls(step, 0, plan.candidate_calls))
         if rank == 0:
-            paired.append(time_calls(reference, 0, plan.reference_calls))
+            paired.append(time_calls(reference, REFERENCE_WARMUP_CALLS, plan.reference_calls))
         load = _busiest(outside_load(before, snapshot(cores)), distributed)
-        rounds.append({"candidate": candidate, "reference": paired, "outside_load": load,
-                       "peak_bytes": peak_rss_bytes()})
+        rounds.append({"candidate": candidate, "reference": paired, "outside_load": load})
         clean = sum(r["outside_load"] <= job.max_outside_load for r in rounds)
         round_s = time.time() - round_started
         more = int(clean < plan.rounds and len(rounds) < plan.max_rounds and time.time() + round_s < job.deadline)

@@ -189,6 +189,14 @@ def test_memory_excludes_library_pages_faulted_in_while_serving(tmp_path: Path) 
     assert big.memory_bytes - small.memory_bytes > 1.0 * 1024 * 1024
 
 
+def test_the_reference_workload_s_activations_are_not_counted_as_the_model_s_memory(tmp_path: Path) -> None:
+    """The paired reference (a batch-64 CNN forward, about 10 MB of activations) runs in the
+    probe beside the model; memory is read before it first runs, so a model of a few kB
+    does not read as the reference's footprint."""
+    result = _measure(_tiny_artifact(tmp_path / "m.pt"), round_s=0.05)
+    assert result.memory_bytes < 5 * 1024 * 1024, f"{result.memory_bytes / 2**20:.1f} MB for a 21 kB model"
+
+
 def test_rounds_disturbed_by_a_neighbour_on_our_core_are_detected_and_flagged(tmp_path: Path) -> None:
     artifact = _tiny_artifact(tmp_path / "m.pt", width=64)  # ~0.5 ms a call: rounds span ~20 clock ticks
     core = sorted(os.sched_getaffinity(0))[0]  # rank 0 with one thread is pinned to the first core
