@@ -62,7 +62,7 @@ REFERENCE_STAGES = (32, 64, 128)
 
 def reference_workload() -> Callable[[], torch.Tensor]:
     """The fixed workload every window is paired with: a small CNN's forward on 64 16x16
-    maps (about 10 MB of activations; ~5 ms on two Zen 3 cores, on the caller's torch
+    maps (about 10 MB of activations; ~5 ms on two cores of an EPYC family 25 model 17, on the caller's torch
     threads), seeded so it is the same computation in every process and study."""
     generator = torch.Generator().manual_seed(0)
     layers: list[nn.Module] = []

@@ -122,7 +122,7 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
     cores = _pin_cores(rank, job.threads)
     if port is not None:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=job.degree)
-    reference = reference_workload()  # before the baseline: its few kB are not the model's
+    reference = reference_workload()  # before the baseline: its 0.4 MB of weights are not the model's
     baseline, baseline_file = current_rss_bytes(), file_rss_bytes()
     _progress(job, rank, "loading the model")
     model = load_rank_model(job, rank)
