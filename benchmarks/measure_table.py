@@ -7,6 +7,7 @@ wall-clock comes from the seconds each candidate really cost (stage cache includ
     .venv/bin/python benchmarks/measure_table.py digits             # 680 candidates
     .venv/bin/python benchmarks/measure_table.py digits-transformer # 360 candidates
     .venv/bin/python benchmarks/measure_table.py digits --remeasure-noisy  # on an idle host
+    .venv/bin/python benchmarks/measure_table.py digits --remeasure-all    # after a protocol change
     .venv/bin/python benchmarks/measure_table.py digits --retest 60        # the noise floor
 
 A row whose latency reading was flagged noisy (other load on the host while it was
@@ -91,12 +92,14 @@ def measure(task: str) -> optuna.Study:
     return load_existing_study(config.storage_url, name)
 
 
-def remeasure_noisy(task: str) -> optuna.Study:
-    """Measure again every candidate of the task's table whose latest reading is noisy."""
+def remeasure(task: str, every: bool) -> optuna.Study:
+    """Measure again every candidate of the task's table whose latest reading is noisy --
+    or, with ``every``, every measured one (after the measurement protocol changed: the
+    driver then takes the study's baseline again if its reference workload changed)."""
     study = table_study(task)
-    noisy = [t.params for t in latest_measurements(study).values()
-             if t.state == TrialState.COMPLETE and _noisy(t)]
-    return _measure_again(task, study, noisy, {})
+    chosen = [t.params for t in latest_measurements(study).values()
+              if t.state == TrialState.COMPLETE and (every or _noisy(t))]
+    return _measure_again(task, study, chosen, {})
 
 
 def retest(task: str, count: int, seed: int = 0) -> optuna.Study:
@@ -238,14 +241,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("task", choices=sorted(TABLE_SPACES))
     parser.add_argument("--remeasure-noisy", action="store_true", help="measure the table's noisy rows again")
+    parser.add_argument("--remeasure-all", action="store_true",
+                        help="measure every complete row again (the measurement protocol changed)")
     parser.add_argument("--retest", type=int, default=0, metavar="N",
                         help="measure N random clean rows a second time (the noise floor of a cost prediction)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.retest:
         path = write_table(args.task, retest(args.task, args.retest), {"retest_in": provenance()})
-    elif args.remeasure_noisy:
-        path = write_table(args.task, remeasure_noisy(args.task), {"remeasured_in": provenance()})
+    elif args.remeasure_noisy or args.remeasure_all:
+        path = write_table(args.task, remeasure(args.task, every=args.remeasure_all), {"remeasured_in": provenance()})
     else:
         path = write_table(args.task, measure(args.task), {"measured": provenance()})
     print(f"table written: {path} ({path.with_suffix('.json').name} beside it)")

@@ -58,6 +58,11 @@ reference, so one such call moves its median."""
 
 REFERENCE_STAGES = (32, 64, 128)
 """Channels of the reference CNN's conv-BN-ReLU stages (2x2 max-pools between)."""
+REFERENCE_BATCH = 64
+REFERENCE_WORKLOAD = f"cnn{'-'.join(map(str, REFERENCE_STAGES))}-b{REFERENCE_BATCH}"
+"""The reference's name, stored with a study's calibration: a calibration taken against
+another workload (an earlier slimsearch's) scales this one's readings wrongly -- the
+two-convolution reference ran 0.43 ms where this one runs 5.2 ms, a 12x error."""
 
 
 def reference_workload() -> Callable[[], torch.Tensor]:
@@ -75,7 +80,7 @@ def reference_workload() -> Callable[[], torch.Tensor]:
     with torch.no_grad():
         for parameter in net.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    inputs = torch.randn(64, 1, 16, 16, generator=generator)
+    inputs = torch.randn(REFERENCE_BATCH, 1, 16, 16, generator=generator)
 
     def call() -> torch.Tensor:
         with torch.no_grad():

@@ -7,8 +7,10 @@ import statistics
 from pathlib import Path
 from types import SimpleNamespace
 
+import optuna
 import pytest
 import torch
+from rich.console import Console
 from torch import nn
 
 from slimsearch.evaluators import ServingRequest, TimingProtocol
@@ -16,15 +18,20 @@ from slimsearch.evaluators import ServingRequest, TimingProtocol
 from slimsearch.evaluators.paired_timing import (
     BLOCKS_PER_ROUND,
     MAX_CALLS_PER_ROUND,
+    REFERENCE_WORKLOAD,
     TimingPlan,
     calibrate,
     reference_speeds,
     reference_workload,
     scaled_to_window,
 )
-from slimsearch.search.config import EvaluationSettings
-from slimsearch.search.loop.trial import Yardstick, time_serving
+from slimsearch.evaluators import hardware_identity
+from slimsearch.search.config import EvaluationSettings, SlimsearchConfig
+from slimsearch.search.loop import baseline
+from slimsearch.search.loop.errors import SearchError
+from slimsearch.search.loop.trial import REFERENCE_WORKLOAD_KEY, TrialResult, Yardstick, time_serving
 from slimsearch.search.objectives import LATENCY_REFERENCE_MS, latency_reference_key
+from slimsearch.search.store import records
 from slimsearch.spaces import Candidate
 
 
@@ -104,16 +111,42 @@ def _protocol_for(threads: int, yardstick: Yardstick) -> TimingProtocol:
 
 
 def test_a_trial_is_calibrated_to_the_reference_of_its_own_thread_count() -> None:
-    baseline = {"metrics": {"accuracy": 0.9, LATENCY_REFERENCE_MS: 0.5, latency_reference_key(1): 0.7,
-                            latency_reference_key(2): 0.5}, "candidate": {"threads": 2}}
-    yardstick = Yardstick.of(baseline, "accuracy")
+    calibrated = {"metrics": {"accuracy": 0.9, LATENCY_REFERENCE_MS: 0.5, latency_reference_key(1): 0.7,
+                              latency_reference_key(2): 0.5}, "candidate": {"threads": 2},
+                  REFERENCE_WORKLOAD_KEY: REFERENCE_WORKLOAD}
+    yardstick = Yardstick.of(calibrated, "accuracy")
     assert _protocol_for(1, yardstick).reference_ms == 0.7, "a 1-thread trial is scaled to the 1-thread reference"
     assert _protocol_for(2, yardstick).reference_ms == 0.5
     assert _protocol_for(4, yardstick).reference_ms is None, "an uncalibrated count: the window is its yardstick"
     assert _protocol_for(1, Yardstick(calibrate_threads=(1, 2))).calibrate_threads == (1, 2)
 
 
-def test_a_study_calibrated_at_one_thread_count_keeps_it_for_that_count_only() -> None:
-    older = Yardstick.of({"metrics": {"accuracy": 0.9, LATENCY_REFERENCE_MS: 0.5}, "candidate": {"threads": 2}},
-                         "accuracy")
-    assert (older.reference_for(2), older.reference_for(1)) == (0.5, None)
+def test_a_baseline_calibrated_against_another_reference_workload_is_refused() -> None:
+    earlier = {"metrics": {"accuracy": 0.9, latency_reference_key(2): 0.43}, "candidate": {"threads": 2}}
+    with pytest.raises(SearchError, match=r"earlier slimsearch .* \(slimsearch run\)"):
+        Yardstick.of(earlier, "accuracy")
+    with pytest.raises(SearchError, match="'two-conv'"):
+        Yardstick.of(earlier | {REFERENCE_WORKLOAD_KEY: "two-conv"}, "accuracy")
+    assert Yardstick.of({"metrics": {"accuracy": 0.9}}, "accuracy").teacher_quality == 0.9, "nothing calibrated"
+
+
+def test_the_owner_resuming_a_study_calibrated_against_an_earlier_reference_measures_the_teacher_again(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    earlier = {"metrics": {"accuracy": 0.9, latency_reference_key(2): 0.43}, "hardware": hardware_identity(),
+               "candidate": {"threads": 2}}
+    study.set_user_attr(records.STUDY_BASELINE, earlier)
+    study.set_user_attr(records.STUDY_REFERENCE_POINT, [0.0, 10.0])
+    fresh = TrialResult({"accuracy": 0.9, latency_reference_key(2): 5.2}, hardware=hardware_identity())
+    monkeypatch.setattr(baseline, "_measure_teacher", lambda *_: fresh)
+
+    def resume(worker: int) -> dict[str, object]:
+        return baseline.study_baseline(study, SlimsearchConfig(), None, None, tmp_path, Console(quiet=True), worker)
+
+    assert resume(worker=1) == earlier, "a worker does not re-take it (its Yardstick refuses the stale one)"
+    taken = resume(worker=0)
+    assert Yardstick.of(taken, "accuracy").reference_for(2) == 5.2
+    assert study.user_attrs[records.STUDY_SUPERSEDED_BASELINES] == [earlier], "the earlier baseline is kept"
+    assert study.user_attrs[records.STUDY_REFERENCE_POINT] == [0.0, 10.0], "the hypervolume's box stays"
+    monkeypatch.setattr(baseline, "_measure_teacher", lambda *_: pytest.fail("measured again"))
+    assert resume(worker=0) == taken

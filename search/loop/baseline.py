@@ -3,8 +3,10 @@
 It is every trial's yardstick -- the quality drop, the "vs teacher" ratios, the
 hypervolume's reference point and paired timing's calibrated reference latency (one per
 thread count the space serves, timed in the teacher's window) all come from it -- so it
-is never taken on a busy host (measured again while the host is busy) and never mixed
-across hardware (a study resumed on another CPU is refused).
+is never taken on a busy host (measured again while the host is busy), never mixed
+across hardware (a study resumed on another CPU is refused), and taken again when a
+study is resumed by a slimsearch whose reference workload differs from the one it was
+calibrated against.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import optuna
 from rich.console import Console
 
 from slimsearch.evaluators import MeasurementError, Placement, hardware_identity
+from slimsearch.evaluators.paired_timing import REFERENCE_WORKLOAD
 from slimsearch.pipelines import CompressionPipeline
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.loop.errors import SearchError
 from slimsearch.search.loop.recording import MAX_DEFERRALS
-from slimsearch.search.loop.trial import TrialResult, Yardstick, busy_host, measure_candidate
+from slimsearch.search.loop.trial import REFERENCE_WORKLOAD_KEY, TrialResult, Yardstick, busy_host, measure_candidate
 from slimsearch.search.store import records
 from slimsearch.search.store.pareto import reference_point
 from slimsearch.search.store.study import stored_baseline
@@ -40,12 +43,22 @@ def study_baseline(study: optuna.Study, config: SlimsearchConfig, pipeline: Comp
                 f"study '{study.study_name}' was measured on '{stored['hardware'].get('cpu')}', "
                 f"this host is '{hardware['cpu']}'; use a new search.study_name for this hardware"
             )
-        return stored
+        if stored.get(REFERENCE_WORKLOAD_KEY) == REFERENCE_WORKLOAD or worker:
+            return stored  # a worker with a stale one is refused by its Yardstick: the owner re-takes it
+        console.print(f"the study's baseline was calibrated against an earlier reference workload "
+                      f"({stored.get(REFERENCE_WORKLOAD_KEY, 'unnamed')}); measuring the teacher again against "
+                      f"'{REFERENCE_WORKLOAD}' (earlier trials keep their readings, the earlier baseline is kept "
+                      f"in the study's '{records.STUDY_SUPERSEDED_BASELINES}')")
     teacher = Candidate(None, 0.0, 32, None, "single", 1, max(config.space.parallel.threads))
     result = _measure_teacher(teacher, config, pipeline, placement, workdir, console)
-    baseline = {"metrics": result.metrics, "hardware": result.hardware, "candidate": teacher.to_dict()}
+    baseline = {"metrics": result.metrics, "hardware": result.hardware, "candidate": teacher.to_dict(),
+                REFERENCE_WORKLOAD_KEY: REFERENCE_WORKLOAD}
+    if stored is None:
+        study.set_user_attr(records.STUDY_REFERENCE_POINT, reference_point(config.objectives, result.metrics))
+    else:  # the hypervolume's box stays: the front's history is measured in it
+        superseded = study.user_attrs.get(records.STUDY_SUPERSEDED_BASELINES, [])
+        study.set_user_attr(records.STUDY_SUPERSEDED_BASELINES, [*superseded, stored])
     study.set_user_attr(records.STUDY_BASELINE, baseline)
-    study.set_user_attr(records.STUDY_REFERENCE_POINT, reference_point(config.objectives, result.metrics))
     return baseline
 
 

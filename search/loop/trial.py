@@ -27,6 +27,7 @@ from slimsearch.evaluators import (
     save_artifact,
     serving_runtime,
 )
+from slimsearch.evaluators.paired_timing import REFERENCE_WORKLOAD
 from slimsearch.evaluators.serving import MB, ServingMeasurement
 from slimsearch.pipelines import AccuracyMonitor, BuiltModel, CompressionPipeline, Task
 from slimsearch.search.config import EvaluationSettings
@@ -61,7 +62,12 @@ from slimsearch.search.objectives import (
     QualityMetric,
 )
 from slimsearch.search.loop.early_stopping import SERVING_POINT, TrialMonitor, TrialStopped
+from slimsearch.search.loop.errors import SearchError
 from slimsearch.spaces import Candidate, InvalidCandidate
+
+
+REFERENCE_WORKLOAD_KEY = "reference_workload"
+"""The baseline's key naming the reference workload its calibration was taken against."""
 
 
 @dataclass(frozen=True)
@@ -77,12 +83,17 @@ class Yardstick:
 
     @classmethod
     def of(cls, baseline: dict[str, Any], quality_name: str) -> Yardstick:
+        """The yardstick of a stored baseline; one calibrated against another reference
+        workload than this slimsearch's is refused (it would scale every reading wrongly)."""
         metrics = baseline["metrics"]
         reference = latency_references(metrics)
-        teacher_threads = baseline.get("candidate", {}).get("threads")
-        if not reference and LATENCY_REFERENCE_MS in metrics and teacher_threads:
-            # Calibrated before references were per thread count: valid at the teacher's count only.
-            reference = {int(teacher_threads): metrics[LATENCY_REFERENCE_MS]}
+        calibrated_against = baseline.get(REFERENCE_WORKLOAD_KEY)
+        if (reference or LATENCY_REFERENCE_MS in metrics) and calibrated_against != REFERENCE_WORKLOAD:
+            earlier = f"'{calibrated_against}'" if calibrated_against else "of an earlier slimsearch"
+            raise SearchError(
+                f"the study's baseline was calibrated against the reference workload {earlier} and this slimsearch "
+                f"times against '{REFERENCE_WORKLOAD}': run the study's search once more (slimsearch run), which "
+                "measures the teacher again, then repeat this command")
         return cls(metrics.get(quality_name), reference)
 
     def reference_for(self, threads: int) -> float | None:
