@@ -144,7 +144,9 @@ def test_the_owner_resuming_a_study_calibrated_against_an_earlier_reference_meas
         return baseline.study_baseline(study, SlimsearchConfig(), None, None, tmp_path, Console(quiet=True), worker)
 
     assert resume(worker=1) == earlier, "a worker does not re-take it (its Yardstick refuses the stale one)"
+    assert baseline.baseline_param_prefix(study) == "baseline."
     taken = resume(worker=0)
+    assert baseline.baseline_param_prefix(study) == "baseline.retaken1.", "MLflow params cannot change"
     assert Yardstick.of(taken, "accuracy").reference_for(2) == 5.2
     assert study.user_attrs[records.STUDY_SUPERSEDED_BASELINES] == [earlier], "the earlier baseline is kept"
     assert study.user_attrs[records.STUDY_REFERENCE_POINT] == [0.0, 10.0], "the hypervolume's box stays"

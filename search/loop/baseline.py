@@ -62,6 +62,13 @@ def study_baseline(study: optuna.Study, config: SlimsearchConfig, pipeline: Comp
     return baseline
 
 
+def baseline_param_prefix(study: optuna.Study) -> str:
+    """The MLflow parent-run params' prefix of the study's current baseline: params cannot
+    change once logged, so a baseline taken again is logged under a prefix of its own."""
+    taken_again = len(study.user_attrs.get(records.STUDY_SUPERSEDED_BASELINES, []))
+    return f"baseline.retaken{taken_again}." if taken_again else "baseline."
+
+
 def _measure_teacher(teacher: Candidate, config: SlimsearchConfig, pipeline: CompressionPipeline,
                      placement: Placement, workdir: Path, console: Console) -> TrialResult:
     for attempt in range(1, MAX_DEFERRALS + 2):

@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from slimsearch.pipelines import Task, load_task
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.objectives import QualityMetric
+from slimsearch.search.loop.baseline import baseline_param_prefix
 from slimsearch.search.loop.library_logs import route_library_logs
 from slimsearch.search.loop.preflight import check_before_training, cores, owning_run, remove_orphaned_workdirs
 from slimsearch.search.loop.proposals import warm_start_params
@@ -163,8 +164,8 @@ class SearchDriver:
             self.console.print(line)
         if rebuilt or repaired:  # runs written again from Optuna say pareto=false: the front is re-tagged
             session.study.set_user_attr(PARETO_TAGS, {})
-        session.tracker.log_parent_params({f"baseline.{k}": round(v, 6)
-                                           for k, v in session.baseline["metrics"].items()})
+        prefix = baseline_param_prefix(session.study)
+        session.tracker.log_parent_params({f"{prefix}{k}": round(v, 6) for k, v in session.baseline["metrics"].items()})
         shown = [*cfg.objectives, *(c.metric for c in cfg.parsed_constraints)]
         session.tracker.share_trials_view(list(dict.fromkeys(shown)))
         if not session.study.get_trials(deepcopy=False):
