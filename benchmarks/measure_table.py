@@ -92,13 +92,14 @@ def measure(task: str) -> optuna.Study:
     return load_existing_study(config.storage_url, name)
 
 
-def remeasure(task: str, every: bool) -> optuna.Study:
+def remeasure(task: str, matching: str | None) -> optuna.Study:
     """Measure again every candidate of the task's table whose latest reading is noisy --
-    or, with ``every``, every measured one (after the measurement protocol changed: the
-    driver then takes the study's baseline again if its reference workload changed)."""
+    or, with ``matching``, every measured one whose summary contains it ("" for all: after
+    the measurement protocol changed; the driver then takes the study's baseline again if
+    its reference workload changed)."""
     study = table_study(task)
-    chosen = [t.params for t in latest_measurements(study).values()
-              if t.state == TrialState.COMPLETE and (every or _noisy(t))]
+    chosen = [t.params for t in latest_measurements(study).values() if t.state == TrialState.COMPLETE
+              and (_noisy(t) if matching is None else matching in t.user_attrs.get("summary", ""))]
     return _measure_again(task, study, chosen, {})
 
 
@@ -241,16 +242,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("task", choices=sorted(TABLE_SPACES))
     parser.add_argument("--remeasure-noisy", action="store_true", help="measure the table's noisy rows again")
-    parser.add_argument("--remeasure-all", action="store_true",
+    parser.add_argument("--remeasure-all", action="store_const", const="", dest="remeasure_matching",
                         help="measure every complete row again (the measurement protocol changed)")
+    parser.add_argument("--remeasure-matching", metavar="TEXT",
+                        help="measure again every complete row whose summary contains TEXT (e.g. 't2 | onnxruntime')")
     parser.add_argument("--retest", type=int, default=0, metavar="N",
                         help="measure N random clean rows a second time (the noise floor of a cost prediction)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.retest:
         path = write_table(args.task, retest(args.task, args.retest), {"retest_in": provenance()})
-    elif args.remeasure_noisy or args.remeasure_all:
-        path = write_table(args.task, remeasure(args.task, every=args.remeasure_all), {"remeasured_in": provenance()})
+    elif args.remeasure_noisy or args.remeasure_matching is not None:
+        path = write_table(args.task, remeasure(args.task, args.remeasure_matching), {"remeasured_in": provenance()})
     else:
         path = write_table(args.task, measure(args.task), {"measured": provenance()})
     print(f"table written: {path} ({path.with_suffix('.json').name} beside it)")

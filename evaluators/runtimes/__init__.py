@@ -65,6 +65,12 @@ class ServingRuntime:
         """Why this host cannot serve on this runtime (e.g. no compiler), or ``None``."""
         return None
 
+    def session_settings(self, threads: int) -> dict[str, object]:
+        """How its session is opened to serve on ``threads`` threads, where that is the
+        runtime's own setting (the deployment spec repeats it: the deployment then serves
+        as the candidate was measured)."""
+        return {}
+
     def serving_tags(self, served: nn.Module) -> dict[str, str]:
         """Facts about how it serves worth a trial tag (e.g. OpenVINO's inference precision)."""
         return {}

@@ -42,7 +42,7 @@ from slimsearch.search.objectives import (
     OUTSIDE_LOAD_MAX,
     PARAMS,
 )
-from slimsearch.evaluators import hardware_identity
+from slimsearch.evaluators import hardware_identity, serving_runtime
 from slimsearch.pipelines import CompressionPipeline, load_task
 from slimsearch.pipelines.export import export_model
 from slimsearch.search.config import SlimsearchConfig
@@ -198,7 +198,8 @@ def _spec(
         "configuration": candidate.summary(),
         "compression": {**candidate.to_dict(), "quant_path": quant_path, "simulated": candidate.simulated},
         "parallel_plan": {"strategy": candidate.strategy, "degree": candidate.degree, "threads_per_rank": candidate.threads},
-        "serving": {"batch_size": config.evaluation.batch_size, **input_signature},
+        "serving": {"batch_size": config.evaluation.batch_size, **input_signature,
+                    **_session_settings(candidate)},
         "measured": {
             "source": "re-measured in an isolated probe process at selection time",
             "metric": {"name": quality.name, "direction": quality.direction},
@@ -221,6 +222,11 @@ def _spec(
         "versions": _versions(runtime_spec(candidate.runtime).packages),
         "artifacts": {fmt: path.name for fmt, path in files.items()},
     }
+
+
+def _session_settings(candidate: Candidate) -> dict[str, Any]:
+    settings = serving_runtime(candidate.runtime).session_settings(candidate.threads)
+    return {"session": settings} if settings else {}
 
 
 def _versions(runtime_packages: tuple[str, ...]) -> dict[str, str]:
