@@ -20,7 +20,8 @@ on digits-transformer, memory 12.9 -> 12.1 % and 9.4 -> 8.2 % (adding width and 
 17.2 / 12.5 % latency, 13.3 / 11.1 % memory). Latency is then averaged (in logs) with a
 model of a deployment's fixed overhead plus its cost per unit of work (``cost_model.py``),
 which the GP on logs cannot represent: 16.1 -> 12.7 % on digits, 13.3 -> 10.2 % on
-digits-transformer. Every prediction is made
+digits-transformer. A simulated bit width is described as the fp32 it runs
+(``cost_model.served_bits``). Every prediction is made
 *before* the trial is measured and compared with the measurement afterwards, so the error
 it reports (MAPE per objective over the last ``WINDOW`` trials) is an honest out-of-sample
 figure. It informs (progress line, MLflow parent metrics, the benchmark); it never
@@ -48,7 +49,7 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, Wh
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from slimsearch.search.loop.cost_model import OverheadAndWork
+from slimsearch.search.loop.cost_model import OverheadAndWork, served_bits
 from slimsearch.search.objectives import LATENCY_P50_MS, MACS, MEMORY_MB, PARAMS
 from slimsearch.spaces import STRATEGIES, Candidate, runtime_specs
 
@@ -74,8 +75,7 @@ def features(candidate: Candidate, macs: float, params: float) -> list[float]:
         # Per-layer overhead beyond the work (a transformer's attention and norms).
         0.0 if student is None else math.log(student.depth),
         1.0 if student is None else 0.0,
-        math.log(candidate.bits),
-        1.0 if candidate.simulated else 0.0,
+        math.log(served_bits(candidate)),
         1.0 if candidate.float_dtype == "bfloat16" else 0.0,
         math.log(candidate.threads),
         math.log(candidate.degree),
@@ -84,7 +84,7 @@ def features(candidate: Candidate, macs: float, params: float) -> list[float]:
         # What a second thread or int8 buys differs per runtime (digits table, median over
         # models, 2 threads vs 1: int8 torch 1.78x faster, int8 onnxruntime 1.09x): a slope each.
         *(math.log(value) if candidate.runtime == spec.name else 0.0
-          for spec in runtime_specs() for value in (candidate.threads, candidate.bits)),
+          for spec in runtime_specs() for value in (candidate.threads, served_bits(candidate))),
     ]
 
 
