@@ -55,10 +55,16 @@ def without_chatter(text: str) -> str:
 
 
 def goal_table(sections: dict[str, str]) -> str:
+    """Each goal's newest verdict. A results file may keep earlier runs below its newest
+    (runs of a single script pasted in by hand, newest first), so a goal named again
+    further down is an older reading of it."""
     rows = ["| goal | measured | target | verdict | script |", "|---|---|---|---|---|"]
+    seen: set[str] = set()
     for script, text in sections.items():
         for line in text.splitlines():
-            if line.startswith("goal: "):
+            name = line[6:].split(" | ")[0]
+            if line.startswith("goal: ") and name not in seen:
+                seen.add(name)
                 rows.append(f"| {line[6:]} | {script} |")
     return "\n".join(rows) + "\n"
 
