@@ -14,9 +14,10 @@ dict" size is the model's size and it pickles (Ray placement) without the live s
 which is re-created where it is used.
 
 Its session's worker threads stop spinning when a run ends (``SESSION_CONFIG``). By
-default they spin on for up to seconds after each run, so whatever runs next on the
-cores -- the paired reference workload, or the user's own request handling -- runs beside
-them: a 5.2 ms reference read 15-17 ms after a 2-thread block, and the digits table's
+default they spin on after each run (about 0.05 CPU-seconds in the next half second
+here), so whatever runs next on the cores -- the paired reference workload, or the
+user's own request handling -- runs beside them: a 5.2 ms reference read 15-17 ms after a
+2-thread block, and the digits table's
 2-thread onnxruntime rows were scaled 1.8x too fast. Stopping the spin cost the 2-thread
 session +3 % per back-to-back call (0.912 -> 0.941 ms) where turning spinning off
 altogether cost +9 % (idle EPYC family 25 model 17, 2026-11-30); the deployment spec
