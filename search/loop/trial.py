@@ -92,7 +92,7 @@ class Yardstick:
             earlier = f"'{calibrated_against}'" if calibrated_against else "of an earlier slimsearch"
             raise SearchError(
                 f"the study's baseline was calibrated against the reference workload {earlier} and this slimsearch "
-                f"times against '{REFERENCE_WORKLOAD}': run the study's search once more (slimsearch run), which "
+                f"times against '{REFERENCE_WORKLOAD}': resume the study once (slimsearch run --n-trials 1), which "
                 "measures the teacher again, then repeat this command")
         return cls(metrics.get(quality_name), reference)
 
