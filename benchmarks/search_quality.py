@@ -161,6 +161,10 @@ class Trace:
     """(candidates evaluated so far, the sampler's seconds) of every proposal."""
     built: set[str] = field(default_factory=set)
     elapsed: float = 0.0
+    latency_errors: list[tuple[int, float]] = field(default_factory=list)
+    """(candidates evaluated before it, |predicted / measured - 1|) of each candidate whose
+    latency p50 the replay's cost predictor predicted before it was measured: the predictor
+    judged in the order a search of this sampler measures, where it is used."""
 
     def evaluate(self, row: Row, sampler_s: float = 0.0) -> None:
         self.elapsed += sampler_s + row.measure_s + sum(cost for key, cost in row.stages if key not in self.built)
@@ -182,7 +186,8 @@ def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0
     ``variants``, as ``search.deployment_variants`` does: each new model has that many other
     deployments of it enqueued (paying no training; only more precise ones for a model that
     misses the accuracy constraints), fastest first by a cost predictor learned along the
-    replay, as the driver orders them."""
+    replay, as the driver orders them. The predictor learns with or without variants, so its
+    error in this order is recorded (:attr:`Trace.latency_errors`)."""
     if sampler == BASELINE:
         return replay_uniform(table, seed, budget)
     study = optuna.create_study(directions=table.directions, sampler=SAMPLERS[sampler](seed))
@@ -220,8 +225,11 @@ def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0
             continue
         duplicates_in_a_row = 0
         seen.add(fingerprint)
-        if variants:  # the predictor orders variants only; without them it is not needed
-            predictor.learn(candidate, row.metrics, None)
+        predicted = predictor.predict(candidate)
+        if predicted is not None:
+            estimate, measured = predicted[LATENCY_P50_MS][0], row.metrics[LATENCY_P50_MS]
+            trace.latency_errors.append((len(trace.outcomes), abs(estimate / measured - 1)))
+        predictor.learn(candidate, row.metrics, predicted)
         if variants and "variant_of" not in trial.user_attrs:
             accurate = accurate_enough([Constraint.parse(name) for name in row.constraints], row.metrics, QualityMetric())
             queued = seen | {suggest_candidate(optuna.trial.FixedTrial(t.system_attrs["fixed_params"]), table.space)
@@ -311,8 +319,10 @@ def report(path: Path, samplers: list[str], sets: dict[str, list[int]], variants
     yard = table.yardstick()
     results: Results = {}
     cost: dict[str, list[float]] = {s: [] for s in samplers}
+    traces_by_set: dict[str, dict[str, list[Trace]]] = {}
     for name, seeds in sets.items():
         traces = {s: [replay(table, s, seed, max(CHECKPOINTS), variants) for seed in seeds] for s in samplers}
+        traces_by_set[name] = traces
         results[name] = {label: {s: [yard.scores(pick(t)) for t in traces[s]] for s in samplers}
                          for label, pick in checkpoints(traces[BASELINE])}
         for s in samplers:  # the sampler's cost per proposal on the way to the last checkpoint
@@ -330,6 +340,7 @@ def report(path: Path, samplers: list[str], sets: dict[str, list[int]], variants
     print("\nSampler seconds per proposal, the last 10 evaluated candidates before N="
           f"{max(CHECKPOINTS)}: " + ", ".join(f"{s} {1000 * statistics.median(v):.1f} ms" for s, v in cost.items() if v))
     print_predictor(table, path, next(iter(sets.values())))
+    print_predictor_in_search_order(traces_by_set, samplers)
     default = optuna_default()
     if set(sets) == set(seed_sets()) and default in samplers:
         judge_default(results, default, path.stem)
@@ -369,8 +380,15 @@ def judge_default(results: Results, default: str, table: str) -> None:
              f"<= {REGRET_GOAL}x; > 1 / > 1", met)
 
 
+LEARNING_CURVE = (10, 20, 30, 40, 60)
+"""Measured trials before the 20 judged ones: how the predictor's error falls with data."""
+
+
 def print_predictor(table: Table, path: Path, seeds: list[int]) -> None:
+    curve = {n: statistics.median(predictor_error(table, seed, learned=n)[LATENCY_P50_MS] for seed in seeds)
+             for n in LEARNING_CURVE if n != 20}
     errors = [predictor_error(table, seed) for seed in seeds]
+    curve[20] = statistics.median(e[LATENCY_P50_MS] for e in errors)
     print("\nCost predictor (Gaussian process on log structure features, latency averaged with an overhead-plus-work "
           "model), error of predictions made before "
           "measuring, trials 21-40 of a random order, median [95 % CI] over seeds: "
@@ -380,6 +398,8 @@ def print_predictor(table: Table, path: Path, seeds: list[int]) -> None:
               f"({' to '.join(t[:16] for t in table.retest['measured_between'])}) differ from the table's reading by MAPE "
               + ", ".join(f"{name} {table.retest[f'{name}_mape']:.1f} %" for name in PREDICTED)
               + " -- no prediction can be judged closer than that.")
+    print("Latency MAPE of the 20 predictions after N measured trials (random order, median over the same seeds): "
+          + ", ".join(f"N={n} {curve[n]:.1f} %" for n in sorted(curve)))
     floor, deployments = structure_floor(table)
     print(f"Structure floor: fitted per deployment on all {len(table.rows)} rows ({deployments} deployments) and "
           f"judged on the same rows, a model of MACs, parameters and depth misses latency p50 by MAPE {floor:.1f} % "
@@ -390,6 +410,26 @@ def print_predictor(table: Table, path: Path, seeds: list[int]) -> None:
     judge = goal if path.resolve() == (TABLES / "digits.csv").resolve() else fact
     judge(f"cost predictor: latency MAPE after 20 measured {path.stem} trials", f"{latency_mape:.1f} %", "<= 10 %",
           latency_mape <= 10)
+
+
+def print_predictor_in_search_order(traces: dict[str, dict[str, list[Trace]]], samplers: list[str]) -> None:
+    """The predictor's latency MAPE on evaluated candidates 21-40 of each sampler's replays
+    (the baseline's order is random, as ``predictor_error``'s): a search's own order
+    starts with the anchors and measures deployment variants of the models it builds."""
+    print("Cost predictor in each sampler's own order (as a search learns it: anchors first, deployment variants), "
+          "latency MAPE of evaluated candidates 21-40, median over the set's seeds:")
+    for sampler in samplers:
+        if sampler == BASELINE:
+            continue
+        medians = {name: statistics.median(m for t in by_sampler[sampler] if (m := _judged_mape(t)) is not None)
+                   for name, by_sampler in traces.items()}
+        print(f"  {sampler}: " + ", ".join(f"{name} {value:.1f} %" for name, value in medians.items()))
+
+
+def _judged_mape(trace: Trace) -> float | None:
+    """``None`` for a replay that ended before its 21st candidate (a sampler stuck on measured ones)."""
+    judged = [error for n, error in trace.latency_errors if 20 <= n < 40]
+    return 100 * statistics.fmean(judged) if judged else None
 
 
 def structure_floor(table: Table) -> tuple[float, int]:
