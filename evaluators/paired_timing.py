@@ -27,7 +27,8 @@ digits teacher: 6.00 ms recorded, 8.97 ms raw, with the earlier reference).
 
 The amount of timing is a budget in seconds (as pyperf and Google Benchmark size
 their loops), not a count of calls: a 1 ms model gets hundreds of calls a round and a
-3 s model a few, with their statistics' uncertainty recorded either way.
+3 s model a few, with their statistics' uncertainty recorded either way. Rounds stop
+when they agree (``rounds_agree``): a third round only where the first two differ.
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ BLOCKS_PER_ROUND = 6
 """Candidate blocks per round, each with a reference block on either side."""
 MIN_CALLS_PER_ROUND = BLOCKS_PER_ROUND
 MAX_CALLS_PER_ROUND = 600
-REFERENCE_BLOCK_S = 0.02
-"""Seconds of reference calls around each block (at most a candidate block's)."""
+REFERENCE_BLOCK_S = 0.01
+"""Seconds of reference calls around each block (at most a candidate block's). At 0.02 s
+the reference took 0.17 s of each 0.47 s round on an EPYC family 26 model 2, where it runs
+2.5 ms (2026-11-30): a budget in seconds buys a fast host more reference calls than the
+block's median needs. 0.01 s is 3-5 calls on the hosts seen (``MIN_REFERENCE_CALLS``)."""
 MIN_REFERENCE_CALLS = 3
 REFERENCE_WARMUP_CALLS = 1
 """Untimed reference calls at the start of each reference block: the first runs beside the
@@ -150,6 +154,33 @@ class PairedReadings:
     raw_ms: list[float]
     window_reference_ms: float
     """Median of the reference blocks in these rounds: the host's speed in this window."""
+
+
+ROUNDS_AGREE = 0.02
+"""Undisturbed rounds whose candidate/reference ratios are within this of each other settle
+the measurement before ``rounds`` of them. Measured on the four probe_cost artifacts at 1
+and 2 threads (idle EPYC family 26 model 2, 2026-11-30, 32 probes of 3 rounds): where the
+first two rounds agreed within 2 %, their median differed from the three rounds' by at
+most 0.9 %; the first two differed by more than 2 % in 11 of 32 probes (up to 10 %), which
+keep timing as before. It saves a round (0.47 s there) on most idle probes."""
+MIN_AGREEING_ROUNDS = 2
+
+
+def round_ratio(timed_round: dict[str, list[list[float]]]) -> float:
+    """The round's candidate latency in units of the reference around it: the median over
+    its blocks of (block median / the mean of the reference medians on either side)."""
+    reference = [statistics.median(block) for block in timed_round["reference"]]
+    return statistics.median(statistics.median(block) / ((reference[i] + reference[i + 1]) / 2)
+                             for i, block in enumerate(timed_round["candidate"]))
+
+
+def rounds_agree(clean_rounds: list[dict[str, list[list[float]]]]) -> bool:
+    """Whether at least ``MIN_AGREEING_ROUNDS`` undisturbed rounds read within ``ROUNDS_AGREE``
+    of each other (relative to the reference, so a host speed change does not count)."""
+    if len(clean_rounds) < MIN_AGREEING_ROUNDS:
+        return False
+    ratios = [round_ratio(r) for r in clean_rounds]
+    return max(ratios) <= (1 + ROUNDS_AGREE) * min(ratios)
 
 
 def calibrate(rounds: list[dict[str, list[list[float]]]], reference_ms: float | None) -> PairedReadings:

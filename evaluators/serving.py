@@ -53,7 +53,8 @@ class TimingProtocol:
     """How latency is timed: ``warmup_s`` of untimed calls, then rounds of ``round_s``
     seconds of candidate calls paired with the reference workload (``paired_timing``),
     until ``rounds`` undisturbed ones (outside load on the rank's cores <=
-    ``max_outside_load``) or ``max_rounds`` in all, pausing up to ``busy_wait_s`` in all
+    ``max_outside_load``; two that agree within ``paired_timing.ROUNDS_AGREE`` settle it
+    sooner) or ``max_rounds`` in all, pausing up to ``busy_wait_s`` in all
     after disturbed rounds. ``reference_ms`` is the study's calibrated reference latency
     at the candidate's thread count (None: this window's own). ``calibrate_threads``
     asks the probe to time the reference at those thread counts too, after the window
@@ -89,7 +90,8 @@ class ServingMeasurement:
     outside_load_max: float
     """Highest outside load among the rounds the statistics come from."""
     noisy: bool
-    """Fewer undisturbed rounds than asked for: treat the latency with suspicion."""
+    """Fewer undisturbed rounds than asked for, and those there were did not agree: treat
+    the latency with suspicion."""
     memory_bytes: int
     per_rank_peak_bytes: list[int]
     memory_spread_bytes: int
@@ -207,7 +209,7 @@ def _parse(result: dict, protocol: TimingProtocol, plan: RankPlan) -> ServingMea
         rounds_clean=len(clean),
         rounds_total=len(rounds),
         outside_load_max=max(r["outside_load"] for r in used),
-        noisy=len(clean) < int(ranks[0]["rounds_wanted"]),
+        noisy=not ranks[0]["settled"],
         memory_bytes=max(0, sum(peaks) - file_growth - baseline),
         per_rank_peak_bytes=peaks,
         memory_spread_bytes=int(ranks[0]["memory_spread_bytes"]),

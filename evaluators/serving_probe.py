@@ -40,7 +40,7 @@ from slimsearch.evaluators.cpu_load import outside_load, snapshot
 from slimsearch.evaluators.isolation import hardware_identity, timing_lock
 from slimsearch.evaluators.latency import time_calls
 from slimsearch.evaluators.paired_timing import (BLOCKS_PER_ROUND, REFERENCE_WARMUP_CALLS, TimingPlan, reference_speeds,
-                                                 reference_workload)
+                                                 reference_workload, rounds_agree)
 from slimsearch.evaluators.runtimes import load_artifact, runtime_for_artifact
 from slimsearch.evaluators.memory import current_rss_bytes, file_rss_bytes, peak_rss_bytes, reset_peak_rss
 from slimsearch.evaluators.parallel_steps import load_rank_model, local_weight_bytes, make_step
@@ -152,7 +152,7 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
     return {"rank": rank, "baseline_bytes": baseline, "peak_bytes": peak, "memory_spread_bytes": peak - min(settled),
             "file_growth_bytes": file_growth,
             "weight_bytes": local_weight_bytes(model) if job.strategy == "tensor_parallel" else None,
-            "rounds": rounds, "rounds_wanted": plan.rounds, "reference_speeds": speeds, "window_ns": [start_ns, end_ns],
+            "rounds": rounds, "settled": _settled(rounds, job, plan, rank), "reference_speeds": speeds, "window_ns": [start_ns, end_ns],
             "output_error": error, "first_call_s": first_call_s}
 
 
@@ -200,8 +200,8 @@ def _plan(durations: list[float], reference: Callable[[], Any], job: ServingJob,
 
 def _timed_rounds(step: Callable[[], Any], reference: Callable[[], Any], job: ServingJob, cores: list[int],
                   distributed: bool, rank: int, plan: TimingPlan) -> list[dict[str, Any]]:
-    """Time rounds until ``plan.rounds`` undisturbed ones, ``plan.max_rounds`` in all, or
-    the deadline.
+    """Time rounds until ``plan.rounds`` undisturbed ones (or fewer that agree:
+    ``paired_timing.rounds_agree``), ``plan.max_rounds`` in all, or the deadline.
 
     Rank 0 times the reference around every candidate block, decides whether another
     round is needed and, after a disturbed round, pauses (0.5 s, doubling, at most
@@ -221,9 +221,9 @@ def _timed_rounds(step: Callable[[], Any], reference: Callable[[], Any], job: Se
             paired.append(time_calls(reference, REFERENCE_WARMUP_CALLS, plan.reference_calls))
         load = _busiest(outside_load(before, snapshot(cores)), distributed)
         rounds.append({"candidate": candidate, "reference": paired, "outside_load": load})
-        clean = sum(r["outside_load"] <= job.max_outside_load for r in rounds)
         round_s = time.time() - round_started
-        more = int(clean < plan.rounds and len(rounds) < plan.max_rounds and time.time() + round_s < job.deadline)
+        more = int(not _settled(rounds, job, plan, rank) and len(rounds) < plan.max_rounds
+                   and time.time() + round_s < job.deadline)
         if not _agree([more], distributed)[0]:
             return rounds
         if rank == 0 and load > job.max_outside_load and paused_s < job.busy_wait_s:
@@ -231,6 +231,13 @@ def _timed_rounds(step: Callable[[], Any], reference: Callable[[], Any], job: Se
             _progress(job, rank, f"pausing {pause:.1f} s: other work kept the cores {100 * load:.0f} % busy")
             time.sleep(pause)
             paused_s, pause_s = paused_s + pause, pause_s * 2
+
+
+def _settled(rounds: list[dict[str, Any]], job: ServingJob, plan: TimingPlan, rank: int) -> bool:
+    """Enough undisturbed rounds: ``plan.rounds`` of them, or fewer that agree (rank 0, which
+    times the reference, decides; the others follow its broadcast)."""
+    clean = [r for r in rounds if r["outside_load"] <= job.max_outside_load]
+    return len(clean) >= plan.rounds or (rank == 0 and rounds_agree(clean))
 
 
 def _busiest(load: float, distributed: bool) -> float:

@@ -126,7 +126,8 @@ class EvaluationSettings(_Strict):
     batch_size: int = Field(64, ge=1, description="serving batch size for latency and memory")
     warmup_s: float = Field(0.3, ge=0, description="seconds of untimed calls before timing (at least two calls)")
     round_s: float = Field(0.3, gt=0, description="seconds of timed calls per round (6 to 600 calls)")
-    rounds: int = Field(3, ge=1, description="undisturbed timing rounds wanted")
+    rounds: int = Field(3, ge=1, description="undisturbed timing rounds wanted (two that agree within 2 % "
+                        "settle it sooner)")
     max_rounds: int = Field(6, ge=1, description="give up (and flag the measurement noisy) after this many rounds")
     max_outside_load: float = Field(0.2, ge=0, le=1, description="a round whose cores were busier with other work is redone")
     busy_wait_s: float = Field(20, ge=0, description="longest total pause between disturbed rounds, waiting for quiet")

@@ -19,10 +19,13 @@ from slimsearch.evaluators.paired_timing import (
     BLOCKS_PER_ROUND,
     MAX_CALLS_PER_ROUND,
     REFERENCE_WORKLOAD,
+    REFERENCE_BLOCK_S,
+    ROUNDS_AGREE,
     TimingPlan,
     calibrate,
     reference_speeds,
     reference_workload,
+    rounds_agree,
     scaled_to_window,
 )
 from slimsearch.evaluators import hardware_identity
@@ -64,12 +67,22 @@ def _plan(candidate_ms: float, seconds_left: float = 240.0) -> TimingPlan:
                                   seconds_left=seconds_left)
 
 
+def test_two_rounds_settle_the_measurement_only_when_they_agree_relative_to_the_reference() -> None:
+    steady = [1.0] * BLOCKS_PER_ROUND
+    host_slower = _round([1.5] * BLOCKS_PER_ROUND)  # the same candidate in a slower host state
+    assert rounds_agree([_round(steady), host_slower]), "a host speed change moves both alike"
+    assert not rounds_agree([_round(steady)]), "one round is not agreement"
+    candidate_slower = _round(steady, candidate_ms=2.0 * (1 + 2 * ROUNDS_AGREE))
+    assert not rounds_agree([_round(steady), candidate_slower]), "the candidate itself read differently"
+    assert rounds_agree([_round(steady), _round(steady, candidate_ms=2.0 * (1 + ROUNDS_AGREE / 2))])
+
+
 def test_the_timing_budget_is_seconds_not_calls() -> None:
     fast, slow, tiny = _plan(1.0), _plan(3000.0), _plan(0.001)
     assert fast.candidate_calls * BLOCKS_PER_ROUND == 300, "a 1 ms model: 0.3 s of calls"
     assert slow.candidate_calls == 1, "a 3 s model: one call a block"
     assert tiny.candidate_calls * BLOCKS_PER_ROUND == MAX_CALLS_PER_ROUND
-    assert fast.reference_calls * 0.7 >= 20, "20 ms of reference around a block"
+    assert fast.reference_calls * 0.7 >= 1000 * REFERENCE_BLOCK_S, "the reference's seconds around a block"
     assert (fast.rounds, fast.max_rounds) == (3, 6)
 
 
