@@ -48,10 +48,12 @@ BLOCKS_PER_ROUND = 6
 MIN_CALLS_PER_ROUND = BLOCKS_PER_ROUND
 MAX_CALLS_PER_ROUND = 600
 REFERENCE_BLOCK_S = 0.01
-"""Seconds of reference calls around each block (at most a candidate block's). At 0.02 s
-the reference took 0.17 s of each 0.47 s round on an EPYC family 26 model 2, where it runs
-2.5 ms (2026-11-30): a budget in seconds buys a fast host more reference calls than the
-block's median needs. 0.01 s is 3-5 calls on the hosts seen (``MIN_REFERENCE_CALLS``)."""
+"""Seconds of reference calls around each block (at most a candidate block's). The
+reference runs 2.5 ms on two threads of an EPYC family 26 model 2 (2026-11-30), where
+0.02 s meant 9 calls (+1 warm-up) around each of a round's 7 blocks: about 0.17 s of a
+0.3 s round's candidate time again, more calls than a block's median needs. 0.01 s is 3-5
+calls on the hosts seen (``MIN_REFERENCE_CALLS``); with ``ROUNDS_AGREE`` it cut that
+host's probe from 3.27 to 2.68 s (``benchmarks/results/probe_cost.md``)."""
 MIN_REFERENCE_CALLS = 3
 REFERENCE_WARMUP_CALLS = 1
 """Untimed reference calls at the start of each reference block: the first runs beside the
