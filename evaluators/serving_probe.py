@@ -152,8 +152,8 @@ def _rank_main(rank: int, job: ServingJob, port: int | None) -> dict[str, Any]:
     return {"rank": rank, "baseline_bytes": baseline, "peak_bytes": peak, "memory_spread_bytes": peak - min(settled),
             "file_growth_bytes": file_growth,
             "weight_bytes": local_weight_bytes(model) if job.strategy == "tensor_parallel" else None,
-            "rounds": rounds, "settled": _settled(rounds, job, plan, rank), "reference_speeds": speeds, "window_ns": [start_ns, end_ns],
-            "output_error": error, "first_call_s": first_call_s}
+            "rounds": rounds, "settled": _settled(rounds, job, plan, rank), "reference_speeds": speeds,
+            "window_ns": [start_ns, end_ns], "output_error": error, "first_call_s": first_call_s}
 
 
 def _seconds(call: Callable[[], Any]) -> float:
