@@ -83,3 +83,28 @@ def test_a_killed_ray_driver_s_trials_are_failed_and_re_run_when_the_study_resum
         assert [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number], "re-run"
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     assert not [r for r in children if r.info.status == "RUNNING"]
+
+
+def test_a_leftover_worker_no_longer_under_its_raylet_is_killed_before_its_folder_is_removed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from slimsearch.search.loop.ray_cluster import Leftovers
+
+    session = tmp_path / "session_2026-11-30_22-02-59_449137_13656"
+    (session / "logs").mkdir(parents=True)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    orphan = subprocess.Popen([*sleeper, f"--session-name={session.name}"], start_new_session=True)
+    bystander = subprocess.Popen([*sleeper, "--session-name=session_of_another_run"], start_new_session=True)
+    record = tmp_path / "ray-session-study.json"
+    try:
+        Leftovers(record, str(session), processes=[]).write()
+        said = Leftovers.read(record).remove()
+        assert not psutil.pid_exists(orphan.pid), "the worker naming the folder is killed (and reaped)"
+        assert not session.exists() and not record.exists()
+        assert "removed 1 Ray processes" in said
+        assert bystander.poll() is None, "another run's processes are not touched"
+    finally:
+        for process in (orphan, bystander):
+            process.kill()
+            process.wait()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,7 @@ class Leftovers:
         """Kill the recorded processes still alive (the same processes: creation times are
         compared, as process ids are reused) with their children, delete the session
         folder and the record; says what it did."""
-        alive = []
+        alive = self._session_processes()
         for pid, created in self.processes:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process = psutil.Process(pid)
@@ -94,3 +95,17 @@ class Leftovers:
             shutil.rmtree(self.session_dir, ignore_errors=True)
         self.record.unlink(missing_ok=True)
         return f"removed {len(killed)} Ray processes and the session folder a killed run left" if killed else ""
+
+    def _session_processes(self) -> list[psutil.Process]:
+        """Processes whose command line names the session folder, whatever their parent: a
+        worker the raylet started as the run was killed outlives the raylet (no longer its
+        child) and, once started, re-made the folder's skeleton after it was removed (a
+        full test-suite run, 2026-11-30). Ray gives every worker ``--session-name``."""
+        if not self.session_dir:
+            return []
+        name = Path(self.session_dir).name
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            if process.pid != os.getpid() and any(name in arg for arg in process.info["cmdline"] or ()):
+                found.append(process)
+        return found
