@@ -168,12 +168,19 @@ keep timing as before. It saves a round (0.47 s there) on most idle probes."""
 MIN_AGREEING_ROUNDS = 2
 
 
+def reference_around(timed_round: dict[str, list[list[float]]]) -> list[float]:
+    """The reference's speed around each candidate block of a round: the mean of the
+    reference block medians on either side (reference block ``i`` precedes candidate
+    block ``i`` and block ``i + 1`` follows it)."""
+    reference = [statistics.median(block) for block in timed_round["reference"]]
+    return [(reference[i] + reference[i + 1]) / 2 for i in range(len(timed_round["candidate"]))]
+
+
 def round_ratio(timed_round: dict[str, list[list[float]]]) -> float:
     """The round's candidate latency in units of the reference around it: the median over
-    its blocks of (block median / the mean of the reference medians on either side)."""
-    reference = [statistics.median(block) for block in timed_round["reference"]]
-    return statistics.median(statistics.median(block) / ((reference[i] + reference[i + 1]) / 2)
-                             for i, block in enumerate(timed_round["candidate"]))
+    its blocks of block median / :func:`reference_around`."""
+    return statistics.median(statistics.median(block) / around
+                             for block, around in zip(timed_round["candidate"], reference_around(timed_round)))
 
 
 def rounds_agree(clean_rounds: list[dict[str, list[list[float]]]]) -> bool:
@@ -198,8 +205,7 @@ def calibrate(rounds: list[dict[str, list[list[float]]]], reference_ms: float | 
     target = reference_ms or window
     calibrated, raw = [], []
     for r in rounds:
-        for i, block in enumerate(r["candidate"]):
-            around = (statistics.median(r["reference"][i]) + statistics.median(r["reference"][i + 1])) / 2
+        for block, around in zip(r["candidate"], reference_around(r)):
             calibrated.extend(ms * target / around for ms in block)
             raw.extend(block)
     return PairedReadings(calibrated, raw, window)
