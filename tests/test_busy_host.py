@@ -20,9 +20,12 @@ from tests.helpers import cli_text, run_cli, runner, stores, wait_until
 
 pytestmark = pytest.mark.e2e
 
-STRICT = {"round_s": 0.1, "rounds": 1, "max_rounds": 1, "busy_wait_s": 0, "max_outside_load": 0.05}
-"""One round per probe, no pause, 5 % outside load allowed: a neighbour sharing the probe's
-core (it gets 30-50 % of it) makes every reading noisy; a quiet host reads ~0 %."""
+STRICT = {"round_s": 0.1, "rounds": 1, "max_rounds": 1, "busy_wait_s": 0, "max_outside_load": 0.15}
+"""One round per probe, no pause, 15 % outside load allowed: a neighbour sharing the probe's
+core (it gets 30-50 % of it) makes every reading noisy. A quiet host reads a few per cent:
+other work (not identified: the suite runs the CLI in-process) held 7 % of the core in every
+baseline attempt of one full-suite run (EPYC family 26 model 2, 2026-11-30), over the 5 % this
+allowed then: reference blocks of 0.01 s had made the round shorter."""
 
 
 @pytest.fixture()
