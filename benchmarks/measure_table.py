@@ -184,7 +184,9 @@ def _fingerprint(trial: FrozenTrial) -> str:
 
 def write_table(task: str, study: optuna.Study, provenance_note: dict[str, str]) -> Path:
     """The table's CSV and JSON; ``provenance_note`` names this command's run (measured,
-    remeasured_in, retest_in), the other provenance keys stay as the JSON had them."""
+    remeasured_in, retest_in), the other provenance keys stay as the JSON had them if it
+    describes the same study (the same first trial): a table measured afresh in a new
+    study folder must not inherit an earlier study's re-measurement or retest."""
     latest = latest_measurements(study)
     first: dict[str, FrozenTrial] = {}
     for trial in _measurements(study):
@@ -199,7 +201,9 @@ def write_table(task: str, study: optuna.Study, provenance_note: dict[str, str])
     started = min(t.datetime_start for t in firsts if t.datetime_start)
     finished = max(t.datetime_complete for t in firsts if t.datetime_complete)
     previous = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else {}
-    meta = {key: previous.get(key) for key in ("measured", "remeasured_in", "retest_in")} | provenance_note | {
+    same_study = previous.get("study") == study.study_name and previous.get("first_trial_started") == started.isoformat()
+    carried = {key: previous.get(key) if same_study else None for key in ("measured", "remeasured_in", "retest_in")}
+    meta = carried | provenance_note | {
         "task": task, "study": study.study_name,
         "first_trial_started": started.isoformat(), "last_trial_finished": finished.isoformat(),
         "measuring_hours": round((finished - started).total_seconds() / 3600, 3),
