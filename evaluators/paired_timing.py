@@ -21,7 +21,8 @@ The raw readings are kept beside the calibrated ones.
 The reference runs on the candidate's threads (so it sees the cores the candidate
 runs on), which makes its speed depend on the thread count: 9.6 ms on one thread,
 5.2 ms on two (idle EPYC family 25 model 17, 2026-11-30). A study's calibrated value is therefore one
-per thread count, all taken in the baseline's window (``reference_speeds``);
+per thread count, all taken in the baseline's window, each on the cores a probe of that
+count is pinned to (``reference_speeds``);
 calibrating a one-thread candidate to the two-thread value read it 33 % fast (the
 digits teacher: 6.00 ms recorded, 8.97 ms raw, with the earlier reference).
 
@@ -34,6 +35,7 @@ when they agree (``rounds_agree``): a third round only where the first two diffe
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from dataclasses import dataclass
 from typing import Callable
@@ -102,16 +104,22 @@ CALIBRATION_CYCLES = 12
 def reference_speeds(reference: Callable[[], torch.Tensor], thread_counts: list[int], block_calls: int) -> dict[int, float]:
     """Median reference latency (ms) at each of ``thread_counts``, in blocks of
     ``block_calls`` that alternate between the counts, so a host speed state hits every
-    count alike; the caller's thread count is restored after."""
-    own = torch.get_num_threads()
+    count alike. Each count is timed on the cores a probe of that many threads is pinned
+    to (the first ones of the caller's: ``serving_probe._pin_cores``), as the trials it
+    calibrates read the reference; the caller's thread count and cores are restored after."""
+    own_threads, own_cores = torch.get_num_threads(), os.sched_getaffinity(0)
+    cores = sorted(own_cores)
     samples: dict[int, list[float]] = {threads: [] for threads in thread_counts}
     try:
         for _ in range(CALIBRATION_CYCLES):
             for threads in thread_counts:
+                # Cores before threads: a pool thread started now inherits the wider set.
+                os.sched_setaffinity(0, cores[:threads])
                 torch.set_num_threads(threads)
                 samples[threads].extend(time_calls(reference, 1, block_calls))
     finally:
-        torch.set_num_threads(own)
+        os.sched_setaffinity(0, own_cores)
+        torch.set_num_threads(own_threads)
     return {threads: statistics.median(times) for threads, times in samples.items()}
 
 

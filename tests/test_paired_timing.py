@@ -3,6 +3,7 @@ thread count is calibrated to its own reference."""
 
 from __future__ import annotations
 
+import os
 import statistics
 from pathlib import Path
 from types import SimpleNamespace
@@ -103,6 +104,21 @@ def test_the_reference_is_calibrated_per_thread_count_at_the_window_s_speed() ->
     anchored = scaled_to_window({1: 0.7, 2: 0.5}, own_threads=2, window_reference_ms=0.55)
     assert anchored[2] == pytest.approx(0.55), "the window's own count is the window's reading"
     assert anchored[1] == pytest.approx(0.77), "other counts keep their ratio to it"
+
+
+def test_each_thread_count_is_calibrated_on_the_cores_its_trials_are_pinned_to() -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    counts = sorted({1, len(cores)})
+    seen: dict[int, set[frozenset[int]]] = {count: set() for count in counts}
+
+    def reference() -> torch.Tensor:
+        seen[torch.get_num_threads()].add(frozenset(os.sched_getaffinity(0)))
+        return torch.zeros(1)
+
+    threads = torch.get_num_threads()
+    reference_speeds(reference, counts, block_calls=2)
+    assert seen == {count: {frozenset(cores[:count])} for count in counts}, "a 1-thread trial's probe runs on core 0 alone"
+    assert sorted(os.sched_getaffinity(0)) == cores and torch.get_num_threads() == threads, "the caller's are restored"
 
 
 class _Captured(Exception):

@@ -7,12 +7,15 @@ import signal
 import subprocess
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import write_config
 from slimsearch.search.cli import app
 from slimsearch.search.store import records
+from slimsearch.search.store.outages import Outages
+from slimsearch.search.store.tracking import MlflowTracker
 from tests.helpers import assert_one_run_per_decided_trial, cli_text, count_trials, run_cli, runner, search_process, stores, wait_until
 
 pytestmark = pytest.mark.e2e  # whole searches: deselect with -m 'not e2e' for a fast run
@@ -116,3 +119,19 @@ def test_timeout_with_workers_ends_the_run_and_every_worker_within_a_trial(tmp_p
     assert len(_evaluated(study)) < 200
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     assert not [r for r in children if r.info.status == "RUNNING"] and parent.info.status == "FINISHED"
+
+
+def test_a_front_tag_another_process_wrote_before_the_trial_s_run_ended_is_kept(tmp_path: Path) -> None:
+    """With workers a trial is on the front once Optuna is told its values, before its own
+    process ends its MLflow run: the owner's publisher may tag the run first."""
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "tags", tmp_path / "artifacts", "tags", {},
+                            Outages("the MLflow tracking store", 1.0, print))
+    run_id = tracker.start_trial(0)
+    assert tracker.client.get_run(run_id).data.tags["pareto"] == "false", \
+        "the tag exists from the start: a publisher's write is an update, never a second insert racing the first"
+    study = optuna.create_study(directions=["maximize"])
+    trial = study.ask()
+    study.tell(trial, [0.9])
+    tracker.set_pareto_tags({run_id: "true"})  # the owner's publisher, between the tell and the run's end
+    tracker.finish_trial(run_id, *records.TrialRecord(study.trials[0]).mlflow())
+    assert tracker.client.get_run(run_id).data.tags["pareto"] == "true", "the trial's own record must not reset it"

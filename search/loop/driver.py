@@ -162,7 +162,7 @@ class SearchDriver:
         rebuilt, repaired = session.repair.rebuild_lost_store(), session.repair.end_orphaned_runs()
         for line in filter(None, (rebuilt, repaired)):
             self.console.print(line)
-        if rebuilt or repaired:  # runs written again from Optuna say pareto=false: the front is re-tagged
+        if rebuilt:  # rebuilt runs start as pareto=false: the front is tagged again
             session.study.set_user_attr(PARETO_TAGS, {})
         prefix = baseline_param_prefix(session.study)
         session.tracker.log_parent_params({f"{prefix}{k}": round(v, 6) for k, v in session.baseline["metrics"].items()})

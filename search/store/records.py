@@ -124,15 +124,16 @@ class TrialRecord:
         return self.trial.state == TrialState.COMPLETE and all(v <= 0 for v in self.trial.constraints.values())
 
     def mlflow(self) -> tuple[dict[str, Any], dict[str, float], dict[str, str], str]:
-        """``(params, metrics, tags, run status)`` of the trial's MLflow child run."""
+        """``(params, metrics, tags, run status)`` of the trial's MLflow child run. Not its
+        ``pareto`` tag: that is the front publishers' (``tracking`` module docstring)."""
         candidate = self.candidate
         params = candidate.flat() if candidate else {}
         named = {"summary": candidate.summary(), RUN_NAME: f"#{self.trial.number} {candidate.summary()}"} \
             if candidate else {}
         if DUPLICATE_OF in self.attrs:
-            return params, {}, {"state": "DUPLICATE", "duplicate_of": str(self.attrs[DUPLICATE_OF]), "pareto": "false",
+            return params, {}, {"state": "DUPLICATE", "duplicate_of": str(self.attrs[DUPLICATE_OF]),
                                 "summary": "", **named}, "FINISHED"
-        base = {"state": self.trial.state.name, "feasible": str(self.feasible).lower(), "pareto": "false", **named}
+        base = {"state": self.trial.state.name, "feasible": str(self.feasible).lower(), **named}
         for key in (VARIANT_OF, EXPLORES):
             if key in self.attrs:
                 base[key] = str(self.attrs[key])

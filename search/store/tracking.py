@@ -6,6 +6,14 @@ keeps logging into the same parent. Child runs carry the trial's params, metrics
 tags (``trial_number``, ``state``, ``feasible``, ``pareto``, ``simulated``); ``pareto``
 is re-tagged whenever the front changes so that filtering ``tags.pareto = 'true'`` in
 the UI shows exactly the current front.
+
+``pareto`` is written as ``false`` when a trial's run is created and from then on only by
+the front publishers (``set_pareto_tags``), never by the trial's own record: with workers,
+a trial is on the front as soon as Optuna is told its values, so another process's
+publisher may tag its run before the trial's own process ends it. Written by both, the
+late ``false`` hid a front member from the trials view, and the two first writes of the
+tag raced to insert one row (MLflow's ``set_tag`` is a select, then an insert): the
+loser's IntegrityError ended a ``run --workers 2`` (seen in CI, 2026-12-01).
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ ROLE_TAG = "slimsearch.role"
 SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
 """MLflow's own mechanism for a shareable runs-view state (its "Share" button): an
 experiment tag holding the view as JSON, opened by ``?viewStateShareKey=<key>``."""
-TRIAL_VIEW_TAGS = ("summary", "pareto", "feasible", "state")
+PARETO_TAG = "pareto"
+TRIAL_VIEW_TAGS = ("summary", PARETO_TAG, "feasible", "state")
 
 
 class MlflowTracker:
@@ -83,13 +92,13 @@ class MlflowTracker:
         """
         state = {
             "searchFilter": f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'",
-            "orderByKey": "tags.`pareto`",
+            "orderByKey": f"tags.`{PARETO_TAG}`",
             "orderByAsc": False,
             "selectedColumns": [f"tags.`{t}`" for t in TRIAL_VIEW_TAGS[:1]] + [f"metrics.`{m}`" for m in metrics]
                                + [f"tags.`{t}`" for t in TRIAL_VIEW_TAGS[1:]],
             "columnWidths": {"tags.`summary`": 420},  # the candidate in words: worth the room
             "runsHiddenMode": "SHOW_ALL",
-            "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "pareto"}]},
+            "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": PARETO_TAG}]},
         }
         self.client.set_experiment_tag(self.experiment_id, SHARED_VIEW_PREFIX + self.parent_run_id, json.dumps(state))
 
@@ -98,7 +107,7 @@ class MlflowTracker:
             self.experiment_id,
             run_name=f"trial-{number:04d}",
             tags={"mlflow.parentRunId": self.parent_run_id, ROLE_TAG: "trial", "trial_number": str(number),
-                  "state": "RUNNING"},
+                  "state": "RUNNING", PARETO_TAG: "false"},
         )
         return run.info.run_id
 
@@ -148,7 +157,7 @@ class MlflowTracker:
     def set_pareto_tags(self, pareto_by_run: dict[str, str]) -> None:
         """Write ``pareto`` (true / near-front / false) on these runs (the caller passes the changed ones)."""
         for run_id, value in pareto_by_run.items():
-            self.client.set_tag(run_id, "pareto", value)
+            self.client.set_tag(run_id, PARETO_TAG, value)
 
     def log_front(self, csv_text: str, rows: list[dict[str, Any]], report_html: str | None) -> None:
         self.client.log_text(self.parent_run_id, csv_text, "pareto/front.csv")
