@@ -128,14 +128,38 @@ class CompressionPipeline:
         student = (candidate.student.width, candidate.student.depth, candidate.student.init) if candidate.student else None
         key = (student, candidate.prune_ratio, candidate.prune_scope, candidate.prune_steps, candidate.rank_ratio)
         if key not in self._structures:
-            model = copy.deepcopy(self._untrained(candidate))
-            if candidate.prune_ratio > 0:
-                prune_channels(model, PruningChoice(candidate.prune_ratio, "l1", candidate.prune_scope,
-                                                    candidate.prune_steps), self.task)
-            if candidate.rank_ratio > 0:
-                factorize(model, candidate.rank_ratio, self.task)
-            self._structures[key] = stages.count_macs_and_params(model, self.task.train[0][:1])
+            self._structures[key] = stages.count_macs_and_params(self._shaped(candidate), self.task.train[0][:1])
         return self._structures[key]
+
+    def build_untrained(self, candidate: Candidate) -> BuiltModel:
+        """``candidate``'s model as it would serve, without any training: the teacher or an
+        untrained student, pruned and factorised as asked but not fine-tuned, then quantized
+        or converted for its runtime (not cached). Its speed and size are the trained
+        model's -- the same shapes and kernels -- but not its accuracy: the study's
+        deployment calibration times such models before its first trial
+        (``search/loop/calibration.py``)."""
+        timings: dict[str, float] = {}
+        model = self._shaped(candidate)
+        macs, params = stages.count_macs_and_params(model, self.task.train[0][:1])
+        runtime = serving_runtime(candidate.runtime)
+        with _timed(timings, stages.QUANTIZE):
+            if runtime.spec.converts:
+                quantized = self._wrapped_conversion(runtime, model, candidate.bits,
+                                                     runtime.convert(model, candidate.bits, self.calibration))
+            else:
+                quantized = quantize(model, candidate.bits, candidate.float_dtype, self.calibration)
+        return _built(runtime, quantized, macs, params, timings, {})
+
+    def _shaped(self, candidate: Candidate) -> nn.Module:
+        """A copy of ``candidate``'s architecture, untrained, pruned (by weight magnitude) and
+        factorised as asked: what its trained model's shapes will be."""
+        model = copy.deepcopy(self._untrained(candidate))
+        if candidate.prune_ratio > 0:
+            prune_channels(model, PruningChoice(candidate.prune_ratio, "l1", candidate.prune_scope,
+                                                candidate.prune_steps), self.task)
+        if candidate.rank_ratio > 0:
+            factorize(model, candidate.rank_ratio, self.task)
+        return model
 
     def _untrained(self, candidate: Candidate) -> nn.Module:
         """The candidate's architecture: the teacher as it is, or an untrained student."""
@@ -179,19 +203,9 @@ class CompressionPipeline:
                 quantized = self._converted(runtime, base, candidate.bits, hits)
             else:
                 quantized = quantize(base.model, candidate.bits, candidate.float_dtype, self.calibration, qat)
-        serving = runtime.wrap(quantized.serving)
         if qat_hits:
             hits[stages.QAT] = qat_hits[0]
-        return BuiltModel(
-            serving=serving,
-            quant_path=quantized.path,
-            simulated=quantized.simulated,
-            model_bytes=quantized.model_bytes,
-            params=params,
-            macs=macs,
-            stage_seconds=timings,
-            cache_hits=hits,
-        )
+        return _built(runtime, quantized, macs, params, timings, hits)
 
     def _converted(self, runtime: ServingRuntime, base: StageResult, bits: int, hits: dict[str, bool]) -> QuantizedModel:
         """The runtime's own artifact, converted (and quantized) once per base model and bit
@@ -199,8 +213,13 @@ class CompressionPipeline:
         key = self.cache.key(runtime.name, base=base.key, bits=bits, calibration=len(self.calibration))
         buffers, hits[runtime.name] = self.cache.get_or_build(
             key, lambda: runtime.convert(base.model, bits, self.calibration))
+        return self._wrapped_conversion(runtime, base.model, bits, buffers)
+
+    @staticmethod
+    def _wrapped_conversion(runtime: ServingRuntime, model: nn.Module, bits: int,
+                            buffers: dict[str, torch.Tensor]) -> QuantizedModel:
         serving = runtime.from_buffers(buffers)
-        return QuantizedModel(serving, runtime.quant_path(base.model, bits), state_dict_bytes(serving), simulated=False)
+        return QuantizedModel(serving, runtime.quant_path(model, bits), state_dict_bytes(serving), simulated=False)
 
     def _architecture(
         self, candidate: Candidate, timings: dict[str, float], hits: dict[str, bool], monitor: AccuracyMonitor | None
@@ -230,6 +249,13 @@ class CompressionPipeline:
             monitor(f"{stage} {epoch}/{epochs}", evaluate_accuracy(model, self.task.val, self.task.metric))
 
         return report
+
+
+def _built(runtime: ServingRuntime, quantized: QuantizedModel, macs: int, params: int, timings: dict[str, float],
+           hits: dict[str, bool]) -> BuiltModel:
+    return BuiltModel(serving=runtime.wrap(quantized.serving), quant_path=quantized.path,
+                      simulated=quantized.simulated, model_bytes=quantized.model_bytes, params=params, macs=macs,
+                      stage_seconds=timings, cache_hits=hits)
 
 
 @contextmanager

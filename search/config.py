@@ -60,6 +60,17 @@ class RaySettings(_Strict):
     cpus_per_trial: int = Field(1, ge=1, description="CPUs each Tune trial reserves (and the torch threads it uses)")
 
 
+CALIBRATE_FROM_TRIALS = 100
+"""Trials a run must ask for before ``calibrate_deployments: auto`` calibrates. Its two
+probes per deployment cost what 15 trials' measurements do on the digits tables (8
+deployments): a third of a 24-trial demo. Replayed on the digits-transformer table with
+the calibration charged to a 40-trial search, tpe's hypervolume at uniform random's time
+for 40 trials fell below uniform's (95 % CI lows 0.97-1.04 study / 0.91-0.95 normalised,
+against 1.05-1.14 / 1.08-1.10 uncalibrated; benchmarks/results/search_quality.md), while
+over an overnight run's hundreds of trials the probes are a minute and the predictor
+they inform orders every deployment variant."""
+
+
 class SearchSettings(_Strict):
     backend: Literal["optuna", "ray"] = Field("optuna", description="optuna: local worker processes; ray: Ray Tune")
     sampler: Literal["tpe", "tpe-mv", "nsga2", "gp", "random"] = Field(
@@ -85,8 +96,19 @@ class SearchSettings(_Strict):
         "training bit width, runtime, threads, strategy; the fastest the cost predictor expects first, only more "
         "precise ones if it missed the accuracy constraints): they re-use its trained stages, so cost a conversion and "
         "a probe, not a training run; 0 turns it off")
+    calibrate_deployments: Literal["auto"] | bool = Field(
+        "auto", description="before a study's first trial, time the teacher and the space's smallest model (untrained: "
+        "speed does not depend on the weights) at every single-process deployment, once per study, so the cost "
+        "predictor knows each deployment from the start (true / false); auto: when a run asks for at least "
+        f"{CALIBRATE_FROM_TRIALS} trials")
     early_stopping: EarlyStoppingSettings = Field(default_factory=EarlyStoppingSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
+
+    def calibrates(self, n_trials: int) -> bool:
+        """Whether a run asking for ``n_trials`` calibrates the deployments (if not done yet)."""
+        if self.calibrate_deployments == "auto":
+            return n_trials >= CALIBRATE_FROM_TRIALS
+        return bool(self.calibrate_deployments)
 
     @field_validator("study_name")
     @classmethod

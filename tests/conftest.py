@@ -84,7 +84,9 @@ def fast_config(tmp_path: Path, user_task: str) -> dict:
         "constraints": ["accuracy_drop <= 0.2"],
         # Deployment variants (on by default) are off: each test's trial sequence is its own;
         # test_an_accurate_new_model_s_deployment_variants_are_measured_next turns them on.
-        "search": {"n_trials": 4, "study_name": "e2e", "front_every": 2, "seed": 1, "deployment_variants": 0},
+        # Nor is the deployment calibration (test_calibration turns it on).
+        "search": {"n_trials": 4, "study_name": "e2e", "front_every": 2, "seed": 1, "deployment_variants": 0,
+                   "calibrate_deployments": False},
         "training": {"teacher_epochs": 3, "distill_epochs": 2, "finetune_epochs": 1},
         # Searches under test must not depend on the host's load (workers even train beside
         # each other's probes): no reading is too busy here; test_busy_host tests the rule.

@@ -87,7 +87,7 @@ class SearchDriver:
         torch.set_num_threads(max(1, len(cores()) // cfg.search.workers))
         quality = QualityMetric(task.metric_name, task.metric_direction)
         self.session = session = open_session(cfg, task, quality, self.worker, self.console, self.stop, self.workdir,
-                                              self.staged_models)
+                                              self.staged_models, cfg.search.calibrates(n_trials))
         workers = self._claim_budget(n_trials, warm_start) if self.worker == 0 else []
         if records.STUDY_BUDGET not in session.study.user_attrs:
             raise SearchError(f"study '{cfg.search.study_name}' has no budget yet; start it with slimsearch run")

@@ -20,7 +20,10 @@ on digits-transformer, memory 12.9 -> 12.1 % and 9.4 -> 8.2 % (adding width and 
 17.2 / 12.5 % latency, 13.3 / 11.1 % memory). Latency is then averaged (in logs) with a
 model of a deployment's fixed overhead plus its cost per unit of work (``cost_model.py``),
 which the GP on logs cannot represent: 16.1 -> 12.7 % on digits, 13.3 -> 10.2 % on
-digits-transformer. A simulated bit width is described as the fp32 it runs
+digits-transformer. A run of 100 trials or more first learns the study's deployment
+calibration -- the teacher and the smallest model timed at every deployment
+(``calibration.py``): 12.0 -> 8.3 % on digits, 9.6 -> 7.2 % on digits-transformer after 20
+trials. A simulated bit width is described as the fp32 it runs
 (``cost_model.served_bits``). Every prediction is made
 *before* the trial is measured and compared with the measurement afterwards, so the error
 it reports (MAPE per objective over the last ``WINDOW`` trials) is an honest out-of-sample

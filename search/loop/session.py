@@ -3,7 +3,8 @@
 The order is the point. The teacher is prepared before the study is opened (a teacher
 that cannot train records nothing); then the study, its baseline (the teacher measured
 once per study, the yardstick of every trial), the ledger and the cost predictor (a
-resumed study is replayed into both), the MLflow records and the parts that keep the two
+resumed study is replayed into both; the predictor first learns the study's deployment
+calibration), the MLflow records and the parts that keep the two
 stores in step: recording each trial, publishing the front, guarding proposals, confirming
 the front. The driver only drives them.
 """
@@ -26,6 +27,7 @@ from slimsearch.pipelines import CompressionPipeline, Task
 from slimsearch.search.config import SlimsearchConfig, redact_url
 from slimsearch.search.objectives import QUALITY_ATTR, QualityMetric
 from slimsearch.search.loop.baseline import study_baseline
+from slimsearch.search.loop.calibration import calibration_summary, deployment_calibration
 from slimsearch.search.loop.confirmation import FrontConfirmer
 from slimsearch.search.loop.early_stopping import EarlyStopping, TrialMonitor
 from slimsearch.search.loop.errors import SearchInterrupted
@@ -74,8 +76,9 @@ class StudySession:
 
 
 def open_session(cfg: SlimsearchConfig, task: Task, quality: QualityMetric, worker: int, console: Console,
-                 stop: threading.Event, workdir: Path, staged_models: Path) -> StudySession:
-    """Prepare the teacher, open the study and everything that records it, for ``worker``."""
+                 stop: threading.Event, workdir: Path, staged_models: Path, calibrate: bool = False) -> StudySession:
+    """Prepare the teacher, open the study and everything that records it, for ``worker``;
+    with ``calibrate``, the owner times the deployments the study has not calibrated yet."""
     placement = make_placement(cfg.evaluation)  # an unreachable Ray cluster records nothing either
     with console.status("preparing the teacher (trained once, then cached)"):
         try:
@@ -102,7 +105,17 @@ def open_session(cfg: SlimsearchConfig, task: Task, quality: QualityMetric, work
     study._pop_waiting_trial_id = ledger.pop_waiting  # type: ignore[method-assign] # noqa: SLF001 - the driver asks right after a catch-up
     if isinstance(study.sampler, WindowedTPESampler):
         study.sampler.follow(ledger)
+    measure = calibrate and worker == 0
+    before = len(study.user_attrs.get(records.STUDY_CALIBRATION, []))
+    with console.status("calibrating deployments for the cost predictor") as status:
+        calibration = deployment_calibration(study, cfg, pipeline, placement, workdir, yardstick, baseline, measure,
+                                             status.update)
+    if measure and len(calibration) > before + 1:
+        console.print(calibration_summary(calibration[before + 1:]))
     predictor = CostPredictor(pipeline.structure, cfg.search.seed)
+    for reading in calibration:  # before any trial: what each deployment costs
+        if "metrics" in reading:
+            predictor.learn(Candidate.from_dict(reading["candidate"]), reading["metrics"], None, refit=False)
     for done in ledger.catch_up():  # a resumed study: the predictor learns what was measured
         if done.state == TrialState.COMPLETE and (record := records.TrialRecord(done)).candidate \
                 and not records.is_duplicate(done):
@@ -113,6 +126,8 @@ def open_session(cfg: SlimsearchConfig, task: Task, quality: QualityMetric, work
         tracker = MlflowTracker(cfg.tracking_uri, cfg.tracking.experiment, cfg.artifact_root, cfg.search.study_name,
                                 parent_tags(cfg, study, baseline, reference),
                                 _outages("the MLflow tracking store", cfg, console))
+    if measure and calibration:
+        tracker.log_calibration(calibration)
     repair = RecordRepair(study, tracker, cfg, console)
     recorder = TrialRecorder(study, tracker, cfg, quality, predictor, staged_models, console, ledger)
     return StudySession(

@@ -26,6 +26,8 @@ STUDY_BASELINE = "baseline"
 STUDY_SUPERSEDED_BASELINES = "superseded_baselines"
 """Baselines taken again (calibrated against an earlier reference workload), oldest first."""
 STUDY_REFERENCE_POINT = "reference_point"
+STUDY_CALIBRATION = "deployment_calibration"
+"""The deployment calibration's readings (``search/loop/calibration.py``), in the order taken."""
 STUDY_BUDGET = "budget"
 """``[evaluated at the latest run's start, its target]``."""
 

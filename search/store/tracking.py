@@ -166,6 +166,10 @@ class MlflowTracker:
             # Not log_figure: it links plotly.js from a CDN, which offline review machines cannot load.
             self.client.log_text(self.parent_run_id, report_html, "pareto/front.html")
 
+    def log_calibration(self, readings: list[dict[str, Any]]) -> None:
+        """The study's deployment calibration (``search/loop/calibration.py``) on its parent run."""
+        self.client.log_dict(self.parent_run_id, {"deployments": readings}, "calibration/deployments.json")
+
     def end(self, status: str) -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
 
