@@ -55,14 +55,10 @@ def calibration_candidates(space: SpaceSpec, threads_default: int) -> list[Candi
                    for dtype in (space.quantize.float16_dtypes if bits == 16 else [None])
                    for runtime in (runtime_choices(space, bits) or ("", [DEFAULT_RUNTIME]))[1]
                    for threads in sorted(space.parallel.threads, key=lambda t: t != threads_default)]
-    models = [_teacher(), _smallest(space)]
+    models = [(None, 0.0, 0.0), _smallest(space)]  # (student, prune ratio, rank ratio): the teacher first
     return [Candidate(student, prune, bits, dtype, "single", 1, threads, runtime=runtime, rank_ratio=rank)
             for student, prune, rank in dict.fromkeys(models)
             for runtime, bits, dtype, threads in deployments]
-
-
-def _teacher() -> tuple[StudentChoice | None, float, float]:
-    return None, 0.0, 0.0
 
 
 def _smallest(space: SpaceSpec) -> tuple[StudentChoice | None, float, float]:
