@@ -84,3 +84,9 @@ def test_a_calibrated_study_stores_logs_and_learns_its_readings_once(tmp_path: P
     run_cli(config)
     assert measured == [], "a resumed study is not calibrated again"
     assert study.user_attrs[records.STUDY_CALIBRATION] == readings
+
+    # Readings calibrated against another reference workload are on another scale: taken again.
+    study.set_user_attr(records.STUDY_CALIBRATION, [{**r, "reference_workload": "cnn-earlier"} for r in readings])
+    run_cli(config)
+    assert sorted(c.fingerprint() for c in measured) == sorted(Candidate.from_dict(r["candidate"]).fingerprint()
+                                                               for r in readings)

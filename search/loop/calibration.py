@@ -34,14 +34,15 @@ from slimsearch.evaluators import Placement, save_artifact
 from slimsearch.pipelines import CompressionPipeline
 from slimsearch.search.config import SlimsearchConfig
 from slimsearch.search.loop.cost_model import served_bits
-from slimsearch.search.loop.trial import Yardstick, latency_metrics, time_serving
+from slimsearch.search.loop.trial import REFERENCE_WORKLOAD_KEY, Yardstick, latency_metrics, time_serving
 from slimsearch.search.objectives import MACS, MEMORY_MB, PARAMS
 from slimsearch.search.store import records
 from slimsearch.spaces import DEFAULT_RUNTIME, Candidate, SpaceSpec, StudentChoice, rejection_reason
 from slimsearch.spaces.sampling import runtime_choices
 
 Reading = dict[str, Any]
-"""One calibration probe as stored: ``candidate`` (dict), ``metrics`` or ``left_out``."""
+"""One calibration probe as stored: ``candidate`` (dict), ``metrics`` or ``left_out``, and
+the reference workload its latency is calibrated against."""
 
 
 def calibration_candidates(space: SpaceSpec, threads_default: int) -> list[Candidate]:
@@ -73,11 +74,15 @@ def _smallest(space: SpaceSpec) -> tuple[StudentChoice | None, float, float]:
 
 def deployment_calibration(study: optuna.Study, config: SlimsearchConfig, pipeline: CompressionPipeline,
                            placement: Placement, workdir: Path, yardstick: Yardstick, baseline: dict[str, Any],
-                           measure: bool, say: Callable[[str], None]) -> list[Reading]:
-    """The study's calibration readings, the missing ones measured first when ``measure``
-    (the study's owner, on a run that calibrates), the baseline first; none if the study
-    was never calibrated."""
-    stored: list[Reading] = list(study.user_attrs.get(records.STUDY_CALIBRATION, []))
+                           measure: bool, say: Callable[[str], None]) -> tuple[list[Reading], list[Reading]]:
+    """The study's calibration readings, the baseline first (none if the study was never
+    calibrated), and those taken now: the missing ones are measured first when ``measure``
+    (the study's owner, on a run that calibrates). Readings taken against another
+    reference workload than the baseline's are on another scale: dropped, and taken again."""
+    workload = baseline.get(REFERENCE_WORKLOAD_KEY)
+    stored: list[Reading] = [r for r in study.user_attrs.get(records.STUDY_CALIBRATION, [])
+                             if r.get(REFERENCE_WORKLOAD_KEY) == workload]
+    taken_now: list[Reading] = []
     if measure:
         taken = {Candidate.from_dict(r["candidate"]).fingerprint() for r in stored}
         taken.add(Candidate.from_dict(baseline["candidate"]).fingerprint())
@@ -86,9 +91,11 @@ def deployment_calibration(study: optuna.Study, config: SlimsearchConfig, pipeli
         for number, candidate in enumerate(missing, 1):
             say(f"calibrating deployments for the cost predictor ({number}/{len(missing)}: {_deployment(candidate)})")
             if (reading := _reading(candidate, config, pipeline, placement, workdir, yardstick)) is not None:
-                stored.append(reading)
-                study.set_user_attr(records.STUDY_CALIBRATION, stored)  # an interrupted run keeps what it measured
-    return [{"candidate": baseline["candidate"], "metrics": baseline["metrics"]}, *stored] if stored else []
+                taken_now.append({**reading, REFERENCE_WORKLOAD_KEY: workload})
+                study.set_user_attr(records.STUDY_CALIBRATION, stored + taken_now)  # an interrupted run keeps them
+    readings = stored + taken_now
+    return ([{"candidate": baseline["candidate"], "metrics": baseline["metrics"]}, *readings] if readings else [],
+            taken_now)
 
 
 def _reading(candidate: Candidate, config: SlimsearchConfig, pipeline: CompressionPipeline, placement: Placement,

@@ -106,12 +106,11 @@ def open_session(cfg: SlimsearchConfig, task: Task, quality: QualityMetric, work
     if isinstance(study.sampler, WindowedTPESampler):
         study.sampler.follow(ledger)
     measure = calibrate and worker == 0
-    before = len(study.user_attrs.get(records.STUDY_CALIBRATION, []))
     with console.status("calibrating deployments for the cost predictor") as status:
-        calibration = deployment_calibration(study, cfg, pipeline, placement, workdir, yardstick, baseline, measure,
-                                             status.update)
-    if measure and len(calibration) > before + 1:
-        console.print(calibration_summary(calibration[before + 1:]))
+        calibration, taken_now = deployment_calibration(study, cfg, pipeline, placement, workdir, yardstick, baseline,
+                                                        measure, status.update)
+    if taken_now:
+        console.print(calibration_summary(taken_now))
     predictor = CostPredictor(pipeline.structure, cfg.search.seed)
     for reading in calibration:  # before any trial: what each deployment costs
         if "metrics" in reading:
@@ -126,7 +125,7 @@ def open_session(cfg: SlimsearchConfig, task: Task, quality: QualityMetric, work
         tracker = MlflowTracker(cfg.tracking_uri, cfg.tracking.experiment, cfg.artifact_root, cfg.search.study_name,
                                 parent_tags(cfg, study, baseline, reference),
                                 _outages("the MLflow tracking store", cfg, console))
-    if measure and calibration:
+    if taken_now:
         tracker.log_calibration(calibration)
     repair = RecordRepair(study, tracker, cfg, console)
     recorder = TrialRecorder(study, tracker, cfg, quality, predictor, staged_models, console, ledger)
