@@ -21,12 +21,14 @@ seconds, so a sampler that re-uses built models is credited and a slow one charg
     .venv/bin/python benchmarks/search_quality.py                       # digits: uniform, random, the default
     .venv/bin/python benchmarks/search_quality.py --table benchmarks/tables/digits-transformer.csv
     .venv/bin/python benchmarks/search_quality.py --sampler tpe-mv --seed-set A --json
+    .venv/bin/python benchmarks/search_quality.py --sampler tpe --good-share 0.25   # TPE's good group: a quarter
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import random
 import statistics
@@ -46,6 +48,7 @@ from slimsearch.search.loop.proposals import EXPLORE_AFTER_DUPLICATES, EXPLORE_D
 from slimsearch.search.loop.predictor import PREDICTED, CostPredictor
 from slimsearch.search.objectives import LATENCY_P50_MS, MACS, PARAMS, Constraint, QualityMetric, accurate_enough
 from slimsearch.search.store.study import SAMPLERS
+from slimsearch.search.store.windowed_sampler import WindowedTPESampler
 from slimsearch.spaces import Candidate, SpaceSpec, anchor_params, deployment_variants, suggest_candidate, unmeasured_params
 
 from common import cell, goal, provenance
@@ -338,7 +341,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="every seed's scores at every checkpoint, as JSON")
     parser.add_argument("--variants", type=int, default=None,
                         help="search.deployment_variants of the replayed search (default: the product's default)")
+    parser.add_argument("--good-share", type=float, default=None,
+                        help="replay tpe with this share of its history as the good group (default: the product's)")
     args = parser.parse_args()
+    if args.good_share is not None:
+        SAMPLERS["tpe"] = lambda seed: WindowedTPESampler(seed=seed, good_share=args.good_share)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     sets = seed_sets()
     unknown = set(args.seed_set or []) - set(sets)
@@ -370,7 +377,8 @@ def report(path: Path, samplers: list[str], sets: dict[str, list[int]], variants
         return
     print(f"# search quality: {len(samplers)} samplers x seed sets {', '.join(sets)} (20 seeds each) replayed on "
           f"a measured table of {table.candidates} {path.stem} candidates -- {provenance()}; table measured in "
-          f"{table.provenance} ({table.measuring_hours:.2f} h); search.deployment_variants = {variants}")
+          f"{table.provenance} ({table.measuring_hours:.2f} h); search.deployment_variants = {variants}; "
+          f"tpe's good group: {_good_share()}")
     print("Median over the set's seeds [bootstrap 95 % interval]; regret = best feasible value found / the table's "
           f"best - 1; ratios are the sampler's median over {BASELINE}'s (for HV > 1 is better, for regret < 1). "
           "Seed sets: " + "; ".join(f"{n} = {seeds[0]}-{seeds[-1]}" for n, seeds in sets.items()))
@@ -505,6 +513,11 @@ def structure_floor(table: Table) -> tuple[float, int]:
         sum_error = np.abs(additive @ coefficients / latency - 1)
         errors += list(min(product_error, sum_error, key=np.mean))
     return 100 * float(np.mean(errors)), len(groups)
+
+
+def _good_share() -> str:
+    gamma = getattr(SAMPLERS["tpe"](0), "_gamma", None)
+    return f"{gamma.args[0]:g} of its history" if isinstance(gamma, functools.partial) else "Optuna's default"
 
 
 def fact(name: str, measured: str, target: str, met: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import optuna
@@ -76,3 +77,14 @@ def test_one_proposal_splits_its_history_once_for_all_its_parameters(monkeypatch
     study.optimize(_objective, n_trials=1)
     sampled = len(study.trials[-1].params)
     assert sampled >= 3 and len(splits) == 1, f"{len(splits)} splits for {sampled} parameters"
+
+
+def test_good_share_splits_the_history_as_optunas_gamma_would_and_pickles() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    plain = _proposals(optuna.samplers.TPESampler(seed=3, constraints_func=_constraints,
+                                                  gamma=lambda n: min(math.ceil(0.25 * n), 25)), 40)
+    shared = WindowedTPESampler(seed=3, constraints_func=_constraints, good_share=0.25)
+    assert _proposals(shared, 40) == plain
+    assert plain != _proposals(WindowedTPESampler(seed=3, constraints_func=_constraints), 40), "the share matters"
+    assert pickle.loads(pickle.dumps(shared))._gamma(40) == 10
+    assert shared._gamma(400) == 25, "capped as Optuna's single-objective default"

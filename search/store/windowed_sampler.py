@@ -15,10 +15,18 @@ proposal). One split per proposal is kept and reused for its other parameters
 (:func:`_split_once_per_proposal`), and each finished trial's parameters are converted to
 TPE's internal numbers once, not at every proposal (:meth:`WindowedTPESampler._get_internal_repr`);
 the proposals are the same as Optuna's.
+
+``good_share`` sets how much of the history TPE counts as good (Optuna's multi-objective
+default: a tenth, 4 trials at trial 40), at most :data:`GOOD_GROUP_CAP` trials as in
+Optuna's single-objective default. The history includes repeated proposals answered from
+the study, so the cap is reached long before 100 measured candidates. Optuna deprecated
+its ``gamma`` argument, which did this, so the sampler sets the same split size itself.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import threading
 from typing import Any, Container
 
@@ -76,12 +84,22 @@ def _split_once_per_proposal(study: optuna.Study, trials: list[FrozenTrial], n_b
 tpe_module._split_trials = _split_once_per_proposal  # noqa: SLF001
 
 
-class WindowedTPESampler(TPESampler):
-    """Optuna's TPE (same arguments) over the front and the latest ``recent`` trials of the study."""
+GOOD_GROUP_CAP = 25
 
-    def __init__(self, recent: int = RECENT_TRIALS, **kwargs: Any):
+
+def good_group_size(share: float, finished: int) -> int:
+    """How many of ``finished`` trials TPE's good density is drawn from."""
+    return min(math.ceil(share * finished), GOOD_GROUP_CAP)
+
+
+class WindowedTPESampler(TPESampler):
+    """Optuna's TPE (its arguments and ``good_share``) over the front and the latest ``recent`` trials of the study."""
+
+    def __init__(self, recent: int = RECENT_TRIALS, good_share: float | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.recent = recent
+        if good_share is not None:  # picklable (Ray Tune checkpoints its searcher), unlike a lambda
+            self._gamma = functools.partial(good_group_size, good_share)
         self.ledger: StudyLedger | None = None
         """The running search's ledger when it shares it (:meth:`follow`); else one of its own."""
         self._window: tuple[int, TrialWindow] | None = None
