@@ -281,7 +281,7 @@ def test_feature_hints_train_the_student_towards_the_teacher_stages(
 
     def spy(self: HintLoss, outputs: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         assert len(outputs) == 2, "a depth-2 student matches the teacher's first two stages"
-        hint_losses.append(float(loss := measured(self, outputs, rows)))
+        hint_losses.append(float((loss := measured(self, outputs, rows)).detach()))
         return loss
 
     monkeypatch.setattr(HintLoss, "forward", spy)
