@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import json
 import random
 import statistics
@@ -355,10 +354,11 @@ def main() -> None:
     chosen = {name: sets[name] for name in args.seed_set or sets}
     for path in args.table or [TABLES / "digits.csv", TABLES / "digits-transformer.csv"]:
         report(path, samplers, chosen, default_settings().deployment_variants if args.variants is None else args.variants,
-               args.json)
+               args.json, args.good_share)
 
 
-def report(path: Path, samplers: list[str], sets: dict[str, list[int]], variants: int, as_json: bool) -> None:
+def report(path: Path, samplers: list[str], sets: dict[str, list[int]], variants: int, as_json: bool,
+           good_share: float | None = None) -> None:
     """Replay ``samplers`` on one table over the seed sets and print the yardstick's table."""
     table = Table.load(path)
     yard = table.yardstick()
@@ -378,7 +378,7 @@ def report(path: Path, samplers: list[str], sets: dict[str, list[int]], variants
     print(f"# search quality: {len(samplers)} samplers x seed sets {', '.join(sets)} (20 seeds each) replayed on "
           f"a measured table of {table.candidates} {path.stem} candidates -- {provenance()}; table measured in "
           f"{table.provenance} ({table.measuring_hours:.2f} h); search.deployment_variants = {variants}; "
-          f"tpe's good group: {_good_share()}")
+          f"tpe's good group: {'Optuna default' if good_share is None else f'{good_share:g} of its history'}")
     print("Median over the set's seeds [bootstrap 95 % interval]; regret = best feasible value found / the table's "
           f"best - 1; ratios are the sampler's median over {BASELINE}'s (for HV > 1 is better, for regret < 1). "
           "Seed sets: " + "; ".join(f"{n} = {seeds[0]}-{seeds[-1]}" for n, seeds in sets.items()))
@@ -513,11 +513,6 @@ def structure_floor(table: Table) -> tuple[float, int]:
         sum_error = np.abs(additive @ coefficients / latency - 1)
         errors += list(min(product_error, sum_error, key=np.mean))
     return 100 * float(np.mean(errors)), len(groups)
-
-
-def _good_share() -> str:
-    gamma = getattr(SAMPLERS["tpe"](0), "_gamma", None)
-    return f"{gamma.args[0]:g} of its history" if isinstance(gamma, functools.partial) else "Optuna's default"
 
 
 def fact(name: str, measured: str, target: str, met: bool) -> None:

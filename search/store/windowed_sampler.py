@@ -19,7 +19,7 @@ the proposals are the same as Optuna's.
 ``good_share`` sets how much of the history TPE counts as good (Optuna's multi-objective
 default: a tenth, 4 trials at trial 40), at most :data:`GOOD_GROUP_CAP` trials as in
 Optuna's single-objective default. The history includes repeated proposals answered from
-the study, so the cap is reached long before 100 measured candidates. Optuna deprecated
+the study, so the cap can bind well before 100 measured candidates. Optuna deprecated
 its ``gamma`` argument, which did this, so the sampler sets the same split size itself.
 """
 
