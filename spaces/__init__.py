@@ -36,7 +36,6 @@ if TYPE_CHECKING:
         anchor_params,
         describe_space,
         deployment_variants,
-        follow_up_params,
         grid_params,
         rejection_reason,
         sample_candidates,
@@ -59,9 +58,9 @@ if TYPE_CHECKING:
 _ON_FIRST_USE = {
     **dict.fromkeys(("FLOAT16_DTYPES", "LowRankSpec", "ParallelSpec", "PruneSpec", "QuantizeSpec", "SpaceSpec",
                      "StudentSpec"), "slimsearch.spaces.spec"),
-    **dict.fromkeys(("anchor_params", "describe_space", "deployment_variants", "follow_up_params", "grid_params",
-                     "rejection_reason", "sample_candidates", "sample_trials", "suggest_candidate", "teacher_params",
-                     "trained_model_params", "unmeasured_params"),
+    **dict.fromkeys(("anchor_params", "describe_space", "deployment_variants", "grid_params", "rejection_reason",
+                     "sample_candidates", "sample_trials", "suggest_candidate", "teacher_params", "trained_model_params",
+                     "unmeasured_params"),
                     "slimsearch.spaces.sampling"),
 }
 
@@ -97,7 +96,6 @@ __all__ = [
     "anchor_params",
     "describe_space",
     "deployment_variants",
-    "follow_up_params",
     "grid_params",
     "rejection_reason",
     "sample_candidates",
