@@ -48,7 +48,7 @@ from slimsearch.search.loop.predictor import PREDICTED, CostPredictor
 from slimsearch.search.objectives import LATENCY_P50_MS, MACS, PARAMS, Constraint, QualityMetric, accurate_enough
 from slimsearch.search.store.study import SAMPLERS
 from slimsearch.search.store.windowed_sampler import WindowedTPESampler
-from slimsearch.spaces import Candidate, SpaceSpec, anchor_params, deployment_variants, suggest_candidate, unmeasured_params
+from slimsearch.spaces import Candidate, SpaceSpec, anchor_params, follow_up_params, suggest_candidate, unmeasured_params
 
 from common import cell, goal, provenance
 from yardstick import (CHECKPOINTS, EQUAL_TIME_AT, METRICS, Interval, Outcome, Yardstick,
@@ -210,7 +210,7 @@ def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0
     ``variants``, as ``search.deployment_variants`` does: each new model has that many other
     deployments of it enqueued (paying no training; only more precise ones for a model that
     misses the accuracy constraints), fastest first by a cost predictor learned along the
-    replay, as the driver orders them. The predictor learns with or without variants, so its
+    replay, as the driver orders them, after the unpruned twin of a pruned student that met them. The predictor learns with or without variants, so its
     error in this order is recorded (:attr:`Trace.latency_errors`)."""
     if sampler == BASELINE:
         return replay_uniform(table, seed, budget)
@@ -259,9 +259,9 @@ def replay(table: Table, sampler: str, seed: int, budget: int, variants: int = 0
             accurate = accurate_enough([Constraint.parse(name) for name in row.constraints], row.metrics, QualityMetric())
             queued = seen | {suggest_candidate(optuna.trial.FixedTrial(t.system_attrs["fixed_params"]), table.space)
                              .fingerprint() for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
-            for params in deployment_variants(table.space, trial.params, variants, seed + trial.number, BATCH,
-                                              cost=predictor.latency, above_bits=0 if accurate else candidate.bits,
-                                              known=lambda variant: variant.fingerprint() in queued):
+            for params in follow_up_params(table.space, trial.params, variants, seed + trial.number, BATCH,
+                                           accurate=accurate, cost=predictor.latency,
+                                           known=lambda variant: variant.fingerprint() in queued):
                 study.enqueue_trial(params, user_attrs={"variant_of": trial.number})
         trace.evaluate(row, sampler_s)
     return trace

@@ -94,8 +94,9 @@ class SearchSettings(_Strict):
     deployment_variants: int = Field(
         1, ge=0, description="after a new model is measured, measure this many other deployments of it next (post-"
         "training bit width, runtime, threads, strategy; the fastest the cost predictor expects first, only more "
-        "precise ones if it missed the accuracy constraints): they re-use its trained stages, so cost a conversion and "
-        "a probe, not a training run; 0 turns it off")
+        "precise ones if it missed the accuracy constraints), and first, for a pruned student that met them, the same "
+        "student unpruned: they re-use its trained stages, so cost a conversion and a probe, not a training run; 0 "
+        "turns them off")
     calibrate_deployments: Literal["auto"] | bool = Field(
         "auto", description="before a study's first trial, time the teacher and the space's smallest model (untrained: "
         "speed does not depend on the weights) at every single-process deployment, once per study, so the cost "

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         anchor_params,
         describe_space,
         deployment_variants,
+        follow_up_params,
         grid_params,
         rejection_reason,
         sample_candidates,
@@ -58,9 +59,9 @@ if TYPE_CHECKING:
 _ON_FIRST_USE = {
     **dict.fromkeys(("FLOAT16_DTYPES", "LowRankSpec", "ParallelSpec", "PruneSpec", "QuantizeSpec", "SpaceSpec",
                      "StudentSpec"), "slimsearch.spaces.spec"),
-    **dict.fromkeys(("anchor_params", "describe_space", "deployment_variants", "grid_params", "rejection_reason",
-                     "sample_candidates", "sample_trials", "suggest_candidate", "teacher_params", "trained_model_params",
-                     "unmeasured_params"),
+    **dict.fromkeys(("anchor_params", "describe_space", "deployment_variants", "follow_up_params", "grid_params",
+                     "rejection_reason", "sample_candidates", "sample_trials", "suggest_candidate", "teacher_params",
+                     "trained_model_params", "unmeasured_params"),
                     "slimsearch.spaces.sampling"),
 }
 
@@ -96,6 +97,7 @@ __all__ = [
     "anchor_params",
     "describe_space",
     "deployment_variants",
+    "follow_up_params",
     "grid_params",
     "rejection_reason",
     "sample_candidates",

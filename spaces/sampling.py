@@ -150,24 +150,43 @@ def cut_student_params(spec: SpaceSpec) -> dict[str, Any] | None:
     the cheapest quantization. Measured like any other trial; if it misses the accuracy
     constraint the morning review says so.
     """
-    s = spec.student
-    if not (s.distill and "teacher" in s.init):
+    if not (spec.student.distill and "teacher" in spec.student.init):
         return None
     plain = _plainly_served(spec, 8) or _plainly_served(spec, 32)
-    if plain is None:
+    return None if plain is None else {**_student_params(spec, min(spec.student.width), min(spec.student.depth),
+                                                          "teacher"), **plain}
+
+
+def full_student_params(spec: SpaceSpec) -> dict[str, Any] | None:
+    """Optuna params of the largest student the space allows (its greatest width and depth,
+    from the teacher's layers where it may start from them), unpruned at full precision
+    where the space has it, if the space distils at all.
+
+    It answers first whether distillation can meet the accuracy constraint anywhere: every
+    smaller student is a compromise of it. With the teacher anchors alone, TPE's first good
+    trials were all the teacher's, and on the digits table it stayed on the teacher branch in
+    a third of the replays and never measured a student that met the constraint
+    (benchmarks/results/search_quality.md). One training run, the space's costliest.
+    """
+    s = spec.student
+    if not s.distill:
         return None
-    params: dict[str, Any] = {
-        "student": "distilled",
-        "student.width": min(s.width),
-        "student.depth": min(s.depth),
-        "student.temperature": s.temperature[0],
-        "student.alpha": s.alpha[0],
-    }
+    plain = _plainly_served(spec, 32) or _plainly_served(spec, 8)
+    init = "teacher" if "teacher" in s.init else s.init[0]
+    return None if plain is None else {**_student_params(spec, max(s.width), max(s.depth), init), **plain}
+
+
+def _student_params(spec: SpaceSpec, width: float, depth: int, init: str) -> dict[str, Any]:
+    """A student's Optuna params at ``width`` and ``depth``: the first temperature and loss
+    mix, the least feature loss, the most epochs."""
+    s = spec.student
+    params: dict[str, Any] = {"student": "distilled", "student.width": width, "student.depth": depth,
+                              "student.temperature": s.temperature[0], "student.alpha": s.alpha[0]}
     for name, choices, pick in (("student.feature_weight", s.feature_weight, min), ("student.epochs", s.epochs, max),
-                                ("student.init", s.init, lambda _: "teacher")):
+                                ("student.init", s.init, lambda _: init)):
         if len(choices) > 1:
             params[name] = pick(choices)
-    return {**params, **plain}
+    return params
 
 
 def _plainly_served(spec: SpaceSpec, bits: int) -> dict[str, Any] | None:
@@ -197,16 +216,17 @@ def _plainly_served(spec: SpaceSpec, bits: int) -> dict[str, Any] | None:
 
 def anchor_params(spec: SpaceSpec) -> list[dict[str, Any]]:
     """The first trials of a fresh study: the teacher as it is, the teacher with
-    post-training int8 and, where students may start from the teacher's layers, the
-    smallest such student with int8 -- whichever the space contains.
+    post-training int8, where students may start from the teacher's layers the smallest
+    such student with int8, and the largest student unpruned -- whichever the space contains.
 
     The uncompressed teacher is the point every front is judged against; plain int8 of
-    the teacher is the cheapest compression any deployment considers first, and the cut
-    student the far end of the front; so the morning review always shows how far the
-    search got beyond them. All are measured like any other trial, never assumed.
+    the teacher is the cheapest compression any deployment considers first, the cut
+    student the far end of the front and the largest student the most accurate one
+    distillation offers; so the morning review always shows how far the search got beyond
+    them. All are measured like any other trial, never assumed.
     """
-    anchors = [teacher_params(spec, 32), teacher_params(spec, 8), cut_student_params(spec)]
-    return [params for params in anchors if params]
+    anchors = [teacher_params(spec, 32), teacher_params(spec, 8), cut_student_params(spec), full_student_params(spec)]
+    return [params for index, params in enumerate(anchors) if params and params not in anchors[:index]]
 
 
 def sample_candidates(spec: SpaceSpec, n: int, seed: int = 0) -> list[Candidate]:
@@ -308,6 +328,38 @@ def deployment_variants(spec: SpaceSpec, params: dict[str, Any], limit: int, see
     if cost is not None and (estimates := [cost(candidate) for _, candidate in variants]) and None not in estimates:
         variants = [variant for _, variant in sorted(zip(estimates, variants), key=lambda pair: pair[0])]
     return [variant for variant, _ in variants[:limit]]
+
+
+def unpruned_twin_params(spec: SpaceSpec, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Optuna params of the same distilled student as ``params``, deployed the same way but
+    not pruned, if ``params`` prunes one and the space holds the unpruned model.
+
+    The student's distillation is cached, so the twin costs a conversion and a probe. A
+    pruned student that met the accuracy constraints says its unpruned self is likely the
+    more accurate end of the same trade: on the digits table the only students that classify
+    every validation row right were unpruned ones, and TPE, drawn to the faster pruned
+    models, found them in fewer than half of its replays (benchmarks/results/search_quality.md).
+    """
+    if params.get("student") != "distilled" or not float(params.get("prune.ratio", 0.0)) or spec.prune.low > 0:
+        return None
+    return {**{name: value for name, value in params.items() if not name.startswith("prune.")}, "prune.ratio": 0.0}
+
+
+def follow_up_params(spec: SpaceSpec, params: dict[str, Any], limit: int, seed: int, batch_size: int, *,
+                     accurate: bool, cost: Callable[[Candidate], float | None] | None = None,
+                     known: Callable[[Candidate], bool] = lambda _: False) -> list[dict[str, Any]]:
+    """What to measure next after the new model of ``params`` (``accurate``: it met the
+    accuracy constraints): its unpruned twin if it is accurate, then ``limit`` of its
+    :func:`deployment_variants` (only more precise ones if it is not). Each re-uses trained
+    stages; none is ``known`` to the caller (measured or queued). ``limit`` 0: none at all."""
+    if not limit:
+        return []
+    candidate = suggest_candidate(optuna.trial.FixedTrial(params), spec)
+    twin = unpruned_twin_params(spec, params) if accurate else None
+    twins = [twin] if twin and not known(twin_candidate := suggest_candidate(optuna.trial.FixedTrial(twin), spec)) \
+        and rejection_reason(twin_candidate, batch_size) is None else []
+    return twins + deployment_variants(spec, params, limit, seed, batch_size, cost=cost,
+                                       above_bits=0 if accurate else candidate.bits, known=known)
 
 
 class _Unfixed(Exception):

@@ -470,7 +470,9 @@ def test_a_sampler_repeating_a_rejected_candidate_is_sent_to_an_unmeasured_one_n
 
 
 def test_an_accurate_new_model_s_deployment_variants_are_measured_next(tmp_path: Path, fast_config: dict) -> None:
-    fast_config["search"].update(n_trials=4, study_name="variants", deployment_variants=2)
+    # the three anchors (teacher fp32, int8, the largest student), then the teacher's two variants
+    fast_config["search"].update(n_trials=5, study_name="variants", deployment_variants=2)
+    fast_config["constraints"] = ["accuracy_drop <= 0.5"]
     fast_config["space"]["parallel"] = {"strategies": ["single"], "threads": [1, 2], "runtimes": ["torch", "onnxruntime"]}
     run_cli(write_config(tmp_path / "v.yaml", **fast_config))
     study, _, children, _ = stores(Path(fast_config["output_dir"]), "variants")
@@ -483,6 +485,23 @@ def test_an_accurate_new_model_s_deployment_variants_are_measured_next(tmp_path:
     assert not [t.number for t in variants if "duplicate_of" in t.user_attrs], "a variant repeated a candidate"
     tags = {int(r.data.tags["trial_number"]): r.data.tags.get("variant_of") for r in children}
     assert {tags[t.number] for t in variants} == {"0"}
+
+    # A pruned student that met the constraint: its unpruned twin is its first follow-up.
+    pruned = {"student": "distilled", "student.width": 0.5, "student.depth": 2, "student.temperature": 2.0,
+              "student.alpha": 0.5, "prune.ratio": 0.25,
+              "quantize.bits": 32, "parallel.strategy": "single", "parallel.threads": 1, "parallel.runtime": "torch"}
+    study.enqueue_trial(pruned)
+    waiting = len(study.get_trials(states=(TrialState.WAITING,)))  # follow-ups of the anchors, then it
+    run_cli(write_config(tmp_path / "v.yaml", **fast_config), "--n-trials", str(waiting + 1))
+    study, _, children, _ = stores(Path(fast_config["output_dir"]), "variants")
+    student = next(t for t in study.trials if t.params == pruned)
+    assert student.state == TrialState.COMPLETE and student.user_attrs["metrics"]["accuracy_drop"] <= 0.5
+    follow_ups = sorted((t for t in study.trials if t.user_attrs.get("variant_of") == student.number),
+                        key=lambda t: t.number)
+    assert follow_ups and follow_ups[0].params == {**pruned, "prune.ratio": 0.0}, [t.params for t in follow_ups]
+    twin = follow_ups[0]
+    assert twin.state == TrialState.COMPLETE and twin.user_attrs["tags"]["cache_hit.distill"] == "true", \
+        "measured next, re-using the distilled student"
 
 def test_warm_start_enqueues_the_previous_study_s_front(tmp_path: Path, fast_config: dict) -> None:
     fast_config["search"].update(n_trials=3, study_name="night-1", sampler="random")

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from slimsearch.spaces import (
     anchor_params,
     deployment_variants,
+    follow_up_params,
     Candidate,
     ParallelSpec,
     PruneSpec,
@@ -24,6 +25,7 @@ from slimsearch.spaces import (
     trained_model_params,
     unmeasured_params,
 )
+from slimsearch.spaces.sampling import unpruned_twin_params
 
 
 def _trial_with(params: dict) -> optuna.trial.FixedTrial:
@@ -115,26 +117,63 @@ def test_teacher_params_are_enqueueable_only_if_the_space_contains_the_teacher()
     assert teacher_params(SpaceSpec.model_validate({"student": {"keep_teacher": False}})) is None
 
 
-def test_anchor_trials_are_the_teacher_as_is_then_its_plain_int8_each_a_valid_candidate() -> None:
-    spec = SpaceSpec.model_validate({"quantize": {"qat": [False, True]}})
+def test_anchor_trials_are_the_teacher_as_is_its_plain_int8_then_the_largest_student_each_a_valid_candidate() -> None:
+    spec = SpaceSpec.model_validate({"quantize": {"qat": [False, True]},
+                                     "student": {"width": [0.25, 1.0], "depth": [2, 3], "alpha": [0.5, 0.0]}})
     anchors = anchor_params(spec)
     candidates = [suggest_candidate(optuna.trial.FixedTrial(params), spec) for params in anchors]
-    assert [(c.student, c.prune_ratio, c.bits, c.qat, c.runtime, c.strategy) for c in candidates] == [
+    assert [(c.student, c.prune_ratio, c.bits, c.qat, c.runtime, c.strategy) for c in candidates[:2]] == [
         (None, 0.0, 32, False, "torch", "single"), (None, 0.0, 8, False, "torch", "single")]
-    assert len(anchor_params(SpaceSpec.model_validate({"quantize": {"bits": [32, 4]}}))) == 1
+    largest = candidates[2]
+    assert len(candidates) == 3 and largest.student is not None and (largest.prune_ratio, largest.bits) == (0.0, 32)
+    assert (largest.student.width, largest.student.depth, largest.student.alpha) == (1.0, 3, 0.5), "the config's first mix"
+    assert len(anchor_params(SpaceSpec.model_validate({"quantize": {"bits": [32, 4]}}))) == 2  # no int8: teacher, student
+    assert len(anchor_params(SpaceSpec.model_validate({"student": {"distill": False}}))) == 2
     assert anchor_params(SpaceSpec.model_validate({"quantize": {"bits": [8], "qat": [True]}})) == []
 
 
 def test_spaces_with_teacher_initialised_students_also_anchor_the_smallest_cut_student_in_int8() -> None:
     spec = SpaceSpec.model_validate({
-        "student": {"init": ["teacher", "scratch"], "width": [0.5, 1.0], "depth": [2, 4], "epochs": [2, 6]},
+        "student": {"init": ["scratch", "teacher"], "width": [0.5, 1.0], "depth": [2, 4], "epochs": [2, 6]},
         "lowrank": {"ratios": [0.0, 0.5]}, "parallel": {"runtimes": ["torch", "onnxruntime"]}})
     candidates = [suggest_candidate(optuna.trial.FixedTrial(params), spec) for params in anchor_params(spec)]
     assert all(c.rank_ratio == 0.0 and c.prune_ratio == 0.0 and c.runtime == "torch" for c in candidates)
-    cut = candidates[-1]
-    assert len(candidates) == 3 and cut.student is not None and cut.bits == 8
+    cut, largest = candidates[2:]
+    assert len(candidates) == 4 and cut.student is not None and cut.bits == 8
     assert (cut.student.init, cut.student.width, cut.student.depth, cut.student.epochs) == ("teacher", 0.5, 2, 6)
-    assert len(anchor_params(SpaceSpec())) == 2  # scratch-only students: no cut anchor
+    assert largest.student is not None and largest.bits == 32
+    assert (largest.student.init, largest.student.width, largest.student.depth) == ("teacher", 1.0, 4), \
+        "the largest student starts from the teacher's layers where it may"
+    assert len(anchor_params(SpaceSpec())) == 3  # scratch-only students: no cut anchor
+    one_size = SpaceSpec.model_validate({"student": {"init": ["teacher"], "width": [0.5], "depth": [2]},
+                                         "quantize": {"bits": [32]}})
+    assert len(anchor_params(one_size)) == 2, "teacher; the cut and the largest student are one fp32 candidate, once"
+
+
+def test_a_pruned_student_s_unpruned_twin_comes_before_its_deployment_variants_only_if_it_was_accurate() -> None:
+    spec = SpaceSpec.model_validate({"prune": {"low": 0.0, "high": 0.5, "step": 0.25, "importance": ["l1", "l2"]},
+                                     "quantize": {"bits": [32, 8]},
+                                     "parallel": {"strategies": ["single"], "threads": [1, 2], "runtimes": ["torch"]}})
+    student = {"student": "distilled", "student.width": 0.5, "student.depth": 2, "student.temperature": 4.0,
+               "student.alpha": 0.5}
+    pruned = {**student, "prune.ratio": 0.5, "prune.importance": "l2", "quantize.bits": 8,
+              "parallel.strategy": "single", "parallel.threads": 1}
+    twin = unpruned_twin_params(spec, pruned)
+    assert twin == {**student, "prune.ratio": 0.0, "quantize.bits": 8, "parallel.strategy": "single",
+                    "parallel.threads": 1}, "same student and deployment, no pruning parameters"
+    assert suggest_candidate(optuna.trial.FixedTrial(twin), spec).prune_ratio == 0.0
+    assert unpruned_twin_params(spec, twin) is None and unpruned_twin_params(spec, anchor_params(spec)[0]) is None
+    assert unpruned_twin_params(SpaceSpec.model_validate({"prune": {"low": 0.25, "high": 0.5, "step": 0.25}}),
+                                pruned) is None, "a space that always prunes holds no twin"
+
+    follow_ups = follow_up_params(spec, pruned, 2, 0, 64, accurate=True)
+    assert follow_ups[0] == twin and len(follow_ups) == 3
+    assert all(trained_model_params(v) == trained_model_params(pruned) for v in follow_ups[1:])
+    assert twin not in follow_up_params(spec, pruned, 2, 0, 64, accurate=False), "an inaccurate model gets no twin"
+    assert {v["quantize.bits"] for v in follow_up_params(spec, pruned, 5, 0, 64, accurate=False)} == {32}
+    assert twin not in follow_up_params(spec, pruned, 2, 0, 64, accurate=True,
+                                        known=lambda c: c.prune_ratio == 0.0), "a measured or queued twin is not repeated"
+    assert follow_up_params(spec, pruned, 0, 0, 64, accurate=True) == [], "deployment_variants: 0 turns them off"
 
 
 @pytest.mark.parametrize(
@@ -198,6 +237,7 @@ def test_torch_compile_is_offered_for_float32_only_and_int8_keeps_the_other_runt
     compiled_int8 = Candidate(None, 0.0, 8, None, "single", 1, 1, runtime="torch_compile")
     assert "float32" in rejection_reason(compiled_int8, 64)
     assert [p.get("parallel.int8_runtime", p.get("parallel.runtime")) for p in anchor_params(spec)] == ["torch", "torch"]
+    assert all(p["student"] == "teacher" for p in anchor_params(spec)), "no students in this space: no student anchor"
 
 
 def test_deployment_variants_serve_the_same_trained_model_another_way_that_the_host_can_hold() -> None:

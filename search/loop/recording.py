@@ -28,7 +28,7 @@ from slimsearch.search.store.ledger import StudyLedger
 from slimsearch.search.store.storage import rerun_once
 from slimsearch.search.store.tracking import MlflowTracker
 from slimsearch.search.store.trial_writes import tell, write_trial
-from slimsearch.spaces import Candidate, deployment_variants, suggest_candidate
+from slimsearch.spaces import Candidate, follow_up_params, suggest_candidate
 
 MAX_DEFERRALS = 2
 """Times a candidate whose latency was read on a busy host is queued to be measured again."""
@@ -160,20 +160,19 @@ class TrialRecorder:
             assert candidate is not None and outcome.result is not None
             self._record_success(trial, run_id, candidate, outcome.result, outcome.curve)
             summary.completed += 1
-            self._enqueue_deployment_variants(trial, candidate, outcome.result.metrics)
+            self._enqueue_follow_ups(trial, outcome.result.metrics)
         return outcome.kind
 
-    def _enqueue_deployment_variants(self, trial: optuna.Trial, candidate: Candidate, metrics: dict[str, float]) -> None:
-        """Measure other deployments of a new model next (``search.deployment_variants``),
-        those its cost predictor expects fastest first: its trained stages are cached, so
-        each costs a conversion and a probe, not a training run. A model that misses a
-        constraint on the task's metric gets only more precise ones: a lower bit width or
-        another runtime does not recover accuracy, a higher bit width may (on the digits
-        table a student that missed at int8 held the fastest deployable fp32 build)."""
-        limit = self.config.search.deployment_variants
-        if not limit or records.VARIANT_OF in trial.user_attrs:
+    def _enqueue_follow_ups(self, trial: optuna.Trial, metrics: dict[str, float]) -> None:
+        """Measure cheap follow-ups of a new model next (``search.deployment_variants``): a
+        pruned student that met the accuracy constraints first gets its unpruned twin, then
+        other deployments, those its cost predictor expects fastest first. Its trained stages
+        are cached, so each costs a conversion and a probe, not a training run. A model that
+        misses a constraint on the task's metric gets only more precise deployments: a lower
+        bit width or another runtime does not recover accuracy, a higher bit width may (on
+        the digits table a student that missed at int8 held the fastest deployable fp32 build)."""
+        if not self.config.search.deployment_variants or records.VARIANT_OF in trial.user_attrs:
             return
-        above = 0 if accurate_enough(self.constraints, metrics, self.quality) else candidate.bits
         measured: dict[str, Any] = {}
         queued: set[str] = set()
         if self.ledger is not None:  # read incrementally; the index is looked up, never copied
@@ -185,9 +184,10 @@ class TrialRecorder:
         def known(variant: Candidate) -> bool:
             return variant.fingerprint() in measured or variant.fingerprint() in queued
 
-        for params in deployment_variants(self.config.space, trial.params, limit, self.config.search.seed + trial.number,
-                                          self.config.evaluation.batch_size, cost=self.predictor.latency,
-                                          above_bits=above, known=known):
+        for params in follow_up_params(self.config.space, trial.params, self.config.search.deployment_variants,
+                                       self.config.search.seed + trial.number, self.config.evaluation.batch_size,
+                                       accurate=accurate_enough(self.constraints, metrics, self.quality),
+                                       cost=self.predictor.latency, known=known):
             self.study.enqueue_trial(params, user_attrs={records.VARIANT_OF: trial.number})
 
     def _record_success(self, trial: optuna.Trial, run_id: str, candidate: Candidate, result: Any,
