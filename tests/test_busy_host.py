@@ -46,10 +46,10 @@ def test_busy_readings_are_deferred_never_on_the_front_and_select_refuses_them(
         tmp_path: Path, fast_config: dict, request: pytest.FixtureRequest) -> None:
     fast_config["evaluation"].update(STRICT)
     fast_config["space"]["parallel"]["strategies"] = ["single"]  # the neighbour shares the only rank's core
-    fast_config["search"].update(n_trials=2, study_name="busy", sampler="random")
+    fast_config["search"].update(n_trials=3, study_name="busy", sampler="random")
     config = write_config(tmp_path / "busy.yaml", **fast_config)
     out = Path(fast_config["output_dir"])
-    run_cli(config)  # the baseline and two trials on a quiet host
+    run_cli(config)  # the baseline and the three anchors on a quiet host
     study, _, _, _ = stores(out, "busy")
     quiet = {t.number for t in study.trials if t.state == TrialState.COMPLETE}
     assert quiet, "a quiet host measures trials"

@@ -124,7 +124,7 @@ def test_crashing_and_rejected_trials_are_recorded_and_the_study_continues(
     fast_config.update(task="crashy_task:make_crashy_task")
     fast_config["space"]["student"].update(keep_teacher=False, depth=[1, 2])
     fast_config["space"]["parallel"] = {"strategies": ["single", "tensor_parallel"], "degree": [2], "threads": [1]}
-    fast_config["search"].update(n_trials=6, study_name="crashy", sampler="random")
+    fast_config["search"].update(n_trials=6, study_name="crashy", sampler="random", seed=3)
     config = write_config(tmp_path / "crashy.yaml", **fast_config)
     output = run_cli(config)
     assert "failed" in cli_text(output)

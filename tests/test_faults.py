@@ -244,7 +244,8 @@ def test_a_full_disk_stops_the_run_with_one_line_and_the_resume_completes_the_bu
     def disk_full(*_: object, **__: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", "cache/students/x.pt")
 
-    fast_config["search"].update(n_trials=2, study_name="full")
+    # the three anchors: the lost teacher's re-run is queued behind the other two
+    fast_config["search"].update(n_trials=3, study_name="full")
     config = write_config(tmp_path / "full.yaml", **fast_config)
     storage = f"sqlite:///{Path(fast_config['output_dir']) / 'optuna.db'}"
     with monkeypatch.context() as patch:
@@ -260,7 +261,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_the_resume_completes_the_bu
     assert resumed.exit_code == 0, resumed.output
     study = load_existing_study(storage, "full")
     lost = study.trials[0]
-    assert evaluated_count(study) == 2
+    assert evaluated_count(study) == 3
     assert [t.params for t in study.trials[1:] if t.state == TrialState.COMPLETE].count(lost.params) == 1, "re-run"
 
 def test_reading_a_study_that_does_not_exist_creates_no_storage(tmp_path: Path) -> None:

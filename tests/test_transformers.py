@@ -209,7 +209,8 @@ def test_a_hugging_face_classifier_used_as_it_comes_is_searched_and_deployed(tmp
                                         "init": ["teacher", "scratch"]},
                             "parallel": {"strategies": ["single"], "threads": [1], "runtimes": ["torch", "onnxruntime"]}}
     fast_config["constraints"] = ["accuracy_drop <= 0.5"]
-    fast_config["search"].update(n_trials=5, study_name="hf", sampler="random", seed=2)
+    # four anchors here (teacher fp32 and int8, the cut student int8, the largest student fp32), then random
+    fast_config["search"].update(n_trials=7, study_name="hf", sampler="random", seed=2)
     config = write_config(tmp_path / "hf.yaml", **fast_config)
     refused = runner.invoke(app, ["validate", str(config)])
     assert refused.exit_code == 2 and "space.student.init: [teacher]" in cli_text(refused.output), refused.output
