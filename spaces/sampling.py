@@ -164,9 +164,9 @@ def full_student_params(spec: SpaceSpec) -> dict[str, Any] | None:
 
     It answers first whether distillation can meet the accuracy constraint anywhere: every
     smaller student is a compromise of it. With the teacher anchors alone, TPE's first good
-    trials were all the teacher's, and on the digits table it stayed on the teacher branch in
-    a third of the replays and never measured a student that met the constraint
-    (benchmarks/results/search_quality.md). One training run, the space's costliest.
+    trials were all the teacher's, and on the digits table 17 of 80 replays had measured no
+    student that met the constraint by trial 40 (benchmarks/results/search_quality.md). One
+    training run, the space's costliest.
     """
     s = spec.student
     if not s.distill:
@@ -340,7 +340,8 @@ def unpruned_twin_params(spec: SpaceSpec, params: dict[str, Any]) -> dict[str, A
     every validation row right were unpruned ones, and TPE, drawn to the faster pruned
     models, found them in fewer than half of its replays (benchmarks/results/search_quality.md).
     """
-    if params.get("student") != "distilled" or not float(params.get("prune.ratio", 0.0)) or spec.prune.low > 0:
+    if (params.get("student") != "distilled" or not float(params.get("prune.ratio", 0.0)) or spec.prune.low > 0
+            or params.get("quantize.qat")):  # a QAT twin would be another training run
         return None
     return {**{name: value for name, value in params.items() if not name.startswith("prune.")}, "prune.ratio": 0.0}
 

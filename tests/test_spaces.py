@@ -163,6 +163,7 @@ def test_a_pruned_student_s_unpruned_twin_comes_before_its_deployment_variants_o
                     "parallel.threads": 1}, "same student and deployment, no pruning parameters"
     assert suggest_candidate(optuna.trial.FixedTrial(twin), spec).prune_ratio == 0.0
     assert unpruned_twin_params(spec, twin) is None and unpruned_twin_params(spec, anchor_params(spec)[0]) is None
+    assert unpruned_twin_params(spec, {**pruned, "quantize.qat": True}) is None, "a QAT twin is a training run"
     assert unpruned_twin_params(SpaceSpec.model_validate({"prune": {"low": 0.25, "high": 0.5, "step": 0.25}}),
                                 pruned) is None, "a space that always prunes holds no twin"
 
